@@ -1,0 +1,113 @@
+//! The one error type of the HTTP API: each failure a client can cause gets its
+//! status and a message that says what to change; internal failures get a 500
+//! whose details go to the log, not to the client.
+
+use serde::Serialize;
+
+use crate::error::CoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    /// OpenAI-style error type: `invalid_request_error`, `not_found_error`, `server_error`.
+    pub kind: &'static str,
+    /// A stable machine-readable code, e.g. `model_not_found`.
+    pub code: &'static str,
+    pub message: String,
+    /// The request field at fault, when there is one.
+    pub param: Option<String>,
+    /// Detail for the log only (never sent to the client).
+    pub internal: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    code: &'a str,
+    message: &'a str,
+    param: Option<&'a str>,
+}
+
+impl ApiError {
+    fn new(status: u16, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, kind, code, message: message.into(), param: None, internal: None }
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// 400: the body is not JSON, or not UTF-8.
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new(400, "invalid_request_error", "malformed_body", message)
+    }
+
+    /// 422: well-formed JSON that does not fit the route's schema or rules.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(422, "invalid_request_error", "invalid_value", message)
+    }
+
+    /// 413: the body, a batch, or one input is over a documented limit.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(413, "invalid_request_error", "too_large", message)
+    }
+
+    /// 415: the body is not declared as JSON.
+    pub fn unsupported_media_type(got: Option<&str>) -> Self {
+        let got = got.map_or("no Content-Type".to_string(), |c| format!("Content-Type `{c}`"));
+        Self::new(415, "invalid_request_error", "unsupported_media_type", format!("expected `Content-Type: application/json`, got {got}"))
+    }
+
+    /// 404 for a path no route serves.
+    pub fn no_route(path: &str) -> Self {
+        Self::new(
+            404,
+            "not_found_error",
+            "route_not_found",
+            format!("no route for `{path}`; routes are GET /healthz, GET /v1/models, GET /v1/models/{{id}}, POST /v1/classify"),
+        )
+    }
+
+    /// 405, with the methods the route accepts (the caller sends them in `Allow`).
+    pub fn method_not_allowed(method: &str, path: &str, allow: &str) -> Self {
+        Self::new(405, "invalid_request_error", "method_not_allowed", format!("{method} is not allowed on `{path}`; use {allow}"))
+    }
+
+    /// 500: something on our side failed; `detail` is logged only.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        let mut e = Self::new(500, "server_error", "internal_error", "the server failed to process the request; it has been logged");
+        e.internal = Some(detail.into());
+        e
+    }
+
+    /// The JSON body sent to the client.
+    pub fn body(&self) -> Vec<u8> {
+        let body = Body {
+            error: Detail { kind: self.kind, code: self.code, message: &self.message, param: self.param.as_deref() },
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        match &e {
+            CoreError::UnknownModel(name) => ApiError::new(
+                404,
+                "not_found_error",
+                "model_not_found",
+                format!("model `{name}` does not exist; GET /v1/models lists the models this worker serves"),
+            )
+            .with_param("model"),
+            CoreError::WrongTask { .. } => ApiError::invalid(e.to_string()).with_param("model"),
+            CoreError::ModelLoad { .. } | CoreError::Inference { .. } => ApiError::internal(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The HTTP API as a pure function: a request (method, path, content type,
+//! body bytes) in, a response (status, headers, JSON bytes) out. The Workers
+//! glue only moves bytes to and from here, so every route, limit and error is
+//! testable natively and behaves the same on any host.
+
+mod classify;
+mod error;
+pub mod limits;
+mod models;
+mod parse;
+
+pub use classify::{ClassifyRequest, ClassifyResponse, Classification, LabelScore};
+pub use error::ApiError;
+pub use models::{ModelList, ModelObject};
+
+use serde::Serialize;
+
+/// A request as the glue hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequest<'a> {
+    pub method: &'a str,
+    /// The URL path, without query string.
+    pub path: &'a str,
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
+    /// False when the glue stopped reading because the body passed
+    /// [`limits::MAX_BODY_BYTES`]: the request is answered 413 unread.
+    pub body_complete: bool,
+}
+
+/// A response ready to send: status, extra headers, JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    /// Set on 5xx: what went wrong, for the log only.
+    pub internal_error: Option<String>,
+    /// The model that served the request, as `id@version`, for headers and logs.
+    pub model: Option<String>,
+    /// True when this request paid for loading the model (a cold start).
+    pub model_loaded: bool,
+}
+
+impl HttpResponse {
+    fn json<T: Serialize>(status: u16, value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(body) => HttpResponse { status, headers: Vec::new(), body, internal_error: None, model: None, model_loaded: false },
+            Err(e) => Self::error(ApiError::internal(format!("serializing the response: {e}"))),
+        }
+    }
+
+    fn error(e: ApiError) -> Self {
+        HttpResponse { status: e.status, headers: Vec::new(), body: e.body(), internal_error: e.internal.clone(), model: None, model_loaded: false }
+    }
+}
+
+/// Which routes exist, and the methods each accepts.
+enum Route<'a> {
+    Health,
+    Models,
+    Model(&'a str),
+    Classify,
+}
+
+impl<'a> Route<'a> {
+    fn parse(path: &'a str) -> Option<Self> {
+        let path = if path.len() > 1 { path.strip_suffix('/').unwrap_or(path) } else { path };
+        match path {
+            "/healthz" => Some(Route::Health),
+            "/v1/models" => Some(Route::Models),
+            "/v1/classify" => Some(Route::Classify),
+            _ => path.strip_prefix("/v1/models/").filter(|id| !id.is_empty() && !id.contains('/')).map(Route::Model),
+        }
+    }
+
+    fn allow(&self) -> &'static str {
+        match self {
+            Route::Health | Route::Models | Route::Model(_) => "GET",
+            Route::Classify => "POST",
+        }
+    }
+}
+
+/// Serves one request. Never panics on any input.
+pub fn handle(req: &HttpRequest<'_>) -> HttpResponse {
+    let Some(route) = Route::parse(req.path) else {
+        return HttpResponse::error(ApiError::no_route(req.path));
+    };
+    let allow = route.allow();
+    if req.method != allow {
+        let mut res = HttpResponse::error(ApiError::method_not_allowed(req.method, req.path, allow));
+        res.headers.push(("allow", allow.to_string()));
+        return res;
+    }
+    let result = match route {
+        Route::Health => Ok(HttpResponse::json(200, &Health::current())),
+        Route::Models => Ok(HttpResponse::json(200, &ModelList::all())),
+        Route::Model(id) => ModelObject::find(id).map(|m| HttpResponse::json(200, &m)).map_err(ApiError::from),
+        Route::Classify => classify::serve(req),
+    };
+    result.unwrap_or_else(HttpResponse::error)
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    models: usize,
+}
+
+impl Health {
+    fn current() -> Self {
+        Health { status: "ok", version: env!("CARGO_PKG_VERSION"), models: crate::registry::MODELS.len() }
+    }
+}
