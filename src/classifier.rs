@@ -20,7 +20,9 @@ pub struct Classifier {
 
 impl std::fmt::Debug for Classifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Classifier").field("model", &self.spec.id).finish_non_exhaustive()
+        f.debug_struct("Classifier")
+            .field("model", &self.spec.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -28,7 +30,10 @@ impl Classifier {
     /// Parses and optimizes the embedded graph. Costly: call once per isolate
     /// (see [`crate::registry::classifier`]).
     pub fn load(spec: &'static ModelSpec) -> Result<Self, CoreError> {
-        let err = |e: TractError| CoreError::ModelLoad { model: spec.id, reason: format!("{e:#}") };
+        let err = |e: TractError| CoreError::ModelLoad {
+            model: spec.id,
+            reason: format!("{e:#}"),
+        };
         let featurizer = match &spec.input {
             InputSpec::CharNgrams { vocab, .. } => NgramFeaturizer::new(vocab),
         };
@@ -39,7 +44,11 @@ impl Classifier {
             .map_err(err)?
             .into_runnable()
             .map_err(err)?;
-        Ok(Classifier { spec, featurizer, plan })
+        Ok(Classifier {
+            spec,
+            featurizer,
+            plan,
+        })
     }
 
     pub fn spec(&self) -> &'static ModelSpec {
@@ -62,19 +71,30 @@ impl Classifier {
 
     /// Runs the graph on `rows` already-featurized inputs, laid out row-major.
     pub fn run(&self, features: &[f32], rows: usize) -> Result<Vec<Scores>, CoreError> {
-        let err = |e: TractError| CoreError::Inference { model: self.spec.id, reason: format!("{e:#}") };
+        let err = |e: TractError| CoreError::Inference {
+            model: self.spec.id,
+            reason: format!("{e:#}"),
+        };
         let width = self.featurizer.features();
         if rows == 0 {
             return Ok(Vec::new());
         }
         let input = Tensor::from_shape(&[rows, width], features).map_err(err)?;
         let outputs = self.plan.run(tvec!(input.into_tvalue())).map_err(err)?;
-        let bad = |reason: String| CoreError::Inference { model: self.spec.id, reason };
-        let output = outputs.first().ok_or_else(|| bad("the graph returned no output".into()))?;
+        let bad = |reason: String| CoreError::Inference {
+            model: self.spec.id,
+            reason,
+        };
+        let output = outputs
+            .first()
+            .ok_or_else(|| bad("the graph returned no output".into()))?;
         let view = output.to_plain_array_view::<f32>().map_err(err)?;
         let labels = self.spec.labels.len();
         if view.shape() != [rows, labels] {
-            return Err(bad(format!("output shape {:?}, expected [{rows}, {labels}]", view.shape())));
+            return Err(bad(format!(
+                "output shape {:?}, expected [{rows}, {labels}]",
+                view.shape()
+            )));
         }
         Ok(view.rows().into_iter().map(|r| r.to_vec()).collect())
     }

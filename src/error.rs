@@ -9,7 +9,11 @@ pub enum CoreError {
     UnknownModel(String),
     /// The model exists but does another task than the one asked for.
     #[error("model `{model}` does {task}, not {wanted}")]
-    WrongTask { model: String, task: &'static str, wanted: &'static str },
+    WrongTask {
+        model: String,
+        task: &'static str,
+        wanted: &'static str,
+    },
     /// The embedded bytes could not be turned into a runnable model. build.rs
     /// loads every graph, so this means a bug, not bad input.
     #[error("model `{model}` failed to load: {reason}")]

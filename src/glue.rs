@@ -3,7 +3,9 @@
 //! math and makes no API decisions.
 
 use futures_util::StreamExt;
-use worker::{console_error, console_log, event, Context, Env, Headers, Method, Request, Response, Result};
+use worker::{
+    console_error, console_log, event, Context, Env, Headers, Method, Request, Response, Result,
+};
 
 use crate::api::{self, limits::MAX_BODY_BYTES, HttpRequest};
 
@@ -69,5 +71,7 @@ async fn fetch(mut req: Request, _env: Env, _ctx: Context) -> Result<Response> {
     for (name, value) in &res.headers {
         headers.set(name, value)?;
     }
-    Ok(Response::from_bytes(res.body)?.with_status(res.status).with_headers(headers))
+    Ok(Response::from_bytes(res.body)?
+        .with_status(res.status)
+        .with_headers(headers))
 }

@@ -22,7 +22,13 @@ pub fn is_js_whitespace(c: char) -> bool {
     matches!(
         c,
         '\t' | '\n' | '\u{0B}' | '\u{0C}' | '\r' | ' ' | '\u{A0}' | '\u{1680}' | '\u{2000}'
-            ..='\u{200A}' | '\u{2028}' | '\u{2029}' | '\u{202F}' | '\u{205F}' | '\u{3000}' | '\u{FEFF}'
+            ..='\u{200A}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202F}'
+                | '\u{205F}'
+                | '\u{3000}'
+                | '\u{FEFF}'
     )
 }
 
@@ -102,7 +108,10 @@ impl NgramFeaturizer {
                     .collect()
             })
             .collect();
-        NgramFeaturizer { by_len, features: index }
+        NgramFeaturizer {
+            by_len,
+            features: index,
+        }
     }
 
     /// The width of the feature vector.
@@ -161,7 +170,10 @@ mod tests {
 
     #[test]
     fn final_sigma_is_lowercased_as_in_javascript() {
-        assert_eq!(normalize("ΟΔΟΣ ΑΣ"), " \u{3BF}\u{3B4}\u{3BF}\u{3C2} \u{3B1}\u{3C2} ");
+        assert_eq!(
+            normalize("ΟΔΟΣ ΑΣ"),
+            " \u{3BF}\u{3B4}\u{3BF}\u{3C2} \u{3B1}\u{3C2} "
+        );
         assert_eq!(normalize("ΣΑ"), " \u{3C3}\u{3B1} ");
     }
 

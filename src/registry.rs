@@ -34,7 +34,10 @@ pub struct Source {
 pub enum InputSpec {
     /// Frequencies of the listed character n-grams; `vocab[n - 1]` holds the
     /// n-grams of length n, in input order.
-    CharNgrams { vocab: &'static [&'static [&'static str]], features: usize },
+    CharNgrams {
+        vocab: &'static [&'static [&'static str]],
+        features: usize,
+    },
 }
 
 /// One embedded model, as verified by build.rs.
@@ -76,7 +79,8 @@ pub fn find(name: &str) -> Result<&'static ModelSpec, CoreError> {
 }
 
 /// One slot per model; filled on first use.
-static LOADED: [OnceLock<Result<Classifier, String>>; MODEL_COUNT] = [const { OnceLock::new() }; MODEL_COUNT];
+static LOADED: [OnceLock<Result<Classifier, String>>; MODEL_COUNT] =
+    [const { OnceLock::new() }; MODEL_COUNT];
 
 /// The loaded model and whether this call is the one that loaded it (a cold
 /// start, worth reporting in timings).
@@ -93,6 +97,9 @@ pub fn classifier(spec: &'static ModelSpec) -> Result<(&'static Classifier, bool
     });
     match result {
         Ok(classifier) => Ok((classifier, loaded_now)),
-        Err(reason) => Err(CoreError::ModelLoad { model: spec.id, reason: reason.clone() }),
+        Err(reason) => Err(CoreError::ModelLoad {
+            model: spec.id,
+            reason: reason.clone(),
+        }),
     }
 }

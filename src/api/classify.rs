@@ -60,34 +60,57 @@ fn texts(input: &Value) -> Result<Vec<&str>, ApiError> {
         Value::String(s) => vec![s.as_str()],
         Value::Array(items) => {
             if items.is_empty() {
-                return Err(ApiError::invalid("`input` is an empty array; send at least one text").with_param("input"));
+                return Err(
+                    ApiError::invalid("`input` is an empty array; send at least one text")
+                        .with_param("input"),
+                );
             }
             if items.len() > MAX_INPUTS {
-                return Err(ApiError::too_large(format!("`input` has {} texts; the limit is {MAX_INPUTS} per request", items.len()))
-                    .with_param("input"));
+                return Err(ApiError::too_large(format!(
+                    "`input` has {} texts; the limit is {MAX_INPUTS} per request",
+                    items.len()
+                ))
+                .with_param("input"));
             }
             items
                 .iter()
                 .enumerate()
                 .map(|(i, v)| {
                     v.as_str().ok_or_else(|| {
-                        ApiError::invalid(format!("`input[{i}]` is {}; every item must be a string", kind(v))).with_param(format!("input[{i}]"))
+                        ApiError::invalid(format!(
+                            "`input[{i}]` is {}; every item must be a string",
+                            kind(v)
+                        ))
+                        .with_param(format!("input[{i}]"))
                     })
                 })
                 .collect::<Result<_, _>>()?
         }
         other => {
-            return Err(ApiError::invalid(format!("`input` is {}; send a string or an array of strings", kind(other))).with_param("input"))
+            return Err(ApiError::invalid(format!(
+                "`input` is {}; send a string or an array of strings",
+                kind(other)
+            ))
+            .with_param("input"))
         }
     };
     for (i, text) in texts.iter().enumerate() {
-        let param = if matches!(input, Value::Array(_)) { format!("input[{i}]") } else { "input".to_string() };
+        let param = if matches!(input, Value::Array(_)) {
+            format!("input[{i}]")
+        } else {
+            "input".to_string()
+        };
         if text.trim().is_empty() {
-            return Err(ApiError::invalid(format!("`{param}` is empty; send some text")).with_param(param));
+            return Err(
+                ApiError::invalid(format!("`{param}` is empty; send some text")).with_param(param),
+            );
         }
         let chars = text.chars().count();
         if chars > MAX_INPUT_CHARS {
-            return Err(ApiError::too_large(format!("`{param}` has {chars} characters; the limit is {MAX_INPUT_CHARS}")).with_param(param));
+            return Err(ApiError::too_large(format!(
+                "`{param}` has {chars} characters; the limit is {MAX_INPUT_CHARS}"
+            ))
+            .with_param(param));
         }
     }
     Ok(texts)
@@ -108,15 +131,23 @@ pub(super) fn serve(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
     let body: ClassifyRequest = json_body(req)?;
     let spec = registry::find(&body.model)?;
     if spec.task != Task::LanguageIdentification {
-        return Err(CoreError::WrongTask { model: body.model.clone(), task: spec.task.as_str(), wanted: "classification" }.into());
+        return Err(CoreError::WrongTask {
+            model: body.model.clone(),
+            task: spec.task.as_str(),
+            wanted: "classification",
+        }
+        .into());
     }
     let labels = spec.labels.len();
     let top_k = match body.top_k {
         None => DEFAULT_TOP_K.min(labels),
         Some(k) if k >= 1 && k <= labels as u64 => k as usize,
         Some(k) => {
-            return Err(ApiError::invalid(format!("`top_k` is {k}; model `{}` has {labels} labels, so use 1 to {labels}", spec.id))
-                .with_param("top_k"))
+            return Err(ApiError::invalid(format!(
+                "`top_k` is {k}; model `{}` has {labels} labels, so use 1 to {labels}",
+                spec.id
+            ))
+            .with_param("top_k"))
         }
     };
     let texts = texts(&body.input)?;
@@ -128,10 +159,25 @@ pub(super) fn serve(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
         .map(|(index, row)| {
             let mut ranked: Vec<(usize, f32)> = row.into_iter().enumerate().collect();
             ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            let labels: Vec<LabelScore> =
-                ranked.iter().take(top_k).map(|&(i, score)| LabelScore { label: spec.labels[i].to_string(), score }).collect();
-            let (label, score) = labels.first().map(|l| (l.label.clone(), l.score)).unwrap_or_default();
-            Classification { object: "classification".into(), index, label, score, labels }
+            let labels: Vec<LabelScore> = ranked
+                .iter()
+                .take(top_k)
+                .map(|&(i, score)| LabelScore {
+                    label: spec.labels[i].to_string(),
+                    score,
+                })
+                .collect();
+            let (label, score) = labels
+                .first()
+                .map(|l| (l.label.clone(), l.score))
+                .unwrap_or_default();
+            Classification {
+                object: "classification".into(),
+                index,
+                label,
+                score,
+                labels,
+            }
         })
         .collect();
     let response = ClassifyResponse {
@@ -140,7 +186,10 @@ pub(super) fn serve(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
         model_version: spec.version.into(),
         model_sha256: spec.sha256.into(),
         data,
-        usage: Usage { inputs: texts.len(), characters: texts.iter().map(|t| t.chars().count()).sum() },
+        usage: Usage {
+            inputs: texts.len(),
+            characters: texts.iter().map(|t| t.chars().count()).sum(),
+        },
     };
     let mut res = HttpResponse::json(200, &response);
     res.model = Some(spec.qualified_name());

@@ -35,8 +35,20 @@ struct Detail<'a> {
 }
 
 impl ApiError {
-    fn new(status: u16, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, kind, code, message: message.into(), param: None, internal: None }
+    fn new(
+        status: u16,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            param: None,
+            internal: None,
+        }
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -61,8 +73,15 @@ impl ApiError {
 
     /// 415: the body is not declared as JSON.
     pub fn unsupported_media_type(got: Option<&str>) -> Self {
-        let got = got.map_or("no Content-Type".to_string(), |c| format!("Content-Type `{c}`"));
-        Self::new(415, "invalid_request_error", "unsupported_media_type", format!("expected `Content-Type: application/json`, got {got}"))
+        let got = got.map_or("no Content-Type".to_string(), |c| {
+            format!("Content-Type `{c}`")
+        });
+        Self::new(
+            415,
+            "invalid_request_error",
+            "unsupported_media_type",
+            format!("expected `Content-Type: application/json`, got {got}"),
+        )
     }
 
     /// 404 for a path no route serves.
@@ -77,12 +96,22 @@ impl ApiError {
 
     /// 405, with the methods the route accepts (the caller sends them in `Allow`).
     pub fn method_not_allowed(method: &str, path: &str, allow: &str) -> Self {
-        Self::new(405, "invalid_request_error", "method_not_allowed", format!("{method} is not allowed on `{path}`; use {allow}"))
+        Self::new(
+            405,
+            "invalid_request_error",
+            "method_not_allowed",
+            format!("{method} is not allowed on `{path}`; use {allow}"),
+        )
     }
 
     /// 500: something on our side failed; `detail` is logged only.
     pub fn internal(detail: impl Into<String>) -> Self {
-        let mut e = Self::new(500, "server_error", "internal_error", "the server failed to process the request; it has been logged");
+        let mut e = Self::new(
+            500,
+            "server_error",
+            "internal_error",
+            "the server failed to process the request; it has been logged",
+        );
         e.internal = Some(detail.into());
         e
     }
@@ -90,7 +119,12 @@ impl ApiError {
     /// The JSON body sent to the client.
     pub fn body(&self) -> Vec<u8> {
         let body = Body {
-            error: Detail { kind: self.kind, code: self.code, message: &self.message, param: self.param.as_deref() },
+            error: Detail {
+                kind: self.kind,
+                code: self.code,
+                message: &self.message,
+                param: self.param.as_deref(),
+            },
         };
         serde_json::to_vec(&body).unwrap_or_default()
     }

@@ -9,7 +9,7 @@ pub mod limits;
 mod models;
 mod parse;
 
-pub use classify::{ClassifyRequest, ClassifyResponse, Classification, LabelScore};
+pub use classify::{Classification, ClassifyRequest, ClassifyResponse, LabelScore};
 pub use error::ApiError;
 pub use models::{ModelList, ModelObject};
 
@@ -45,13 +45,27 @@ pub struct HttpResponse {
 impl HttpResponse {
     fn json<T: Serialize>(status: u16, value: &T) -> Self {
         match serde_json::to_vec(value) {
-            Ok(body) => HttpResponse { status, headers: Vec::new(), body, internal_error: None, model: None, model_loaded: false },
+            Ok(body) => HttpResponse {
+                status,
+                headers: Vec::new(),
+                body,
+                internal_error: None,
+                model: None,
+                model_loaded: false,
+            },
             Err(e) => Self::error(ApiError::internal(format!("serializing the response: {e}"))),
         }
     }
 
     fn error(e: ApiError) -> Self {
-        HttpResponse { status: e.status, headers: Vec::new(), body: e.body(), internal_error: e.internal.clone(), model: None, model_loaded: false }
+        HttpResponse {
+            status: e.status,
+            headers: Vec::new(),
+            body: e.body(),
+            internal_error: e.internal.clone(),
+            model: None,
+            model_loaded: false,
+        }
     }
 }
 
@@ -65,12 +79,19 @@ enum Route<'a> {
 
 impl<'a> Route<'a> {
     fn parse(path: &'a str) -> Option<Self> {
-        let path = if path.len() > 1 { path.strip_suffix('/').unwrap_or(path) } else { path };
+        let path = if path.len() > 1 {
+            path.strip_suffix('/').unwrap_or(path)
+        } else {
+            path
+        };
         match path {
             "/healthz" => Some(Route::Health),
             "/v1/models" => Some(Route::Models),
             "/v1/classify" => Some(Route::Classify),
-            _ => path.strip_prefix("/v1/models/").filter(|id| !id.is_empty() && !id.contains('/')).map(Route::Model),
+            _ => path
+                .strip_prefix("/v1/models/")
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+                .map(Route::Model),
         }
     }
 
@@ -89,14 +110,17 @@ pub fn handle(req: &HttpRequest<'_>) -> HttpResponse {
     };
     let allow = route.allow();
     if req.method != allow {
-        let mut res = HttpResponse::error(ApiError::method_not_allowed(req.method, req.path, allow));
+        let mut res =
+            HttpResponse::error(ApiError::method_not_allowed(req.method, req.path, allow));
         res.headers.push(("allow", allow.to_string()));
         return res;
     }
     let result = match route {
         Route::Health => Ok(HttpResponse::json(200, &Health::current())),
         Route::Models => Ok(HttpResponse::json(200, &ModelList::all())),
-        Route::Model(id) => ModelObject::find(id).map(|m| HttpResponse::json(200, &m)).map_err(ApiError::from),
+        Route::Model(id) => ModelObject::find(id)
+            .map(|m| HttpResponse::json(200, &m))
+            .map_err(ApiError::from),
         Route::Classify => classify::serve(req),
     };
     result.unwrap_or_else(HttpResponse::error)
@@ -111,6 +135,10 @@ struct Health {
 
 impl Health {
     fn current() -> Self {
-        Health { status: "ok", version: env!("CARGO_PKG_VERSION"), models: crate::registry::MODELS.len() }
+        Health {
+            status: "ok",
+            version: env!("CARGO_PKG_VERSION"),
+            models: crate::registry::MODELS.len(),
+        }
     }
 }

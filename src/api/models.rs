@@ -43,7 +43,10 @@ impl ModelObject {
             sha256: m.sha256.into(),
             bytes: m.onnx.len(),
             license: m.license.into(),
-            source: format!("{}:{}@{}", m.source.registry, m.source.package, m.source.version),
+            source: format!(
+                "{}:{}@{}",
+                m.source.registry, m.source.package, m.source.version
+            ),
             quantization: m.quantization.into(),
             description: m.description.into(),
             labels: m.labels.iter().map(|l| l.to_string()).collect(),
@@ -57,6 +60,12 @@ impl ModelObject {
 
 impl ModelList {
     pub fn all() -> Self {
-        ModelList { object: "list".into(), data: registry::MODELS.iter().map(ModelObject::from_spec).collect() }
+        ModelList {
+            object: "list".into(),
+            data: registry::MODELS
+                .iter()
+                .map(ModelObject::from_spec)
+                .collect(),
+        }
     }
 }

@@ -20,15 +20,23 @@ pub fn json_body<T: DeserializeOwned>(req: &HttpRequest<'_>) -> Result<T, ApiErr
         return Err(ApiError::unsupported_media_type(req.content_type));
     }
     if !req.body_complete || req.body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::too_large(format!("the body is larger than the limit of {MAX_BODY_BYTES} bytes")));
+        return Err(ApiError::too_large(format!(
+            "the body is larger than the limit of {MAX_BODY_BYTES} bytes"
+        )));
     }
-    let text = std::str::from_utf8(req.body)
-        .map_err(|e| ApiError::malformed(format!("the body is not valid UTF-8 (at byte {})", e.valid_up_to())))?;
+    let text = std::str::from_utf8(req.body).map_err(|e| {
+        ApiError::malformed(format!(
+            "the body is not valid UTF-8 (at byte {})",
+            e.valid_up_to()
+        ))
+    })?;
     if text.trim().is_empty() {
         return Err(ApiError::malformed("the body is empty; send a JSON object"));
     }
     serde_json::from_str(text).map_err(|e| match e.classify() {
         Category::Data => ApiError::invalid(format!("invalid request: {e}")),
-        Category::Syntax | Category::Eof | Category::Io => ApiError::malformed(format!("the body is not valid JSON: {e}")),
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::malformed(format!("the body is not valid JSON: {e}"))
+        }
     })
 }

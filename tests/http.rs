@@ -1,0 +1,469 @@
+//! The worker through workerd: every route and every error of the API
+//! contract, spoken over HTTP to `wrangler dev` on 127.0.0.1.
+//!
+//! One worker serves every test of this file (starting workerd costs seconds),
+//! which also proves that no bad request poisons the isolate for later ones.
+
+mod support;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use serde_json::{json, Value};
+use support::{Client, Worker};
+
+/// lande sums in f64, tract in f32 (see models/lande/to_onnx.py).
+const PROB_TOLERANCE: f64 = 2e-4;
+
+type Check = fn(&Client) -> Result<(), Failed>;
+
+fn checks() -> Vec<(&'static str, Check)> {
+    vec![
+        ("healthz", healthz),
+        ("models_list", models_list),
+        ("model_by_id", model_by_id),
+        ("classify_french", classify_french),
+        ("classify_batch_top_k", classify_batch_top_k),
+        ("classify_id_at_version", classify_id_at_version),
+        ("golden_lande_through_workerd", golden_lande),
+        ("error_malformed_json_400", malformed_json),
+        ("error_invalid_utf8_400", invalid_utf8),
+        ("error_wrong_types_422", wrong_types),
+        ("error_empty_input_422", empty_input),
+        ("error_unknown_model_404", unknown_model),
+        ("error_unknown_route_404", unknown_route),
+        ("error_wrong_method_405", wrong_method),
+        ("error_wrong_content_type_415", wrong_content_type),
+        ("error_oversize_body_413", oversize_body),
+        ("error_too_many_inputs_413", too_many_inputs),
+        ("error_oversize_text_413", oversize_text),
+    ]
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    // Start the worker only when some test will run (not for --list).
+    let worker = if args.list {
+        None
+    } else {
+        Some(Worker::start())
+    };
+    let base = worker.as_ref().map(|w| w.base.clone()).unwrap_or_default();
+    let mut trials: Vec<Trial> = checks()
+        .into_iter()
+        .map(|(name, check)| {
+            let base = base.clone();
+            Trial::test(name, move || check(&Client::new(&base)))
+        })
+        .collect();
+    // After every hostile request above, the same isolate still serves.
+    let base_after = base.clone();
+    trials.push(Trial::test(
+        "zz_still_serving_after_bad_requests",
+        move || classify_french(&Client::new(&base_after)),
+    ));
+    let conclusion = libtest_mimic::run(&args, trials);
+    if conclusion.has_failed() {
+        if let Some(w) = &worker {
+            eprintln!("--- wrangler log ---\n{}", w.log_text());
+        }
+    }
+    drop(worker);
+    conclusion.exit();
+}
+
+fn check(cond: bool, msg: impl Into<String>) -> Result<(), Failed> {
+    if cond {
+        Ok(())
+    } else {
+        Err(msg.into().into())
+    }
+}
+
+fn classify(c: &Client, body: Value) -> Value {
+    let res = c.post_json("/v1/classify", &body);
+    assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
+    res.json()
+}
+
+fn healthz(c: &Client) -> Result<(), Failed> {
+    let res = c.get("/healthz");
+    check(res.status == 200, format!("status {}", res.status))?;
+    let body = res.json();
+    check(
+        body["status"] == "ok" && body["models"].as_u64() >= Some(1),
+        format!("{body}"),
+    )
+}
+
+fn models_list(c: &Client) -> Result<(), Failed> {
+    let body = c.get("/v1/models").json();
+    check(body["object"] == "list", "object must be list")?;
+    let data = body["data"].as_array().ok_or("data must be an array")?;
+    let lande = data
+        .iter()
+        .find(|m| m["id"] == "lande")
+        .ok_or("lande missing")?;
+    check(lande["object"] == "model", "object must be model")?;
+    check(lande["task"] == "language-identification", "task")?;
+    check(lande["version"] == "1.0.10", "version")?;
+    check(
+        lande["sha256"].as_str().is_some_and(|s| s.len() == 64),
+        "sha256",
+    )?;
+    check(
+        lande["bytes"].as_u64().is_some_and(|b| b > 100_000),
+        "bytes",
+    )?;
+    check(
+        lande["owned_by"].is_string() && lande["created"].is_u64(),
+        "OpenAI model fields",
+    )?;
+    check(
+        lande["labels"].as_array().map(Vec::len) == Some(50),
+        "50 labels",
+    )
+}
+
+fn model_by_id(c: &Client) -> Result<(), Failed> {
+    let body = c.get("/v1/models/lande").json();
+    check(
+        body["id"] == "lande" && body["object"] == "model",
+        format!("{body}"),
+    )?;
+    let err = c.get("/v1/models/nope").expect_error(404);
+    check(err["code"] == "model_not_found", format!("{err}"))
+}
+
+fn classify_french(c: &Client) -> Result<(), Failed> {
+    let res = c.post_json(
+        "/v1/classify",
+        &json!({"model": "lande", "input": "Bonjour tout le monde"}),
+    );
+    check(res.status == 200, format!("status {}", res.status))?;
+    check(
+        res.header("x-edgeinfer-model") == Some("lande@1.0.10"),
+        "x-edgeinfer-model header",
+    )?;
+    let body = res.json();
+    check(
+        body["object"] == "list" && body["model"] == "lande" && body["model_version"] == "1.0.10",
+        format!("{body}"),
+    )?;
+    check(
+        body["model_sha256"].as_str().is_some_and(|s| s.len() == 64),
+        "model_sha256",
+    )?;
+    let first = &body["data"][0];
+    check(first["label"] == "fra", format!("expected fra: {body}"))?;
+    check(
+        first["labels"].as_array().map(Vec::len) == Some(3),
+        "default top_k is 3",
+    )?;
+    check(
+        body["usage"] == json!({"inputs": 1, "characters": 21}),
+        format!("usage: {}", body["usage"]),
+    )
+}
+
+fn classify_batch_top_k(c: &Client) -> Result<(), Failed> {
+    let body = classify(
+        c,
+        json!({"model": "lande", "input": ["The weather is nice today", "Das Wetter ist heute schön", "El tiempo es bueno hoy"], "top_k": 5}),
+    );
+    let data = body["data"].as_array().ok_or("data")?;
+    let labels: Vec<&str> = data
+        .iter()
+        .map(|d| d["label"].as_str().unwrap_or(""))
+        .collect();
+    check(labels == ["eng", "deu", "spa"], format!("{labels:?}"))?;
+    for (i, d) in data.iter().enumerate() {
+        check(d["index"] == i, "index")?;
+        let scores: Vec<f64> = d["labels"]
+            .as_array()
+            .ok_or("labels")?
+            .iter()
+            .filter_map(|l| l["score"].as_f64())
+            .collect();
+        check(scores.len() == 5, "top_k 5")?;
+        check(scores.windows(2).all(|w| w[0] >= w[1]), "sorted best first")?;
+        check(
+            d["score"].as_f64() == Some(scores[0]),
+            "score is the best label's",
+        )?;
+    }
+    let all = classify(
+        c,
+        json!({"model": "lande", "input": "hei maailma", "top_k": 50}),
+    );
+    let sum: f64 = all["data"][0]["labels"]
+        .as_array()
+        .ok_or("labels")?
+        .iter()
+        .filter_map(|l| l["score"].as_f64())
+        .sum();
+    check(
+        (sum - 1.0).abs() < 1e-3,
+        format!("the 50 scores sum to {sum}"),
+    )
+}
+
+fn classify_id_at_version(c: &Client) -> Result<(), Failed> {
+    let body = classify(c, json!({"model": "lande@1.0.10", "input": "Hola mundo"}));
+    check(body["model_version"] == "1.0.10", "version")?;
+    let err = c
+        .post_json(
+            "/v1/classify",
+            &json!({"model": "lande@9.9.9", "input": "Hola"}),
+        )
+        .expect_error(404);
+    check(err["param"] == "model", format!("{err}"))
+}
+
+fn golden_lande(c: &Client) -> Result<(), Failed> {
+    let golden: Value = serde_json::from_slice(&std::fs::read(
+        support::root().join("models/lande/golden.json"),
+    )?)?;
+    let labels: Vec<&str> = golden["labels"]
+        .as_array()
+        .ok_or("labels")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    // The API rejects blank text, so those cases are covered natively only.
+    let cases: Vec<&Value> = golden["cases"]
+        .as_array()
+        .ok_or("cases")?
+        .iter()
+        .filter(|c| !c["text"].as_str().unwrap_or("").trim().is_empty())
+        .collect();
+    let mut worst = 0.0f64;
+    for chunk in cases.chunks(100) {
+        let texts: Vec<&str> = chunk.iter().filter_map(|c| c["text"].as_str()).collect();
+        let body = classify(
+            c,
+            json!({"model": "lande", "input": texts, "top_k": labels.len()}),
+        );
+        for (case, got) in chunk.iter().zip(body["data"].as_array().ok_or("data")?) {
+            check(
+                got["label"] == case["top1"],
+                format!(
+                    "{:?}: got {} want {}",
+                    case["text"], got["label"], case["top1"]
+                ),
+            )?;
+            for l in got["labels"].as_array().ok_or("labels")? {
+                let i = labels
+                    .iter()
+                    .position(|x| l["label"] == *x)
+                    .ok_or("unknown label")?;
+                let want = case["probabilities"][i].as_f64().ok_or("probability")?;
+                worst = worst.max((l["score"].as_f64().ok_or("score")? - want).abs());
+            }
+        }
+    }
+    check(
+        worst <= PROB_TOLERANCE,
+        format!("max |score - lande| = {worst} > {PROB_TOLERANCE}"),
+    )
+}
+
+fn malformed_json(c: &Client) -> Result<(), Failed> {
+    for body in [&b"{"[..], b"{\"model\": \"lande\", \"input\": }", b"not json", b"{\"model\":\"lande\",\"input\":\"x\"} trailing", b"", b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["] {
+        let err = c.send("POST", "/v1/classify", Some("application/json"), body).expect_error(400);
+        check(err["type"] == "invalid_request_error", format!("{err}"))?;
+    }
+    Ok(())
+}
+
+fn invalid_utf8(c: &Client) -> Result<(), Failed> {
+    let err = c
+        .send(
+            "POST",
+            "/v1/classify",
+            Some("application/json"),
+            b"{\"model\":\"lande\",\"input\":\"caf\xe9\"}",
+        )
+        .expect_error(400);
+    check(
+        err["message"].as_str().unwrap_or("").contains("UTF-8"),
+        format!("{err}"),
+    )
+}
+
+fn wrong_types(c: &Client) -> Result<(), Failed> {
+    let cases = [
+        (json!({"model": "lande", "input": 5}), "input"),
+        (json!({"model": "lande", "input": null}), "input"),
+        (json!({"model": "lande", "input": {"text": "hi"}}), "input"),
+        (json!({"model": "lande", "input": ["ok", 3]}), "input[1]"),
+        (json!({"model": 7, "input": "hi"}), ""),
+        (json!({"input": "hi"}), ""),
+        (json!({"model": "lande"}), ""),
+        (json!({"model": "lande", "input": "hi", "top_k": "3"}), ""),
+        (json!({"model": "lande", "input": "hi", "top_k": -1}), ""),
+        (
+            json!({"model": "lande", "input": "hi", "top_k": 0}),
+            "top_k",
+        ),
+        (
+            json!({"model": "lande", "input": "hi", "top_k": 51}),
+            "top_k",
+        ),
+        (json!({"model": "lande", "input": "hi", "top_k": 1e40}), ""),
+        (
+            json!({"model": "lande", "input": "hi", "inptu": "typo"}),
+            "",
+        ),
+        (json!(["lande", "hi"]), ""),
+        (json!("just a string"), ""),
+    ];
+    for (body, param) in cases {
+        let err = c.post_json("/v1/classify", &body).expect_error(422);
+        if !param.is_empty() {
+            check(
+                err["param"] == param,
+                format!("{body}: param {} != {param}", err["param"]),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn empty_input(c: &Client) -> Result<(), Failed> {
+    for body in [
+        json!({"model": "lande", "input": ""}),
+        json!({"model": "lande", "input": "   \n"}),
+        json!({"model": "lande", "input": []}),
+        json!({"model": "lande", "input": ["fine", ""]}),
+    ] {
+        c.post_json("/v1/classify", &body).expect_error(422);
+    }
+    Ok(())
+}
+
+fn unknown_model(c: &Client) -> Result<(), Failed> {
+    let err = c
+        .post_json("/v1/classify", &json!({"model": "gpt-4", "input": "hi"}))
+        .expect_error(404);
+    check(
+        err["type"] == "not_found_error" && err["param"] == "model",
+        format!("{err}"),
+    )?;
+    check(
+        err["message"].as_str().unwrap_or("").contains("/v1/models"),
+        "message points at /v1/models",
+    )
+}
+
+fn unknown_route(c: &Client) -> Result<(), Failed> {
+    for path in [
+        "/",
+        "/v1",
+        "/v1/nope",
+        "/v1/classify/extra",
+        "/../etc/passwd",
+        "/v1/models/a/b",
+    ] {
+        let err = c.get(path).expect_error(404);
+        check(err["code"] == "route_not_found", format!("{path}: {err}"))?;
+    }
+    Ok(())
+}
+
+fn wrong_method(c: &Client) -> Result<(), Failed> {
+    for (method, path, allow) in [
+        ("GET", "/v1/classify", "POST"),
+        ("PUT", "/v1/classify", "POST"),
+        ("DELETE", "/v1/models", "GET"),
+        ("POST", "/healthz", "GET"),
+        ("PATCH", "/v1/models/lande", "GET"),
+    ] {
+        let res = c.send(method, path, Some("application/json"), b"{}");
+        res.expect_error(405);
+        check(
+            res.header("allow") == Some(allow),
+            format!("{method} {path}: Allow {:?}", res.header("allow")),
+        )?;
+    }
+    Ok(())
+}
+
+fn wrong_content_type(c: &Client) -> Result<(), Failed> {
+    let body = br#"{"model":"lande","input":"hi"}"#;
+    for ct in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        c.send("POST", "/v1/classify", ct, body).expect_error(415);
+    }
+    let ok = c.send(
+        "POST",
+        "/v1/classify",
+        Some("application/json; charset=utf-8"),
+        body,
+    );
+    check(
+        ok.status == 200,
+        format!("charset parameter must be accepted: {}", ok.status),
+    )
+}
+
+fn oversize_body(c: &Client) -> Result<(), Failed> {
+    let big = "a".repeat(600 * 1024);
+    let body = json!({"model": "lande", "input": big}).to_string();
+    let err = c
+        .send(
+            "POST",
+            "/v1/classify",
+            Some("application/json"),
+            body.as_bytes(),
+        )
+        .expect_error(413);
+    check(
+        err["message"].as_str().unwrap_or("").contains("524288"),
+        format!("names the limit: {err}"),
+    )?;
+    // 10 MB is refused the same way, without reading it all.
+    let huge = vec![b' '; 10 << 20];
+    c.send("POST", "/v1/classify", Some("application/json"), &huge)
+        .expect_error(413);
+    Ok(())
+}
+
+fn too_many_inputs(c: &Client) -> Result<(), Failed> {
+    let inputs = vec!["hello"; 129];
+    let err = c
+        .post_json("/v1/classify", &json!({"model": "lande", "input": inputs}))
+        .expect_error(413);
+    check(
+        err["message"].as_str().unwrap_or("").contains("128"),
+        format!("names the limit: {err}"),
+    )?;
+    let ok = c.post_json(
+        "/v1/classify",
+        &json!({"model": "lande", "input": vec!["hello"; 128]}),
+    );
+    check(
+        ok.status == 200,
+        format!("128 inputs must pass: {}", ok.status),
+    )
+}
+
+fn oversize_text(c: &Client) -> Result<(), Failed> {
+    let err = c
+        .post_json(
+            "/v1/classify",
+            &json!({"model": "lande", "input": "é".repeat(20_001)}),
+        )
+        .expect_error(413);
+    check(err["param"] == "input", format!("{err}"))?;
+    let ok = c.post_json(
+        "/v1/classify",
+        &json!({"model": "lande", "input": "é".repeat(20_000)}),
+    );
+    check(
+        ok.status == 200,
+        format!("20000 characters must pass: {}", ok.status),
+    )
+}

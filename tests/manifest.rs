@@ -1,0 +1,168 @@
+//! The manifest, the embedded bytes and build.rs's checks: every artifact is
+//! what the manifest says, the weights load with the right shapes, and each
+//! kind of broken model is refused with a message naming the model and the fix.
+
+#[path = "../models/check.rs"]
+#[allow(dead_code)]
+mod check;
+
+use std::path::PathBuf;
+
+use edgeinfer::registry::{self, MODELS};
+
+fn models_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+fn manifest() -> check::Manifest {
+    check::parse_manifest(&std::fs::read_to_string(models_dir().join("manifest.toml")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn registry_matches_manifest_and_embedded_bytes_match_sha256() {
+    let manifest = manifest();
+    assert_eq!(MODELS.len(), manifest.model.len());
+    for (spec, entry) in MODELS.iter().zip(&manifest.model) {
+        assert_eq!(spec.id, entry.id);
+        assert_eq!(spec.version, entry.version);
+        assert_eq!(
+            spec.labels,
+            entry.labels.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            check::sha256_hex(spec.onnx),
+            spec.sha256,
+            "embedded bytes of {}",
+            spec.id
+        );
+        assert_eq!(spec.sha256, entry.sha256.to_ascii_lowercase());
+        assert!(!entry.license.is_empty() && !entry.source.package.is_empty());
+    }
+}
+
+#[test]
+fn every_model_file_is_licensed_and_exported_by_a_committed_script() {
+    for m in manifest().model {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(&m.export);
+        assert!(
+            script.exists(),
+            "{}: export script {} is missing",
+            m.id,
+            m.export
+        );
+        assert!(
+            m.license.contains("MIT") || m.license.contains("Apache"),
+            "{}: license {:?}",
+            m.id,
+            m.license
+        );
+    }
+}
+
+#[test]
+fn embedded_weights_load_with_the_right_shapes() {
+    for spec in MODELS {
+        let (classifier, _) = registry::classifier(spec).unwrap();
+        let edgeinfer::registry::InputSpec::CharNgrams { features, .. } = spec.input;
+        assert_eq!(classifier.featurizer().features(), features);
+        let zeros = vec![0.0; features * 2];
+        let out = classifier.run(&zeros, 2).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].len(), spec.labels.len());
+        let sum: f32 = out[0].iter().sum();
+        assert!((sum - 1.0).abs() < 1e-4, "softmax output sums to {sum}");
+    }
+}
+
+#[test]
+fn lande_graph_has_the_lande_topology() {
+    use tract_onnx::prelude::*;
+    let spec = registry::find("lande").unwrap();
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut &spec.onnx[..])
+        .unwrap()
+        .into_typed()
+        .unwrap();
+    let shapes: Vec<Vec<usize>> = model
+        .nodes()
+        .iter()
+        .filter_map(|n| n.op_as::<tract_onnx::tract_core::ops::konst::Const>())
+        .map(|c| c.val().shape().to_vec())
+        .filter(|s| s.len() == 2)
+        .collect();
+    // 620 -> 120 -> 50, as lande's t50 network.
+    assert!(
+        shapes.contains(&vec![120, 620]) || shapes.contains(&vec![620, 120]),
+        "{shapes:?}"
+    );
+    assert!(
+        shapes.contains(&vec![50, 120]) || shapes.contains(&vec![120, 50]),
+        "{shapes:?}"
+    );
+}
+
+fn lande_entry() -> check::ModelEntry {
+    manifest()
+        .model
+        .into_iter()
+        .find(|m| m.id == "lande")
+        .unwrap()
+}
+
+fn assert_names_model_and_fix(e: &check::CheckError, what: &str) {
+    let text = e.to_string();
+    assert!(text.contains("model `lande`"), "{text}");
+    assert!(text.contains(what), "{text}");
+    assert!(text.contains("fix:") && e.fix.len() > 10, "{text}");
+}
+
+#[test]
+fn hash_mismatch_fails_the_check() {
+    let mut m = lande_entry();
+    m.sha256 = "0".repeat(64);
+    let e = check::check_model(&models_dir(), &m)
+        .err()
+        .expect("must fail");
+    assert_names_model_and_fix(&e, "sha256");
+    assert!(e.fix.contains("export.sh"));
+}
+
+#[test]
+fn missing_file_fails_the_check() {
+    let mut m = lande_entry();
+    m.artifact = "lande/missing.onnx".into();
+    let e = check::check_model(&models_dir(), &m)
+        .err()
+        .expect("must fail");
+    assert_names_model_and_fix(&e, "cannot read models/lande/missing.onnx");
+}
+
+#[test]
+fn unsupported_graph_fails_the_check() {
+    let m = lande_entry();
+    let e = check::check_graph(&m, b"this is not an onnx protobuf")
+        .err()
+        .expect("must fail");
+    assert_names_model_and_fix(&e, "tract cannot run");
+    // A valid graph whose output does not match the labels.
+    let mut wrong = lande_entry();
+    wrong.labels.pop();
+    let onnx = std::fs::read(models_dir().join(&m.artifact)).unwrap();
+    let e = check::check_graph(&wrong, &onnx).err().expect("must fail");
+    assert_names_model_and_fix(&e, "graph output");
+}
+
+#[test]
+fn unsupported_task_and_duplicate_ids_fail() {
+    let mut m = lande_entry();
+    m.task = "image-generation".into();
+    let e = check::check_model(&models_dir(), &m)
+        .err()
+        .expect("must fail");
+    assert_names_model_and_fix(&e, "unsupported task");
+    let text = std::fs::read_to_string(models_dir().join("manifest.toml")).unwrap();
+    let doubled = format!("{text}\n{}", &text[text.find("[[model]]").unwrap()..]);
+    let e = check::parse_manifest(&doubled).err().expect("must fail");
+    assert!(e.to_string().contains("twice"), "{e}");
+}

@@ -1,0 +1,350 @@
+//! Test harness: builds the worker when its inputs changed, serves it with
+//! `wrangler dev` (workerd) on 127.0.0.1 at a free port, waits until it
+//! answers, and stops the whole process group (node, workerd, esbuild) when
+//! dropped, also when a test fails.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant, SystemTime};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Newest modification time under `path`, skipping `node_modules`.
+fn newest(path: &Path) -> SystemTime {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return SystemTime::UNIX_EPOCH;
+    };
+    let own = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    if !meta.is_dir() {
+        return own;
+    }
+    std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name() != "node_modules")
+        .map(|e| newest(&e.path()))
+        .fold(own, SystemTime::max)
+}
+
+/// Builds `build/` with scripts/build-worker unless it is newer than every
+/// input. Set EDGEINFER_REBUILD=1 to force a build.
+pub fn ensure_built() {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let root = root();
+        let wasm = root.join("build/index_bg.wasm");
+        let built = std::fs::metadata(&wasm).and_then(|m| m.modified()).ok();
+        let inputs = [
+            "src",
+            "models",
+            "build.rs",
+            "Cargo.toml",
+            "Cargo.lock",
+            ".cargo",
+            "wrangler.toml",
+        ]
+        .iter()
+        .map(|p| newest(&root.join(p)))
+        .fold(SystemTime::UNIX_EPOCH, SystemTime::max);
+        let forced = std::env::var_os("EDGEINFER_REBUILD").is_some_and(|v| v == "1");
+        if !forced && built.is_some_and(|b| b >= inputs) {
+            return;
+        }
+        eprintln!("building the worker (scripts/build-worker)...");
+        let status = Command::new(root.join("scripts/build-worker"))
+            .current_dir(&root)
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .status()
+            .expect("run scripts/build-worker (did scripts/setup run?)");
+        assert!(status.success(), "scripts/build-worker failed");
+    });
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A running worker. Dropping it stops every process it started.
+pub struct Worker {
+    child: Child,
+    pub base: String,
+    log: PathBuf,
+    _state: TempDir,
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir = root()
+            .join("target/edgeinfer-test")
+            .join(format!("{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// wrangler.toml without `[build]` (the harness has just built), written next
+/// to it so relative paths keep their meaning.
+fn test_config() -> PathBuf {
+    let root = root();
+    let text = std::fs::read_to_string(root.join("wrangler.toml")).expect("read wrangler.toml");
+    let mut table: toml::Table = text.parse().expect("wrangler.toml parses");
+    table.remove("build");
+    let path = root.join(".wrangler.test.toml");
+    std::fs::write(
+        &path,
+        format!("# Written by tests/support: wrangler.toml without [build].\n{table}"),
+    )
+    .expect("write test config");
+    path
+}
+
+impl Worker {
+    pub fn start() -> Worker {
+        ensure_built();
+        let root = root();
+        let wrangler = root.join("node_modules/.bin/wrangler");
+        assert!(
+            wrangler.exists(),
+            "node_modules/.bin/wrangler is missing: run scripts/setup"
+        );
+        let state = TempDir::new("worker");
+        let log = state.0.join("wrangler.log");
+        let out = File::create(&log).expect("create log");
+        let port = free_port();
+        let child = Command::new(&wrangler)
+            .current_dir(&root)
+            .args(["dev", "--config"])
+            .arg(test_config())
+            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &free_port().to_string()])
+            .arg("--persist-to")
+            .arg(state.0.join("state"))
+            .args([
+                "--show-interactive-dev-session=false",
+                "--log-level",
+                "info",
+            ])
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("XDG_CONFIG_HOME", root.join(".config"))
+            .env("CI", "true")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup log"))
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .expect("spawn wrangler dev");
+        let mut worker = Worker {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            _state: state,
+        };
+        worker.wait_ready();
+        worker
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let client = Client::new(&self.base);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "wrangler dev exited ({status}) before serving:\n{}",
+                    self.log_text()
+                );
+            }
+            if let Ok(res) = client.try_get("/healthz") {
+                if res.status == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the worker did not answer /healthz within 120 s:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        let _ = File::open(&self.log).and_then(|mut f| f.read_to_string(&mut s));
+        s
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.base)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: body is not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts the status and the error contract `{"error": {"type", "message"}}`.
+    pub fn expect_error(&self, status: u16) -> serde_json::Value {
+        assert_eq!(
+            self.status,
+            status,
+            "expected {status}, got {}: {}",
+            self.status,
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        let body = self.json();
+        let error = &body["error"];
+        assert!(error["type"].is_string(), "error.type missing: {body}");
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "error.message missing: {body}"
+        );
+        error.clone()
+    }
+}
+
+/// A small blocking HTTP client that returns every status as a value.
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build();
+        Client {
+            base: base.to_string(),
+            agent: config.into(),
+        }
+    }
+
+    fn read(mut res: ureq::http::Response<ureq::Body>) -> Reply {
+        let status = res.status().as_u16();
+        let headers = res
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = res
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .expect("read body");
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn try_get(&self, path: &str) -> Result<Reply, ureq::Error> {
+        self.agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .map(Self::read)
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.try_get(path)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Any method, any content type (or none), any body bytes.
+    pub fn send(&self, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let req = req.body(body.to_vec()).expect("build request");
+        self.agent
+            .run(req)
+            .map(Self::read)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Reply {
+        self.send(
+            "POST",
+            path,
+            Some("application/json"),
+            body.to_string().as_bytes(),
+        )
+    }
+}
