@@ -1,7 +1,6 @@
 //! Test harness: builds the worker when its inputs changed, serves it with
-//! `wrangler dev` (workerd) on 127.0.0.1 at a free port, waits until it
-//! answers, and stops the whole process group (node, workerd, esbuild) when
-//! dropped, also when a test fails.
+//! workerd on 127.0.0.1 at a free port, waits until it answers, and stops its
+//! whole process group when dropped, also when a test fails.
 
 #![allow(dead_code)]
 
@@ -109,58 +108,82 @@ impl Drop for TempDir {
     }
 }
 
-/// wrangler.toml without `[build]` (the harness has just built), written next
-/// to it so relative paths keep their meaning.
-fn test_config() -> PathBuf {
-    let root = root();
-    let text = std::fs::read_to_string(root.join("wrangler.toml")).expect("read wrangler.toml");
-    let mut table: toml::Table = text.parse().expect("wrangler.toml parses");
-    table.remove("build");
-    let path = root.join(".wrangler.test.toml");
-    std::fs::write(
-        &path,
-        format!("# Written by tests/support: wrangler.toml without [build].\n{table}"),
-    )
-    .expect("write test config");
+/// `compatibility_date` from wrangler.toml, so workerd runs the worker as
+/// wrangler and production do.
+fn compatibility_date() -> String {
+    let text = std::fs::read_to_string(root().join("wrangler.toml")).expect("read wrangler.toml");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("compatibility_date").map(|v| {
+                v.trim_start_matches([' ', '='])
+                    .trim()
+                    .trim_matches('"')
+                    .to_string()
+            })
+        })
+        .expect("wrangler.toml sets compatibility_date")
+}
+
+/// A workerd config serving the built worker (build/index.js + its wasm) on
+/// 127.0.0.1:`port`. workerd resolves `embed` paths relative to the config, so
+/// the files are copied next to it: the server runs a snapshot of the build.
+fn workerd_config(dir: &Path, port: u16) -> PathBuf {
+    for file in ["index.js", "index_bg.wasm"] {
+        std::fs::copy(root().join("build").join(file), dir.join(file))
+            .unwrap_or_else(|e| panic!("copy build/{file}: {e}"));
+    }
+    let config = format!(
+        r#"using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [(name = "main", worker = .edgeinfer)],
+  sockets = [(name = "http", address = "127.0.0.1:{port}", http = (), service = "main")],
+);
+const edgeinfer :Workerd.Worker = (
+  modules = [
+    (name = "index.js", esModule = embed "index.js"),
+    (name = "index_bg.wasm", wasm = embed "index_bg.wasm"),
+  ],
+  compatibilityDate = "{date}",
+);
+"#,
+        date = compatibility_date()
+    );
+    let path = dir.join("config.capnp");
+    std::fs::write(&path, config).expect("write workerd config");
     path
 }
 
+pub fn workerd_bin() -> PathBuf {
+    let bin = root().join("node_modules/@cloudflare/workerd-linux-64/bin/workerd");
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/setup",
+        bin.display()
+    );
+    bin
+}
+
 impl Worker {
+    /// Builds if needed, then serves the worker with `workerd serve` (the
+    /// runtime of `wrangler dev` and of production) at a free port.
     pub fn start() -> Worker {
         ensure_built();
-        let root = root();
-        let wrangler = root.join("node_modules/.bin/wrangler");
-        assert!(
-            wrangler.exists(),
-            "node_modules/.bin/wrangler is missing: run scripts/setup"
-        );
-        let state = TempDir::new("worker");
-        let log = state.0.join("wrangler.log");
+        let state = TempDir::new("workerd");
+        let log = state.0.join("workerd.log");
         let out = File::create(&log).expect("create log");
         let port = free_port();
-        let child = Command::new(&wrangler)
-            .current_dir(&root)
-            .args(["dev", "--config"])
-            .arg(test_config())
-            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--inspector-port", &free_port().to_string()])
-            .arg("--persist-to")
-            .arg(state.0.join("state"))
-            .args([
-                "--show-interactive-dev-session=false",
-                "--log-level",
-                "info",
-            ])
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-            .env("XDG_CONFIG_HOME", root.join(".config"))
-            .env("CI", "true")
+        let config = workerd_config(&state.0, port);
+        let child = Command::new(workerd_bin())
+            .arg("serve")
+            .arg(&config)
+            .arg("--verbose")
+            .current_dir(&state.0)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup log"))
             .stderr(out)
             .process_group(0)
             .spawn()
-            .expect("spawn wrangler dev");
+            .expect("spawn workerd");
         let mut worker = Worker {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -209,15 +232,21 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let signal = |sig: &str| {
+            let _ = Command::new("kill")
+                .args([sig, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        signal("-TERM");
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                break;
+                return;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        signal("-KILL");
         let _ = self.child.wait();
     }
 }
@@ -337,6 +366,34 @@ impl Client {
             .run(req)
             .map(Self::read)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// POSTs a body the server may refuse before reading it all: writes from a
+    /// second thread while this one reads, as curl does, so an early 413 is
+    /// seen instead of a connection reset. Returns the status line's code.
+    pub fn post_streaming(&self, path: &str, content_type: &str, body: Vec<u8>) -> u16 {
+        use std::io::{BufRead, BufReader, Write};
+        let addr = self.base.trim_start_matches("http://");
+        let stream = std::net::TcpStream::connect(addr).expect("connect");
+        let mut writer = stream.try_clone().expect("clone socket");
+        let head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        let sender = std::thread::spawn(move || {
+            let _ = writer.write_all(head.as_bytes());
+            for chunk in body.chunks(64 * 1024) {
+                if writer.write_all(chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut line = String::new();
+        BufReader::new(stream)
+            .read_line(&mut line)
+            .expect("read status line");
+        let _ = sender.join();
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {line:?}"))
     }
 
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Reply {
