@@ -94,6 +94,7 @@ fn err<T>(model: &str, what: impl Into<String>, fix: impl Into<String>) -> Resul
 }
 
 /// A model that passed every check, with the bytes to embed.
+#[derive(Debug)]
 pub struct Checked {
     pub onnx: Vec<u8>,
     /// `vocab[n - 1]`: the n-grams of length n, in input order.

@@ -121,9 +121,7 @@ fn assert_names_model_and_fix(e: &check::CheckError, what: &str) {
 fn hash_mismatch_fails_the_check() {
     let mut m = lande_entry();
     m.sha256 = "0".repeat(64);
-    let e = check::check_model(&models_dir(), &m)
-        .err()
-        .expect("must fail");
+    let e = check::check_model(&models_dir(), &m).expect_err("must fail");
     assert_names_model_and_fix(&e, "sha256");
     assert!(e.fix.contains("export.sh"));
 }
@@ -132,24 +130,20 @@ fn hash_mismatch_fails_the_check() {
 fn missing_file_fails_the_check() {
     let mut m = lande_entry();
     m.artifact = "lande/missing.onnx".into();
-    let e = check::check_model(&models_dir(), &m)
-        .err()
-        .expect("must fail");
+    let e = check::check_model(&models_dir(), &m).expect_err("must fail");
     assert_names_model_and_fix(&e, "cannot read models/lande/missing.onnx");
 }
 
 #[test]
 fn unsupported_graph_fails_the_check() {
     let m = lande_entry();
-    let e = check::check_graph(&m, b"this is not an onnx protobuf")
-        .err()
-        .expect("must fail");
+    let e = check::check_graph(&m, b"this is not an onnx protobuf").expect_err("must fail");
     assert_names_model_and_fix(&e, "tract cannot run");
     // A valid graph whose output does not match the labels.
     let mut wrong = lande_entry();
     wrong.labels.pop();
     let onnx = std::fs::read(models_dir().join(&m.artifact)).unwrap();
-    let e = check::check_graph(&wrong, &onnx).err().expect("must fail");
+    let e = check::check_graph(&wrong, &onnx).expect_err("must fail");
     assert_names_model_and_fix(&e, "graph output");
 }
 
@@ -157,12 +151,10 @@ fn unsupported_graph_fails_the_check() {
 fn unsupported_task_and_duplicate_ids_fail() {
     let mut m = lande_entry();
     m.task = "image-generation".into();
-    let e = check::check_model(&models_dir(), &m)
-        .err()
-        .expect("must fail");
+    let e = check::check_model(&models_dir(), &m).expect_err("must fail");
     assert_names_model_and_fix(&e, "unsupported task");
     let text = std::fs::read_to_string(models_dir().join("manifest.toml")).unwrap();
     let doubled = format!("{text}\n{}", &text[text.find("[[model]]").unwrap()..]);
-    let e = check::parse_manifest(&doubled).err().expect("must fail");
+    let e = check::parse_manifest(&doubled).expect_err("must fail");
     assert!(e.to_string().contains("twice"), "{e}");
 }
