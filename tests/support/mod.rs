@@ -83,6 +83,8 @@ pub struct Worker {
     pub base: String,
     log: PathBuf,
     _state: TempDir,
+    /// From spawning workerd to the first 200 from /healthz.
+    pub startup: Duration,
 }
 
 /// A directory removed on drop.
@@ -124,13 +126,45 @@ fn compatibility_date() -> String {
         .expect("wrangler.toml sets compatibility_date")
 }
 
-/// A workerd config serving the built worker (build/index.js + its wasm) on
-/// 127.0.0.1:`port`. workerd resolves `embed` paths relative to the config, so
-/// the files are copied next to it: the server runs a snapshot of the build.
-fn workerd_config(dir: &Path, port: u16) -> PathBuf {
-    for file in ["index.js", "index_bg.wasm"] {
-        std::fs::copy(root().join("build").join(file), dir.join(file))
-            .unwrap_or_else(|e| panic!("copy build/{file}: {e}"));
+/// One module of a worker: its name, workerd kind (`esModule`, `wasm`) and bytes.
+pub struct Module {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub bytes: Vec<u8>,
+}
+
+/// The built worker's modules (build/index.js and its wasm).
+pub fn built_modules() -> Vec<Module> {
+    let read = |f: &str| {
+        std::fs::read(root().join("build").join(f))
+            .unwrap_or_else(|e| panic!("read build/{f}: {e}"))
+    };
+    vec![
+        Module {
+            name: "index.js",
+            kind: "esModule",
+            bytes: read("index.js"),
+        },
+        Module {
+            name: "index_bg.wasm",
+            kind: "wasm",
+            bytes: read("index_bg.wasm"),
+        },
+    ]
+}
+
+/// A workerd config serving `modules` on 127.0.0.1:`port`. workerd resolves
+/// `embed` paths relative to the config, so the modules are written next to
+/// it: the server runs a snapshot of the build.
+fn workerd_config(dir: &Path, port: u16, modules: &[Module]) -> PathBuf {
+    let mut list = String::new();
+    for m in modules {
+        std::fs::write(dir.join(m.name), &m.bytes)
+            .unwrap_or_else(|e| panic!("write {}: {e}", m.name));
+        list.push_str(&format!(
+            "    (name = \"{0}\", {1} = embed \"{0}\"),\n",
+            m.name, m.kind
+        ));
     }
     let config = format!(
         r#"using Workerd = import "/workerd/workerd.capnp";
@@ -140,9 +174,7 @@ const config :Workerd.Config = (
 );
 const edgeinfer :Workerd.Worker = (
   modules = [
-    (name = "index.js", esModule = embed "index.js"),
-    (name = "index_bg.wasm", wasm = embed "index_bg.wasm"),
-  ],
+{list}  ],
   compatibilityDate = "{date}",
 );
 "#,
@@ -168,11 +200,17 @@ impl Worker {
     /// runtime of `wrangler dev` and of production) at a free port.
     pub fn start() -> Worker {
         ensure_built();
+        Self::start_modules(&built_modules())
+    }
+
+    /// Serves any worker; the first module is the main one.
+    pub fn start_modules(modules: &[Module]) -> Worker {
         let state = TempDir::new("workerd");
         let log = state.0.join("workerd.log");
         let out = File::create(&log).expect("create log");
         let port = free_port();
-        let config = workerd_config(&state.0, port);
+        let config = workerd_config(&state.0, port, modules);
+        let spawned = Instant::now();
         let child = Command::new(workerd_bin())
             .arg("serve")
             .arg(&config)
@@ -189,8 +227,10 @@ impl Worker {
             base: format!("http://127.0.0.1:{port}"),
             log,
             _state: state,
+            startup: Duration::ZERO,
         };
         worker.wait_ready();
+        worker.startup = spawned.elapsed();
         worker
     }
 
@@ -214,7 +254,7 @@ impl Worker {
                 "the worker did not answer /healthz within 120 s:\n{}",
                 self.log_text()
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
