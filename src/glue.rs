@@ -30,7 +30,27 @@ async fn read_body(req: &mut Request) -> Result<(Vec<u8>, bool)> {
 }
 
 #[event(fetch)]
-async fn fetch(mut req: Request, _env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, _env: Env, _ctx: Context) -> Result<Response> {
+    match serve(req).await {
+        Ok(res) => Ok(res),
+        // Reading the body or building the response failed in the runtime
+        // (e.g. the client went away): still answer with the JSON contract.
+        Err(e) => {
+            let error = api::ApiError::internal(e.to_string());
+            console_error!(
+                "{}",
+                serde_json::json!({ "status": 500, "error": error.internal })
+            );
+            let headers = Headers::new();
+            headers.set("content-type", "application/json")?;
+            Ok(Response::from_bytes(error.body())?
+                .with_status(500)
+                .with_headers(headers))
+        }
+    }
+}
+
+async fn serve(mut req: Request) -> Result<Response> {
     let started = js_sys::Date::now();
     let method = req.method();
     let path = req.path();
