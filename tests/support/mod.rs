@@ -17,51 +17,14 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Newest modification time under `path`, skipping `node_modules`.
-fn newest(path: &Path) -> SystemTime {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return SystemTime::UNIX_EPOCH;
-    };
-    let own = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    if !meta.is_dir() {
-        return own;
-    }
-    std::fs::read_dir(path)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name() != "node_modules")
-        .map(|e| newest(&e.path()))
-        .fold(own, SystemTime::max)
-}
-
-/// Builds `build/` with scripts/build-worker unless it is newer than every
-/// input. Set EDGEINFER_REBUILD=1 to force a build.
+/// Builds `build/` once per test process, when its inputs changed
+/// (`scripts/build-worker --if-stale`; EDGEINFER_REBUILD=1 forces a build).
 pub fn ensure_built() {
     static BUILD: Once = Once::new();
     BUILD.call_once(|| {
-        let root = root();
-        let wasm = root.join("build/index_bg.wasm");
-        let built = std::fs::metadata(&wasm).and_then(|m| m.modified()).ok();
-        let inputs = [
-            "src",
-            "models",
-            "build.rs",
-            "Cargo.toml",
-            "Cargo.lock",
-            ".cargo",
-            "wrangler.toml",
-        ]
-        .iter()
-        .map(|p| newest(&root.join(p)))
-        .fold(SystemTime::UNIX_EPOCH, SystemTime::max);
-        let forced = std::env::var_os("EDGEINFER_REBUILD").is_some_and(|v| v == "1");
-        if !forced && built.is_some_and(|b| b >= inputs) {
-            return;
-        }
-        eprintln!("building the worker (scripts/build-worker)...");
-        let status = Command::new(root.join("scripts/build-worker"))
-            .current_dir(&root)
+        let status = Command::new(root().join("scripts/build-worker"))
+            .arg("--if-stale")
+            .current_dir(root())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
             .status()
