@@ -283,6 +283,15 @@ fn malformed_json(c: &Client) -> Result<(), Failed> {
             .expect_error(400);
         check(err["type"] == "invalid_request_error", format!("{err}"))?;
     }
+    // A POST with no body at all (no Content-Length, no chunks).
+    let status = c.raw_status(
+        "POST /v1/classify HTTP/1.1\r\nContent-Type: application/json",
+        Vec::new(),
+    );
+    check(
+        status == 400,
+        format!("POST without a body: status {status}"),
+    )?;
     // Nesting deeper than the parser's recursion limit is refused, not followed.
     let deep = format!(
         "{{\"model\":\"lande\",\"input\":{}{}}}",
@@ -454,7 +463,12 @@ fn oversize_body(c: &Client) -> Result<(), Failed> {
         format!("names the limit: {err}"),
     )?;
     // 10 MB is refused the same way, without reading it all.
-    let status = c.post_streaming("/v1/classify", "application/json", vec![b' '; 10 << 20]);
+    let huge = vec![b' '; 10 << 20];
+    let head = format!(
+        "POST /v1/classify HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}",
+        huge.len()
+    );
+    let status = c.raw_status(&head, huge);
     check(status == 413, format!("10 MB body: status {status}"))
 }
 

@@ -371,15 +371,17 @@ impl Client {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
-    /// POSTs a body the server may refuse before reading it all: writes from a
-    /// second thread while this one reads, as curl does, so an early 413 is
-    /// seen instead of a connection reset. Returns the status line's code.
-    pub fn post_streaming(&self, path: &str, content_type: &str, body: Vec<u8>) -> u16 {
+    /// Sends `head` (request line and headers, without the blank line) and
+    /// `body` on a raw connection, writing from a second thread while this one
+    /// reads, as curl does: a server may answer (413) before reading a body,
+    /// and this sees that answer instead of a connection reset. Returns the
+    /// status code. For requests a well-behaved client library will not send.
+    pub fn raw_status(&self, head: &str, body: Vec<u8>) -> u16 {
         use std::io::{BufRead, BufReader, Write};
         let addr = self.base.trim_start_matches("http://");
         let stream = std::net::TcpStream::connect(addr).expect("connect");
         let mut writer = stream.try_clone().expect("clone socket");
-        let head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        let head = format!("{head}\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         let sender = std::thread::spawn(move || {
             let _ = writer.write_all(head.as_bytes());
             for chunk in body.chunks(64 * 1024) {
