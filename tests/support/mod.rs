@@ -203,7 +203,7 @@ impl Worker {
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
-                    "wrangler dev exited ({status}) before serving:\n{}",
+                    "workerd exited ({status}) before serving:\n{}",
                     self.log_text()
                 );
             }
