@@ -46,13 +46,55 @@ pub struct Source {
     pub version: String,
 }
 
+/// How text becomes the graph's input; `kind` selects the variant.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InputEntry {
-    pub kind: String,
-    pub vocab: String,
-    pub vocab_sha256: String,
-    pub features: usize,
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum InputEntry {
+    /// lande: the frequencies of a fixed list of character n-grams.
+    CharNgramFrequencies {
+        vocab: String,
+        vocab_sha256: String,
+        features: usize,
+    },
+    /// A transformer fed with token ids from the model's own Hugging Face
+    /// `tokenizer.json`. The graph's token-embedding table may be pruned: row
+    /// `i` holds the token `vocab_keep[i]`, and every dropped token is fed as
+    /// `unk_token`.
+    Tokens {
+        tokenizer: String,
+        tokenizer_sha256: String,
+        vocab_keep: String,
+        vocab_keep_sha256: String,
+        unk_token: String,
+        max_tokens: usize,
+        dims: usize,
+    },
+    /// A head on the sentence embeddings of another model of the manifest.
+    SentenceEmbedding { encoder: String },
+}
+
+impl InputEntry {
+    /// The files this input reads, with their sha256, relative to `models/`.
+    pub fn files(&self) -> Vec<(&str, &str)> {
+        match self {
+            InputEntry::CharNgramFrequencies {
+                vocab,
+                vocab_sha256,
+                ..
+            } => vec![(vocab, vocab_sha256)],
+            InputEntry::Tokens {
+                tokenizer,
+                tokenizer_sha256,
+                vocab_keep,
+                vocab_keep_sha256,
+                ..
+            } => vec![
+                (tokenizer, tokenizer_sha256),
+                (vocab_keep, vocab_keep_sha256),
+            ],
+            InputEntry::SentenceEmbedding { .. } => Vec::new(),
+        }
+    }
 }
 
 /// The n-gram vocabulary file written by `models/lande/export.mjs`.
@@ -65,7 +107,15 @@ struct NgramVocab {
 }
 
 /// Tasks the runtime can serve, with the `registry::Task` variant of each.
-pub const TASKS: &[(&str, &str)] = &[("language-identification", "LanguageIdentification")];
+pub const TASKS: &[(&str, &str)] = &[
+    ("language-identification", "LanguageIdentification"),
+    ("sentence-embedding", "SentenceEmbedding"),
+    ("sentiment-analysis", "SentimentAnalysis"),
+    ("toxicity", "Toxicity"),
+];
+
+/// The one task whose output is an embedding rather than label scores.
+pub const EMBEDDING_TASK: &str = "sentence-embedding";
 
 /// A model that cannot be embedded: what is wrong and how to fix it.
 #[derive(Debug)]
@@ -97,10 +147,25 @@ fn err<T>(model: &str, what: impl Into<String>, fix: impl Into<String>) -> Resul
 #[derive(Debug)]
 pub struct Checked {
     pub onnx: Vec<u8>,
-    /// `vocab[n - 1]`: the n-grams of length n, in input order.
-    pub vocab: Vec<Vec<String>>,
     /// The `registry::Task` variant name.
     pub task_variant: &'static str,
+    pub input: CheckedInput,
+}
+
+/// The verified input side of a model, in the form build.rs embeds.
+#[derive(Debug)]
+pub enum CheckedInput {
+    /// `vocab[n - 1]`: the n-grams of length n, in input order.
+    Ngrams { vocab: Vec<Vec<String>> },
+    Tokens {
+        tokenizer: Vec<u8>,
+        /// For every token id of the tokenizer, its row in the graph's table.
+        rows: Vec<u32>,
+        max_tokens: usize,
+        dims: usize,
+    },
+    /// The index in the manifest of the encoder this head reads.
+    SentenceEmbedding { encoder: usize, dims: usize },
 }
 
 pub fn parse_manifest(text: &str) -> Result<Manifest, CheckError> {
@@ -146,8 +211,13 @@ pub fn parse_manifest(text: &str) -> Result<Manifest, CheckError> {
     Ok(manifest)
 }
 
-/// Runs every check on one model; `models_dir` is the `models/` directory.
-pub fn check_model(models_dir: &Path, m: &ModelEntry) -> Result<Checked, CheckError> {
+/// Runs every check on one model; `models_dir` is the `models/` directory and
+/// `all` the whole manifest (a head names the encoder it reads).
+pub fn check_model(
+    models_dir: &Path,
+    all: &[ModelEntry],
+    m: &ModelEntry,
+) -> Result<Checked, CheckError> {
     let Some(&(_, task_variant)) = TASKS.iter().find(|(name, _)| *name == m.task) else {
         let known: Vec<&str> = TASKS.iter().map(|(n, _)| *n).collect();
         return err(
@@ -156,23 +226,136 @@ pub fn check_model(models_dir: &Path, m: &ModelEntry) -> Result<Checked, CheckEr
             format!("use one of: {}", known.join(", ")),
         );
     };
-    if m.input.kind != "char-ngram-frequencies" {
+    let embeds = m.task == EMBEDDING_TASK;
+    if embeds != matches!(m.input, InputEntry::Tokens { .. }) || embeds != m.labels.is_empty() {
         return err(
             &m.id,
-            format!("unsupported input kind {:?}", m.input.kind),
-            "use input.kind = \"char-ngram-frequencies\"",
+            format!(
+                "task {:?} does not fit input kind {:?} with {} labels",
+                m.task,
+                input_kind(&m.input),
+                m.labels.len()
+            ),
+            "a sentence-embedding model has input.kind = \"tokens\" and no labels; \
+             a classifier has labels and another input kind",
         );
     }
     let onnx = verified(models_dir, m, &m.artifact, &m.sha256)?;
     verified(models_dir, m, &m.golden, &m.golden_sha256)?;
-    let vocab_bytes = verified(models_dir, m, &m.input.vocab, &m.input.vocab_sha256)?;
-    let vocab = ngram_vocab(m, &vocab_bytes)?;
-    check_graph(m, &onnx)?;
+    let mut files = Vec::new();
+    for (rel, sha) in m.input.files() {
+        files.push(verified(models_dir, m, rel, sha)?);
+    }
+    let input = match &m.input {
+        InputEntry::CharNgramFrequencies {
+            vocab, features, ..
+        } => CheckedInput::Ngrams {
+            vocab: ngram_vocab(m, vocab, *features, &files[0])?,
+        },
+        InputEntry::Tokens {
+            tokenizer,
+            unk_token,
+            max_tokens,
+            dims,
+            ..
+        } => CheckedInput::Tokens {
+            rows: token_rows(m, tokenizer, unk_token, &files[0], &files[1])?,
+            tokenizer: files.swap_remove(0),
+            max_tokens: *max_tokens,
+            dims: *dims,
+        },
+        InputEntry::SentenceEmbedding { encoder } => {
+            let index = all.iter().position(|e| e.id == *encoder);
+            match (index, index.map(|i| &all[i].input)) {
+                (Some(index), Some(InputEntry::Tokens { dims, .. })) => {
+                    CheckedInput::SentenceEmbedding {
+                        encoder: index,
+                        dims: *dims,
+                    }
+                }
+                _ => {
+                    return err(
+                        &m.id,
+                        format!("input.encoder {encoder:?} is not a sentence-embedding model of the manifest"),
+                        "name the id of a [[model]] with task = \"sentence-embedding\"",
+                    )
+                }
+            }
+        }
+    };
+    check_graph(m, &input, &onnx)?;
     Ok(Checked {
         onnx,
-        vocab,
         task_variant,
+        input,
     })
+}
+
+fn input_kind(input: &InputEntry) -> &'static str {
+    match input {
+        InputEntry::CharNgramFrequencies { .. } => "char-ngram-frequencies",
+        InputEntry::Tokens { .. } => "tokens",
+        InputEntry::SentenceEmbedding { .. } => "sentence-embedding",
+    }
+}
+
+/// Loads the tokenizer as the worker will and maps each of its token ids to
+/// the graph's table row: the kept ids in order, every other id to `unk`.
+fn token_rows(
+    m: &ModelEntry,
+    rel: &str,
+    unk: &str,
+    tokenizer_json: &[u8],
+    keep_json: &[u8],
+) -> Result<Vec<u32>, CheckError> {
+    let regenerate = format!("regenerate it with {}", m.export);
+    let tokenizer = match tokenizers::Tokenizer::from_bytes(tokenizer_json) {
+        Ok(t) => t,
+        Err(e) => {
+            return err(
+                &m.id,
+                format!("models/{rel} is not a tokenizer.json the tokenizers crate loads: {e}"),
+                regenerate,
+            )
+        }
+    };
+    let size = tokenizer.get_vocab_size(true);
+    let Some(unk_id) = tokenizer.token_to_id(unk) else {
+        return err(
+            &m.id,
+            format!("the tokenizer has no token {unk:?} (input.unk_token)"),
+            "set input.unk_token to the tokenizer's unknown token",
+        );
+    };
+    let keep: Vec<u32> = match serde_json::from_slice(keep_json) {
+        Ok(k) => k,
+        Err(e) => {
+            return err(
+                &m.id,
+                format!("input.vocab_keep is not a JSON array of token ids: {e}"),
+                regenerate,
+            )
+        }
+    };
+    if keep.windows(2).any(|w| w[0] >= w[1]) || keep.last().is_some_and(|&l| l as usize >= size) {
+        return err(
+            &m.id,
+            format!("input.vocab_keep must list ascending token ids below {size}"),
+            regenerate,
+        );
+    }
+    let Ok(unk_row) = keep.binary_search(&unk_id) else {
+        return err(
+            &m.id,
+            format!("input.vocab_keep drops the unknown token {unk:?}"),
+            regenerate,
+        );
+    };
+    let mut rows = vec![unk_row as u32; size];
+    for (row, &id) in keep.iter().enumerate() {
+        rows[id as usize] = row as u32;
+    }
+    Ok(rows)
 }
 
 /// Reads a model file and checks its sha256 against the manifest.
@@ -211,14 +394,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Loads the vocabulary and checks it against the labels and input width.
-fn ngram_vocab(m: &ModelEntry, bytes: &[u8]) -> Result<Vec<Vec<String>>, CheckError> {
+fn ngram_vocab(
+    m: &ModelEntry,
+    rel: &str,
+    features: usize,
+    bytes: &[u8],
+) -> Result<Vec<Vec<String>>, CheckError> {
     let regenerate = format!("regenerate it with {}", m.export);
     let vocab: NgramVocab = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(e) => {
             return err(
                 &m.id,
-                format!("models/{} is not an n-gram vocabulary: {e}", m.input.vocab),
+                format!("models/{rel} is not an n-gram vocabulary: {e}"),
                 regenerate,
             )
         }
@@ -259,21 +447,19 @@ fn ngram_vocab(m: &ModelEntry, bytes: &[u8]) -> Result<Vec<Vec<String>>, CheckEr
         }
     }
     let total: usize = lists.iter().map(Vec::len).sum();
-    if total != m.input.features {
+    if total != features {
         return err(
             &m.id,
-            format!(
-                "the vocabulary has {total} n-grams, input.features says {}",
-                m.input.features
-            ),
+            format!("the vocabulary has {total} n-grams, input.features says {features}"),
             "make input.features equal the vocabulary size",
         );
     }
     Ok(lists)
 }
 
-/// Loads the graph with tract, as the worker will, and checks its shapes.
-pub fn check_graph(m: &ModelEntry, onnx: &[u8]) -> Result<(), CheckError> {
+/// Loads the graph with tract, as the worker will, and checks its inputs and
+/// output against the manifest.
+pub fn check_graph(m: &ModelEntry, input: &CheckedInput, onnx: &[u8]) -> Result<(), CheckError> {
     let unsupported = |e: TractError| CheckError {
         model: m.id.clone(),
         what: format!("tract cannot run models/{}: {e:#}", m.artifact),
@@ -286,37 +472,61 @@ pub fn check_graph(m: &ModelEntry, onnx: &[u8]) -> Result<(), CheckError> {
         .model_for_read(&mut &onnx[..])
         .map_err(unsupported)?;
     let model = model.into_typed().map_err(unsupported)?;
-    if model.inputs.len() != 1 || model.outputs.len() != 1 {
+    let reexport = format!("re-export it ({})", m.export);
+    let last = |f: &TypedFact| f.shape.last().and_then(|d| d.to_i64().ok());
+    let (inputs, width) = match input {
+        CheckedInput::Ngrams { vocab } => {
+            (vec![f32::datum_type()], vocab.iter().map(Vec::len).sum())
+        }
+        CheckedInput::SentenceEmbedding { dims, .. } => (vec![f32::datum_type()], *dims),
+        // input_ids and attention_mask, [batch, tokens] each.
+        CheckedInput::Tokens { .. } => (vec![i64::datum_type(); 2], 0),
+    };
+    if model.inputs.len() != inputs.len() || model.outputs.len() != 1 {
         return err(
             &m.id,
-            "the graph must have exactly one input and one output",
-            format!("re-export it ({})", m.export),
+            format!(
+                "the graph has {} inputs and {} outputs; expected {} and 1",
+                model.inputs.len(),
+                model.outputs.len(),
+                inputs.len()
+            ),
+            reexport,
         );
     }
-    let input = model.input_fact(0).map_err(unsupported)?.clone();
+    for (i, datum) in inputs.iter().enumerate() {
+        let fact = model.input_fact(i).map_err(unsupported)?;
+        let width_ok = width == 0 || last(fact) == Some(width as i64);
+        if fact.datum_type != *datum || fact.rank() != 2 || !width_ok {
+            return err(
+                &m.id,
+                format!(
+                    "graph input {i} is {fact:?}, expected {datum:?} [batch, {}]",
+                    if width == 0 {
+                        "tokens".to_string()
+                    } else {
+                        width.to_string()
+                    }
+                ),
+                reexport,
+            );
+        }
+    }
     let output = model.output_fact(0).map_err(unsupported)?.clone();
-    let last = |f: &TypedFact| f.shape.last().and_then(|d| d.to_i64().ok());
-    if input.datum_type != f32::datum_type()
-        || input.rank() != 2
-        || last(&input) != Some(m.input.features as i64)
+    let outputs = match input {
+        CheckedInput::Tokens { dims, .. } => *dims,
+        _ => m.labels.len(),
+    };
+    if output.datum_type != f32::datum_type()
+        || output.rank() != 2
+        || last(&output) != Some(outputs as i64)
     {
         return err(
             &m.id,
             format!(
-                "graph input is {input:?}, expected f32 [batch, {}]",
-                m.input.features
+                "graph output is {output:?}, expected f32 [batch, {outputs}] (one score per label, or the embedding)"
             ),
-            format!("re-export it ({})", m.export),
-        );
-    }
-    if output.rank() != 2 || last(&output) != Some(m.labels.len() as i64) {
-        return err(
-            &m.id,
-            format!(
-                "graph output is {output:?}, expected [batch, {}] (one score per label)",
-                m.labels.len()
-            ),
-            format!("re-export it ({}), or fix the manifest's labels", m.export),
+            format!("{reexport}, or fix the manifest's labels / input.dims"),
         );
     }
     model.into_optimized().map_err(unsupported)?;

@@ -1,21 +1,39 @@
 //! A classifier: featurizer + tract plan, built once per isolate from a
-//! [`ModelSpec`], then shared read-only by every request.
+//! [`ModelSpec`], then shared read-only by every request. The featurizer is
+//! either lande's n-gram counter or a sentence encoder whose embeddings feed a
+//! small head (sentiment, ...).
 
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
+use crate::encoder::{SentenceEncoder, Tokenized};
 use crate::error::CoreError;
 use crate::ngrams::NgramFeaturizer;
-use crate::registry::{InputSpec, ModelSpec};
+use crate::registry::{self, InputSpec, ModelSpec, MODELS};
 
 /// The scores of one input, in label order (they sum to 1).
 pub type Scores = Vec<f32>;
 
+/// What turns texts into the graph's input rows.
+enum Featurizer {
+    Ngrams(NgramFeaturizer),
+    Embeddings(&'static SentenceEncoder),
+}
+
 pub struct Classifier {
     spec: &'static ModelSpec,
-    featurizer: NgramFeaturizer,
+    featurizer: Featurizer,
+    width: usize,
     plan: Arc<TypedRunnableModel>,
+}
+
+/// Scores of a batch, with the tokens it took when the input was tokenized.
+#[derive(Debug)]
+pub struct Classified {
+    pub scores: Vec<Scores>,
+    /// Per text, for models that read tokens; empty otherwise.
+    pub tokenized: Vec<Tokenized>,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -34,8 +52,24 @@ impl Classifier {
             model: spec.id,
             reason: format!("{e:#}"),
         };
-        let featurizer = match &spec.input {
-            InputSpec::CharNgrams { vocab, .. } => NgramFeaturizer::new(vocab),
+        let (featurizer, width) = match spec.input {
+            InputSpec::CharNgrams { vocab, features } => {
+                (Featurizer::Ngrams(NgramFeaturizer::new(vocab)), features)
+            }
+            InputSpec::SentenceEmbedding { encoder, dims } => {
+                let encoder_spec = MODELS.get(encoder).ok_or_else(|| CoreError::ModelLoad {
+                    model: spec.id,
+                    reason: format!("no model #{encoder} to read embeddings from"),
+                })?;
+                let (encoder, _) = registry::encoder(encoder_spec)?;
+                (Featurizer::Embeddings(encoder), dims)
+            }
+            InputSpec::Tokens { .. } => {
+                return Err(CoreError::ModelLoad {
+                    model: spec.id,
+                    reason: "a sentence encoder is not a classifier".into(),
+                })
+            }
         };
         let plan = tract_onnx::onnx()
             .model_for_read(&mut &spec.onnx[..])
@@ -47,6 +81,7 @@ impl Classifier {
         Ok(Classifier {
             spec,
             featurizer,
+            width,
             plan,
         })
     }
@@ -55,18 +90,42 @@ impl Classifier {
         self.spec
     }
 
-    pub fn featurizer(&self) -> &NgramFeaturizer {
-        &self.featurizer
+    /// The n-gram featurizer, for models that count n-grams.
+    pub fn ngrams(&self) -> Option<&NgramFeaturizer> {
+        match &self.featurizer {
+            Featurizer::Ngrams(f) => Some(f),
+            Featurizer::Embeddings(_) => None,
+        }
+    }
+
+    /// The width of one input row.
+    pub fn width(&self) -> usize {
+        self.width
     }
 
     /// Scores every text in one batched run of the graph.
-    pub fn classify(&self, texts: &[&str]) -> Result<Vec<Scores>, CoreError> {
-        let width = self.featurizer.features();
-        let mut batch = vec![0.0f32; texts.len() * width];
-        for (text, row) in texts.iter().zip(batch.chunks_exact_mut(width)) {
-            self.featurizer.featurize_into(text, row);
+    pub fn classify(&self, texts: &[&str]) -> Result<Classified, CoreError> {
+        let width = self.width;
+        match &self.featurizer {
+            Featurizer::Ngrams(featurizer) => {
+                let mut batch = vec![0.0f32; texts.len() * width];
+                for (text, row) in texts.iter().zip(batch.chunks_exact_mut(width)) {
+                    featurizer.featurize_into(text, row);
+                }
+                Ok(Classified {
+                    scores: self.run(&batch, texts.len())?,
+                    tokenized: Vec::new(),
+                })
+            }
+            Featurizer::Embeddings(encoder) => {
+                let (embeddings, tokenized) = encoder.encode(texts)?;
+                let batch: Vec<f32> = embeddings.concat();
+                Ok(Classified {
+                    scores: self.run(&batch, texts.len())?,
+                    tokenized,
+                })
+            }
         }
-        self.run(&batch, texts.len())
     }
 
     /// Runs the graph on `rows` already-featurized inputs, laid out row-major.
@@ -75,7 +134,7 @@ impl Classifier {
             model: self.spec.id,
             reason: format!("{e:#}"),
         };
-        let width = self.featurizer.features();
+        let width = self.width;
         if rows == 0 {
             return Ok(Vec::new());
         }

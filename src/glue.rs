@@ -1,13 +1,21 @@
 //! The Workers layer: moves a request's bytes from workerd into [`crate::api`]
-//! and the answer back, and writes one JSON log line per request. It does no
-//! math and makes no API decisions.
+//! and the answer back, keeps answers in KV when a `CACHE` namespace is bound,
+//! and writes one JSON log line per request. It does no math and makes no API
+//! decisions (what is cacheable, and under which key, is [`api::cache`]'s).
 
+use std::time::Duration;
+
+use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use worker::{
-    console_error, console_log, event, Context, Env, Headers, Method, Request, Response, Result,
+    console_error, console_log, event, kv::KvStore, Context, Delay, Env, Headers, Method, Request,
+    Response, Result,
 };
 
-use crate::api::{self, limits::MAX_BODY_BYTES, HttpRequest};
+use crate::api::{self, cache, limits::MAX_BODY_BYTES, HttpRequest};
+
+/// The KV binding that caches inference answers (optional).
+const CACHE_BINDING: &str = "CACHE";
 
 #[event(start)]
 fn start() {
@@ -33,9 +41,36 @@ async fn read_body(req: &mut Request) -> Result<(Vec<u8>, bool)> {
     Ok((body, true))
 }
 
+/// A read of the cache that gives up after [`cache::READ_TIMEOUT_MS`]: a slow
+/// or failing KV must cost a request no more than that.
+async fn cache_read(kv: &KvStore, key: &str) -> std::result::Result<Option<Vec<u8>>, String> {
+    let read = Box::pin(kv.get(key).bytes());
+    let timeout = Box::pin(Delay::from(Duration::from_millis(cache::READ_TIMEOUT_MS)));
+    match select(read, timeout).await {
+        Either::Left((result, _)) => result.map_err(|e| e.to_string()),
+        Either::Right(_) => Err(format!("no answer within {} ms", cache::READ_TIMEOUT_MS)),
+    }
+}
+
+/// Stores an answer after the response has gone out; a failure is logged only.
+fn cache_write(ctx: &Context, kv: KvStore, key: String, body: Vec<u8>, ttl: u64) {
+    ctx.wait_until(async move {
+        let put = match kv.put_bytes(&key, &body) {
+            Ok(put) => put.expiration_ttl(ttl).execute().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = put {
+            console_error!(
+                "{}",
+                serde_json::json!({ "cache": "write failed", "key": key, "error": e.to_string() })
+            );
+        }
+    });
+}
+
 #[event(fetch)]
-async fn fetch(req: Request, _env: Env, _ctx: Context) -> Result<Response> {
-    match serve(req).await {
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    match serve(req, &env, &ctx).await {
         Ok(res) => Ok(res),
         // Reading the body or building the response failed in the runtime
         // (e.g. the client went away): still answer with the JSON contract.
@@ -54,7 +89,7 @@ async fn fetch(req: Request, _env: Env, _ctx: Context) -> Result<Response> {
     }
 }
 
-async fn serve(mut req: Request) -> Result<Response> {
+async fn serve(mut req: Request, env: &Env, ctx: &Context) -> Result<Response> {
     let started = js_sys::Date::now();
     let method = req.method();
     let path = req.path();
@@ -63,39 +98,119 @@ async fn serve(mut req: Request) -> Result<Response> {
         Method::Get | Method::Head | Method::Options => (Vec::new(), true),
         _ => read_body(&mut req).await?,
     };
-    let res = api::handle(&HttpRequest {
+    let request = HttpRequest {
         method: method.as_ref(),
         path: &path,
         content_type: content_type.as_deref(),
         body: &body,
         body_complete,
-    });
+    };
 
-    let elapsed_ms = js_sys::Date::now() - started;
-    let log = serde_json::json!({
+    let kv = env.kv(CACHE_BINDING).ok();
+    let key = kv.as_ref().and_then(|_| cache::key(&request));
+    let mut cache_error = None;
+    if let (Some(kv), Some(key)) = (&kv, &key) {
+        match cache_read(kv, &key.key).await {
+            Ok(Some(hit)) => {
+                log(
+                    &method,
+                    &path,
+                    200,
+                    started,
+                    Some(&key.model),
+                    false,
+                    "hit",
+                    None,
+                    None,
+                );
+                return respond(200, hit, Some(&key.model), &[], Some("hit"));
+            }
+            Ok(None) => {}
+            Err(e) => cache_error = Some(e),
+        }
+    }
+
+    let res = api::handle(&request);
+    let cache_state = key.as_ref().map(|_| "miss");
+    if let (Some(kv), Some(key), 200) = (kv, key, res.status) {
+        let ttl = cache::ttl_seconds(
+            env.var("CACHE_TTL_SECONDS")
+                .ok()
+                .map(|v| v.to_string())
+                .as_deref(),
+        );
+        cache_write(ctx, kv, key.key, res.body.clone(), ttl);
+    }
+    log(
+        &method,
+        &path,
+        res.status,
+        started,
+        res.model.as_deref(),
+        res.model_loaded,
+        cache_state.unwrap_or("off"),
+        res.internal_error.as_deref(),
+        cache_error.as_deref(),
+    );
+    respond(
+        res.status,
+        res.body,
+        res.model.as_deref(),
+        &res.headers,
+        cache_state,
+    )
+}
+
+/// One JSON line per request, for Workers Logs.
+#[allow(clippy::too_many_arguments)]
+fn log(
+    method: &Method,
+    path: &str,
+    status: u16,
+    started: f64,
+    model: Option<&str>,
+    model_loaded: bool,
+    cache: &str,
+    error: Option<&str>,
+    cache_error: Option<&str>,
+) {
+    let line = serde_json::json!({
         "method": method.as_ref(),
         "path": path,
-        "status": res.status,
-        "ms": elapsed_ms,
-        "model": res.model,
-        "model_loaded": res.model_loaded,
-        "error": res.internal_error,
+        "status": status,
+        "ms": js_sys::Date::now() - started,
+        "model": model,
+        "model_loaded": model_loaded,
+        "cache": cache,
+        "cache_error": cache_error,
+        "error": error,
     });
-    if res.status >= 500 {
-        console_error!("{log}");
+    if status >= 500 || cache_error.is_some() {
+        console_error!("{line}");
     } else {
-        console_log!("{log}");
+        console_log!("{line}");
     }
+}
 
+fn respond(
+    status: u16,
+    body: Vec<u8>,
+    model: Option<&str>,
+    extra: &[(&'static str, String)],
+    cache: Option<&str>,
+) -> Result<Response> {
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
-    if let Some(model) = &res.model {
+    if let Some(model) = model {
         headers.set("x-edgeinfer-model", model)?;
     }
-    for (name, value) in &res.headers {
+    if let Some(cache) = cache {
+        headers.set("x-edgeinfer-cache", cache)?;
+    }
+    for (name, value) in extra {
         headers.set(name, value)?;
     }
-    Ok(Response::from_bytes(res.body)?
-        .with_status(res.status)
+    Ok(Response::from_bytes(body)?
+        .with_status(status)
         .with_headers(headers))
 }

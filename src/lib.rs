@@ -3,12 +3,14 @@
 //!
 //! The crate is split so that everything that computes is platform-neutral and
 //! tested natively: [`registry`] (the embedded models), [`ngrams`] (featurizers),
+//! [`encoder`] (tokenizer + transformer sentence embeddings),
 //! [`classifier`] (tract inference) and [`api`] (request parsing, validation,
 //! routing and response shapes, as plain bytes in and out). The Workers glue
 //! (`glue`, wasm32 only) moves bytes between workerd and [`api`] and does no math.
 
 pub mod api;
 pub mod classifier;
+pub mod encoder;
 pub mod error;
 pub mod ngrams;
 pub mod registry;

@@ -5,19 +5,31 @@
 use std::sync::OnceLock;
 
 use crate::classifier::Classifier;
+use crate::encoder::SentenceEncoder;
 use crate::error::CoreError;
 
 /// What a model does; decides which routes may use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Task {
     LanguageIdentification,
+    SentenceEmbedding,
+    SentimentAnalysis,
+    Toxicity,
 }
 
 impl Task {
     pub fn as_str(self) -> &'static str {
         match self {
             Task::LanguageIdentification => "language-identification",
+            Task::SentenceEmbedding => "sentence-embedding",
+            Task::SentimentAnalysis => "sentiment-analysis",
+            Task::Toxicity => "toxicity",
         }
+    }
+
+    /// Whether `/v1/classify` serves it (it scores labels).
+    pub fn classifies(self) -> bool {
+        self != Task::SentenceEmbedding
     }
 }
 
@@ -38,6 +50,19 @@ pub enum InputSpec {
         vocab: &'static [&'static [&'static str]],
         features: usize,
     },
+    /// Token ids from the model's own Hugging Face `tokenizer.json`, mapped
+    /// to the rows of its (possibly pruned) embedding table.
+    Tokens {
+        tokenizer: &'static [u8],
+        /// For each token id, its table row as a little-endian u32.
+        rows: &'static [u8],
+        /// Longest input in tokens, special tokens included; longer inputs
+        /// are truncated.
+        max_tokens: usize,
+        dims: usize,
+    },
+    /// The sentence embeddings of `MODELS[encoder]`.
+    SentenceEmbedding { encoder: usize, dims: usize },
 }
 
 /// One embedded model, as verified by build.rs.
@@ -78,13 +103,20 @@ pub fn find(name: &str) -> Result<&'static ModelSpec, CoreError> {
         .ok_or_else(|| CoreError::UnknownModel(name.to_string()))
 }
 
+/// A model in its runnable form.
+#[derive(Debug)]
+pub enum Loaded {
+    Classifier(Classifier),
+    Encoder(Box<SentenceEncoder>),
+}
+
 /// One slot per model; filled on first use.
-static LOADED: [OnceLock<Result<Classifier, String>>; MODEL_COUNT] =
+static LOADED: [OnceLock<Result<Loaded, String>>; MODEL_COUNT] =
     [const { OnceLock::new() }; MODEL_COUNT];
 
 /// The loaded model and whether this call is the one that loaded it (a cold
 /// start, worth reporting in timings).
-pub fn classifier(spec: &'static ModelSpec) -> Result<(&'static Classifier, bool), CoreError> {
+pub fn load(spec: &'static ModelSpec) -> Result<(&'static Loaded, bool), CoreError> {
     let index = MODELS
         .iter()
         .position(|m| std::ptr::eq(m, spec))
@@ -93,13 +125,43 @@ pub fn classifier(spec: &'static ModelSpec) -> Result<(&'static Classifier, bool
     let mut loaded_now = false;
     let result = slot.get_or_init(|| {
         loaded_now = true;
-        Classifier::load(spec).map_err(|e| e.to_string())
+        let loaded = match spec.input {
+            InputSpec::Tokens { .. } => {
+                SentenceEncoder::load(spec).map(|e| Loaded::Encoder(Box::new(e)))
+            }
+            _ => Classifier::load(spec).map(Loaded::Classifier),
+        };
+        loaded.map_err(|e| e.to_string())
     });
     match result {
-        Ok(classifier) => Ok((classifier, loaded_now)),
+        Ok(loaded) => Ok((loaded, loaded_now)),
         Err(reason) => Err(CoreError::ModelLoad {
             model: spec.id,
             reason: reason.clone(),
         }),
+    }
+}
+
+/// The model as a classifier, or `WrongTask` if it is not one.
+pub fn classifier(spec: &'static ModelSpec) -> Result<(&'static Classifier, bool), CoreError> {
+    match load(spec)? {
+        (Loaded::Classifier(c), now) => Ok((c, now)),
+        _ => Err(wrong_task(spec, "classification")),
+    }
+}
+
+/// The model as a sentence encoder, or `WrongTask` if it is not one.
+pub fn encoder(spec: &'static ModelSpec) -> Result<(&'static SentenceEncoder, bool), CoreError> {
+    match load(spec)? {
+        (Loaded::Encoder(e), now) => Ok((e, now)),
+        _ => Err(wrong_task(spec, "sentence embeddings")),
+    }
+}
+
+fn wrong_task(spec: &ModelSpec, wanted: &'static str) -> CoreError {
+    CoreError::WrongTask {
+        model: spec.id.to_string(),
+        task: spec.task.as_str(),
+        wanted,
     }
 }

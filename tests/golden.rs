@@ -62,7 +62,7 @@ fn features_match_lande_exactly() {
     let spec = registry::find("lande").unwrap();
     let (classifier, _) = registry::classifier(spec).unwrap();
     for case in golden().cases {
-        let got = classifier.featurizer().featurize(&case.text);
+        let got = classifier.ngrams().unwrap().featurize(&case.text);
         let nonzero: Vec<(usize, f32)> = got
             .iter()
             .copied()
@@ -96,7 +96,7 @@ fn model_matches_lande_top1_and_probabilities() {
     );
     let (classifier, _) = registry::classifier(spec).unwrap();
     let texts: Vec<&str> = g.cases.iter().map(|c| c.text.as_str()).collect();
-    let batched = classifier.classify(&texts).unwrap();
+    let batched = classifier.classify(&texts).unwrap().scores;
     let mut worst = 0.0f32;
     for (case, scores) in g.cases.iter().zip(&batched) {
         let top = scores
@@ -113,7 +113,7 @@ fn model_matches_lande_top1_and_probabilities() {
     assert!(worst <= PROB_TOLERANCE, "max |p - lande| = {worst}");
     // One text at a time gives the batch's answer.
     for (text, row) in texts.iter().zip(&batched).take(20) {
-        let single = classifier.classify(&[text]).unwrap();
+        let single = classifier.classify(&[text]).unwrap().scores;
         for (a, b) in single[0].iter().zip(row) {
             assert!(
                 (a - b).abs() < 1e-6,

@@ -63,15 +63,30 @@ fn every_model_file_is_licensed_and_exported_by_a_committed_script() {
 #[test]
 fn embedded_weights_load_with_the_right_shapes() {
     for spec in MODELS {
-        let (classifier, _) = registry::classifier(spec).unwrap();
-        let edgeinfer::registry::InputSpec::CharNgrams { features, .. } = spec.input;
-        assert_eq!(classifier.featurizer().features(), features);
-        let zeros = vec![0.0; features * 2];
-        let out = classifier.run(&zeros, 2).unwrap();
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[0].len(), spec.labels.len());
-        let sum: f32 = out[0].iter().sum();
-        assert!((sum - 1.0).abs() < 1e-4, "softmax output sums to {sum}");
+        match registry::load(spec).unwrap().0 {
+            registry::Loaded::Classifier(classifier) => {
+                let width = classifier.width();
+                let zeros = vec![0.0; width * 2];
+                let out = classifier.run(&zeros, 2).unwrap();
+                assert_eq!(out.len(), 2);
+                assert_eq!(out[0].len(), spec.labels.len());
+                let sum: f32 = out[0].iter().sum();
+                assert!(
+                    (sum - 1.0).abs() < 1e-4,
+                    "{}: output sums to {sum}",
+                    spec.id
+                );
+            }
+            registry::Loaded::Encoder(encoder) => {
+                let (out, _) = encoder.encode(&["a", "two words"]).unwrap();
+                assert_eq!(out.len(), 2);
+                for e in &out {
+                    assert_eq!(e.len(), encoder.dims(), "{}", spec.id);
+                    let norm: f32 = e.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    assert!((norm - 1.0).abs() < 1e-3, "{}: norm {norm}", spec.id);
+                }
+            }
+        }
     }
 }
 
@@ -121,7 +136,7 @@ fn assert_names_model_and_fix(e: &check::CheckError, what: &str) {
 fn hash_mismatch_fails_the_check() {
     let mut m = lande_entry();
     m.sha256 = "0".repeat(64);
-    let e = check::check_model(&models_dir(), &m).expect_err("must fail");
+    let e = check::check_model(&models_dir(), &manifest().model, &m).expect_err("must fail");
     assert_names_model_and_fix(&e, "sha256");
     assert!(e.fix.contains("export.sh"));
 }
@@ -130,20 +145,21 @@ fn hash_mismatch_fails_the_check() {
 fn missing_file_fails_the_check() {
     let mut m = lande_entry();
     m.artifact = "lande/missing.onnx".into();
-    let e = check::check_model(&models_dir(), &m).expect_err("must fail");
+    let e = check::check_model(&models_dir(), &manifest().model, &m).expect_err("must fail");
     assert_names_model_and_fix(&e, "cannot read models/lande/missing.onnx");
 }
 
 #[test]
 fn unsupported_graph_fails_the_check() {
     let m = lande_entry();
-    let e = check::check_graph(&m, b"this is not an onnx protobuf").expect_err("must fail");
+    let checked = check::check_model(&models_dir(), &manifest().model, &m).unwrap();
+    let e = check::check_graph(&m, &checked.input, b"this is not an onnx protobuf")
+        .expect_err("must fail");
     assert_names_model_and_fix(&e, "tract cannot run");
     // A valid graph whose output does not match the labels.
     let mut wrong = lande_entry();
     wrong.labels.pop();
-    let onnx = std::fs::read(models_dir().join(&m.artifact)).unwrap();
-    let e = check::check_graph(&wrong, &onnx).expect_err("must fail");
+    let e = check::check_graph(&wrong, &checked.input, &checked.onnx).expect_err("must fail");
     assert_names_model_and_fix(&e, "graph output");
 }
 
@@ -151,7 +167,7 @@ fn unsupported_graph_fails_the_check() {
 fn unsupported_task_and_duplicate_ids_fail() {
     let mut m = lande_entry();
     m.task = "image-generation".into();
-    let e = check::check_model(&models_dir(), &m).expect_err("must fail");
+    let e = check::check_model(&models_dir(), &manifest().model, &m).expect_err("must fail");
     assert_names_model_and_fix(&e, "unsupported task");
     let text = std::fs::read_to_string(models_dir().join("manifest.toml")).unwrap();
     let doubled = format!("{text}\n{}", &text[text.find("[[model]]").unwrap()..]);

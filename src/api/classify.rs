@@ -4,11 +4,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::limits::{DEFAULT_TOP_K, MAX_INPUTS, MAX_INPUT_CHARS};
-use super::parse::json_body;
+use super::limits::DEFAULT_TOP_K;
+use super::parse::{input_texts, json_body};
 use super::{HttpRequest, HttpResponse};
 use crate::error::CoreError;
-use crate::registry::{self, Task};
+use crate::registry;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +42,12 @@ pub struct Usage {
     pub inputs: usize,
     /// Unicode scalar values across all inputs.
     pub characters: usize,
+    /// Tokens fed to the model, for models that read tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<usize>,
+    /// Indices of the inputs cut to the model's token limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated_inputs: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -54,83 +60,10 @@ pub struct ClassifyResponse {
     pub usage: Usage,
 }
 
-/// The texts of `input`, validated against the limits.
-fn texts(input: &Value) -> Result<Vec<&str>, ApiError> {
-    let texts: Vec<&str> = match input {
-        Value::String(s) => vec![s.as_str()],
-        Value::Array(items) => {
-            if items.is_empty() {
-                return Err(
-                    ApiError::invalid("`input` is an empty array; send at least one text")
-                        .with_param("input"),
-                );
-            }
-            if items.len() > MAX_INPUTS {
-                return Err(ApiError::too_large(format!(
-                    "`input` has {} texts; the limit is {MAX_INPUTS} per request",
-                    items.len()
-                ))
-                .with_param("input"));
-            }
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    v.as_str().ok_or_else(|| {
-                        ApiError::invalid(format!(
-                            "`input[{i}]` is {}; every item must be a string",
-                            kind(v)
-                        ))
-                        .with_param(format!("input[{i}]"))
-                    })
-                })
-                .collect::<Result<_, _>>()?
-        }
-        other => {
-            return Err(ApiError::invalid(format!(
-                "`input` is {}; send a string or an array of strings",
-                kind(other)
-            ))
-            .with_param("input"))
-        }
-    };
-    for (i, text) in texts.iter().enumerate() {
-        let param = if matches!(input, Value::Array(_)) {
-            format!("input[{i}]")
-        } else {
-            "input".to_string()
-        };
-        if text.trim().is_empty() {
-            return Err(
-                ApiError::invalid(format!("`{param}` is empty; send some text")).with_param(param),
-            );
-        }
-        let chars = text.chars().count();
-        if chars > MAX_INPUT_CHARS {
-            return Err(ApiError::too_large(format!(
-                "`{param}` has {chars} characters; the limit is {MAX_INPUT_CHARS}"
-            ))
-            .with_param(param));
-        }
-    }
-    Ok(texts)
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 pub(super) fn serve(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
     let body: ClassifyRequest = json_body(req)?;
     let spec = registry::find(&body.model)?;
-    if spec.task != Task::LanguageIdentification {
+    if !spec.task.classifies() {
         return Err(CoreError::WrongTask {
             model: body.model.clone(),
             task: spec.task.as_str(),
@@ -150,10 +83,22 @@ pub(super) fn serve(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
             .with_param("top_k"))
         }
     };
-    let texts = texts(&body.input)?;
+    let texts = input_texts(&body.input)?;
     let (classifier, loaded_now) = registry::classifier(spec)?;
-    let scores = classifier.classify(&texts)?;
-    let data = scores
+    let classified = classifier.classify(&texts)?;
+    let tokens = (!classified.tokenized.is_empty()).then(|| {
+        let t = &classified.tokenized;
+        (
+            t.iter().map(|t| t.ids.len()).sum(),
+            t.iter()
+                .enumerate()
+                .filter(|(_, t)| t.truncated)
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    });
+    let data = classified
+        .scores
         .into_iter()
         .enumerate()
         .map(|(index, row)| {
@@ -189,6 +134,8 @@ pub(super) fn serve(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
         usage: Usage {
             inputs: texts.len(),
             characters: texts.iter().map(|t| t.chars().count()).sum(),
+            prompt_tokens: tokens.as_ref().map(|t| t.0),
+            truncated_inputs: tokens.map(|t| t.1),
         },
     };
     let mut res = HttpResponse::json(200, &response);

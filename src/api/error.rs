@@ -90,7 +90,7 @@ impl ApiError {
             404,
             "not_found_error",
             "route_not_found",
-            format!("no route for `{path}`; routes are GET /healthz, GET /v1/models, GET /v1/models/{{id}}, POST /v1/classify"),
+            format!("no route for `{path}`; routes are GET /healthz, GET /v1/models, GET /v1/models/{{id}}, POST /v1/classify, POST /v1/embeddings, POST /v1/similarity"),
         )
     }
 

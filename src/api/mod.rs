@@ -3,15 +3,20 @@
 //! glue only moves bytes to and from here, so every route, limit and error is
 //! testable natively and behaves the same on any host.
 
+pub mod cache;
 mod classify;
+mod embeddings;
 mod error;
 pub mod limits;
 mod models;
 mod parse;
+mod similarity;
 
 pub use classify::{Classification, ClassifyRequest, ClassifyResponse, LabelScore};
+pub use embeddings::{Embedding, EmbeddingData, EmbeddingsResponse, TokenUsage};
 pub use error::ApiError;
 pub use models::{ModelList, ModelObject};
+pub use similarity::{Match, SimilarityResponse};
 
 use serde::Serialize;
 
@@ -75,6 +80,8 @@ enum Route<'a> {
     Models,
     Model(&'a str),
     Classify,
+    Embeddings,
+    Similarity,
 }
 
 impl<'a> Route<'a> {
@@ -88,6 +95,8 @@ impl<'a> Route<'a> {
             "/healthz" => Some(Route::Health),
             "/v1/models" => Some(Route::Models),
             "/v1/classify" => Some(Route::Classify),
+            "/v1/embeddings" => Some(Route::Embeddings),
+            "/v1/similarity" => Some(Route::Similarity),
             _ => path
                 .strip_prefix("/v1/models/")
                 .filter(|id| !id.is_empty() && !id.contains('/'))
@@ -98,7 +107,7 @@ impl<'a> Route<'a> {
     fn allow(&self) -> &'static str {
         match self {
             Route::Health | Route::Models | Route::Model(_) => "GET",
-            Route::Classify => "POST",
+            Route::Classify | Route::Embeddings | Route::Similarity => "POST",
         }
     }
 }
@@ -122,6 +131,8 @@ pub fn handle(req: &HttpRequest<'_>) -> HttpResponse {
             .map(|m| HttpResponse::json(200, &m))
             .map_err(ApiError::from),
         Route::Classify => classify::serve(req),
+        Route::Embeddings => embeddings::serve(req),
+        Route::Similarity => similarity::serve(req),
     };
     result.unwrap_or_else(HttpResponse::error)
 }

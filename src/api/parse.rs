@@ -4,9 +4,10 @@
 
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
+use serde_json::Value;
 
 use super::error::ApiError;
-use super::limits::MAX_BODY_BYTES;
+use super::limits::{MAX_BODY_BYTES, MAX_INPUTS, MAX_INPUT_CHARS};
 use super::HttpRequest;
 
 /// True for `application/json`, with or without parameters such as charset.
@@ -39,4 +40,77 @@ pub fn json_body<T: DeserializeOwned>(req: &HttpRequest<'_>) -> Result<T, ApiErr
             ApiError::malformed(format!("the body is not valid JSON: {e}"))
         }
     })
+}
+
+/// The texts of `input`, validated against the limits.
+pub fn input_texts(input: &Value) -> Result<Vec<&str>, ApiError> {
+    let texts: Vec<&str> = match input {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(
+                    ApiError::invalid("`input` is an empty array; send at least one text")
+                        .with_param("input"),
+                );
+            }
+            if items.len() > MAX_INPUTS {
+                return Err(ApiError::too_large(format!(
+                    "`input` has {} texts; the limit is {MAX_INPUTS} per request",
+                    items.len()
+                ))
+                .with_param("input"));
+            }
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.as_str().ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "`input[{i}]` is {}; every item must be a string",
+                            kind(v)
+                        ))
+                        .with_param(format!("input[{i}]"))
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        }
+        other => {
+            return Err(ApiError::invalid(format!(
+                "`input` is {}; send a string or an array of strings",
+                kind(other)
+            ))
+            .with_param("input"))
+        }
+    };
+    for (i, text) in texts.iter().enumerate() {
+        let param = if matches!(input, Value::Array(_)) {
+            format!("input[{i}]")
+        } else {
+            "input".to_string()
+        };
+        if text.trim().is_empty() {
+            return Err(
+                ApiError::invalid(format!("`{param}` is empty; send some text")).with_param(param),
+            );
+        }
+        let chars = text.chars().count();
+        if chars > MAX_INPUT_CHARS {
+            return Err(ApiError::too_large(format!(
+                "`{param}` has {chars} characters; the limit is {MAX_INPUT_CHARS}"
+            ))
+            .with_param(param));
+        }
+    }
+    Ok(texts)
+}
+
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }

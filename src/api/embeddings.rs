@@ -1,0 +1,165 @@
+//! `POST /v1/embeddings`, OpenAI-compatible: the official clients work with
+//! only their base URL changed (they ask for `base64` by default).
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::limits::MAX_TOTAL_TOKENS;
+use super::parse::{input_texts, json_body};
+use super::{HttpRequest, HttpResponse};
+use crate::encoder::{SentenceEncoder, Tokenized};
+use crate::registry::{self, ModelSpec};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsRequest {
+    pub model: String,
+    /// A string or an array of strings (OpenAI's token-array form is refused
+    /// with a message: ids of another tokenizer mean nothing to this model).
+    pub input: Value,
+    #[serde(default)]
+    pub encoding_format: Option<String>,
+    #[serde(default)]
+    pub dimensions: Option<u64>,
+    /// OpenAI's end-user id; accepted (clients send it) and ignored.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum EmbeddingData {
+    Float(Vec<f32>),
+    /// Little-endian f32s, base64: what the OpenAI clients request by default.
+    Base64(String),
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct Embedding {
+    pub object: String,
+    pub index: usize,
+    pub embedding: EmbeddingData,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct TokenUsage {
+    pub prompt_tokens: usize,
+    pub total_tokens: usize,
+    /// Indices of the inputs cut to the model's token limit (their end was
+    /// not embedded).
+    pub truncated_inputs: Vec<usize>,
+}
+
+impl TokenUsage {
+    pub fn of(tokenized: &[Tokenized]) -> Self {
+        let tokens = tokenized.iter().map(|t| t.ids.len()).sum();
+        TokenUsage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+            truncated_inputs: tokenized
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.truncated)
+                .map(|(i, _)| i)
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct EmbeddingsResponse {
+    pub object: String,
+    pub data: Vec<Embedding>,
+    pub model: String,
+    pub model_version: String,
+    pub model_sha256: String,
+    pub usage: TokenUsage,
+}
+
+/// The encoder named by `model`, or the 404/422 that says why not.
+pub(super) fn encoder_for(
+    model: &str,
+) -> Result<(&'static ModelSpec, &'static SentenceEncoder, bool), ApiError> {
+    let spec = registry::find(model)?;
+    let (encoder, loaded_now) = registry::encoder(spec)?;
+    Ok((spec, encoder, loaded_now))
+}
+
+/// Tokenizes and enforces the per-request token limit before any inference.
+pub(super) fn tokenize_within_limit(
+    encoder: &SentenceEncoder,
+    texts: &[&str],
+) -> Result<Vec<Tokenized>, ApiError> {
+    let tokenized = encoder.tokenize(texts)?;
+    let total: usize = tokenized.iter().map(|t| t.ids.len()).sum();
+    if total > MAX_TOTAL_TOKENS {
+        return Err(ApiError::too_large(format!(
+            "the inputs come to {total} tokens; the limit is {MAX_TOTAL_TOKENS} per request, so split the batch"
+        ))
+        .with_param("input"));
+    }
+    Ok(tokenized)
+}
+
+fn base64_f32(values: &[f32]) -> String {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub(super) fn serve(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
+    let body: EmbeddingsRequest = json_body(req)?;
+    let base64 = match body.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "`encoding_format` is {other:?}; use \"float\" or \"base64\""
+            ))
+            .with_param("encoding_format"))
+        }
+    };
+    let (spec, encoder, loaded_now) = encoder_for(&body.model)?;
+    if let Some(d) = body.dimensions {
+        if d != encoder.dims() as u64 {
+            return Err(ApiError::invalid(format!(
+                "`dimensions` is {d}, but model `{}` only makes {}-dimensional embeddings \
+                 (it was not trained to be shortened); omit `dimensions` or set it to {}",
+                spec.id,
+                encoder.dims(),
+                encoder.dims()
+            ))
+            .with_param("dimensions"));
+        }
+    }
+    let texts = input_texts(&body.input)?;
+    let tokenized = tokenize_within_limit(encoder, &texts)?;
+    let embeddings = encoder.embed(&tokenized)?;
+    let data = embeddings
+        .into_iter()
+        .enumerate()
+        .map(|(index, e)| Embedding {
+            object: "embedding".into(),
+            index,
+            embedding: if base64 {
+                EmbeddingData::Base64(base64_f32(&e))
+            } else {
+                EmbeddingData::Float(e)
+            },
+        })
+        .collect();
+    let response = EmbeddingsResponse {
+        object: "list".into(),
+        data,
+        model: spec.id.into(),
+        model_version: spec.version.into(),
+        model_sha256: spec.sha256.into(),
+        usage: TokenUsage::of(&tokenized),
+    };
+    let mut res = HttpResponse::json(200, &response);
+    res.model = Some(spec.qualified_name());
+    res.model_loaded = loaded_now;
+    Ok(res)
+}
