@@ -47,7 +47,7 @@ fn main() {
         }
         let checked = check::check_model(&models_dir, &manifest.model, m)
             .unwrap_or_else(|e| fail(&e.to_string()));
-        write_out(&out.join(format!("{}.onnx", m.id)), &checked.onnx);
+        write_out(&out.join(format!("{}.artifact", m.id)), &checked.artifact);
         let input = match &checked.input {
             check::CheckedInput::Ngrams { vocab } => {
                 let lists: Vec<String> = vocab.iter().map(|l| format!("&{l:?}")).collect();
@@ -75,6 +75,15 @@ fn main() {
             check::CheckedInput::SentenceEmbedding { encoder, dims } => {
                 format!("InputSpec::SentenceEmbedding {{ encoder: {encoder}, dims: {dims} }}")
             }
+            check::CheckedInput::TfidfWords { vocab, unicode } => {
+                write_out(&out.join(format!("{}.vocab.json", m.id)), vocab);
+                write_out(&out.join(format!("{}.unicode.json", m.id)), unicode);
+                format!(
+                    "InputSpec::TfidfWords {{ vocab: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{id}.vocab.json\")), \
+                     unicode: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{id}.unicode.json\")) }}",
+                    id = m.id
+                )
+            }
         };
 
         let _ = writeln!(
@@ -83,7 +92,7 @@ fn main() {
              description: {desc:?},\n        license: {license:?},\n        \
              source: Source {{ registry: {reg:?}, package: {pkg:?}, version: {pver:?} }},\n        \
              sha256: {sha:?},\n        quantization: {quant:?},\n        \
-             onnx: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{id}.onnx\")),\n        labels: &{labels:?},\n        \
+             artifact: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{id}.artifact\")),\n        labels: &{labels:?},\n        \
              input: {input},\n    }},",
             id = m.id,
             version = m.version,

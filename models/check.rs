@@ -13,6 +13,12 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
+// The runtime's own loader, so the build refuses what the worker could not load.
+#[path = "../src/tfidf.rs"]
+#[allow(dead_code)]
+mod tfidf;
+use tfidf::TfidfModel;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -71,6 +77,14 @@ pub enum InputEntry {
     },
     /// A head on the sentence embeddings of another model of the manifest.
     SentenceEmbedding { encoder: String },
+    /// scikit-learn's TfidfVectorizer words into calibrated linear SVMs (the
+    /// artifact is their weights, not a graph): alt-profanity-check.
+    TfidfWords {
+        vocab: String,
+        vocab_sha256: String,
+        unicode: String,
+        unicode_sha256: String,
+    },
 }
 
 impl InputEntry {
@@ -93,6 +107,12 @@ impl InputEntry {
                 (vocab_keep, vocab_keep_sha256),
             ],
             InputEntry::SentenceEmbedding { .. } => Vec::new(),
+            InputEntry::TfidfWords {
+                vocab,
+                vocab_sha256,
+                unicode,
+                unicode_sha256,
+            } => vec![(vocab, vocab_sha256), (unicode, unicode_sha256)],
         }
     }
 }
@@ -146,7 +166,8 @@ fn err<T>(model: &str, what: impl Into<String>, fix: impl Into<String>) -> Resul
 /// A model that passed every check, with the bytes to embed.
 #[derive(Debug)]
 pub struct Checked {
-    pub onnx: Vec<u8>,
+    /// The model file: an ONNX graph, or the weights of a tf-idf model.
+    pub artifact: Vec<u8>,
     /// The `registry::Task` variant name.
     pub task_variant: &'static str,
     pub input: CheckedInput,
@@ -156,7 +177,9 @@ pub struct Checked {
 #[derive(Debug)]
 pub enum CheckedInput {
     /// `vocab[n - 1]`: the n-grams of length n, in input order.
-    Ngrams { vocab: Vec<Vec<String>> },
+    Ngrams {
+        vocab: Vec<Vec<String>>,
+    },
     Tokens {
         tokenizer: Vec<u8>,
         /// For every token id of the tokenizer, its row in the graph's table.
@@ -165,7 +188,14 @@ pub enum CheckedInput {
         dims: usize,
     },
     /// The index in the manifest of the encoder this head reads.
-    SentenceEmbedding { encoder: usize, dims: usize },
+    SentenceEmbedding {
+        encoder: usize,
+        dims: usize,
+    },
+    TfidfWords {
+        vocab: Vec<u8>,
+        unicode: Vec<u8>,
+    },
 }
 
 pub fn parse_manifest(text: &str) -> Result<Manifest, CheckError> {
@@ -240,7 +270,7 @@ pub fn check_model(
              a classifier has labels and another input kind",
         );
     }
-    let onnx = verified(models_dir, m, &m.artifact, &m.sha256)?;
+    let artifact = verified(models_dir, m, &m.artifact, &m.sha256)?;
     verified(models_dir, m, &m.golden, &m.golden_sha256)?;
     let mut files = Vec::new();
     for (rel, sha) in m.input.files() {
@@ -276,16 +306,26 @@ pub fn check_model(
                 _ => {
                     return err(
                         &m.id,
-                        format!("input.encoder {encoder:?} is not a sentence-embedding model of the manifest"),
+                        format!(
+                            "input.encoder {encoder:?} is not a sentence-embedding model of the manifest"
+                        ),
                         "name the id of a [[model]] with task = \"sentence-embedding\"",
                     )
                 }
             }
         }
+        InputEntry::TfidfWords { .. } => {
+            let unicode = files.pop().unwrap_or_default();
+            let vocab = files.pop().unwrap_or_default();
+            check_tfidf(m, &artifact, &vocab, &unicode)?;
+            CheckedInput::TfidfWords { vocab, unicode }
+        }
     };
-    check_graph(m, &input, &onnx)?;
+    if !matches!(input, CheckedInput::TfidfWords { .. }) {
+        check_graph(m, &input, &artifact)?;
+    }
     Ok(Checked {
-        onnx,
+        artifact,
         task_variant,
         input,
     })
@@ -296,6 +336,35 @@ fn input_kind(input: &InputEntry) -> &'static str {
         InputEntry::CharNgramFrequencies { .. } => "char-ngram-frequencies",
         InputEntry::Tokens { .. } => "tokens",
         InputEntry::SentenceEmbedding { .. } => "sentence-embedding",
+        InputEntry::TfidfWords { .. } => "tfidf-words",
+    }
+}
+
+/// Loads the tf-idf model as the worker will (vocabulary, weights layout,
+/// text tables) and checks it has one output per label.
+fn check_tfidf(
+    m: &ModelEntry,
+    weights: &[u8],
+    vocab: &[u8],
+    unicode: &[u8],
+) -> Result<(), CheckError> {
+    if m.labels.len() != 2 {
+        return err(
+            &m.id,
+            format!(
+                "a tf-idf model scores 2 labels (negative, positive), the manifest lists {}",
+                m.labels.len()
+            ),
+            "list the two labels, negative class first",
+        );
+    }
+    match TfidfModel::load(weights, vocab, unicode) {
+        Ok(_) => Ok(()),
+        Err(e) => err(
+            &m.id,
+            format!("the tf-idf model does not load: {e}"),
+            format!("regenerate it with {}", m.export),
+        ),
     }
 }
 
@@ -481,6 +550,7 @@ pub fn check_graph(m: &ModelEntry, input: &CheckedInput, onnx: &[u8]) -> Result<
         CheckedInput::SentenceEmbedding { dims, .. } => (vec![f32::datum_type()], *dims),
         // input_ids and attention_mask, [batch, tokens] each.
         CheckedInput::Tokens { .. } => (vec![i64::datum_type(); 2], 0),
+        CheckedInput::TfidfWords { .. } => return Ok(()),
     };
     if model.inputs.len() != inputs.len() || model.outputs.len() != 1 {
         return err(

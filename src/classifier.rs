@@ -11,6 +11,7 @@ use crate::encoder::{SentenceEncoder, Tokenized};
 use crate::error::CoreError;
 use crate::ngrams::NgramFeaturizer;
 use crate::registry::{self, InputSpec, ModelSpec, MODELS};
+use crate::tfidf::TfidfModel;
 
 /// The scores of one input, in label order (they sum to 1).
 pub type Scores = Vec<f32>;
@@ -21,11 +22,20 @@ enum Featurizer {
     Embeddings(&'static SentenceEncoder),
 }
 
+/// How scores are computed: a tract graph over feature rows, or a linear
+/// model over sparse counts (no graph to run).
+enum Scorer {
+    Graph {
+        featurizer: Featurizer,
+        width: usize,
+        plan: Arc<TypedRunnableModel>,
+    },
+    Tfidf(TfidfModel),
+}
+
 pub struct Classifier {
     spec: &'static ModelSpec,
-    featurizer: Featurizer,
-    width: usize,
-    plan: Arc<TypedRunnableModel>,
+    scorer: Scorer,
 }
 
 /// Scores of a batch, with the tokens it took when the input was tokenized.
@@ -64,6 +74,18 @@ impl Classifier {
                 let (encoder, _) = registry::encoder(encoder_spec)?;
                 (Featurizer::Embeddings(encoder), dims)
             }
+            InputSpec::TfidfWords { vocab, unicode } => {
+                let model = TfidfModel::load(spec.artifact, vocab, unicode).map_err(|reason| {
+                    CoreError::ModelLoad {
+                        model: spec.id,
+                        reason,
+                    }
+                })?;
+                return Ok(Classifier {
+                    spec,
+                    scorer: Scorer::Tfidf(model),
+                });
+            }
             InputSpec::Tokens { .. } => {
                 return Err(CoreError::ModelLoad {
                     model: spec.id,
@@ -72,7 +94,7 @@ impl Classifier {
             }
         };
         let plan = tract_onnx::onnx()
-            .model_for_read(&mut &spec.onnx[..])
+            .model_for_read(&mut &spec.artifact[..])
             .map_err(err)?
             .into_optimized()
             .map_err(err)?
@@ -80,9 +102,11 @@ impl Classifier {
             .map_err(err)?;
         Ok(Classifier {
             spec,
-            featurizer,
-            width,
-            plan,
+            scorer: Scorer::Graph {
+                featurizer,
+                width,
+                plan,
+            },
         })
     }
 
@@ -92,21 +116,44 @@ impl Classifier {
 
     /// The n-gram featurizer, for models that count n-grams.
     pub fn ngrams(&self) -> Option<&NgramFeaturizer> {
-        match &self.featurizer {
-            Featurizer::Ngrams(f) => Some(f),
-            Featurizer::Embeddings(_) => None,
+        match &self.scorer {
+            Scorer::Graph {
+                featurizer: Featurizer::Ngrams(f),
+                ..
+            } => Some(f),
+            _ => None,
         }
     }
 
-    /// The width of one input row.
-    pub fn width(&self) -> usize {
-        self.width
+    /// The tf-idf model, for models that are one.
+    pub fn tfidf(&self) -> Option<&TfidfModel> {
+        match &self.scorer {
+            Scorer::Tfidf(m) => Some(m),
+            Scorer::Graph { .. } => None,
+        }
     }
 
-    /// Scores every text in one batched run of the graph.
+    /// Scores every text (graphs in one batched run).
     pub fn classify(&self, texts: &[&str]) -> Result<Classified, CoreError> {
-        let width = self.width;
-        match &self.featurizer {
+        let (featurizer, width) = match &self.scorer {
+            Scorer::Tfidf(model) => {
+                let scores = texts
+                    .iter()
+                    .map(|t| {
+                        let p = model.probability(t);
+                        vec![(1.0 - p) as f32, p as f32]
+                    })
+                    .collect();
+                return Ok(Classified {
+                    scores,
+                    tokenized: Vec::new(),
+                });
+            }
+            Scorer::Graph {
+                featurizer, width, ..
+            } => (featurizer, *width),
+        };
+        match featurizer {
             Featurizer::Ngrams(featurizer) => {
                 let mut batch = vec![0.0f32; texts.len() * width];
                 for (text, row) in texts.iter().zip(batch.chunks_exact_mut(width)) {
@@ -134,12 +181,18 @@ impl Classifier {
             model: self.spec.id,
             reason: format!("{e:#}"),
         };
-        let width = self.width;
+        let Scorer::Graph { width, plan, .. } = &self.scorer else {
+            return Err(CoreError::Inference {
+                model: self.spec.id,
+                reason: "a tf-idf model has no graph to run".into(),
+            });
+        };
+        let width = *width;
         if rows == 0 {
             return Ok(Vec::new());
         }
         let input = Tensor::from_shape(&[rows, width], features).map_err(err)?;
-        let outputs = self.plan.run(tvec!(input.into_tvalue())).map_err(err)?;
+        let outputs = plan.run(tvec!(input.into_tvalue())).map_err(err)?;
         let bad = |reason: String| CoreError::Inference {
             model: self.spec.id,
             reason,

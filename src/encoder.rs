@@ -77,7 +77,7 @@ impl SentenceEncoder {
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         let plan = tract_onnx::onnx()
-            .model_for_read(&mut &spec.onnx[..])
+            .model_for_read(&mut &spec.artifact[..])
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(|e| fail(format!("{e:#}")))?;

@@ -14,6 +14,7 @@ pub mod encoder;
 pub mod error;
 pub mod ngrams;
 pub mod registry;
+pub mod tfidf;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

@@ -63,6 +63,14 @@ pub enum InputSpec {
     },
     /// The sentence embeddings of `MODELS[encoder]`.
     SentenceEmbedding { encoder: usize, dims: usize },
+    /// scikit-learn tf-idf word counts into calibrated linear SVMs; the
+    /// artifact holds the weights (see [`crate::tfidf`]).
+    TfidfWords {
+        /// JSON array of terms, index = column.
+        vocab: &'static [u8],
+        /// CPython's text tables (`\w`, `str.lower()`).
+        unicode: &'static [u8],
+    },
 }
 
 /// One embedded model, as verified by build.rs.
@@ -76,8 +84,9 @@ pub struct ModelSpec {
     pub source: Source,
     pub sha256: &'static str,
     pub quantization: &'static str,
-    /// The ONNX graph, byte for byte the file whose sha256 build.rs verified.
-    pub onnx: &'static [u8],
+    /// The model file (an ONNX graph, or the weights of a `TfidfWords`
+    /// model), byte for byte the file whose sha256 build.rs verified.
+    pub artifact: &'static [u8],
     pub labels: &'static [&'static str],
     pub input: InputSpec,
 }

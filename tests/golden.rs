@@ -122,3 +122,157 @@ fn model_matches_lande_top1_and_probabilities() {
         }
     }
 }
+
+/// all-minilm-l6-v2: token ids must equal the reference tokenizer's on every
+/// golden sentence; embeddings are compared with sentence-transformers' fp32
+/// output (the quality bar of pruning + int8: mean cosine >= 0.99, min >=
+/// 0.97) and with onnxruntime running the very graph we embed (tract must
+/// agree with it to SHIPPED_MIN_COSINE: same weights, only the float
+/// summation order differs).
+mod minilm {
+    use edgeinfer::encoder::cosine;
+    use edgeinfer::registry;
+    use serde::Deserialize;
+
+    pub const ID: &str = "all-minilm-l6-v2";
+    const FP32_MEAN_COSINE: f32 = 0.99;
+    const FP32_MIN_COSINE: f32 = 0.97;
+    const SHIPPED_MIN_COSINE: f32 = 0.9999;
+
+    #[derive(Deserialize)]
+    pub struct Golden {
+        pub cases: Vec<Case>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Case {
+        pub text: String,
+        pub ids: Vec<u32>,
+        pub truncated: bool,
+        pub embedding: Vec<f32>,
+        pub shipped: Vec<f32>,
+    }
+
+    pub fn golden() -> Golden {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/minilm/golden.json");
+        serde_json::from_slice(&std::fs::read(path).expect("read golden")).expect("parse golden")
+    }
+
+    #[test]
+    fn golden_set_is_large_and_varied() {
+        let g = golden();
+        assert!(g.cases.len() >= 300, "{} cases", g.cases.len());
+        assert!(g.cases.iter().filter(|c| c.truncated).count() >= 3);
+        let has = |f: fn(char) -> bool| g.cases.iter().any(|c| c.text.chars().any(f));
+        assert!(has(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)), "CJK");
+        assert!(has(|c| ('\u{1f300}'..='\u{1faff}').contains(&c)), "emoji");
+        assert!(has(|c| "éüñç".contains(c)), "accents");
+    }
+
+    #[test]
+    fn token_ids_equal_the_reference() {
+        let (encoder, _) = registry::encoder(registry::find(ID).unwrap()).unwrap();
+        for case in golden().cases {
+            let got = encoder.tokenize(&[&case.text]).unwrap().remove(0);
+            assert_eq!(got.ids, case.ids, "ids of {:?}", case.text);
+            assert_eq!(
+                got.truncated, case.truncated,
+                "truncation of {:?}",
+                case.text
+            );
+        }
+    }
+
+    #[test]
+    fn embeddings_match_the_reference() {
+        let g = golden();
+        let (encoder, _) = registry::encoder(registry::find(ID).unwrap()).unwrap();
+        let texts: Vec<&str> = g.cases.iter().map(|c| c.text.as_str()).collect();
+        let (got, _) = encoder.encode(&texts).unwrap();
+        let (mut sum, mut min, mut min_shipped) = (0.0f32, 1.0f32, 1.0f32);
+        for (case, e) in g.cases.iter().zip(&got) {
+            let c = cosine(e, &case.embedding);
+            sum += c;
+            min = min.min(c);
+            min_shipped = min_shipped.min(cosine(e, &case.shipped));
+        }
+        let mean = sum / g.cases.len() as f32;
+        eprintln!("minilm vs fp32: mean cosine {mean:.5}, min {min:.5}; vs onnxruntime on the shipped graph: min {min_shipped:.6}");
+        assert!(mean >= FP32_MEAN_COSINE, "mean cosine vs fp32 {mean}");
+        assert!(min >= FP32_MIN_COSINE, "min cosine vs fp32 {min}");
+        assert!(
+            min_shipped >= SHIPPED_MIN_COSINE,
+            "min cosine vs onnxruntime {min_shipped}"
+        );
+        // One text at a time gives the batch's answer (padding is masked).
+        for (text, e) in texts.iter().zip(&got).take(25) {
+            let (single, _) = encoder.encode(&[text]).unwrap();
+            assert!(cosine(&single[0], e) > 0.99999, "batching changed {text:?}");
+        }
+    }
+}
+
+#[test]
+fn every_embedded_model_has_a_golden_test_here() {
+    let covered = ["lande", minilm::ID, profanity::ID];
+    for spec in registry::MODELS {
+        assert!(
+            covered.contains(&spec.id),
+            "model {} has no golden test in tests/golden.rs",
+            spec.id
+        );
+    }
+}
+
+/// profanity (alt-profanity-check): the columns and counts the featurizer
+/// finds must equal scikit-learn's exactly, and the probability must be
+/// within 1e-5 of the package's `predict_prob` (f64 here: measured ~1e-16).
+mod profanity {
+    use edgeinfer::registry;
+    use serde::Deserialize;
+
+    pub const ID: &str = "profanity";
+    const PROB_TOLERANCE: f64 = 1e-5;
+
+    #[derive(Deserialize)]
+    struct Golden {
+        cases: Vec<Case>,
+    }
+
+    #[derive(Deserialize)]
+    struct Case {
+        text: String,
+        probability: f64,
+        columns: Vec<usize>,
+        counts: Vec<u32>,
+    }
+
+    fn golden() -> Golden {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/profanity/golden.json");
+        serde_json::from_slice(&std::fs::read(path).expect("read golden")).expect("parse golden")
+    }
+
+    #[test]
+    fn columns_counts_and_probabilities_match_the_package() {
+        let g = golden();
+        assert!(g.cases.len() >= 300, "{} cases", g.cases.len());
+        let (classifier, _) = registry::classifier(registry::find(ID).unwrap()).unwrap();
+        let model = classifier.tfidf().unwrap();
+        let mut worst = 0.0f64;
+        for case in &g.cases {
+            let counts = model.counts(&case.text);
+            let want: Vec<(usize, u32)> = case
+                .columns
+                .iter()
+                .copied()
+                .zip(case.counts.iter().copied())
+                .collect();
+            assert_eq!(counts, want, "columns of {:?}", case.text);
+            worst = worst.max((model.probability(&case.text) - case.probability).abs());
+        }
+        eprintln!("profanity: max |p - package| = {worst:e}");
+        assert!(worst <= PROB_TOLERANCE, "max |p - package| = {worst}");
+        assert!(g.cases.iter().any(|c| c.probability > 0.9));
+        assert!(g.cases.iter().any(|c| c.probability < 0.1));
+    }
+}

@@ -35,7 +35,293 @@ fn checks() -> Vec<(&'static str, Check)> {
         ("error_oversize_body_413", oversize_body),
         ("error_too_many_inputs_413", too_many_inputs),
         ("error_oversize_text_413", oversize_text),
+        ("embeddings_float", embeddings_float),
+        ("embeddings_base64_equals_float", embeddings_base64),
+        ("embeddings_truncation_in_usage", embeddings_truncation),
+        ("embeddings_dimensions", embeddings_dimensions),
+        ("golden_minilm_through_workerd", golden_minilm),
+        ("similarity_ranks_by_meaning", similarity_ranks),
+        ("error_embeddings_bad_fields_422", embeddings_bad_fields),
+        ("error_embeddings_token_limit_413", embeddings_token_limit),
+        ("error_similarity_bad_fields_422", similarity_bad_fields),
+        ("no_cache_header_without_kv", no_cache_without_kv),
     ]
+}
+
+const MINILM: &str = "all-minilm-l6-v2";
+
+fn embeddings(c: &Client, body: Value) -> Value {
+    let res = c.post_json("/v1/embeddings", &body);
+    assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
+    res.json()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default()
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+fn embeddings_float(c: &Client) -> Result<(), Failed> {
+    let res = c.post_json(
+        "/v1/embeddings",
+        &json!({"model": MINILM, "input": "The quick brown fox jumps over the lazy dog."}),
+    );
+    check(res.status == 200, format!("status {}", res.status))?;
+    check(
+        res.header("x-edgeinfer-model")
+            .is_some_and(|m| m.starts_with(&format!("{MINILM}@"))),
+        format!("{:?}", res.header("x-edgeinfer-model")),
+    )?;
+    let body = res.json();
+    check(
+        body["object"] == "list" && body["model"] == MINILM,
+        format!("{body}"),
+    )?;
+    let data = body["data"].as_array().ok_or("data")?;
+    check(
+        data.len() == 1 && data[0]["object"] == "embedding" && data[0]["index"] == 0,
+        "data[0]",
+    )?;
+    let e = floats(&data[0]["embedding"]);
+    check(e.len() == 384, format!("{} dims", e.len()))?;
+    let norm: f64 = e.iter().map(|x| x * x).sum::<f64>().sqrt();
+    check((norm - 1.0).abs() < 1e-3, format!("norm {norm}"))?;
+    let usage = &body["usage"];
+    check(
+        usage["prompt_tokens"].as_u64().is_some_and(|t| t > 5)
+            && usage["total_tokens"] == usage["prompt_tokens"],
+        format!("usage {usage}"),
+    )
+}
+
+fn embeddings_base64(c: &Client) -> Result<(), Failed> {
+    use base64::Engine as _;
+    let input = json!(["first text", "a second, different text"]);
+    let float = embeddings(
+        c,
+        json!({"model": MINILM, "input": input, "encoding_format": "float"}),
+    );
+    let b64 = embeddings(
+        c,
+        json!({"model": MINILM, "input": input, "encoding_format": "base64"}),
+    );
+    for i in 0..2 {
+        let text = b64["data"][i]["embedding"]
+            .as_str()
+            .ok_or("base64 string")?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text)?;
+        let decoded: Vec<f64> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+            .collect();
+        let want = floats(&float["data"][i]["embedding"]);
+        check(decoded.len() == 384, format!("{} floats", decoded.len()))?;
+        // JSON floats are printed shortest-roundtrip, so the values are equal.
+        check(
+            decoded == want,
+            format!("item {i}: base64 differs from float"),
+        )?;
+    }
+    Ok(())
+}
+
+fn embeddings_truncation(c: &Client) -> Result<(), Failed> {
+    let long = "word ".repeat(600);
+    let body = embeddings(c, json!({"model": MINILM, "input": ["short", long]}));
+    let usage = &body["usage"];
+    check(
+        usage["truncated_inputs"] == json!([1]),
+        format!("usage {usage}"),
+    )?;
+    // [CLS] short [SEP] = 3, and the long one is cut to 256.
+    check(usage["prompt_tokens"] == 3 + 256, format!("usage {usage}"))
+}
+
+fn embeddings_dimensions(c: &Client) -> Result<(), Failed> {
+    embeddings(
+        c,
+        json!({"model": MINILM, "input": "x y", "dimensions": 384}),
+    );
+    let e = c
+        .post_json(
+            "/v1/embeddings",
+            &json!({"model": MINILM, "input": "x y", "dimensions": 128}),
+        )
+        .expect_error(422);
+    check(
+        e["param"] == "dimensions" && e["message"].as_str().unwrap_or("").contains("384"),
+        format!("{e}"),
+    )
+}
+
+fn golden_minilm(c: &Client) -> Result<(), Failed> {
+    let golden: Value = serde_json::from_slice(&std::fs::read(
+        support::root().join("models/minilm/golden.json"),
+    )?)?;
+    let cases: Vec<&Value> = golden["cases"]
+        .as_array()
+        .ok_or("cases")?
+        .iter()
+        .filter(|c| !c["text"].as_str().unwrap_or("").trim().is_empty())
+        .collect();
+    let mut worst = 1.0f64;
+    for chunk in cases.chunks(32) {
+        let texts: Vec<&str> = chunk.iter().filter_map(|c| c["text"].as_str()).collect();
+        let body = embeddings(c, json!({"model": MINILM, "input": texts}));
+        let tokens: u64 = chunk
+            .iter()
+            .map(|c| c["ids"].as_array().map_or(0, |a| a.len() as u64))
+            .sum();
+        check(
+            body["usage"]["prompt_tokens"] == tokens,
+            format!(
+                "prompt_tokens {} want {tokens}",
+                body["usage"]["prompt_tokens"]
+            ),
+        )?;
+        for (case, got) in chunk.iter().zip(body["data"].as_array().ok_or("data")?) {
+            worst = worst.min(cosine(
+                &floats(&got["embedding"]),
+                &floats(&case["shipped"]),
+            ));
+        }
+    }
+    // The tolerance of tests/golden.rs: tract in wasm vs onnxruntime, same graph.
+    check(
+        worst >= 0.9999,
+        format!("min cosine vs onnxruntime {worst}"),
+    )
+}
+
+fn similarity_ranks(c: &Client) -> Result<(), Failed> {
+    let docs = [
+        "The recipe needs two cups of flour and an egg.",
+        "To change your password, open Settings and choose Security.",
+        "The match ended in a draw after extra time.",
+    ];
+    let res = c.post_json(
+        "/v1/similarity",
+        &json!({"model": MINILM, "query": "How do I reset my password?", "documents": docs}),
+    );
+    check(res.status == 200, format!("status {}", res.status))?;
+    let body = res.json();
+    let data = body["data"].as_array().ok_or("data")?;
+    check(data.len() == 3 && data[0]["index"] == 1, format!("{body}"))?;
+    let scores: Vec<f64> = data.iter().filter_map(|m| m["score"].as_f64()).collect();
+    check(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        format!("not sorted: {scores:?}"),
+    )?;
+    let top = c
+        .post_json(
+            "/v1/similarity",
+            &json!({"model": MINILM, "query": "football result", "documents": docs, "top_k": 1}),
+        )
+        .json();
+    check(
+        top["data"].as_array().map(Vec::len) == Some(1) && top["data"][0]["index"] == 2,
+        format!("{top}"),
+    )
+}
+
+fn embeddings_bad_fields(c: &Client) -> Result<(), Failed> {
+    let cases = [
+        (
+            json!({"model": MINILM, "input": "x", "encoding_format": "int8"}),
+            "encoding_format",
+        ),
+        (json!({"model": MINILM, "input": [1, 2, 3]}), "input[0]"),
+        (json!({"model": MINILM, "input": ""}), "input"),
+        (json!({"model": MINILM, "input": []}), "input"),
+        (json!({"model": "lande", "input": "x"}), "model"),
+    ];
+    for (body, param) in cases {
+        let e = c.post_json("/v1/embeddings", &body).expect_error(422);
+        check(e["param"] == param, format!("{body}: {e}"))?;
+    }
+    c.post_json(
+        "/v1/embeddings",
+        &json!({"model": MINILM, "input": "x", "colour": 1}),
+    )
+    .expect_error(422);
+    c.post_json("/v1/embeddings", &json!({"model": "nope", "input": "x"}))
+        .expect_error(404);
+    // An encoder is not a classifier either.
+    let e = c
+        .post_json("/v1/classify", &json!({"model": MINILM, "input": "x"}))
+        .expect_error(422);
+    check(e["param"] == "model", format!("{e}"))
+}
+
+fn embeddings_token_limit(c: &Client) -> Result<(), Failed> {
+    // 100 texts of ~200 tokens: over the 8192-token request limit, under the
+    // body and item limits.
+    let text = "tokens ".repeat(200);
+    let input: Vec<&str> = vec![text.as_str(); 100];
+    let e = c
+        .post_json("/v1/embeddings", &json!({"model": MINILM, "input": input}))
+        .expect_error(413);
+    check(
+        e["message"].as_str().unwrap_or("").contains("8192"),
+        format!("{e}"),
+    )
+}
+
+fn similarity_bad_fields(c: &Client) -> Result<(), Failed> {
+    let cases = [
+        (
+            json!({"model": MINILM, "query": ["a"], "documents": ["b"]}),
+            "query",
+        ),
+        (
+            json!({"model": MINILM, "query": "a", "documents": "b"}),
+            "documents",
+        ),
+        (
+            json!({"model": MINILM, "query": "a", "documents": []}),
+            "documents",
+        ),
+        (
+            json!({"model": MINILM, "query": "a", "documents": ["b", 3]}),
+            "documents[1]",
+        ),
+        (
+            json!({"model": MINILM, "query": "a", "documents": ["b"], "top_k": 0}),
+            "top_k",
+        ),
+    ];
+    for (body, param) in cases {
+        let e = c.post_json("/v1/similarity", &body).expect_error(422);
+        check(e["param"] == param, format!("{body}: {e}"))?;
+    }
+    let many: Vec<&str> = vec!["d"; 128];
+    c.post_json(
+        "/v1/similarity",
+        &json!({"model": MINILM, "query": "q", "documents": many}),
+    )
+    .expect_error(413);
+    Ok(())
+}
+
+fn no_cache_without_kv(c: &Client) -> Result<(), Failed> {
+    // This worker has no CACHE binding: answers are computed, never cached.
+    let res = c.post_json(
+        "/v1/classify",
+        &json!({"model": "lande", "input": "Hallo Welt"}),
+    );
+    check(res.status == 200, format!("status {}", res.status))?;
+    check(
+        res.header("x-edgeinfer-cache").is_none(),
+        format!("{:?}", res.header("x-edgeinfer-cache")),
+    )
 }
 
 fn main() {

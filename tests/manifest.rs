@@ -31,7 +31,7 @@ fn registry_matches_manifest_and_embedded_bytes_match_sha256() {
             entry.labels.iter().map(String::as_str).collect::<Vec<_>>()
         );
         assert_eq!(
-            check::sha256_hex(spec.onnx),
+            check::sha256_hex(spec.artifact),
             spec.sha256,
             "embedded bytes of {}",
             spec.id
@@ -65,9 +65,7 @@ fn embedded_weights_load_with_the_right_shapes() {
     for spec in MODELS {
         match registry::load(spec).unwrap().0 {
             registry::Loaded::Classifier(classifier) => {
-                let width = classifier.width();
-                let zeros = vec![0.0; width * 2];
-                let out = classifier.run(&zeros, 2).unwrap();
+                let out = classifier.classify(&["a", "two words"]).unwrap().scores;
                 assert_eq!(out.len(), 2);
                 assert_eq!(out[0].len(), spec.labels.len());
                 let sum: f32 = out[0].iter().sum();
@@ -95,7 +93,7 @@ fn lande_graph_has_the_lande_topology() {
     use tract_onnx::prelude::*;
     let spec = registry::find("lande").unwrap();
     let model = tract_onnx::onnx()
-        .model_for_read(&mut &spec.onnx[..])
+        .model_for_read(&mut &spec.artifact[..])
         .unwrap()
         .into_typed()
         .unwrap();
@@ -159,7 +157,7 @@ fn unsupported_graph_fails_the_check() {
     // A valid graph whose output does not match the labels.
     let mut wrong = lande_entry();
     wrong.labels.pop();
-    let e = check::check_graph(&wrong, &checked.input, &checked.onnx).expect_err("must fail");
+    let e = check::check_graph(&wrong, &checked.input, &checked.artifact).expect_err("must fail");
     assert_names_model_and_fix(&e, "graph output");
 }
 

@@ -41,7 +41,7 @@ impl ModelObject {
             task: m.task.as_str().into(),
             version: m.version.into(),
             sha256: m.sha256.into(),
-            bytes: m.onnx.len(),
+            bytes: m.artifact.len(),
             license: m.license.into(),
             source: format!(
                 "{}:{}@{}",

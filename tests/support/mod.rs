@@ -116,10 +116,20 @@ pub fn built_modules() -> Vec<Module> {
     ]
 }
 
+/// What the worker is bound to besides its modules.
+#[derive(Default, Clone)]
+pub struct Bindings {
+    /// The `CACHE` KV namespace, served by this JavaScript module (workerd
+    /// turns KV calls into HTTP requests to it): used to make KV fail or hang.
+    pub kv_service: Option<String>,
+    /// Text variables, as `[vars]` in wrangler.toml.
+    pub vars: Vec<(String, String)>,
+}
+
 /// A workerd config serving `modules` on 127.0.0.1:`port`. workerd resolves
 /// `embed` paths relative to the config, so the modules are written next to
 /// it: the server runs a snapshot of the build.
-fn workerd_config(dir: &Path, port: u16, modules: &[Module]) -> PathBuf {
+fn workerd_config(dir: &Path, port: u16, modules: &[Module], bindings: &Bindings) -> PathBuf {
     let mut list = String::new();
     for m in modules {
         std::fs::write(dir.join(m.name), &m.bytes)
@@ -129,18 +139,35 @@ fn workerd_config(dir: &Path, port: u16, modules: &[Module]) -> PathBuf {
             m.name, m.kind
         ));
     }
+    let mut binds = String::new();
+    let mut services = String::from("(name = \"main\", worker = .edgeinfer)");
+    let mut extra = String::new();
+    if let Some(js) = &bindings.kv_service {
+        std::fs::write(dir.join("kv.js"), js).expect("write kv service");
+        binds.push_str("    (name = \"CACHE\", kvNamespace = \"kv\"),\n");
+        services.push_str(", (name = \"kv\", worker = .kv)");
+        extra.push_str(&format!(
+            "const kv :Workerd.Worker = (\n  modules = [(name = \"kv.js\", esModule = embed \"kv.js\")],\n  compatibilityDate = \"{}\",\n);\n",
+            compatibility_date()
+        ));
+    }
+    for (name, value) in &bindings.vars {
+        binds.push_str(&format!("    (name = {name:?}, text = {value:?}),\n"));
+    }
     let config = format!(
         r#"using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
-  services = [(name = "main", worker = .edgeinfer)],
+  services = [{services}],
   sockets = [(name = "http", address = "127.0.0.1:{port}", http = (), service = "main")],
 );
 const edgeinfer :Workerd.Worker = (
   modules = [
 {list}  ],
+  bindings = [
+{binds}  ],
   compatibilityDate = "{date}",
 );
-"#,
+{extra}"#,
         date = compatibility_date()
     );
     let path = dir.join("config.capnp");
@@ -166,25 +193,73 @@ impl Worker {
         Self::start_modules(&built_modules())
     }
 
+    /// The built worker with `bindings`.
+    pub fn start_with(bindings: &Bindings) -> Worker {
+        ensure_built();
+        Self::spawn_workerd(&built_modules(), bindings)
+    }
+
     /// Serves any worker; the first module is the main one.
     pub fn start_modules(modules: &[Module]) -> Worker {
+        Self::spawn_workerd(modules, &Bindings::default())
+    }
+
+    fn spawn_workerd(modules: &[Module], bindings: &Bindings) -> Worker {
         let state = TempDir::new("workerd");
-        let log = state.0.join("workerd.log");
-        let out = File::create(&log).expect("create log");
         let port = free_port();
-        let config = workerd_config(&state.0, port, modules);
+        let config = workerd_config(&state.0, port, modules, bindings);
+        let mut command = Command::new(workerd_bin());
+        command.arg("serve").arg(&config).arg("--verbose");
+        Self::spawn(command, state, port)
+    }
+
+    /// The built worker under `wrangler dev` (miniflare's KV, as users run it
+    /// locally), with the `CACHE` namespace of wrangler.toml and state kept in
+    /// a temporary directory. Slower to start than plain workerd; used where
+    /// the real KV emulation matters.
+    pub fn start_wrangler() -> Worker {
+        ensure_built();
+        let state = TempDir::new("wrangler");
+        let port = free_port();
+        let config = Command::new(root().join("scripts/nobuild-config"))
+            .output()
+            .expect("run scripts/nobuild-config");
+        assert!(config.status.success(), "scripts/nobuild-config failed");
+        let main = root().join("build/worker/shim.mjs");
+        let text = String::from_utf8_lossy(&config.stdout).replace(
+            "main = \"build/worker/shim.mjs\"",
+            &format!("main = {:?}", main.display().to_string()),
+        );
+        let toml = state.0.join("wrangler.toml");
+        std::fs::write(&toml, text).expect("write wrangler config");
+        let mut command = Command::new(root().join("node_modules/.bin/wrangler"));
+        command
+            .arg("dev")
+            .arg("-c")
+            .arg(&toml)
+            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &free_port().to_string()])
+            .arg("--persist-to")
+            .arg(state.0.join("state"))
+            .args(["--log-level", "log"])
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("XDG_CONFIG_HOME", root().join(".config"));
+        Self::spawn(command, state, port)
+    }
+
+    fn spawn(mut command: Command, state: TempDir, port: u16) -> Worker {
+        let log = state.0.join("server.log");
+        let out = File::create(&log).expect("create log");
         let spawned = Instant::now();
-        let child = Command::new(workerd_bin())
-            .arg("serve")
-            .arg(&config)
-            .arg("--verbose")
+        let child = command
             .current_dir(&state.0)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup log"))
             .stderr(out)
             .process_group(0)
             .spawn()
-            .expect("spawn workerd");
+            .expect("spawn the worker's server");
         let mut worker = Worker {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -203,7 +278,7 @@ impl Worker {
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
-                    "workerd exited ({status}) before serving:\n{}",
+                    "the server (workerd) exited ({status}) before serving:\n{}",
                     self.log_text()
                 );
             }

@@ -1,0 +1,118 @@
+//! The KV cache through a running worker: answers are stored and served again
+//! under `wrangler dev` (miniflare's KV, as users run locally), and a KV that
+//! fails or hangs costs the request nothing but the cache (workerd with a KV
+//! namespace served by a service that errors or never answers).
+
+mod support;
+
+use serde_json::json;
+use support::{Bindings, Client, Reply, Worker};
+
+fn classify(c: &Client, body: &serde_json::Value) -> Reply {
+    let res = c.post_json("/v1/classify", body);
+    assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
+    res
+}
+
+/// KV writes land after the response (in `waitUntil`): ask until the entry is
+/// visible, a bounded number of times.
+fn until_hit(c: &Client, body: &serde_json::Value) -> Reply {
+    for _ in 0..100 {
+        let res = classify(c, body);
+        if res.header("x-edgeinfer-cache") == Some("hit") {
+            return res;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("no cache hit after 100 identical requests for {body}");
+}
+
+#[test]
+fn answers_are_cached_per_model_and_request_under_wrangler_dev() {
+    let worker = Worker::start_wrangler();
+    let c = worker.client();
+    let body = json!({"model": "lande", "input": "Ceci est une phrase en français.", "top_k": 2});
+    let first = classify(&c, &body);
+    assert_eq!(
+        first.header("x-edgeinfer-cache"),
+        Some("miss"),
+        "{}",
+        worker.log_text()
+    );
+    let hit = until_hit(&c, &body);
+    assert_eq!(hit.body, first.body, "a hit returns the stored answer");
+    assert_eq!(hit.header("x-edgeinfer-model"), Some("lande@1.0.10"));
+
+    // The same request spelled differently is the same entry.
+    let same =
+        json!({"top_k": 2, "input": "Ceci est une phrase en français.", "model": "lande@1.0.10"});
+    assert_eq!(classify(&c, &same).header("x-edgeinfer-cache"), Some("hit"));
+    // Another input, or other options, are not.
+    for other in [
+        json!({"model": "lande", "input": "Ceci est une autre phrase.", "top_k": 2}),
+        json!({"model": "lande", "input": "Ceci est une phrase en français.", "top_k": 3}),
+    ] {
+        assert_eq!(
+            classify(&c, &other).header("x-edgeinfer-cache"),
+            Some("miss"),
+            "{other}"
+        );
+    }
+    // Errors are never cached, and say nothing about the cache.
+    let bad = c.post_json("/v1/classify", &json!({"model": "lande", "input": ""}));
+    assert_eq!(bad.status, 422);
+    assert_eq!(bad.header("x-edgeinfer-cache"), None);
+
+    // Embeddings are cached the same way.
+    let emb = json!({"model": "all-minilm-l6-v2", "input": ["cache me"]});
+    let res = c.post_json("/v1/embeddings", &emb);
+    assert_eq!(res.header("x-edgeinfer-cache"), Some("miss"));
+    let mut hit = None;
+    for _ in 0..100 {
+        let again = c.post_json("/v1/embeddings", &emb);
+        if again.header("x-edgeinfer-cache") == Some("hit") {
+            hit = Some(again);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(hit.expect("embeddings hit").body, res.body);
+}
+
+fn with_kv_service(js: &str) -> Worker {
+    Worker::start_with(&Bindings {
+        kv_service: Some(js.to_string()),
+        vars: vec![("CACHE_TTL_SECONDS".into(), "120".into())],
+    })
+}
+
+fn serves_uncached(worker: &Worker) {
+    let c = worker.client();
+    let body = json!({"model": "lande", "input": "Dies ist ein deutscher Satz."});
+    for _ in 0..3 {
+        let res = classify(&c, &body);
+        assert_eq!(res.header("x-edgeinfer-cache"), Some("miss"));
+        assert_eq!(res.json()["data"][0]["label"], "deu");
+    }
+}
+
+#[test]
+fn a_failing_kv_costs_only_the_cache() {
+    let worker = with_kv_service(
+        "export default { fetch() { return new Response('KV is down', { status: 503 }); } };",
+    );
+    serves_uncached(&worker);
+    let log = worker.log_text();
+    assert!(log.contains("cache_error"), "the failure is logged:\n{log}");
+}
+
+#[test]
+fn a_hanging_kv_costs_only_the_cache() {
+    let worker = with_kv_service("export default { fetch() { return new Promise(() => {}); } };");
+    serves_uncached(&worker);
+    let log = worker.log_text();
+    assert!(
+        log.contains("no answer within"),
+        "the timeout is logged:\n{log}"
+    );
+}
