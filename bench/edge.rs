@@ -8,10 +8,13 @@
 //! - startup: spawning a fresh workerd until /healthz answers 200, which
 //!   includes compiling and instantiating the wasm module. Shown next to the
 //!   same figure for an empty JavaScript worker, the runtime's own floor.
-//! - cold first classify: the first /v1/classify of a fresh isolate, which pays
-//!   for building the model (parse + optimize the embedded graph) once.
+//! - cold first request: the first request for a model in a fresh isolate,
+//!   which pays for building the model (parse + optimize the embedded graph)
+//!   once; one fresh workerd per model and run.
 //! - warm: HTTP round trips on loopback with keep-alive; /healthz is the HTTP
-//!   floor, so `classify - healthz` estimates the in-isolate cost.
+//!   floor, so `request - healthz` estimates the in-isolate cost.
+//! - memory: the wasm module's bytes plus its linear memory (which only
+//!   grows, so its size after every case is the peak), read from /healthz.
 //! - native: the same request bodies through `edgeinfer::api::handle` in this
 //!   process (release build), no HTTP.
 
@@ -69,39 +72,135 @@ fn median(v: Vec<f64>) -> f64 {
     quantiles(v).0
 }
 
-fn single_body() -> Value {
-    json!({"model": "lande", "input": "Bonjour tout le monde, comment allez-vous aujourd'hui ?"})
+/// One measured request: a route, a body, and a name for the table.
+struct Case {
+    name: String,
+    /// The model id, for the cold-start runs (one per model).
+    model: &'static str,
+    path: &'static str,
+    body: Value,
 }
 
-fn batch_body() -> Value {
+fn golden_texts(model_dir: &str, min_chars: usize, n: usize) -> Vec<String> {
     let golden: Value = serde_json::from_slice(
-        &std::fs::read(support::root().join("models/lande/golden.json")).unwrap(),
+        &std::fs::read(
+            support::root()
+                .join("models")
+                .join(model_dir)
+                .join("golden.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
-    let texts: Vec<&str> = golden["cases"]
+    golden["cases"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|c| c["text"].as_str())
-        .filter(|t| t.trim().len() > 20)
-        .take(64)
-        .collect();
-    json!({"model": "lande", "input": texts})
+        .filter(|t| t.trim().chars().count() > min_chars && t.len() < 400)
+        .take(n)
+        .map(String::from)
+        .collect()
 }
 
-fn timed_post(c: &Client, body: &Value) -> f64 {
+/// An English text of exactly `tokens` tokens (special tokens included) for
+/// the sentence encoder, built from a plain sentence cycle.
+fn text_of_tokens(tokens: usize) -> String {
+    let spec = edgeinfer::registry::find(MINILM).unwrap();
+    let (encoder, _) = edgeinfer::registry::encoder(spec).unwrap();
+    let words =
+        "the quick brown fox jumps over the lazy dog while a small bird sings in the old oak tree"
+            .split(' ')
+            .cycle();
+    let mut text = String::new();
+    for w in words {
+        let candidate = if text.is_empty() {
+            w.to_string()
+        } else {
+            format!("{text} {w}")
+        };
+        let n = encoder.tokenize(&[&candidate]).unwrap()[0].ids.len();
+        if n > tokens {
+            break;
+        }
+        text = candidate;
+        if n == tokens {
+            break;
+        }
+    }
+    text
+}
+
+const MINILM: &str = "all-minilm-l6-v2";
+
+fn cases() -> Vec<Case> {
+    let case = |name: &str, model: &'static str, path: &'static str, body: Value| Case {
+        name: name.to_string(),
+        model,
+        path,
+        body,
+    };
+    let mut cases = vec![
+        case(
+            "lande classify, 1 text",
+            "lande",
+            "/v1/classify",
+            json!({"model": "lande", "input": "Bonjour tout le monde, comment allez-vous aujourd'hui ?"}),
+        ),
+        case(
+            "lande classify, 64 texts",
+            "lande",
+            "/v1/classify",
+            json!({"model": "lande", "input": golden_texts("lande", 20, 64)}),
+        ),
+        case(
+            "profanity classify, 1 text",
+            "profanity",
+            "/v1/classify",
+            json!({"model": "profanity", "input": "You are a wonderful person, thanks for the help!"}),
+        ),
+    ];
+    if edgeinfer::registry::find(MINILM).is_ok() {
+        for tokens in [8, 32, 128] {
+            cases.push(case(
+                &format!("minilm embeddings, {tokens} tokens"),
+                MINILM,
+                "/v1/embeddings",
+                json!({"model": MINILM, "input": text_of_tokens(tokens)}),
+            ));
+        }
+        cases.push(case(
+            "minilm embeddings, 16 x 32 tokens",
+            MINILM,
+            "/v1/embeddings",
+            json!({"model": MINILM, "input": vec![text_of_tokens(32); 16]}),
+        ));
+    }
+    if edgeinfer::registry::find("sentiment").is_ok() {
+        cases.push(case(
+            "sentiment classify, 1 text",
+            "sentiment",
+            "/v1/classify",
+            json!({"model": "sentiment", "input": "I love this phone, the battery lasts forever!"}),
+        ));
+    }
+    cases
+}
+
+fn timed_post(c: &Client, path: &str, body: &Value) -> f64 {
     let t = Instant::now();
-    let res = c.post_json("/v1/classify", body);
+    let res = c.post_json(path, body);
     let elapsed = ms(t.elapsed());
     assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
     elapsed
 }
 
-fn native(body: &Value, n: usize) -> (f64, (f64, f64)) {
+/// The first call (which loads the model in this process) and warm quantiles.
+fn native(path: &str, body: &Value, n: usize) -> (f64, (f64, f64)) {
     let bytes = body.to_string().into_bytes();
     let req = HttpRequest {
         method: "POST",
-        path: "/v1/classify",
+        path,
         content_type: Some("application/json"),
         body: &bytes,
         body_complete: true,
@@ -151,7 +250,14 @@ fn main() {
     let a = args();
     support::ensure_built();
     let (raw, gzip, wrangler_line) = bundle();
+    let modules = support::built_modules();
+    let wasm_bytes = modules
+        .iter()
+        .find(|m| m.kind == "wasm")
+        .map_or(0, |m| m.bytes.len());
+    let cases = cases();
 
+    // Startup, and the cold first request of each model in a fresh isolate.
     let empty = vec![Module {
         name: "worker.js",
         kind: "esModule",
@@ -159,22 +265,29 @@ fn main() {
     }];
     let mut js_startup = Vec::new();
     let mut startup = Vec::new();
-    let mut cold_first = Vec::new();
-    let modules = support::built_modules();
+    let mut cold: Vec<(&str, Vec<f64>)> = Vec::new();
+    for case in &cases {
+        if !cold.iter().any(|(m, _)| *m == case.model) {
+            cold.push((case.model, Vec::new()));
+        }
+    }
     for _ in 0..a.runs {
         js_startup.push(ms(Worker::start_modules(&empty).startup));
-        let w = Worker::start_modules(&modules);
-        startup.push(ms(w.startup));
-        cold_first.push(timed_post(&w.client(), &single_body()));
+        for (model, times) in cold.iter_mut() {
+            let w = Worker::start_modules(&modules);
+            startup.push(ms(w.startup));
+            let case = cases.iter().find(|c| c.model == *model).unwrap();
+            times.push(timed_post(&w.client(), case.path, &case.body));
+        }
     }
 
+    // Warm, every case in one isolate; then its memory, now at its peak.
     let w = Worker::start_modules(&modules);
     let c = w.client();
-    let single = single_body();
-    let batch = batch_body();
-    for _ in 0..20 {
-        timed_post(&c, &single);
-        timed_post(&c, &batch);
+    for case in &cases {
+        for _ in 0..10 {
+            timed_post(&c, case.path, &case.body);
+        }
     }
     let floor = quantiles(
         (0..a.requests)
@@ -185,81 +298,88 @@ fn main() {
             })
             .collect(),
     );
-    let warm_single = quantiles((0..a.requests).map(|_| timed_post(&c, &single)).collect());
-    let warm_batch = quantiles(
-        (0..a.requests / 4)
-            .map(|_| timed_post(&c, &batch))
-            .collect(),
-    );
+    let warm: Vec<(f64, f64)> = cases
+        .iter()
+        .map(|case| {
+            quantiles(
+                (0..a.requests)
+                    .map(|_| timed_post(&c, case.path, &case.body))
+                    .collect(),
+            )
+        })
+        .collect();
+    let linear_memory = c.get("/healthz").json()["wasm_memory_bytes"]
+        .as_u64()
+        .unwrap_or(0);
     drop(w);
 
-    let (native_first, native_single) = native(&single, a.requests);
-    let (_, native_batch) = native(&batch, a.requests / 4);
+    let natives: Vec<(f64, (f64, f64))> = cases
+        .iter()
+        .map(|case| native(case.path, &case.body, a.requests))
+        .collect();
     let ratio = |wasm: f64, nat: f64| (wasm - floor.0).max(0.0) / nat;
+    let mib = |b: u64| b as f64 / 1048576.0;
 
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(String, String)> = vec![
         (
-            "bundle raw",
-            format!("{:.2} MiB ({raw} bytes)", raw as f64 / 1048576.0),
+            "bundle raw".into(),
+            format!("{:.2} MiB ({raw} bytes)", mib(raw)),
         ),
         (
-            "bundle gzip",
-            format!("{:.2} MiB ({gzip} bytes)", gzip as f64 / 1048576.0),
+            "bundle gzip".into(),
+            format!("{:.2} MiB ({gzip} bytes)", mib(gzip)),
         ),
-        ("wrangler says", wrangler_line.clone()),
+        ("wrangler says".into(), wrangler_line.clone()),
         (
-            "startup, empty JS worker (median)",
+            "startup, empty JS worker (median)".into(),
             format!("{:.1} ms", median(js_startup.clone())),
         ),
         (
-            "startup, edgeinfer (median)",
+            "startup, edgeinfer (median)".into(),
             format!("{:.1} ms", median(startup.clone())),
         ),
         (
-            "cold first classify (median)",
-            format!("{:.1} ms", median(cold_first.clone())),
+            "isolate memory after every case: wasm module + linear memory".into(),
+            format!(
+                "{:.1} MiB + {:.1} MiB = {:.1} MiB",
+                mib(wasm_bytes as u64),
+                mib(linear_memory),
+                mib(wasm_bytes as u64 + linear_memory)
+            ),
         ),
         (
-            "warm /healthz p50 / p99 (HTTP floor)",
+            "warm /healthz p50 / p99 (HTTP floor)".into(),
             format!("{:.3} / {:.3} ms", floor.0, floor.1),
         ),
-        (
-            "warm classify 1 text p50 / p99",
-            format!("{:.3} / {:.3} ms", warm_single.0, warm_single.1),
-        ),
-        (
-            "warm classify 64 texts p50 / p99",
-            format!("{:.3} / {:.3} ms", warm_batch.0, warm_batch.1),
-        ),
-        (
-            "native first classify (model load)",
-            format!("{native_first:.3} ms"),
-        ),
-        (
-            "native classify 1 text p50 / p99",
-            format!("{:.3} / {:.3} ms", native_single.0, native_single.1),
-        ),
-        (
-            "native classify 64 texts p50 / p99",
-            format!("{:.3} / {:.3} ms", native_batch.0, native_batch.1),
-        ),
-        (
-            "wasm/native, 1 text (p50 - floor)",
-            format!("{:.2}x", ratio(warm_single.0, native_single.0)),
-        ),
-        (
-            "wasm/native, 64 texts (p50 - floor)",
-            format!("{:.2}x", ratio(warm_batch.0, native_batch.0)),
-        ),
     ];
+    for (model, times) in &cold {
+        rows.push((
+            format!("cold first request, {model} (median)"),
+            format!("{:.1} ms", median(times.clone())),
+        ));
+    }
+    let mut table = String::from("| case | warm wasm p50 / p99 | native p50 / p99 | native first (load) | wasm/native (p50 - floor) |\n|---|---|---|---|---|\n");
+    for ((case, w), (first, n)) in cases.iter().zip(&warm).zip(&natives) {
+        table.push_str(&format!(
+            "| {} | {:.3} / {:.3} ms | {:.3} / {:.3} ms | {:.2} ms | {:.2}x |\n",
+            case.name,
+            w.0,
+            w.1,
+            n.0,
+            n.1,
+            first,
+            ratio(w.0, n.0)
+        ));
+    }
     println!(
-        "\nedgeinfer bench: {} cold runs, {} warm requests\n",
+        "\nedgeinfer bench: {} cold runs, {} warm requests per case\n",
         a.runs, a.requests
     );
     println!("| metric | value |\n|---|---|");
     for (k, v) in &rows {
         println!("| {k} | {v} |");
     }
+    println!("\n{table}");
 
     if let Some(path) = a.json {
         let report = json!({
@@ -267,21 +387,17 @@ fn main() {
             "requests": a.requests,
             "bundle": {"raw_bytes": raw, "gzip_bytes": gzip, "wrangler": wrangler_line},
             "startup_ms": {"empty_js_worker": js_startup, "edgeinfer": startup},
-            "cold_first_classify_ms": cold_first,
-            "warm_ms": {
-                "healthz": {"p50": floor.0, "p99": floor.1},
-                "classify_1": {"p50": warm_single.0, "p99": warm_single.1},
-                "classify_64": {"p50": warm_batch.0, "p99": warm_batch.1},
-            },
-            "native_ms": {
-                "first_classify": native_first,
-                "classify_1": {"p50": native_single.0, "p99": native_single.1},
-                "classify_64": {"p50": native_batch.0, "p99": native_batch.1},
-            },
-            "ratio_wasm_over_native": {
-                "classify_1": ratio(warm_single.0, native_single.0),
-                "classify_64": ratio(warm_batch.0, native_batch.0),
-            },
+            "memory_bytes": {"wasm_module": wasm_bytes, "linear_memory": linear_memory},
+            "cold_first_request_ms": cold.iter().map(|(m, t)| (m.to_string(), json!(t))).collect::<serde_json::Map<_, _>>(),
+            "warm_healthz_ms": {"p50": floor.0, "p99": floor.1},
+            "cases": cases.iter().zip(&warm).zip(&natives).map(|((case, w), (first, n))| json!({
+                "name": case.name,
+                "path": case.path,
+                "model": case.model,
+                "warm_wasm_ms": {"p50": w.0, "p99": w.1},
+                "native_ms": {"first": first, "p50": n.0, "p99": n.1},
+                "ratio_wasm_over_native": ratio(w.0, n.0),
+            })).collect::<Vec<_>>(),
         });
         std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).expect("write JSON");
         println!("\nwrote {path}");

@@ -30,7 +30,7 @@ enum Scorer {
         width: usize,
         plan: Arc<TypedRunnableModel>,
     },
-    Tfidf(TfidfModel),
+    Tfidf(Box<TfidfModel>),
 }
 
 pub struct Classifier {
@@ -83,7 +83,7 @@ impl Classifier {
                 })?;
                 return Ok(Classifier {
                     spec,
-                    scorer: Scorer::Tfidf(model),
+                    scorer: Scorer::Tfidf(Box::new(model)),
                 });
             }
             InputSpec::Tokens { .. } => {

@@ -214,7 +214,7 @@ mod minilm {
 
 #[test]
 fn every_embedded_model_has_a_golden_test_here() {
-    let covered = ["lande", minilm::ID, profanity::ID];
+    let covered = ["lande", minilm::ID, profanity::ID, sentiment::ID];
     for spec in registry::MODELS {
         assert!(
             covered.contains(&spec.id),
@@ -274,5 +274,69 @@ mod profanity {
         assert!(worst <= PROB_TOLERANCE, "max |p - package| = {worst}");
         assert!(g.cases.iter().any(|c| c.probability > 0.9));
         assert!(g.cases.iter().any(|c| c.probability < 0.1));
+    }
+}
+
+/// sentiment: a logistic-regression head on all-minilm-l6-v2 embeddings.
+/// Its probabilities must match onnxruntime running the shipped encoder and
+/// head (PROB_TOLERANCE: tract and onnxruntime sum in different orders), and
+/// its accuracy on the held-out golden tweets must be what the export
+/// measured with onnxruntime (same predictions, up to near-ties).
+mod sentiment {
+    use edgeinfer::registry;
+    use serde::Deserialize;
+
+    pub const ID: &str = "sentiment";
+    const PROB_TOLERANCE: f32 = 5e-3;
+
+    #[derive(Deserialize)]
+    struct Golden {
+        labels: Vec<String>,
+        cases: Vec<Case>,
+    }
+
+    #[derive(Deserialize)]
+    struct Case {
+        text: String,
+        label: String,
+        probabilities: Vec<f32>,
+    }
+
+    fn argmax(v: &[f32]) -> usize {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i)
+    }
+
+    #[test]
+    fn probabilities_and_accuracy_match_the_reference() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/sentiment/golden.json");
+        let g: Golden = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        assert!(g.cases.len() >= 200, "{} cases", g.cases.len());
+        let spec = registry::find(ID).unwrap();
+        assert_eq!(
+            spec.labels,
+            g.labels.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        let (classifier, _) = registry::classifier(spec).unwrap();
+        let texts: Vec<&str> = g.cases.iter().map(|c| c.text.as_str()).collect();
+        let scores = classifier.classify(&texts).unwrap().scores;
+        let (mut worst, mut ours, mut reference) = (0.0f32, 0, 0);
+        for (case, got) in g.cases.iter().zip(&scores) {
+            for (a, b) in got.iter().zip(&case.probabilities) {
+                worst = worst.max((a - b).abs());
+            }
+            ours += usize::from(g.labels[argmax(got)] == case.label);
+            reference += usize::from(g.labels[argmax(&case.probabilities)] == case.label);
+        }
+        let n = g.cases.len() as f64;
+        eprintln!(
+            "sentiment: max |p - onnxruntime| = {worst:e}; held-out accuracy {:.4} (onnxruntime {:.4})",
+            ours as f64 / n,
+            reference as f64 / n
+        );
+        assert!(worst <= PROB_TOLERANCE, "max |p - onnxruntime| = {worst}");
+        assert!((ours as f64 - reference as f64).abs() / n <= 0.01);
     }
 }

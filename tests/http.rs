@@ -45,6 +45,8 @@ fn checks() -> Vec<(&'static str, Check)> {
         ("error_embeddings_token_limit_413", embeddings_token_limit),
         ("error_similarity_bad_fields_422", similarity_bad_fields),
         ("no_cache_header_without_kv", no_cache_without_kv),
+        ("golden_profanity_through_workerd", golden_profanity),
+        ("openai_npm_client", openai_npm_client),
     ]
 }
 
@@ -792,5 +794,51 @@ fn oversize_text(c: &Client) -> Result<(), Failed> {
     check(
         ok.status == 200,
         format!("20000 characters must pass: {}", ok.status),
+    )
+}
+
+fn golden_profanity(c: &Client) -> Result<(), Failed> {
+    let golden: Value = serde_json::from_slice(&std::fs::read(
+        support::root().join("models/profanity/golden.json"),
+    )?)?;
+    let cases: Vec<&Value> = golden["cases"]
+        .as_array()
+        .ok_or("cases")?
+        .iter()
+        .filter(|c| !c["text"].as_str().unwrap_or("").trim().is_empty())
+        .collect();
+    let mut worst = 0.0f64;
+    // Small chunks: some golden texts are 20,000 characters long.
+    for chunk in cases.chunks(16) {
+        let texts: Vec<&str> = chunk.iter().filter_map(|c| c["text"].as_str()).collect();
+        let body = classify(c, json!({"model": "profanity", "input": texts, "top_k": 2}));
+        for (case, got) in chunk.iter().zip(body["data"].as_array().ok_or("data")?) {
+            let profane = got["labels"]
+                .as_array()
+                .and_then(|ls| ls.iter().find(|l| l["label"] == "profane"))
+                .and_then(|l| l["score"].as_f64())
+                .ok_or("no profane score")?;
+            worst = worst.max((profane - case["probability"].as_f64().ok_or("p")?).abs());
+        }
+    }
+    // The model computes in f64; the response carries f32 scores.
+    check(worst <= 1e-5, format!("max |p - package| = {worst}"))
+}
+
+/// The official `openai` npm package (pinned in package.json), unmodified
+/// but for its base URL: see tests/clients/openai-embeddings.mjs.
+fn openai_npm_client(c: &Client) -> Result<(), Failed> {
+    let out = std::process::Command::new("node")
+        .arg(support::root().join("tests/clients/openai-embeddings.mjs"))
+        .arg(c.base())
+        .current_dir(support::root())
+        .output()?;
+    check(
+        out.status.success(),
+        format!(
+            "the openai client failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }

@@ -142,14 +142,24 @@ struct Health {
     status: &'static str,
     version: &'static str,
     models: usize,
+    /// Size of the wasm linear memory: it only grows, so this is the
+    /// isolate's peak so far (embedded weights included, as data segments
+    /// are copied in at instantiation). Absent outside wasm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wasm_memory_bytes: Option<usize>,
 }
 
 impl Health {
     fn current() -> Self {
+        #[cfg(target_arch = "wasm32")]
+        let memory = Some(core::arch::wasm32::memory_size(0) * 65536);
+        #[cfg(not(target_arch = "wasm32"))]
+        let memory = None;
         Health {
             status: "ok",
             version: env!("CARGO_PKG_VERSION"),
             models: crate::registry::MODELS.len(),
+            wasm_memory_bytes: memory,
         }
     }
 }

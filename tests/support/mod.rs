@@ -394,6 +394,10 @@ impl Client {
         }
     }
 
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     fn read(mut res: ureq::http::Response<ureq::Body>) -> Reply {
         let status = res.status().as_u16();
         let headers = res
