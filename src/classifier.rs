@@ -125,6 +125,31 @@ impl Classifier {
         }
     }
 
+    /// The sentence encoder, for heads on embeddings (the API tokenizes first
+    /// to enforce its token limit, then calls [`Self::classify_tokenized`]).
+    pub fn encoder(&self) -> Option<&'static SentenceEncoder> {
+        match &self.scorer {
+            Scorer::Graph {
+                featurizer: Featurizer::Embeddings(e),
+                ..
+            } => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Scores already tokenized texts (heads on embeddings only).
+    pub fn classify_tokenized(&self, tokenized: Vec<Tokenized>) -> Result<Classified, CoreError> {
+        let encoder = self.encoder().ok_or_else(|| CoreError::Inference {
+            model: self.spec.id,
+            reason: "this model does not read tokens".into(),
+        })?;
+        let embeddings = encoder.embed(&tokenized)?;
+        Ok(Classified {
+            scores: self.run(&embeddings.concat(), tokenized.len())?,
+            tokenized,
+        })
+    }
+
     /// The tf-idf model, for models that are one.
     pub fn tfidf(&self) -> Option<&TfidfModel> {
         match &self.scorer {
@@ -164,14 +189,7 @@ impl Classifier {
                     tokenized: Vec::new(),
                 })
             }
-            Featurizer::Embeddings(encoder) => {
-                let (embeddings, tokenized) = encoder.encode(texts)?;
-                let batch: Vec<f32> = embeddings.concat();
-                Ok(Classified {
-                    scores: self.run(&batch, texts.len())?,
-                    tokenized,
-                })
-            }
+            Featurizer::Embeddings(encoder) => self.classify_tokenized(encoder.tokenize(texts)?),
         }
     }
 

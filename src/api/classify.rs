@@ -85,7 +85,11 @@ pub(super) fn serve(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
     };
     let texts = input_texts(&body.input)?;
     let (classifier, loaded_now) = registry::classifier(spec)?;
-    let classified = classifier.classify(&texts)?;
+    let classified = match classifier.encoder() {
+        Some(encoder) => classifier
+            .classify_tokenized(super::embeddings::tokenize_within_limit(encoder, &texts)?)?,
+        None => classifier.classify(&texts)?,
+    };
     let tokens = (!classified.tokenized.is_empty()).then(|| {
         let t = &classified.tokenized;
         (
