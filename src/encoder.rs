@@ -12,13 +12,6 @@ use tract_onnx::prelude::*;
 use crate::error::CoreError;
 use crate::registry::{InputSpec, ModelSpec};
 
-/// Attention memory grows with batch x tokens²: texts are run in groups of
-/// similar length whose padded size stays under these budgets, which bounds
-/// the isolate's peak memory (one group's attention scores are
-/// 12 heads x `ATTENTION_BUDGET` f32s, about 6 MB) whatever the request.
-const TOKEN_BUDGET: usize = 2048;
-const ATTENTION_BUDGET: usize = 2 * 256 * 256;
-
 /// One text as the model sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tokenized {
@@ -125,29 +118,15 @@ impl SentenceEncoder {
     }
 
     /// Embeddings of already tokenized texts, in input order (unit length).
+    ///
+    /// One graph run per text, never a padded batch: the int8 graph quantizes
+    /// its activations with a scale taken from the whole input tensor, so in
+    /// a batch one text's embedding would depend on its neighbours and on
+    /// padding. Alone, a text always gets the same embedding (which is what a
+    /// cache needs), no compute is spent on padding, and memory is bounded
+    /// by one text of `max_tokens`.
     pub fn embed(&self, texts: &[Tokenized]) -> Result<Vec<Vec<f32>>, CoreError> {
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| texts[i].ids.len());
-        let mut out = vec![Vec::new(); texts.len()];
-        let mut start = 0;
-        while start < order.len() {
-            // Sorted by length, so the last of a group is its longest.
-            let mut end = start + 1;
-            while end < order.len() {
-                let len = texts[order[end]].ids.len().max(1);
-                let batch = end + 1 - start;
-                if batch * len > TOKEN_BUDGET || batch * len * len > ATTENTION_BUDGET {
-                    break;
-                }
-                end += 1;
-            }
-            let group: Vec<&Tokenized> = order[start..end].iter().map(|&i| &texts[i]).collect();
-            for (&i, embedding) in order[start..end].iter().zip(self.run(&group)?) {
-                out[i] = embedding;
-            }
-            start = end;
-        }
-        Ok(out)
+        texts.iter().map(|t| self.run(t)).collect()
     }
 
     /// Tokenizes and embeds.
@@ -156,33 +135,31 @@ impl SentenceEncoder {
         Ok((self.embed(&tokenized)?, tokenized))
     }
 
-    /// One run of the graph on a padded batch.
-    fn run(&self, group: &[&Tokenized]) -> Result<Vec<Vec<f32>>, CoreError> {
+    /// One run of the graph on one text.
+    fn run(&self, text: &Tokenized) -> Result<Vec<f32>, CoreError> {
         let err = |reason: String| CoreError::Inference {
             model: self.spec.id,
             reason,
         };
-        let width = group.iter().map(|t| t.ids.len()).max().unwrap_or(0);
-        if width == 0 {
+        if text.ids.is_empty() {
             return Err(err("a text produced no tokens".into()));
         }
-        let mut ids = vec![0i64; group.len() * width];
-        let mut mask = vec![0i64; group.len() * width];
-        for (t, (ids, mask)) in group.iter().zip(
-            ids.chunks_exact_mut(width)
-                .zip(mask.chunks_exact_mut(width)),
-        ) {
-            for (slot, &id) in ids.iter_mut().zip(&t.ids) {
-                let row = self.rows.get(id as usize).ok_or_else(|| {
-                    err(format!(
-                        "token id {id} is outside the tokenizer's vocabulary"
-                    ))
-                })?;
-                *slot = i64::from(*row);
-            }
-            mask[..t.ids.len()].fill(1);
-        }
-        let shape = [group.len(), width];
+        let ids = text
+            .ids
+            .iter()
+            .map(|&id| {
+                self.rows
+                    .get(id as usize)
+                    .map(|&row| i64::from(row))
+                    .ok_or_else(|| {
+                        err(format!(
+                            "token id {id} is outside the tokenizer's vocabulary"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<i64>, _>>()?;
+        let mask = vec![1i64; ids.len()];
+        let shape = [1, ids.len()];
         let tensor = |data: &[i64]| {
             Tensor::from_shape(&shape, data)
                 .map(IntoTValue::into_tvalue)
@@ -198,15 +175,14 @@ impl SentenceEncoder {
         let view = output
             .to_plain_array_view::<f32>()
             .map_err(|e| err(format!("{e:#}")))?;
-        if view.shape() != [group.len(), self.dims] {
+        if view.shape() != [1, self.dims] {
             return Err(err(format!(
-                "output shape {:?}, expected [{}, {}]",
+                "output shape {:?}, expected [1, {}]",
                 view.shape(),
-                group.len(),
                 self.dims
             )));
         }
-        Ok(view.rows().into_iter().map(|r| r.to_vec()).collect())
+        Ok(view.iter().copied().collect())
     }
 }
 

