@@ -131,7 +131,8 @@ async fn serve(mut req: Request, env: &Env, ctx: &Context) -> Result<Response> {
     }
 
     let res = api::handle(&request);
-    let cache_state = key.as_ref().map(|_| "miss");
+    // Only answers are cached, so only answers say how the cache went.
+    let cache_state = key.as_ref().filter(|_| res.status == 200).map(|_| "miss");
     if let (Some(kv), Some(key), 200) = (kv, key, res.status) {
         let ttl = cache::ttl_seconds(
             env.var("CACHE_TTL_SECONDS")

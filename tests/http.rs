@@ -126,10 +126,16 @@ fn embeddings_base64(c: &Client) -> Result<(), Failed> {
             .collect();
         let want = floats(&float["data"][i]["embedding"]);
         check(decoded.len() == 384, format!("{} floats", decoded.len()))?;
-        // JSON floats are printed shortest-roundtrip, so the values are equal.
+        // The same f32s: JSON's shortest decimal form, read back by a parser
+        // that may be 1 ulp off in f64, is far within 1e-7.
+        let diff = decoded
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         check(
-            decoded == want,
-            format!("item {i}: base64 differs from float"),
+            diff < 1e-7,
+            format!("item {i}: base64 differs from float by {diff}"),
         )?;
     }
     Ok(())
@@ -190,16 +196,16 @@ fn golden_minilm(c: &Client) -> Result<(), Failed> {
             ),
         )?;
         for (case, got) in chunk.iter().zip(body["data"].as_array().ok_or("data")?) {
-            worst = worst.min(cosine(
-                &floats(&got["embedding"]),
-                &floats(&case["shipped"]),
-            ));
+            let c = cosine(&floats(&got["embedding"]), &floats(&case["embedding"]));
+            worst = worst.min(c);
+            sum += c;
         }
     }
-    // The tolerance of tests/golden.rs: tract in wasm vs onnxruntime, same graph.
+    // The quality bar of tests/golden.rs, against sentence-transformers fp32.
+    let mean = sum / cases.len() as f64;
     check(
-        worst >= 0.9999,
-        format!("min cosine vs onnxruntime {worst}"),
+        worst >= 0.97 && mean >= 0.99,
+        format!("cosine vs fp32: mean {mean}, min {worst}"),
     )
 }
 
