@@ -171,15 +171,8 @@ fn embeddings_dimensions(c: &Client) -> Result<(), Failed> {
 }
 
 fn golden_minilm(c: &Client) -> Result<(), Failed> {
-    let golden: Value = serde_json::from_slice(&std::fs::read(
-        support::root().join("models/minilm/golden.json"),
-    )?)?;
-    let cases: Vec<&Value> = golden["cases"]
-        .as_array()
-        .ok_or("cases")?
-        .iter()
-        .filter(|c| !c["text"].as_str().unwrap_or("").trim().is_empty())
-        .collect();
+    let golden = golden_file("minilm")?;
+    let cases = nonblank_cases(&golden)?;
     let (mut worst, mut sum) = (1.0f64, 0.0f64);
     for chunk in cases.chunks(32) {
         let texts: Vec<&str> = chunk.iter().filter_map(|c| c["text"].as_str()).collect();
@@ -366,6 +359,25 @@ fn main() {
     conclusion.exit();
 }
 
+fn golden_file(model_dir: &str) -> Result<Value, Failed> {
+    let path = support::root()
+        .join("models")
+        .join(model_dir)
+        .join("golden.json");
+    Ok(serde_json::from_slice(&std::fs::read(path)?)?)
+}
+
+/// The golden cases the API accepts: blank texts are refused (422), so those
+/// are covered by the native golden tests only.
+fn nonblank_cases(golden: &Value) -> Result<Vec<&Value>, Failed> {
+    Ok(golden["cases"]
+        .as_array()
+        .ok_or("cases")?
+        .iter()
+        .filter(|c| !c["text"].as_str().unwrap_or("").trim().is_empty())
+        .collect())
+}
+
 fn check(cond: bool, msg: impl Into<String>) -> Result<(), Failed> {
     if cond {
         Ok(())
@@ -515,22 +527,14 @@ fn classify_id_at_version(c: &Client) -> Result<(), Failed> {
 }
 
 fn golden_lande(c: &Client) -> Result<(), Failed> {
-    let golden: Value = serde_json::from_slice(&std::fs::read(
-        support::root().join("models/lande/golden.json"),
-    )?)?;
+    let golden = golden_file("lande")?;
     let labels: Vec<&str> = golden["labels"]
         .as_array()
         .ok_or("labels")?
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    // The API rejects blank text, so those cases are covered natively only.
-    let cases: Vec<&Value> = golden["cases"]
-        .as_array()
-        .ok_or("cases")?
-        .iter()
-        .filter(|c| !c["text"].as_str().unwrap_or("").trim().is_empty())
-        .collect();
+    let cases = nonblank_cases(&golden)?;
     let mut worst = 0.0f64;
     for chunk in cases.chunks(100) {
         let texts: Vec<&str> = chunk.iter().filter_map(|c| c["text"].as_str()).collect();
@@ -804,15 +808,8 @@ fn oversize_text(c: &Client) -> Result<(), Failed> {
 }
 
 fn golden_profanity(c: &Client) -> Result<(), Failed> {
-    let golden: Value = serde_json::from_slice(&std::fs::read(
-        support::root().join("models/profanity/golden.json"),
-    )?)?;
-    let cases: Vec<&Value> = golden["cases"]
-        .as_array()
-        .ok_or("cases")?
-        .iter()
-        .filter(|c| !c["text"].as_str().unwrap_or("").trim().is_empty())
-        .collect();
+    let golden = golden_file("profanity")?;
+    let cases = nonblank_cases(&golden)?;
     let mut worst = 0.0f64;
     // Small chunks: some golden texts are 20,000 characters long.
     for chunk in cases.chunks(16) {
