@@ -84,6 +84,24 @@ fn main() {
                     id = m.id
                 )
             }
+            check::CheckedInput::Chat {
+                tokenizer,
+                shape,
+                template: [bos, eos, end, system, user, assistant],
+            } => {
+                write_out(&out.join(format!("{}.tokenizer.json", m.id)), tokenizer);
+                format!(
+                    "InputSpec::Chat {{ tokenizer: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{id}.tokenizer.json\")), \
+                     shape: LmShape {{ context: {context}, layers: {layers}, kv_heads: {kv_heads}, head_dim: {head_dim}, vocab: {vocab} }}, \
+                     template: TemplateTokens {{ bos: {bos}, eos: {eos}, end: {end}, system: {system}, user: {user}, assistant: {assistant} }} }}",
+                    id = m.id,
+                    context = shape.context,
+                    layers = shape.layers,
+                    kv_heads = shape.kv_heads,
+                    head_dim = shape.head_dim,
+                    vocab = shape.vocab,
+                )
+            }
         };
 
         let _ = writeln!(

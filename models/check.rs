@@ -19,6 +19,13 @@ use tract_onnx::prelude::*;
 mod tfidf;
 use tfidf::TfidfModel;
 
+// The runtime's own graph driver, so the build runs the chat model exactly as
+// the worker will (inputs found by name, a pass with an empty cache).
+#[path = "../src/causal_lm.rs"]
+#[allow(dead_code)]
+mod causal_lm;
+pub use causal_lm::LmShape;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -85,6 +92,44 @@ pub enum InputEntry {
         unicode: String,
         unicode_sha256: String,
     },
+    /// A causal language model graph with a key/value cache (interface in
+    /// models/tinylm/README.md), its tokenizer and its chat template's
+    /// control tokens.
+    ChatTokens {
+        tokenizer: String,
+        tokenizer_sha256: String,
+        context: usize,
+        layers: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        vocab: usize,
+        template: TemplateEntry,
+    },
+}
+
+/// The control tokens of the chat template, as strings of the tokenizer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateEntry {
+    pub bos: String,
+    pub eos: String,
+    pub end: String,
+    pub system: String,
+    pub user: String,
+    pub assistant: String,
+}
+
+impl TemplateEntry {
+    fn named(&self) -> [(&'static str, &str); 6] {
+        [
+            ("bos", &self.bos),
+            ("eos", &self.eos),
+            ("end", &self.end),
+            ("system", &self.system),
+            ("user", &self.user),
+            ("assistant", &self.assistant),
+        ]
+    }
 }
 
 impl InputEntry {
@@ -113,6 +158,11 @@ impl InputEntry {
                 unicode,
                 unicode_sha256,
             } => vec![(vocab, vocab_sha256), (unicode, unicode_sha256)],
+            InputEntry::ChatTokens {
+                tokenizer,
+                tokenizer_sha256,
+                ..
+            } => vec![(tokenizer, tokenizer_sha256)],
         }
     }
 }
@@ -132,7 +182,11 @@ pub const TASKS: &[(&str, &str)] = &[
     ("sentence-embedding", "SentenceEmbedding"),
     ("sentiment-analysis", "SentimentAnalysis"),
     ("toxicity", "Toxicity"),
+    ("text-generation", "TextGeneration"),
 ];
+
+/// The one task that generates text (input kind `chat-tokens`, no labels).
+pub const GENERATION_TASK: &str = "text-generation";
 
 /// The one task whose output is an embedding rather than label scores.
 pub const EMBEDDING_TASK: &str = "sentence-embedding";
@@ -196,6 +250,12 @@ pub enum CheckedInput {
         vocab: Vec<u8>,
         unicode: Vec<u8>,
     },
+    Chat {
+        tokenizer: Vec<u8>,
+        shape: LmShape,
+        /// Ids of bos, eos, end, system, user, assistant.
+        template: [u32; 6],
+    },
 }
 
 pub fn parse_manifest(text: &str) -> Result<Manifest, CheckError> {
@@ -257,7 +317,12 @@ pub fn check_model(
         );
     };
     let embeds = m.task == EMBEDDING_TASK;
-    if embeds != matches!(m.input, InputEntry::Tokens { .. }) || embeds != m.labels.is_empty() {
+    let generates = m.task == GENERATION_TASK;
+    let labelled = !embeds && !generates;
+    if embeds != matches!(m.input, InputEntry::Tokens { .. })
+        || generates != matches!(m.input, InputEntry::ChatTokens { .. })
+        || labelled == m.labels.is_empty()
+    {
         return err(
             &m.id,
             format!(
@@ -267,6 +332,7 @@ pub fn check_model(
                 m.labels.len()
             ),
             "a sentence-embedding model has input.kind = \"tokens\" and no labels; \
+             a text-generation model has input.kind = \"chat-tokens\" and no labels; \
              a classifier has labels and another input kind",
         );
     }
@@ -320,8 +386,36 @@ pub fn check_model(
             check_tfidf(m, &artifact, &vocab, &unicode)?;
             CheckedInput::TfidfWords { vocab, unicode }
         }
+        InputEntry::ChatTokens {
+            tokenizer,
+            context,
+            layers,
+            kv_heads,
+            head_dim,
+            vocab,
+            template,
+            ..
+        } => {
+            let shape = LmShape {
+                context: *context,
+                layers: *layers,
+                kv_heads: *kv_heads,
+                head_dim: *head_dim,
+                vocab: *vocab,
+            };
+            let ids = chat_tokens(m, tokenizer, &files[0], *vocab, template)?;
+            check_chat_graph(m, &artifact, shape)?;
+            CheckedInput::Chat {
+                tokenizer: files.swap_remove(0),
+                shape,
+                template: ids,
+            }
+        }
     };
-    if !matches!(input, CheckedInput::TfidfWords { .. }) {
+    if !matches!(
+        input,
+        CheckedInput::TfidfWords { .. } | CheckedInput::Chat { .. }
+    ) {
         check_graph(m, &input, &artifact)?;
     }
     Ok(Checked {
@@ -337,7 +431,65 @@ fn input_kind(input: &InputEntry) -> &'static str {
         InputEntry::Tokens { .. } => "tokens",
         InputEntry::SentenceEmbedding { .. } => "sentence-embedding",
         InputEntry::TfidfWords { .. } => "tfidf-words",
+        InputEntry::ChatTokens { .. } => "chat-tokens",
     }
+}
+
+/// Loads the tokenizer, checks its vocabulary size against the graph's and
+/// resolves the template's control tokens to ids.
+fn chat_tokens(
+    m: &ModelEntry,
+    path: &str,
+    bytes: &[u8],
+    vocab: usize,
+    template: &TemplateEntry,
+) -> Result<[u32; 6], CheckError> {
+    let fix = format!("re-export the model ({})", m.export);
+    let tokenizer = match tokenizers::Tokenizer::from_bytes(bytes) {
+        Ok(t) => t,
+        Err(e) => return err(&m.id, format!("models/{path} does not load: {e}"), fix),
+    };
+    let size = tokenizer.get_vocab_size(true);
+    if size != vocab {
+        return err(
+            &m.id,
+            format!("models/{path} has {size} tokens, input.vocab says {vocab}"),
+            "make input.vocab the tokenizer's (and the graph's) vocabulary size",
+        );
+    }
+    let mut ids = [0u32; 6];
+    for (slot, (name, token)) in ids.iter_mut().zip(template.named()) {
+        match tokenizer.token_to_id(token) {
+            Some(id) => *slot = id,
+            None => {
+                return err(
+                    &m.id,
+                    format!("input.template.{name} = {token:?} is not a token of models/{path}"),
+                    "name the tokenizer's own control tokens in [model.input.template]",
+                )
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Loads the language model with the worker's own driver and runs one token
+/// through it, so every input, output and shape the manifest states is used.
+fn check_chat_graph(m: &ModelEntry, onnx: &[u8], shape: LmShape) -> Result<(), CheckError> {
+    let fail = |e: String| CheckError {
+        model: m.id.clone(),
+        what: format!("models/{} does not run as a language model: {e}", m.artifact),
+        fix: format!(
+            "export input_ids, position_ids, past_key_i/past_value_i in and logits, \
+             present_key_i/present_value_i out, as the manifest's shape says ({})",
+            m.export
+        ),
+    };
+    let lm = causal_lm::CausalLm::load(onnx, shape).map_err(fail)?;
+    let mut cache = lm.new_cache();
+    lm.forward(&mut cache, &[0, 1]).map_err(fail)?;
+    lm.forward(&mut cache, &[2]).map_err(fail)?;
+    Ok(())
 }
 
 /// Loads the tf-idf model as the worker will (vocabulary, weights layout,
@@ -550,7 +702,7 @@ pub fn check_graph(m: &ModelEntry, input: &CheckedInput, onnx: &[u8]) -> Result<
         CheckedInput::SentenceEmbedding { dims, .. } => (vec![f32::datum_type()], *dims),
         // input_ids and attention_mask, [batch, tokens] each.
         CheckedInput::Tokens { .. } => (vec![i64::datum_type(); 2], 0),
-        CheckedInput::TfidfWords { .. } => return Ok(()),
+        CheckedInput::TfidfWords { .. } | CheckedInput::Chat { .. } => return Ok(()),
     };
     if model.inputs.len() != inputs.len() || model.outputs.len() != 1 {
         return err(

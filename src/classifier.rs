@@ -86,10 +86,10 @@ impl Classifier {
                     scorer: Scorer::Tfidf(Box::new(model)),
                 });
             }
-            InputSpec::Tokens { .. } => {
+            InputSpec::Tokens { .. } | InputSpec::Chat { .. } => {
                 return Err(CoreError::ModelLoad {
                     model: spec.id,
-                    reason: "a sentence encoder is not a classifier".into(),
+                    reason: "a sentence encoder or a language model is not a classifier".into(),
                 })
             }
         };

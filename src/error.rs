@@ -21,4 +21,7 @@ pub enum CoreError {
     /// tract failed while running a loaded model.
     #[error("inference with `{model}` failed: {reason}")]
     Inference { model: &'static str, reason: String },
+    /// The conversation cannot become a prompt for the model.
+    #[error("{0}")]
+    Prompt(crate::chat_template::TemplateError),
 }

@@ -9,11 +9,16 @@
 //! (`glue`, wasm32 only) moves bytes between workerd and [`api`] and does no math.
 
 pub mod api;
+pub mod causal_lm;
+pub mod chat_model;
+pub mod chat_template;
 pub mod classifier;
 pub mod encoder;
 pub mod error;
+pub mod generation;
 pub mod ngrams;
 pub mod registry;
+pub mod sampling;
 pub mod tfidf;
 
 #[cfg(target_arch = "wasm32")]

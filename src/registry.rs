@@ -4,6 +4,9 @@
 
 use std::sync::OnceLock;
 
+use crate::causal_lm::LmShape;
+use crate::chat_model::ChatModel;
+use crate::chat_template::TemplateTokens;
 use crate::classifier::Classifier;
 use crate::encoder::SentenceEncoder;
 use crate::error::CoreError;
@@ -15,6 +18,7 @@ pub enum Task {
     SentenceEmbedding,
     SentimentAnalysis,
     Toxicity,
+    TextGeneration,
 }
 
 impl Task {
@@ -24,12 +28,13 @@ impl Task {
             Task::SentenceEmbedding => "sentence-embedding",
             Task::SentimentAnalysis => "sentiment-analysis",
             Task::Toxicity => "toxicity",
+            Task::TextGeneration => "text-generation",
         }
     }
 
     /// Whether `/v1/classify` serves it (it scores labels).
     pub fn classifies(self) -> bool {
-        self != Task::SentenceEmbedding
+        !matches!(self, Task::SentenceEmbedding | Task::TextGeneration)
     }
 }
 
@@ -70,6 +75,13 @@ pub enum InputSpec {
         vocab: &'static [u8],
         /// CPython's text tables (`\w`, `str.lower()`).
         unicode: &'static [u8],
+    },
+    /// A causal language model with a key/value cache: the tokenizer, the
+    /// cache and vocabulary shape, and the chat template's control tokens.
+    Chat {
+        tokenizer: &'static [u8],
+        shape: LmShape,
+        template: TemplateTokens,
     },
 }
 
@@ -117,6 +129,7 @@ pub fn find(name: &str) -> Result<&'static ModelSpec, CoreError> {
 pub enum Loaded {
     Classifier(Classifier),
     Encoder(Box<SentenceEncoder>),
+    Chat(Box<ChatModel>),
 }
 
 /// One slot per model; filled on first use.
@@ -138,6 +151,7 @@ pub fn load(spec: &'static ModelSpec) -> Result<(&'static Loaded, bool), CoreErr
             InputSpec::Tokens { .. } => {
                 SentenceEncoder::load(spec).map(|e| Loaded::Encoder(Box::new(e)))
             }
+            InputSpec::Chat { .. } => ChatModel::load(spec).map(|c| Loaded::Chat(Box::new(c))),
             _ => Classifier::load(spec).map(Loaded::Classifier),
         };
         loaded.map_err(|e| e.to_string())
@@ -164,6 +178,14 @@ pub fn encoder(spec: &'static ModelSpec) -> Result<(&'static SentenceEncoder, bo
     match load(spec)? {
         (Loaded::Encoder(e), now) => Ok((e, now)),
         _ => Err(wrong_task(spec, "sentence embeddings")),
+    }
+}
+
+/// The model as a chat model, or `WrongTask` if it is not one.
+pub fn chat_model(spec: &'static ModelSpec) -> Result<(&'static ChatModel, bool), CoreError> {
+    match load(spec)? {
+        (Loaded::Chat(c), now) => Ok((c, now)),
+        _ => Err(wrong_task(spec, "text generation")),
     }
 }
 

@@ -339,9 +339,171 @@ mod sentiment {
     }
 }
 
+/// shakespeare-llama: greedy decoding, 40 tokens from each of 10 prompts,
+/// token for token: the shipped int8 graph against onnxruntime's decoding of
+/// the same file (`shipped_ids`), and the unquantized graph against PyTorch
+/// fp32 (`fp32_ids`). The prompt goes in one pass, then one token per pass
+/// with the cache, as in the worker. Both references stopped at nothing, so
+/// neither do these decodings (control tokens are ordinary tokens here).
+mod tinylm {
+    use edgeinfer::causal_lm::CausalLm;
+    use edgeinfer::chat_model::ChatModel;
+    use edgeinfer::chat_template::{Message, Role};
+    use edgeinfer::registry::{self, InputSpec};
+    use edgeinfer::sampling::argmax;
+    use serde::Deserialize;
+
+    pub const ID: &str = "shakespeare-llama";
+    /// onnxruntime and tract sum in different orders: f32 rounding only.
+    const LOGITS_TOLERANCE: f32 = 1e-4;
+
+    #[derive(Deserialize)]
+    struct Golden {
+        cases: Vec<Case>,
+    }
+
+    #[derive(Deserialize)]
+    struct Case {
+        kind: String,
+        #[serde(default)]
+        messages: Vec<GoldenMessage>,
+        #[serde(default)]
+        text: String,
+        prompt_ids: Vec<u32>,
+        fp32_ids: Vec<u32>,
+        shipped_ids: Vec<u32>,
+        #[serde(default)]
+        shipped_first_step_logits: Vec<f32>,
+        #[serde(default)]
+        fp32_first_step_logits: Vec<f32>,
+    }
+
+    #[derive(Deserialize)]
+    struct GoldenMessage {
+        role: String,
+        content: String,
+    }
+
+    fn golden() -> Golden {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tinylm/golden.json");
+        serde_json::from_slice(&std::fs::read(path).expect("read golden")).expect("parse golden")
+    }
+
+    fn shipped() -> &'static ChatModel {
+        let spec = registry::find(ID).expect("shakespeare-llama is embedded");
+        registry::chat_model(spec).expect("loads").0
+    }
+
+    /// The same tokenizer and template with the unquantized graph.
+    fn reference() -> ChatModel {
+        let spec = registry::find(ID).unwrap();
+        let InputSpec::Chat {
+            tokenizer,
+            shape,
+            template,
+        } = spec.input
+        else {
+            panic!("not a chat model")
+        };
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models/tinylm/reference_fp32.onnx"
+        );
+        let onnx = std::fs::read(path).expect("read the fp32 reference graph");
+        ChatModel::from_parts(ID, &onnx, tokenizer, shape, template).expect("reference loads")
+    }
+
+    /// Prompt ids as the worker builds them from the case's messages or text.
+    fn prompt(model: &ChatModel, case: &Case) -> Vec<u32> {
+        if case.kind == "chat" {
+            let messages: Vec<Message> = case
+                .messages
+                .iter()
+                .map(|m| Message {
+                    role: Role::parse(&m.role).expect("known role"),
+                    content: m.content.clone(),
+                })
+                .collect();
+            model.prompt(&messages, 40).expect("fits").ids
+        } else {
+            let mut ids = vec![model.template().bos];
+            ids.extend(model.encode(&case.text).unwrap());
+            ids
+        }
+    }
+
+    /// Greedy decoding with the cache; also the first step's logits.
+    fn greedy(lm: &CausalLm, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
+        let mut cache = lm.new_cache();
+        let mut logits = lm.forward(&mut cache, prompt).unwrap();
+        let first = logits.clone();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let next = argmax(&logits);
+            out.push(next);
+            if out.len() < n {
+                logits = lm.forward(&mut cache, &[next]).unwrap();
+            }
+        }
+        (out, first)
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    fn check(model: &ChatModel, shipped: bool) {
+        let cases = golden().cases;
+        assert_eq!(cases.len(), 10);
+        for (i, case) in cases.iter().enumerate() {
+            assert_eq!(prompt(model, case), case.prompt_ids, "case {i}: prompt ids");
+            let (expected, expected_logits) = if shipped {
+                (&case.shipped_ids, &case.shipped_first_step_logits)
+            } else {
+                (&case.fp32_ids, &case.fp32_first_step_logits)
+            };
+            assert!(expected.len() >= 32);
+            let (ids, logits) = greedy(model.lm(), &case.prompt_ids, expected.len());
+            if !expected_logits.is_empty() {
+                let diff = max_abs_diff(&logits, expected_logits);
+                println!("{ID} case {i} first-step logits max |diff| {diff:.2e}");
+                assert!(diff <= LOGITS_TOLERANCE, "case {i}: logits differ by {diff}");
+            }
+            assert_eq!(&ids, expected, "case {i}: greedy tokens");
+        }
+    }
+
+    #[test]
+    fn shipped_graph_decodes_like_onnxruntime() {
+        check(shipped(), true);
+    }
+
+    #[test]
+    fn unquantized_graph_decodes_like_pytorch() {
+        check(&reference(), false);
+    }
+
+    #[test]
+    fn cache_chunks_give_the_same_logits_as_one_pass() {
+        let lm = shipped().lm();
+        let case = &golden().cases[0];
+        let seq: Vec<u32> = case.prompt_ids.iter().chain(&case.shipped_ids).copied().collect();
+        let mut one = lm.new_cache();
+        let all = lm.forward(&mut one, &seq).unwrap();
+        let mut chunked = lm.new_cache();
+        let mut last = Vec::new();
+        for chunk in [&seq[..5], &seq[5..6], &seq[6..30], &seq[30..]] {
+            last = lm.forward(&mut chunked, chunk).unwrap();
+        }
+        assert_eq!(chunked.len(), seq.len());
+        assert!(max_abs_diff(&all, &last) <= LOGITS_TOLERANCE);
+    }
+}
+
 #[test]
 fn every_embedded_model_has_a_golden_test_here() {
-    let covered = ["lande", minilm::ID, profanity::ID, sentiment::ID];
+    let covered = ["lande", minilm::ID, profanity::ID, sentiment::ID, tinylm::ID];
     for spec in registry::MODELS {
         assert!(
             covered.contains(&spec.id),

@@ -4,6 +4,7 @@ Usage: python export.py <work_dir> <out_dir>
 
 Reads work_dir/model.pt (train.py), work_dir/*_ids.npy and corpus.json (data.py),
 out_dir/tokenizer.json. Writes out_dir/model.onnx (the shipped graph),
+out_dir/reference_fp32.onnx (the same graph unquantized, for the golden test),
 out_dir/golden.json, and work_dir/{model_fp32,model_int8_weight_only,
 model_int8_dynamic}.onnx and export.json (every number below).
 
@@ -93,7 +94,10 @@ class Builder:
         self.nodes, self.inits, self.n = [], [], 0
 
     def const(self, name, array):
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        # np.ascontiguousarray would turn a scalar into shape [1]; ONNX Range
+        # (and tract) need true scalars.
+        array = np.asarray(array)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array).reshape(array.shape), name))
         return name
 
     def op(self, op_type, inputs, name=None, n_out=1, **attrs):
@@ -477,6 +481,9 @@ def main(work_dir, out_dir):
 
     # shipped artifact
     shutil.copyfile(paths[SHIPPED], out / "model.onnx")
+    # The unquantized graph: not embedded; the golden test runs it natively
+    # against fp32_ids (greedy decoding before quantization).
+    shutil.copyfile(paths["fp32"], out / "reference_fp32.onnx")
     shipped = OrtLM(out / "model.onnx", cfg)
 
     # golden
@@ -544,7 +551,7 @@ def main(work_dir, out_dir):
         "train": {k: train_log[k] for k in ("steps", "batch", "tokens_seen", "train_tokens",
                                             "train_seconds", "threads")},
         "corpus": {k: v for k, v in corpus.items() if k not in ("documents", "sample_conversations")},
-        "sha256": {f: sha256(out / f) for f in ("model.onnx", "tokenizer.json", "golden.json")},
+        "sha256": {f: sha256(out / f) for f in ("model.onnx", "reference_fp32.onnx", "tokenizer.json", "golden.json")},
         "golden_agreement": [c["shipped_matches_fp32_tokens"] for c in cases],
     }
     common.write_json(work / "export.json", report)

