@@ -478,7 +478,10 @@ fn chat_tokens(
 fn check_chat_graph(m: &ModelEntry, onnx: &[u8], shape: LmShape) -> Result<(), CheckError> {
     let fail = |e: String| CheckError {
         model: m.id.clone(),
-        what: format!("models/{} does not run as a language model: {e}", m.artifact),
+        what: format!(
+            "models/{} does not run as a language model: {e}",
+            m.artifact
+        ),
         fix: format!(
             "export input_ids, position_ids, past_key_i/past_value_i in and logits, \
              present_key_i/present_value_i out, as the manifest's shape says ({})",

@@ -93,9 +93,10 @@ impl CausalLm {
             })
             .collect();
         let find = |names: &[String], wanted: &str| {
-            names.iter().position(|n| n == wanted).ok_or_else(|| {
-                format!("the graph has no `{wanted}` (it has {})", names.join(", "))
-            })
+            names
+                .iter()
+                .position(|n| n == wanted)
+                .ok_or_else(|| format!("the graph has no `{wanted}` (it has {})", names.join(", ")))
         };
         let mut past_inputs = Vec::with_capacity(2 * shape.layers);
         let mut present_outputs = Vec::with_capacity(2 * shape.layers);
@@ -159,7 +160,9 @@ impl CausalLm {
         let row = [1, tokens.len()];
         let empty = || TValue::from_const(Arc::new(Tensor::default()));
         let mut inputs: TVec<TValue> = (0..2 + cache.past.len()).map(|_| empty()).collect();
-        inputs[self.ids_input] = Tensor::from_shape(&row, &ids).map_err(tract_err)?.into_tvalue();
+        inputs[self.ids_input] = Tensor::from_shape(&row, &ids)
+            .map_err(tract_err)?
+            .into_tvalue();
         inputs[self.positions_input] = Tensor::from_shape(&row, &positions)
             .map_err(tract_err)?
             .into_tvalue();

@@ -56,7 +56,9 @@ impl ChatModel {
         // Message text is text: "<|system|>" typed by a user must not become
         // the control token (prompt injection into the template).
         tokenizer.set_encode_special_tokens(true);
-        tokenizer.with_truncation(None).map_err(|e| fail(e.to_string()))?;
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| fail(e.to_string()))?;
         tokenizer.with_padding(None);
         let lm = CausalLm::load(onnx, shape).map_err(fail)?;
         Ok(ChatModel {

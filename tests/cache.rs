@@ -83,6 +83,7 @@ fn with_kv_service(js: &str) -> Worker {
     Worker::start_with(&Bindings {
         kv_service: Some(js.to_string()),
         vars: vec![("CACHE_TTL_SECONDS".into(), "120".into())],
+        ..Bindings::default()
     })
 }
 

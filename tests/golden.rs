@@ -450,7 +450,10 @@ mod tinylm {
 
     fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     fn check(model: &ChatModel, shipped: bool) {
@@ -468,7 +471,10 @@ mod tinylm {
             if !expected_logits.is_empty() {
                 let diff = max_abs_diff(&logits, expected_logits);
                 println!("{ID} case {i} first-step logits max |diff| {diff:.2e}");
-                assert!(diff <= LOGITS_TOLERANCE, "case {i}: logits differ by {diff}");
+                assert!(
+                    diff <= LOGITS_TOLERANCE,
+                    "case {i}: logits differ by {diff}"
+                );
             }
             assert_eq!(&ids, expected, "case {i}: greedy tokens");
         }
@@ -488,7 +494,12 @@ mod tinylm {
     fn cache_chunks_give_the_same_logits_as_one_pass() {
         let lm = shipped().lm();
         let case = &golden().cases[0];
-        let seq: Vec<u32> = case.prompt_ids.iter().chain(&case.shipped_ids).copied().collect();
+        let seq: Vec<u32> = case
+            .prompt_ids
+            .iter()
+            .chain(&case.shipped_ids)
+            .copied()
+            .collect();
         let mut one = lm.new_cache();
         let all = lm.forward(&mut one, &seq).unwrap();
         let mut chunked = lm.new_cache();
@@ -503,7 +514,13 @@ mod tinylm {
 
 #[test]
 fn every_embedded_model_has_a_golden_test_here() {
-    let covered = ["lande", minilm::ID, profanity::ID, sentiment::ID, tinylm::ID];
+    let covered = [
+        "lande",
+        minilm::ID,
+        profanity::ID,
+        sentiment::ID,
+        tinylm::ID,
+    ];
     for spec in registry::MODELS {
         assert!(
             covered.contains(&spec.id),

@@ -52,6 +52,22 @@ impl ApiError {
         }
     }
 
+    /// Replaces the stable code (e.g. `session_full` for a 413).
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
+
+    /// 404 for a thing that does not exist (a session, ...).
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(404, "not_found_error", code, message)
+    }
+
+    /// 503: a binding this route needs is not configured.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "server_error", "unavailable", message)
+    }
+
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());
         self
@@ -91,7 +107,7 @@ impl ApiError {
             404,
             "not_found_error",
             "route_not_found",
-            format!("no route for `{path}`; routes are GET /healthz, GET /v1/models, GET /v1/models/{{id}}, POST /v1/classify, POST /v1/embeddings, POST /v1/similarity"),
+            format!("no route for `{path}`; routes are GET /healthz, GET /v1/models, GET /v1/models/{{id}}, POST /v1/classify, POST /v1/embeddings, POST /v1/similarity, POST /v1/chat/completions, POST /v1/sessions, GET|DELETE /v1/sessions/{{id}}, POST /v1/sessions/{{id}}/messages"),
         )
     }
 

@@ -13,3 +13,27 @@ pub const DEFAULT_TOP_K: usize = 3;
 /// on a token model, special tokens included (413 beyond). Inputs longer than
 /// the model's own limit (256 for all-minilm-l6-v2) are truncated, not refused.
 pub const MAX_TOTAL_TOKENS: usize = 8192;
+
+/// Most tokens one chat reply may generate (`max_tokens`, 422 beyond): the
+/// model's 256-token context keeps at least 32 for the prompt.
+pub const MAX_TOKENS: usize = 224;
+/// `max_tokens` of a chat reply when neither the request nor the session sets it.
+pub const DEFAULT_MAX_TOKENS: usize = 128;
+/// Sampling defaults of a chat reply (the model's own: it was tuned with them).
+pub const DEFAULT_TEMPERATURE: f64 = 0.8;
+pub const DEFAULT_SAMPLING_TOP_K: usize = 40;
+/// Most messages in one chat completion request (413 beyond).
+pub const MAX_MESSAGES: usize = 256;
+/// Most characters across the messages of one request (413 beyond).
+pub const MAX_CHAT_CHARS: usize = 20_000;
+/// `stop`: at most 4 sequences (as OpenAI) of at most 64 characters (422).
+pub const MAX_STOP_SEQUENCES: usize = 4;
+pub const MAX_STOP_CHARS: usize = 64;
+/// A session holds at most this many stored messages (user and assistant);
+/// a turn that would pass it is refused with 413, nothing is dropped.
+pub const MAX_SESSION_MESSAGES: usize = 200;
+/// A session's stored text, in bytes of UTF-8; a new turn is refused (413)
+/// once the history has reached it.
+pub const MAX_SESSION_BYTES: usize = 256 * 1024;
+/// Longest system prompt of a session, in characters (413 beyond).
+pub const MAX_SYSTEM_CHARS: usize = 4_000;

@@ -4,12 +4,14 @@
 //! testable natively and behaves the same on any host.
 
 pub mod cache;
+pub mod chat;
 mod classify;
 mod embeddings;
 mod error;
 pub mod limits;
 mod models;
 mod parse;
+pub mod sessions;
 mod similarity;
 
 pub use classify::{Classification, ClassifyRequest, ClassifyResponse, LabelScore};
@@ -48,7 +50,7 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
-    fn json<T: Serialize>(status: u16, value: &T) -> Self {
+    pub(crate) fn json<T: Serialize>(status: u16, value: &T) -> Self {
         match serde_json::to_vec(value) {
             Ok(body) => HttpResponse {
                 status,
@@ -62,7 +64,7 @@ impl HttpResponse {
         }
     }
 
-    fn error(e: ApiError) -> Self {
+    pub fn error(e: ApiError) -> Self {
         HttpResponse {
             status: e.status,
             headers: Vec::new(),
@@ -75,17 +77,25 @@ impl HttpResponse {
 }
 
 /// Which routes exist, and the methods each accepts.
-enum Route<'a> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
     Health,
     Models,
     Model(&'a str),
     Classify,
     Embeddings,
     Similarity,
+    ChatCompletions,
+    /// `POST /v1/sessions`: create.
+    Sessions,
+    /// `GET` / `DELETE /v1/sessions/{id}` (the id is not validated here).
+    Session(&'a str),
+    /// `POST /v1/sessions/{id}/messages`.
+    SessionMessages(&'a str),
 }
 
 impl<'a> Route<'a> {
-    fn parse(path: &'a str) -> Option<Self> {
+    pub fn parse(path: &'a str) -> Option<Self> {
         let path = if path.len() > 1 {
             path.strip_suffix('/').unwrap_or(path)
         } else {
@@ -97,18 +107,45 @@ impl<'a> Route<'a> {
             "/v1/classify" => Some(Route::Classify),
             "/v1/embeddings" => Some(Route::Embeddings),
             "/v1/similarity" => Some(Route::Similarity),
-            _ => path
-                .strip_prefix("/v1/models/")
-                .filter(|id| !id.is_empty() && !id.contains('/'))
-                .map(Route::Model),
+            "/v1/chat/completions" => Some(Route::ChatCompletions),
+            "/v1/sessions" => Some(Route::Sessions),
+            _ => {
+                if let Some(id) = path.strip_prefix("/v1/models/") {
+                    return (!id.is_empty() && !id.contains('/')).then_some(Route::Model(id));
+                }
+                let rest = path.strip_prefix("/v1/sessions/")?;
+                match rest.split_once('/') {
+                    None if !rest.is_empty() => Some(Route::Session(rest)),
+                    Some((id, "messages")) if !id.is_empty() => Some(Route::SessionMessages(id)),
+                    _ => None,
+                }
+            }
         }
     }
 
-    fn allow(&self) -> &'static str {
+    /// The methods the route accepts, as the `Allow` header lists them.
+    pub fn allow(&self) -> &'static str {
         match self {
             Route::Health | Route::Models | Route::Model(_) => "GET",
-            Route::Classify | Route::Embeddings | Route::Similarity => "POST",
+            Route::Session(_) => "GET, DELETE",
+            Route::Classify
+            | Route::Embeddings
+            | Route::Similarity
+            | Route::ChatCompletions
+            | Route::Sessions
+            | Route::SessionMessages(_) => "POST",
         }
+    }
+
+    /// The 405 answer when `method` is not one the route accepts.
+    pub fn check_method(&self, method: &str, path: &str) -> Result<(), HttpResponse> {
+        let allow = self.allow();
+        if allow.split(", ").any(|m| m == method) {
+            return Ok(());
+        }
+        let mut res = HttpResponse::error(ApiError::method_not_allowed(method, path, allow));
+        res.headers.push(("allow", allow.to_string()));
+        Err(res)
     }
 }
 
@@ -117,11 +154,7 @@ pub fn handle(req: &HttpRequest<'_>) -> HttpResponse {
     let Some(route) = Route::parse(req.path) else {
         return HttpResponse::error(ApiError::no_route(req.path));
     };
-    let allow = route.allow();
-    if req.method != allow {
-        let mut res =
-            HttpResponse::error(ApiError::method_not_allowed(req.method, req.path, allow));
-        res.headers.push(("allow", allow.to_string()));
+    if let Err(res) = route.check_method(req.method, req.path) {
         return res;
     }
     let result = match route {
@@ -133,8 +166,49 @@ pub fn handle(req: &HttpRequest<'_>) -> HttpResponse {
         Route::Classify => classify::serve(req),
         Route::Embeddings => embeddings::serve(req),
         Route::Similarity => similarity::serve(req),
+        // The worker streams these itself (see `glue`); natively they run to
+        // the end in one answer, with a fixed id and seed.
+        Route::ChatCompletions => serve_chat_here(req),
+        Route::Sessions | Route::Session(_) | Route::SessionMessages(_) => {
+            Err(ApiError::unavailable(
+                "sessions live in the ChatSession Durable Object: run the worker (scripts/dev)",
+            ))
+        }
     };
     result.unwrap_or_else(HttpResponse::error)
+}
+
+/// A chat completion without a session, answered whole (`stream: true`
+/// gives every event in one body).
+fn serve_chat_here(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
+    let call = chat::parse(req, None)?;
+    if let Some(id) = &call.session {
+        return Err(sessions::not_found(id));
+    }
+    let meta = chat::RequestMeta {
+        id: "chatcmpl-native".into(),
+        created: 0,
+        seed: 0,
+    };
+    let mut turn = chat::ChatTurn::start(
+        call.spec,
+        &call.messages,
+        &call.generation,
+        call.include_usage,
+        None,
+        meta,
+    )?;
+    if !call.stream {
+        return Ok(turn.complete());
+    }
+    let mut res = HttpResponse::json(200, &());
+    res.body = turn.all_events();
+    res.headers = chat::SSE_HEADERS
+        .iter()
+        .map(|&(k, v)| (k, v.to_string()))
+        .collect();
+    res.model = Some(turn.model_name().to_string());
+    Ok(res)
 }
 
 #[derive(Serialize)]

@@ -34,11 +34,16 @@ pub fn json_body<T: DeserializeOwned>(req: &HttpRequest<'_>) -> Result<T, ApiErr
     if text.trim().is_empty() {
         return Err(ApiError::malformed("the body is empty; send a JSON object"));
     }
+    let malformed =
+        |e: serde_json::Error| ApiError::malformed(format!("the body is not valid JSON: {e}"));
     serde_json::from_str(text).map_err(|e| match e.classify() {
-        Category::Data => ApiError::invalid(format!("invalid request: {e}")),
-        Category::Syntax | Category::Eof | Category::Io => {
-            ApiError::malformed(format!("the body is not valid JSON: {e}"))
-        }
+        // serde stops at the first type mismatch (`[` for an object), which
+        // may come before a syntax error: malformed JSON is a 400 either way.
+        Category::Data => match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Err(syntax) => malformed(syntax),
+            Ok(_) => ApiError::invalid(format!("invalid request: {e}")),
+        },
+        Category::Syntax | Category::Eof | Category::Io => malformed(e),
     })
 }
 

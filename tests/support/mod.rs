@@ -124,6 +124,9 @@ pub struct Bindings {
     pub kv_service: Option<String>,
     /// Text variables, as `[vars]` in wrangler.toml.
     pub vars: Vec<(String, String)>,
+    /// Where the `ChatSession` objects keep their SQLite files; a fresh
+    /// directory when `None`. Reusing one across restarts keeps the sessions.
+    pub sessions_dir: Option<PathBuf>,
 }
 
 /// A workerd config serving `modules` on 127.0.0.1:`port`. workerd resolves
@@ -139,8 +142,29 @@ fn workerd_config(dir: &Path, port: u16, modules: &[Module], bindings: &Bindings
             m.name, m.kind
         ));
     }
+    // The session objects, when the worker has them (the bench also serves
+    // an empty worker, to time the runtime alone).
+    let has_sessions = modules
+        .iter()
+        .any(|m| m.kind == "esModule" && m.bytes.windows(11).any(|w| w == b"ChatSession"));
+    let sessions_dir = bindings
+        .sessions_dir
+        .clone()
+        .unwrap_or_else(|| dir.join("sessions"));
+    std::fs::create_dir_all(&sessions_dir).expect("create the sessions directory");
     let mut binds = String::new();
     let mut services = String::from("(name = \"main\", worker = .edgeinfer)");
+    let mut objects = String::new();
+    if has_sessions {
+        binds.push_str("    (name = \"SESSIONS\", durableObjectNamespace = \"ChatSession\"),\n");
+        services.push_str(&format!(
+            ", (name = \"sessions-disk\", disk = (path = {:?}, writable = true))",
+            sessions_dir.display().to_string()
+        ));
+        objects.push_str(
+            "  durableObjectNamespaces = [\n    (className = \"ChatSession\", uniqueKey = \"edgeinfer-chat-sessions\", enableSql = true),\n  ],\n  durableObjectStorage = (localDisk = \"sessions-disk\"),\n",
+        );
+    }
     let mut extra = String::new();
     if let Some(js) = &bindings.kv_service {
         std::fs::write(dir.join("kv.js"), js).expect("write kv service");
@@ -165,7 +189,7 @@ const edgeinfer :Workerd.Worker = (
 {list}  ],
   bindings = [
 {binds}  ],
-  compatibilityDate = "{date}",
+{objects}  compatibilityDate = "{date}",
 );
 {extra}"#,
         date = compatibility_date()
@@ -173,6 +197,20 @@ const edgeinfer :Workerd.Worker = (
     let path = dir.join("config.capnp");
     std::fs::write(&path, config).expect("write workerd config");
     path
+}
+
+/// The Python that has the pinned `openai` client (scripts/setup makes it).
+pub fn client_python() -> Option<PathBuf> {
+    let tools = std::env::var_os("EDGEINFER_TOOLS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            Some(cache.join("edgeinfer/tools"))
+        })?;
+    let python = tools.join("client-venv/bin/python");
+    python.exists().then_some(python)
 }
 
 pub fn workerd_bin() -> PathBuf {
@@ -478,6 +516,27 @@ impl Client {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or_else(|| panic!("bad status line {line:?}"))
+    }
+
+    /// Any method with the given headers.
+    pub fn send_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(body.to_vec()).expect("build request");
+        self.agent
+            .run(req)
+            .map(Self::read)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Reply {

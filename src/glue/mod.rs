@@ -12,7 +12,9 @@ use worker::{
     Response, Result,
 };
 
-use crate::api::{self, cache, limits::MAX_BODY_BYTES, HttpRequest};
+use crate::api::{self, cache, limits::MAX_BODY_BYTES, HttpRequest, Route};
+
+mod chat;
 
 /// The KV binding that caches inference answers (optional).
 const CACHE_BINDING: &str = "CACHE";
@@ -105,6 +107,30 @@ async fn serve(mut req: Request, env: &Env, ctx: &Context) -> Result<Response> {
         body: &body,
         body_complete,
     };
+
+    if let Some(
+        route @ (Route::ChatCompletions
+        | Route::Sessions
+        | Route::Session(_)
+        | Route::SessionMessages(_)),
+    ) = Route::parse(&path)
+    {
+        let session = req.headers().get(chat::SESSION_HEADER)?;
+        let res = chat::serve(route, &request, session.as_deref(), env).await?;
+        let model = res.headers().get("x-edgeinfer-model")?;
+        log(
+            &method,
+            &path,
+            res.status_code(),
+            started,
+            model.as_deref(),
+            false,
+            "off",
+            None,
+            None,
+        );
+        return Ok(res);
+    }
 
     let kv = env.kv(CACHE_BINDING).ok();
     let key = kv.as_ref().and_then(|_| cache::key(&request));

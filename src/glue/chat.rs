@@ -1,0 +1,377 @@
+//! Chat routes in the Workers runtime: replies streamed as server-sent
+//! events, and the `ChatSession` Durable Object that keeps a session's
+//! history in its SQLite storage. What a turn is, which limits apply and what
+//! is stored are [`api::chat`] / [`api::sessions`] decisions; this file only
+//! moves bytes, rows and tokens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::lock::{Mutex, OwnedMutexGuard};
+use futures_util::stream;
+use serde::Deserialize;
+use worker::{
+    durable_object, DurableObject, Env, Headers, Method, Request, RequestInit, Response, Result,
+    SqlStorage, SqlStorageValue, State,
+};
+
+use crate::api::chat::{self, ChatTurn, RequestMeta, SSE_HEADERS};
+use crate::api::sessions::{self, SessionMeta, StoredMessage, TurnRequest};
+use crate::api::{ApiError, HttpRequest, HttpResponse, Route};
+
+/// The Durable Object namespace binding of the sessions.
+const SESSIONS_BINDING: &str = "SESSIONS";
+/// The header naming a session, as an alternative to the `session` field.
+pub const SESSION_HEADER: &str = "x-session-id";
+/// Worker -> object: the id of a session being created.
+const NEW_SESSION_HEADER: &str = "x-edgeinfer-new-session";
+
+fn now_seconds() -> u64 {
+    (js_sys::Date::now() / 1000.0) as u64
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    // crypto.getRandomValues; cannot fail in workerd.
+    getrandom03::fill(&mut bytes).expect("crypto.getRandomValues is available");
+    bytes
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An id, a timestamp and a seed for one reply.
+fn request_meta() -> RequestMeta {
+    RequestMeta {
+        id: format!("chatcmpl-{}", hex(&random_bytes::<12>())),
+        created: now_seconds(),
+        seed: u64::from_le_bytes(random_bytes::<8>()),
+    }
+}
+
+pub fn json_response(res: HttpResponse) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    if let Some(model) = &res.model {
+        headers.set("x-edgeinfer-model", model)?;
+    }
+    for (name, value) in &res.headers {
+        headers.set(name, value)?;
+    }
+    Ok(Response::from_bytes(res.body)?
+        .with_status(res.status)
+        .with_headers(headers))
+}
+
+fn error_response(e: ApiError) -> Result<Response> {
+    json_response(HttpResponse::error(e))
+}
+
+/// What a stream needs once the handler has returned: the reply in progress
+/// and, for a session, where to store the finished turn and the lock that
+/// keeps the session's other turns waiting until then.
+struct Streaming {
+    turn: ChatTurn,
+    store: Option<(SqlStorage, TurnRequest, OwnedMutexGuard<()>)>,
+}
+
+/// A reply as `text/event-stream`, one event per model pass. Each pass waits
+/// for a zero timer first: that returns to the event loop, so the previous
+/// event is on the wire before the next token is computed.
+fn stream_response(
+    turn: ChatTurn,
+    store: Option<(SqlStorage, TurnRequest, OwnedMutexGuard<()>)>,
+) -> Result<Response> {
+    let model = turn.model_name().to_string();
+    let events = stream::unfold(Streaming { turn, store }, |mut st| async move {
+        worker::Delay::from(Duration::ZERO).await;
+        let event = st.turn.next_event()?;
+        if let (Some(reply), Some(_)) = (st.turn.reply(), &st.store) {
+            // Complete: store the turn before the client sees its end.
+            if let Some((sql, turn, guard)) = st.store.take() {
+                if let Err(e) = append_turn(&sql, &turn, &reply) {
+                    worker::console_error!(
+                        "{}",
+                        serde_json::json!({ "session": "store failed", "error": e.to_string() })
+                    );
+                    let error = ApiError::internal(e.to_string());
+                    let mut body = b"data: ".to_vec();
+                    body.extend(error.body());
+                    body.extend(b"\n\n");
+                    drop(guard);
+                    return Some((Ok::<Vec<u8>, worker::Error>(body), st));
+                }
+                drop(guard);
+            }
+        }
+        Some((Ok(event), st))
+    });
+    let headers = Headers::new();
+    for (name, value) in SSE_HEADERS {
+        headers.set(name, value)?;
+    }
+    headers.set("x-edgeinfer-model", &model)?;
+    Ok(Response::from_stream(events)?.with_headers(headers))
+}
+
+/// Serves the chat routes in the worker: session-less completions here,
+/// everything that touches a session in that session's object.
+pub async fn serve(
+    route: Route<'_>,
+    req: &HttpRequest<'_>,
+    session_header: Option<&str>,
+    env: &Env,
+) -> Result<Response> {
+    if let Err(res) = route.check_method(req.method, req.path) {
+        return json_response(res);
+    }
+    match route {
+        Route::ChatCompletions => {
+            let call = match chat::parse(req, session_header) {
+                Ok(call) => call,
+                Err(e) => return error_response(e),
+            };
+            if let Some(id) = call.session.clone() {
+                if let Err(e) = sessions::check_id(&id) {
+                    return error_response(e);
+                }
+                return forward(env, &id, req, None).await;
+            }
+            let mut turn = match ChatTurn::start(
+                call.spec,
+                &call.messages,
+                &call.generation,
+                call.include_usage,
+                None,
+                request_meta(),
+            ) {
+                Ok(turn) => turn,
+                Err(e) => return error_response(e),
+            };
+            if call.stream {
+                stream_response(turn, None)
+            } else {
+                json_response(turn.complete())
+            }
+        }
+        Route::Sessions => {
+            let id = hex(&random_bytes::<16>());
+            forward(env, &id, req, Some(&id)).await
+        }
+        Route::Session(id) | Route::SessionMessages(id) => {
+            if let Err(e) = sessions::check_id(id) {
+                return error_response(e);
+            }
+            forward(env, id, req, None).await
+        }
+        _ => error_response(ApiError::internal("not a chat route")),
+    }
+}
+
+/// Hands the request to the session's object, unchanged.
+async fn forward(
+    env: &Env,
+    id: &str,
+    req: &HttpRequest<'_>,
+    new_id: Option<&str>,
+) -> Result<Response> {
+    let Ok(namespace) = env.durable_object(SESSIONS_BINDING) else {
+        return error_response(ApiError::unavailable(
+            "sessions need the SESSIONS Durable Object binding (see wrangler.toml)",
+        ));
+    };
+    let stub = namespace.id_from_name(id)?.get_stub()?;
+    let headers = Headers::new();
+    if let Some(ct) = req.content_type {
+        headers.set("content-type", ct)?;
+    }
+    headers.set(SESSION_HEADER, id)?;
+    if let Some(new_id) = new_id {
+        headers.set(NEW_SESSION_HEADER, new_id)?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::from(req.method.to_string()))
+        .with_headers(headers);
+    if req.method != "GET" && req.method != "DELETE" {
+        init.with_body(Some(js_sys::Uint8Array::from(req.body).into()));
+    }
+    let inner = Request::new_with_init(&format!("https://session{}", req.path), &init)?;
+    stub.fetch_with_request(inner).await
+}
+
+#[derive(Deserialize)]
+struct JsonRow {
+    json: String,
+}
+
+fn has_tables(sql: &SqlStorage) -> Result<bool> {
+    #[derive(Deserialize)]
+    struct Name {
+        #[allow(dead_code)]
+        name: String,
+    }
+    let rows: Vec<Name> = sql
+        .exec(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'session'",
+            None,
+        )?
+        .to_array()?;
+    Ok(!rows.is_empty())
+}
+
+fn load(sql: &SqlStorage) -> Result<Option<(SessionMeta, Vec<StoredMessage>)>> {
+    if !has_tables(sql)? {
+        return Ok(None);
+    }
+    let meta: Vec<JsonRow> = sql.exec("SELECT json FROM session", None)?.to_array()?;
+    let Some(meta) = meta.first() else {
+        return Ok(None);
+    };
+    let meta: SessionMeta =
+        serde_json::from_str(&meta.json).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let rows: Vec<JsonRow> = sql
+        .exec("SELECT json FROM message ORDER BY seq", None)?
+        .to_array()?;
+    let messages = rows
+        .iter()
+        .map(|r| serde_json::from_str(&r.json))
+        .collect::<std::result::Result<Vec<StoredMessage>, _>>()
+        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+    Ok(Some((meta, messages)))
+}
+
+/// The rows of a finished turn. Synchronous calls with no await between
+/// them: the object's storage commits them as one implicit transaction.
+fn append_turn(sql: &SqlStorage, turn: &TurnRequest, reply: &chat::Reply) -> Result<()> {
+    for row in sessions::turn_rows(turn, reply, now_seconds()) {
+        let json =
+            serde_json::to_string(&row).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        sql.exec(
+            "INSERT INTO message (json) VALUES (?)",
+            vec![SqlStorageValue::String(json)],
+        )?;
+    }
+    Ok(())
+}
+
+/// One chat session: its history in this object's SQLite storage, its turns
+/// one at a time.
+#[durable_object]
+pub struct ChatSession {
+    state: State,
+    /// Held from the start of a turn until its reply is stored, so a second
+    /// message waits and then sees the first turn in the history.
+    turn_lock: Arc<Mutex<()>>,
+}
+
+impl DurableObject for ChatSession {
+    fn new(state: State, _env: Env) -> Self {
+        ChatSession {
+            state,
+            turn_lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let method = req.method();
+        let path = req.path();
+        let content_type = req.headers().get("content-type")?;
+        let id = req.headers().get(SESSION_HEADER)?.unwrap_or_default();
+        let new_id = req.headers().get(NEW_SESSION_HEADER)?;
+        let body = match method {
+            Method::Get | Method::Delete => Vec::new(),
+            _ => req.bytes().await.unwrap_or_default(),
+        };
+        let request = HttpRequest {
+            method: method.as_ref(),
+            path: &path,
+            content_type: content_type.as_deref(),
+            body: &body,
+            body_complete: true,
+        };
+        let sql = self.state.storage().sql();
+        match (Route::parse(&path), new_id) {
+            (Some(Route::Sessions), Some(new_id)) => {
+                let meta = match sessions::parse_create(&request, &new_id, now_seconds()) {
+                    Ok(meta) => meta,
+                    Err(e) => return error_response(e),
+                };
+                sql.exec(
+                    "CREATE TABLE IF NOT EXISTS session (json TEXT NOT NULL)",
+                    None,
+                )?;
+                sql.exec("CREATE TABLE IF NOT EXISTS message (seq INTEGER PRIMARY KEY AUTOINCREMENT, json TEXT NOT NULL)", None)?;
+                let json = serde_json::to_string(&meta)
+                    .map_err(|e| worker::Error::RustError(e.to_string()))?;
+                sql.exec(
+                    "INSERT INTO session (json) VALUES (?)",
+                    vec![SqlStorageValue::String(json)],
+                )?;
+                json_response(sessions::view(201, &meta, &[]))
+            }
+            (Some(Route::Session(_)), _) if method == Method::Get => match load(&sql)? {
+                Some((meta, messages)) => json_response(sessions::view(200, &meta, &messages)),
+                None => error_response(sessions::not_found(&id)),
+            },
+            (Some(Route::Session(_)), _) if method == Method::Delete => {
+                // Waits for a turn in progress, so its reply is not stored
+                // into a session that was just erased.
+                let _guard = self.turn_lock.clone().lock_owned().await;
+                if load(&sql)?.is_none() {
+                    return error_response(sessions::not_found(&id));
+                }
+                sql.exec("DROP TABLE IF EXISTS message", None)?;
+                sql.exec("DROP TABLE IF EXISTS session", None)?;
+                self.state.storage().delete_all().await?;
+                json_response(sessions::deleted(&id))
+            }
+            (Some(Route::SessionMessages(_)), _) => match sessions::parse_message(&request) {
+                Ok(turn) => self.take_turn(&id, sql, turn).await,
+                Err(e) => error_response(e),
+            },
+            (Some(Route::ChatCompletions), _) => match chat::parse(&request, Some(&id)) {
+                Ok(call) => {
+                    self.take_turn(&id, sql, sessions::turn_from_chat(call))
+                        .await
+                }
+                Err(e) => error_response(e),
+            },
+            _ => error_response(ApiError::no_route(&path)),
+        }
+    }
+}
+
+impl ChatSession {
+    async fn take_turn(&self, id: &str, sql: SqlStorage, turn: TurnRequest) -> Result<Response> {
+        let guard = self.turn_lock.clone().lock_owned().await;
+        let Some((meta, history)) = load(&sql)? else {
+            return error_response(sessions::not_found(id));
+        };
+        let prepared = match sessions::prepare_turn(&meta, &history, &turn) {
+            Ok(p) => p,
+            Err(e) => return error_response(e),
+        };
+        let started = ChatTurn::start(
+            prepared.spec,
+            &prepared.conversation,
+            &prepared.generation,
+            turn.include_usage,
+            Some(id.to_string()),
+            request_meta(),
+        );
+        let mut reply = match started {
+            Ok(reply) => reply,
+            Err(e) => return error_response(e),
+        };
+        if turn.stream {
+            return stream_response(reply, Some((sql, turn, guard)));
+        }
+        let res = reply.complete();
+        if let Some(done) = reply.reply() {
+            append_turn(&sql, &turn, &done)?;
+        }
+        drop(guard);
+        json_response(res)
+    }
+}
