@@ -92,7 +92,7 @@ fn completion_whole(c: &Client) -> Result<(), Failed> {
         u["prompt_tokens"].as_u64().unwrap(),
         u["completion_tokens"].as_u64().unwrap(),
     );
-    ensure(p > 3 && comp >= 1 && comp <= 30, || format!("{u}"))?;
+    ensure(p > 3 && (1..=30).contains(&comp), || format!("{u}"))?;
     ensure(u["total_tokens"].as_u64() == Some(p + comp), || {
         format!("{u}")
     })?;

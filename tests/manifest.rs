@@ -84,6 +84,17 @@ fn embedded_weights_load_with_the_right_shapes() {
                     assert!((norm - 1.0).abs() < 1e-3, "{}: norm {norm}", spec.id);
                 }
             }
+            registry::Loaded::Chat(chat) => {
+                let shape = chat.lm().shape();
+                let mut cache = chat.lm().new_cache();
+                let logits = chat
+                    .lm()
+                    .forward(&mut cache, &[chat.template().bos])
+                    .unwrap();
+                assert_eq!(logits.len(), shape.vocab, "{}", spec.id);
+                assert!(logits.iter().all(|l| l.is_finite()), "{}", spec.id);
+                assert_eq!(cache.len(), 1);
+            }
         }
     }
 }

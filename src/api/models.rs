@@ -31,6 +31,12 @@ pub struct ModelObject {
     /// The model whose embeddings a head reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder: Option<String>,
+    /// Context window of a language model in tokens (prompt + reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_tokens: Option<usize>,
+    /// Largest `max_tokens` a chat request may ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<usize>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -73,6 +79,14 @@ impl ModelObject {
                 _ => None,
             },
             max_tokens: max_tokens(m),
+            context_tokens: match m.input {
+                InputSpec::Chat { shape, .. } => Some(shape.context),
+                _ => None,
+            },
+            max_completion_tokens: match m.input {
+                InputSpec::Chat { .. } => Some(super::limits::MAX_TOKENS),
+                _ => None,
+            },
             encoder: match m.input {
                 InputSpec::SentenceEmbedding { encoder, .. } => {
                     MODELS.get(encoder).map(|e| e.qualified_name())
