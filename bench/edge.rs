@@ -17,6 +17,14 @@
 //!   grows, so its size after every case is the peak), read from /healthz.
 //! - native: the same request bodies through `edgeinfer::api::handle` in this
 //!   process (release build), no HTTP.
+//! - chat: one reply of a fixed number of sampled tokens (a seed found to
+//!   run to `max_tokens`), minus the same request with `max_tokens: 1`,
+//!   divided by the extra tokens: the cost of one generated token (one
+//!   single-token pass with the KV cache, plus sampling and decoding), wasm
+//!   and native. Time to first token: a streamed request until its first
+//!   content event, warm, and cold (a fresh workerd, so model load included).
+//!   On an otherwise idle isolate wall time is CPU time, which is what the
+//!   Workers CPU limit counts.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -176,6 +184,13 @@ fn cases() -> Vec<Case> {
             json!({"model": MINILM, "input": vec![text_of_tokens(32); 16]}),
         ));
     }
+    cases.push(case(
+        "chat, prompt + 16 greedy tokens",
+        CHAT_MODEL,
+        "/v1/chat/completions",
+        json!({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Good morrow, friend."}],
+               "temperature": 0, "max_tokens": 16}),
+    ));
     if edgeinfer::registry::find("sentiment").is_ok() {
         cases.push(case(
             "sentiment classify, 1 text",
@@ -246,6 +261,62 @@ fn bundle() -> (u64, u64, String) {
     (nums[0], nums[1], wrangler)
 }
 
+const CHAT_MODEL: &str = "shakespeare-llama";
+const CHAT_TOKENS: usize = 128;
+
+fn chat_body(seed: u64, max_tokens: usize, stream: bool) -> Value {
+    json!({"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Speak on, good sir."}],
+           "temperature": 2.0, "top_k": 0, "seed": seed, "max_tokens": max_tokens, "stream": stream})
+}
+
+/// A seed whose reply runs to `CHAT_TOKENS` (found natively; the worker
+/// runs the same code on the same logits).
+fn long_reply_seed() -> u64 {
+    (0..200)
+        .find(|&seed| {
+            let body = chat_body(seed, CHAT_TOKENS, false).to_string().into_bytes();
+            let res = api::handle(&HttpRequest {
+                method: "POST",
+                path: "/v1/chat/completions",
+                content_type: Some("application/json"),
+                body: &body,
+                body_complete: true,
+            });
+            let v: Value = serde_json::from_slice(&res.body).unwrap();
+            v["usage"]["completion_tokens"] == CHAT_TOKENS
+        })
+        .expect("a seed that samples 128 tokens")
+}
+
+/// Milliseconds until the first content event of a streamed reply.
+fn time_to_first_token(c: &Client, body: &Value) -> f64 {
+    use std::io::{BufRead, BufReader};
+    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+    let t = Instant::now();
+    let res = agent
+        .post(format!("{}/v1/chat/completions", c.base()))
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .expect("send");
+    let mut first = None;
+    for line in BufReader::new(res.into_body().into_reader()).lines() {
+        let line = line.expect("read");
+        if first.is_none() && line.contains("\"content\":\"") && !line.contains("\"content\":\"\"") {
+            first = Some(ms(t.elapsed()));
+        }
+    }
+    first.expect("a content event")
+}
+
+/// ms per generated token: (t(n tokens) - t(1 token)) / (n - 1), medians.
+fn per_token(mut time: impl FnMut(&Value) -> f64, seed: u64, runs: usize) -> (f64, f64) {
+    let long = chat_body(seed, CHAT_TOKENS, false);
+    let one = chat_body(seed, 1, false);
+    let t_long = median((0..runs).map(|_| time(&long)).collect());
+    let t_one = median((0..runs).map(|_| time(&one)).collect());
+    ((t_long - t_one) / (CHAT_TOKENS - 1) as f64, t_one)
+}
+
 fn main() {
     let a = args();
     support::ensure_built();
@@ -308,10 +379,48 @@ fn main() {
             )
         })
         .collect();
+    // Chat: per-token cost and time to first token, warm.
+    let seed = long_reply_seed();
+    let chat_runs = (a.requests / 10).max(5);
+    for _ in 0..3 {
+        timed_post(&c, "/v1/chat/completions", &chat_body(seed, CHAT_TOKENS, false));
+    }
+    let (wasm_token_ms, wasm_prompt_ms) =
+        per_token(|b| timed_post(&c, "/v1/chat/completions", b), seed, chat_runs);
+    let ttft_warm = median(
+        (0..chat_runs)
+            .map(|_| time_to_first_token(&c, &chat_body(seed, 8, true)))
+            .collect(),
+    );
     let linear_memory = c.get("/healthz").json()["wasm_memory_bytes"]
         .as_u64()
         .unwrap_or(0);
     drop(w);
+    let ttft_cold = median(
+        (0..a.runs)
+            .map(|_| {
+                let w = Worker::start_modules(&modules);
+                time_to_first_token(&w.client(), &chat_body(seed, 8, true))
+            })
+            .collect(),
+    );
+    let (native_token_ms, native_prompt_ms) = per_token(
+        |b| {
+            let bytes = b.to_string().into_bytes();
+            let t = Instant::now();
+            let res = api::handle(&HttpRequest {
+                method: "POST",
+                path: "/v1/chat/completions",
+                content_type: Some("application/json"),
+                body: &bytes,
+                body_complete: true,
+            });
+            assert_eq!(res.status, 200);
+            ms(t.elapsed())
+        },
+        seed,
+        chat_runs,
+    );
 
     let natives: Vec<(f64, (f64, f64))> = cases
         .iter()
@@ -358,6 +467,27 @@ fn main() {
             format!("{:.1} ms", median(times.clone())),
         ));
     }
+    rows.push((
+        format!("chat {CHAT_MODEL}: ms per generated token, wasm / native (ratio)"),
+        format!(
+            "{wasm_token_ms:.2} / {native_token_ms:.2} ms ({:.2}x); {:.0} / {:.0} tokens/s",
+            wasm_token_ms / native_token_ms,
+            1e3 / wasm_token_ms,
+            1e3 / native_token_ms
+        ),
+    ));
+    rows.push((
+        "chat: prompt (12 tokens) + first token, warm wasm (incl. HTTP) / native".into(),
+        format!("{wasm_prompt_ms:.2} / {native_prompt_ms:.2} ms"),
+    ));
+    rows.push((
+        "chat: time to first token, streamed, warm / cold (fresh workerd, model load included)".into(),
+        format!("{ttft_warm:.1} / {ttft_cold:.1} ms"),
+    ));
+    rows.push((
+        "chat: CPU per reply of 128 tokens in wasm (Workers Free: 10 ms, Paid: 30 s default)".into(),
+        format!("{:.0} ms", wasm_prompt_ms + wasm_token_ms * (CHAT_TOKENS - 1) as f64),
+    ));
     let mut table = String::from("| case | warm wasm p50 / p99 | native p50 / p99 | native first (load) | wasm/native (p50 - floor) |\n|---|---|---|---|---|\n");
     for ((case, w), (first, n)) in cases.iter().zip(&warm).zip(&natives) {
         table.push_str(&format!(
@@ -390,6 +520,13 @@ fn main() {
             "memory_bytes": {"wasm_module": wasm_bytes, "linear_memory": linear_memory},
             "cold_first_request_ms": cold.iter().map(|(m, t)| (m.to_string(), json!(t))).collect::<serde_json::Map<_, _>>(),
             "warm_healthz_ms": {"p50": floor.0, "p99": floor.1},
+            "chat": {
+                "model": CHAT_MODEL,
+                "tokens": CHAT_TOKENS,
+                "ms_per_token": {"wasm": wasm_token_ms, "native": native_token_ms, "ratio": wasm_token_ms / native_token_ms},
+                "prompt_and_first_token_ms": {"wasm_http": wasm_prompt_ms, "native": native_prompt_ms},
+                "time_to_first_token_ms": {"warm": ttft_warm, "cold": ttft_cold},
+            },
             "cases": cases.iter().zip(&warm).zip(&natives).map(|((case, w), (first, n))| json!({
                 "name": case.name,
                 "path": case.path,
