@@ -301,7 +301,8 @@ fn time_to_first_token(c: &Client, body: &Value) -> f64 {
     let mut first = None;
     for line in BufReader::new(res.into_body().into_reader()).lines() {
         let line = line.expect("read");
-        if first.is_none() && line.contains("\"content\":\"") && !line.contains("\"content\":\"\"") {
+        if first.is_none() && line.contains("\"content\":\"") && !line.contains("\"content\":\"\"")
+        {
             first = Some(ms(t.elapsed()));
         }
     }
@@ -383,10 +384,17 @@ fn main() {
     let seed = long_reply_seed();
     let chat_runs = (a.requests / 10).max(5);
     for _ in 0..3 {
-        timed_post(&c, "/v1/chat/completions", &chat_body(seed, CHAT_TOKENS, false));
+        timed_post(
+            &c,
+            "/v1/chat/completions",
+            &chat_body(seed, CHAT_TOKENS, false),
+        );
     }
-    let (wasm_token_ms, wasm_prompt_ms) =
-        per_token(|b| timed_post(&c, "/v1/chat/completions", b), seed, chat_runs);
+    let (wasm_token_ms, wasm_prompt_ms) = per_token(
+        |b| timed_post(&c, "/v1/chat/completions", b),
+        seed,
+        chat_runs,
+    );
     let ttft_warm = median(
         (0..chat_runs)
             .map(|_| time_to_first_token(&c, &chat_body(seed, 8, true)))
@@ -481,12 +489,17 @@ fn main() {
         format!("{wasm_prompt_ms:.2} / {native_prompt_ms:.2} ms"),
     ));
     rows.push((
-        "chat: time to first token, streamed, warm / cold (fresh workerd, model load included)".into(),
+        "chat: time to first token, streamed, warm / cold (fresh workerd, model load included)"
+            .into(),
         format!("{ttft_warm:.1} / {ttft_cold:.1} ms"),
     ));
     rows.push((
-        "chat: CPU per reply of 128 tokens in wasm (Workers Free: 10 ms, Paid: 30 s default)".into(),
-        format!("{:.0} ms", wasm_prompt_ms + wasm_token_ms * (CHAT_TOKENS - 1) as f64),
+        "chat: CPU per reply of 128 tokens in wasm (Workers Free: 10 ms, Paid: 30 s default)"
+            .into(),
+        format!(
+            "{:.0} ms",
+            wasm_prompt_ms + wasm_token_ms * (CHAT_TOKENS - 1) as f64
+        ),
     ));
     let mut table = String::from("| case | warm wasm p50 / p99 | native p50 / p99 | native first (load) | wasm/native (p50 - floor) |\n|---|---|---|---|---|\n");
     for ((case, w), (first, n)) in cases.iter().zip(&warm).zip(&natives) {
