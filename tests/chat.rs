@@ -428,9 +428,14 @@ fn chat_errors(c: &Client) -> Result<(), Failed> {
             "temperature",
         ),
         (
-            json!({ "model": MODEL, "messages": user("hi"), "top_p": 0 }),
+            json!({ "model": MODEL, "messages": user("hi"), "top_p": -0.1 }),
             422,
-            "top_p 0",
+            "top_p negative",
+        ),
+        (
+            json!({ "model": MODEL, "messages": user("hi"), "repetition_penalty": 1e-50 }),
+            422,
+            "repetition_penalty tiny",
         ),
         (
             json!({ "model": MODEL, "messages": user("hi"), "stop": ["a", "b", "c", "d", "e"] }),
@@ -507,10 +512,10 @@ fn chat_errors(c: &Client) -> Result<(), Failed> {
     ensure(r.header("allow") == Some("POST"), || {
         format!("{:?}", r.headers)
     })?;
-    // The isolate still serves.
+    // The isolate still serves; top_p 0 is accepted (the most likely token).
     chat(
         c,
-        json!({ "model": MODEL, "messages": user("Still there?"), "max_tokens": 5 }),
+        json!({ "model": MODEL, "messages": user("Still there?"), "max_tokens": 5, "top_p": 0 }),
     );
     Ok(())
 }
@@ -756,6 +761,20 @@ fn session_errors(c: &Client) -> Result<(), Failed> {
         .expect_error(422);
     c.post_json("/v1/sessions", &json!({ "defaults": { "temperature": 9 } }))
         .expect_error(422);
+    let typo = c
+        .post_json(
+            "/v1/sessions",
+            &json!({ "defaults": { "temprature": 0.1 } }),
+        )
+        .expect_error(422);
+    ensure(typo["param"] == "defaults.temprature", || format!("{typo}"))?;
+    // Under the character limit but too many tokens for the context: refused
+    // at creation, not at every turn.
+    let long_system = "Now is the winter of our discontent made glorious summer. ".repeat(17);
+    let e = c
+        .post_json("/v1/sessions", &json!({ "system": long_system }))
+        .expect_error(413);
+    ensure(e["code"] == "context_length_exceeded", || format!("{e}"))?;
     c.post_json("/v1/sessions", &json!({ "system": "x".repeat(5000) }))
         .expect_error(413);
     c.send("POST", "/v1/sessions", Some("application/json"), b"[")
@@ -774,6 +793,11 @@ fn session_errors(c: &Client) -> Result<(), Failed> {
         .expect_error(422);
     c.send("POST", &path, Some("text/plain"), b"hi")
         .expect_error(415);
+    // Over the body limit: 413, not a truncated body that happens to parse.
+    let mut big = br#"{"content": "hi"}"#.to_vec();
+    big.extend(vec![b' '; 600 * 1024]);
+    c.send("POST", &path, Some("application/json"), &big)
+        .expect_error(413);
     c.send("GET", &path, None, b"").expect_error(405);
     let r = c.send("PATCH", &format!("/v1/sessions/{id}"), None, b"");
     r.expect_error(405);

@@ -105,18 +105,20 @@ impl GenerationFields {
             ));
         }
         let top_p = self.top_p.unwrap_or(1.0);
-        if !(top_p > 0.0 && top_p <= 1.0) {
+        // 0 keeps only the most likely token, as OpenAI reads it.
+        if !(0.0..=1.0).contains(&top_p) {
             return Err(bad(
                 "top_p",
-                format!("`top_p` is {top_p}; it must be greater than 0 and at most 1"),
+                format!("`top_p` is {top_p}; it must be between 0 and 1"),
             ));
         }
         let top_k = self.top_k.unwrap_or(DEFAULT_SAMPLING_TOP_K as u64);
         let repetition_penalty = self.repetition_penalty.unwrap_or(1.0);
-        if !(repetition_penalty > 0.0 && repetition_penalty <= 10.0) {
+        // A tiny penalty would push a seen logit to infinity (NaN weights).
+        if !(0.01..=10.0).contains(&repetition_penalty) {
             return Err(bad(
                 "repetition_penalty",
-                format!("`repetition_penalty` is {repetition_penalty}; it must be greater than 0 and at most 10 (1 = off)"),
+                format!("`repetition_penalty` is {repetition_penalty}; it must be between 0.01 and 10 (1 = off)"),
             ));
         }
         for (field, value) in [

@@ -16,15 +16,21 @@ fn is_json(content_type: &str) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-pub fn json_body<T: DeserializeOwned>(req: &HttpRequest<'_>) -> Result<T, ApiError> {
-    if !req.content_type.is_some_and(is_json) {
-        return Err(ApiError::unsupported_media_type(req.content_type));
-    }
+/// 413 when the glue stopped reading the body at the limit.
+pub fn body_within_limit(req: &HttpRequest<'_>) -> Result<(), ApiError> {
     if !req.body_complete || req.body.len() > MAX_BODY_BYTES {
         return Err(ApiError::too_large(format!(
             "the body is larger than the limit of {MAX_BODY_BYTES} bytes"
         )));
     }
+    Ok(())
+}
+
+pub fn json_body<T: DeserializeOwned>(req: &HttpRequest<'_>) -> Result<T, ApiError> {
+    if !req.content_type.is_some_and(is_json) {
+        return Err(ApiError::unsupported_media_type(req.content_type));
+    }
+    body_within_limit(req)?;
     let text = std::str::from_utf8(req.body).map_err(|e| {
         ApiError::malformed(format!(
             "the body is not valid UTF-8 (at byte {})",

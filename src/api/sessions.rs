@@ -77,10 +77,25 @@ struct CreateBody {
     #[serde(default)]
     system: Option<String>,
     #[serde(default)]
-    defaults: Option<GenerationFields>,
+    defaults: Option<Defaults>,
     #[serde(flatten)]
     unknown: BTreeMap<String, Value>,
 }
+
+/// A session's sampling defaults, with unknown fields refused by name.
+#[derive(Debug, Deserialize)]
+struct Defaults {
+    #[serde(flatten)]
+    fields: GenerationFields,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+/// Room a turn needs besides the system prompt: `<|bos|>`, the system
+/// message's role and end tokens, `<|assistant|>`, and a short user message
+/// with its own two; a system prompt that leaves less is refused at creation
+/// rather than at every turn.
+const MIN_TURN_TOKENS: usize = 16;
 
 /// The first text-generation model: the default of a session.
 fn default_model() -> Result<&'static ModelSpec, ApiError> {
@@ -123,8 +138,17 @@ pub fn parse_create(
         Some(name) => chat_spec(name)?,
         None => default_model()?,
     };
-    let defaults = body.defaults.unwrap_or_default();
-    defaults.options(0).map_err(|e| {
+    let defaults = match body.defaults {
+        Some(d) => {
+            no_unknown_fields(&d.unknown).map_err(|e| {
+                let param = e.param.clone().unwrap_or_default();
+                e.with_param(format!("defaults.{param}"))
+            })?;
+            d.fields
+        }
+        None => GenerationFields::default(),
+    };
+    let options = defaults.options(0).map_err(|e| {
         let param = e.param.clone().unwrap_or_default();
         e.with_param(format!("defaults.{param}"))
     })?;
@@ -135,6 +159,19 @@ pub fn parse_create(
                 "`system` has {chars} characters; the limit is {MAX_SYSTEM_CHARS}"
             ))
             .with_param("system"));
+        }
+        let (model, _) = registry::chat_model(spec)?;
+        let tokens = model.encode(system)?.len();
+        let budget = model.context().saturating_sub(options.max_tokens);
+        if tokens + MIN_TURN_TOKENS > budget {
+            return Err(ApiError::too_large(format!(
+                "`system` is {tokens} tokens; with max_tokens {} the model's {}-token context leaves room for at most {} (and a short message)",
+                options.max_tokens,
+                model.context(),
+                budget.saturating_sub(MIN_TURN_TOKENS)
+            ))
+            .with_param("system")
+            .with_code("context_length_exceeded"));
         }
     }
     Ok(SessionMeta {

@@ -126,6 +126,10 @@ pub async fn serve(
     if let Err(res) = route.check_method(req.method, req.path) {
         return json_response(res);
     }
+    // The object gets the body as read: a truncated one must not reach it.
+    if let Err(e) = crate::api::body_within_limit(req) {
+        return error_response(e);
+    }
     match route {
         Route::ChatCompletions => {
             let call = match chat::parse(req, session_header) {
@@ -241,17 +245,20 @@ fn load(sql: &SqlStorage) -> Result<Option<(SessionMeta, Vec<StoredMessage>)>> {
     Ok(Some((meta, messages)))
 }
 
-/// The rows of a finished turn. Synchronous calls with no await between
-/// them: the object's storage commits them as one implicit transaction.
+/// The rows of a finished turn, in one statement: SQLite applies it whole
+/// or not at all, so a turn is never half stored.
 fn append_turn(sql: &SqlStorage, turn: &TurnRequest, reply: &chat::Reply) -> Result<()> {
-    for row in sessions::turn_rows(turn, reply, now_seconds()) {
-        let json =
-            serde_json::to_string(&row).map_err(|e| worker::Error::RustError(e.to_string()))?;
-        sql.exec(
-            "INSERT INTO message (json) VALUES (?)",
-            vec![SqlStorageValue::String(json)],
-        )?;
-    }
+    let rows = sessions::turn_rows(turn, reply, now_seconds());
+    let values = rows
+        .iter()
+        .map(|row| serde_json::to_string(row).map(SqlStorageValue::String))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let placeholders = vec!["(?)"; values.len()].join(", ");
+    sql.exec(
+        &format!("INSERT INTO message (json) VALUES {placeholders}"),
+        values,
+    )?;
     Ok(())
 }
 
