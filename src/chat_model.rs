@@ -28,6 +28,12 @@ impl std::fmt::Debug for ChatModel {
 impl ChatModel {
     /// Loads an embedded chat model. Costly: once per isolate.
     pub fn load(spec: &'static ModelSpec) -> Result<Self, CoreError> {
+        Self::with_graph(spec, spec.artifact)
+    }
+
+    /// The embedded model's tokenizer and template with another graph of the
+    /// same shape (the unquantized reference, in the golden test).
+    pub fn with_graph(spec: &'static ModelSpec, onnx: &[u8]) -> Result<Self, CoreError> {
         let InputSpec::Chat {
             tokenizer,
             shape,
@@ -39,7 +45,7 @@ impl ChatModel {
                 reason: "not a chat model".into(),
             });
         };
-        Self::from_parts(spec.id, spec.artifact, tokenizer, shape, template)
+        Self::from_parts(spec.id, onnx, tokenizer, shape, template)
     }
 
     /// Builds a chat model from its files (the embedded ones, or a reference

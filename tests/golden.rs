@@ -349,7 +349,7 @@ mod tinylm {
     use edgeinfer::causal_lm::CausalLm;
     use edgeinfer::chat_model::ChatModel;
     use edgeinfer::chat_template::{Message, Role};
-    use edgeinfer::registry::{self, InputSpec};
+    use edgeinfer::registry;
     use edgeinfer::sampling::argmax;
     use serde::Deserialize;
 
@@ -396,21 +396,12 @@ mod tinylm {
 
     /// The same tokenizer and template with the unquantized graph.
     fn reference() -> ChatModel {
-        let spec = registry::find(ID).unwrap();
-        let InputSpec::Chat {
-            tokenizer,
-            shape,
-            template,
-        } = spec.input
-        else {
-            panic!("not a chat model")
-        };
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/models/tinylm/reference_fp32.onnx"
         );
         let onnx = std::fs::read(path).expect("read the fp32 reference graph");
-        ChatModel::from_parts(ID, &onnx, tokenizer, shape, template).expect("reference loads")
+        ChatModel::with_graph(registry::find(ID).unwrap(), &onnx).expect("reference loads")
     }
 
     /// Prompt ids as the worker builds them from the case's messages or text.
