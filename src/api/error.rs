@@ -121,6 +121,23 @@ impl ApiError {
         )
     }
 
+    /// 401: no API key, or not one of the configured keys (the caller adds
+    /// `WWW-Authenticate`).
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, "invalid_request_error", "invalid_api_key", message)
+    }
+
+    /// 429: the caller's rate limit is spent; retry after `retry_after` seconds
+    /// (the caller sends them in `Retry-After`).
+    pub fn rate_limited(retry_after: u64, per_minute: u32, burst: u32) -> Self {
+        Self::new(
+            429,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            format!("rate limit of {per_minute} requests per minute (bursts of {burst}) reached; retry after {retry_after} s"),
+        )
+    }
+
     /// 500: something on our side failed; `detail` is logged only.
     pub fn internal(detail: impl Into<String>) -> Self {
         let mut e = Self::new(

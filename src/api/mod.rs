@@ -3,6 +3,7 @@
 //! glue only moves bytes to and from here, so every route, limit and error is
 //! testable natively and behaves the same on any host.
 
+pub mod auth;
 pub mod cache;
 pub mod chat;
 mod classify;
@@ -11,6 +12,7 @@ mod error;
 pub mod limits;
 mod models;
 mod parse;
+pub mod rate_limit;
 pub mod sessions;
 mod similarity;
 

@@ -53,6 +53,22 @@ pub struct SessionMeta {
     pub model: String,
     pub system: Option<String>,
     pub defaults: GenerationFields,
+    /// The sha256 of the API key that created it ([`super::auth::Caller::owner`]); only
+    /// that key may read, continue or delete it. `None` when keys were off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl SessionMeta {
+    /// The same 404 as for a session that does not exist when `caller` is not
+    /// its owner: another key learns nothing, not even that the id is taken.
+    pub fn check_owner(&self, caller: Option<&str>) -> Result<(), ApiError> {
+        if self.owner.as_deref() == caller {
+            Ok(())
+        } else {
+            Err(not_found(&self.id))
+        }
+    }
 }
 
 /// One stored message.
@@ -122,6 +138,7 @@ pub fn parse_create(
     req: &HttpRequest<'_>,
     id: &str,
     created: u64,
+    owner: Option<&str>,
 ) -> Result<SessionMeta, ApiError> {
     let body: CreateBody = if req.body.iter().all(u8::is_ascii_whitespace) && req.body_complete {
         CreateBody {
@@ -180,6 +197,7 @@ pub fn parse_create(
         model: spec.qualified_name(),
         system: body.system.filter(|s| !s.is_empty()),
         defaults,
+        owner: owner.map(str::to_string),
     })
 }
 

@@ -25,6 +25,10 @@ const SESSIONS_BINDING: &str = "SESSIONS";
 pub const SESSION_HEADER: &str = "x-session-id";
 /// Worker -> object: the id of a session being created.
 const NEW_SESSION_HEADER: &str = "x-edgeinfer-new-session";
+/// Worker -> object: the caller's key digest, when API keys are on. Only the
+/// worker reaches the objects, and it builds their requests from scratch, so
+/// a client cannot set this header itself.
+const OWNER_HEADER: &str = "x-edgeinfer-owner";
 
 fn now_seconds() -> u64 {
     (js_sys::Date::now() / 1000.0) as u64
@@ -121,6 +125,7 @@ pub async fn serve(
     route: Route<'_>,
     req: &HttpRequest<'_>,
     session_header: Option<&str>,
+    owner: Option<&str>,
     env: &Env,
 ) -> Result<Response> {
     if let Err(res) = route.check_method(req.method, req.path) {
@@ -140,7 +145,7 @@ pub async fn serve(
                 if let Err(e) = sessions::check_id(&id) {
                     return error_response(e);
                 }
-                return forward(env, &id, req, None).await;
+                return forward(env, &id, req, None, owner).await;
             }
             let mut turn = match ChatTurn::start(
                 call.spec,
@@ -161,13 +166,13 @@ pub async fn serve(
         }
         Route::Sessions => {
             let id = hex(&random_bytes::<16>());
-            forward(env, &id, req, Some(&id)).await
+            forward(env, &id, req, Some(&id), owner).await
         }
         Route::Session(id) | Route::SessionMessages(id) => {
             if let Err(e) = sessions::check_id(id) {
                 return error_response(e);
             }
-            forward(env, id, req, None).await
+            forward(env, id, req, None, owner).await
         }
         _ => error_response(ApiError::internal("not a chat route")),
     }
@@ -179,6 +184,7 @@ async fn forward(
     id: &str,
     req: &HttpRequest<'_>,
     new_id: Option<&str>,
+    owner: Option<&str>,
 ) -> Result<Response> {
     let Ok(namespace) = env.durable_object(SESSIONS_BINDING) else {
         return error_response(ApiError::unavailable(
@@ -193,6 +199,9 @@ async fn forward(
     headers.set(SESSION_HEADER, id)?;
     if let Some(new_id) = new_id {
         headers.set(NEW_SESSION_HEADER, new_id)?;
+    }
+    if let Some(owner) = owner {
+        headers.set(OWNER_HEADER, owner)?;
     }
     let mut init = RequestInit::new();
     init.with_method(Method::from(req.method.to_string()))
@@ -286,6 +295,8 @@ impl DurableObject for ChatSession {
         let content_type = req.headers().get("content-type")?;
         let id = req.headers().get(SESSION_HEADER)?.unwrap_or_default();
         let new_id = req.headers().get(NEW_SESSION_HEADER)?;
+        let owner = req.headers().get(OWNER_HEADER)?;
+        let owner = owner.as_deref();
         let body = match method {
             Method::Get | Method::Delete => Vec::new(),
             _ => req.bytes().await.unwrap_or_default(),
@@ -300,7 +311,7 @@ impl DurableObject for ChatSession {
         let sql = self.state.storage().sql();
         match (Route::parse(&path), new_id) {
             (Some(Route::Sessions), Some(new_id)) => {
-                let meta = match sessions::parse_create(&request, &new_id, now_seconds()) {
+                let meta = match sessions::parse_create(&request, &new_id, now_seconds(), owner) {
                     Ok(meta) => meta,
                     Err(e) => return error_response(e),
                 };
@@ -318,15 +329,23 @@ impl DurableObject for ChatSession {
                 json_response(sessions::view(201, &meta, &[]))
             }
             (Some(Route::Session(_)), _) if method == Method::Get => match load(&sql)? {
-                Some((meta, messages)) => json_response(sessions::view(200, &meta, &messages)),
+                Some((meta, messages)) => match meta.check_owner(owner) {
+                    Ok(()) => json_response(sessions::view(200, &meta, &messages)),
+                    Err(e) => error_response(e),
+                },
                 None => error_response(sessions::not_found(&id)),
             },
             (Some(Route::Session(_)), _) if method == Method::Delete => {
                 // Waits for a turn in progress, so its reply is not stored
                 // into a session that was just erased.
                 let _guard = self.turn_lock.clone().lock_owned().await;
-                if load(&sql)?.is_none() {
-                    return error_response(sessions::not_found(&id));
+                match load(&sql)? {
+                    None => return error_response(sessions::not_found(&id)),
+                    Some((meta, _)) => {
+                        if let Err(e) = meta.check_owner(owner) {
+                            return error_response(e);
+                        }
+                    }
                 }
                 sql.exec("DROP TABLE IF EXISTS message", None)?;
                 sql.exec("DROP TABLE IF EXISTS session", None)?;
@@ -334,12 +353,12 @@ impl DurableObject for ChatSession {
                 json_response(sessions::deleted(&id))
             }
             (Some(Route::SessionMessages(_)), _) => match sessions::parse_message(&request) {
-                Ok(turn) => self.take_turn(&id, sql, turn).await,
+                Ok(turn) => self.take_turn(&id, owner, sql, turn).await,
                 Err(e) => error_response(e),
             },
             (Some(Route::ChatCompletions), _) => match chat::parse(&request, Some(&id)) {
                 Ok(call) => {
-                    self.take_turn(&id, sql, sessions::turn_from_chat(call))
+                    self.take_turn(&id, owner, sql, sessions::turn_from_chat(call))
                         .await
                 }
                 Err(e) => error_response(e),
@@ -350,11 +369,20 @@ impl DurableObject for ChatSession {
 }
 
 impl ChatSession {
-    async fn take_turn(&self, id: &str, sql: SqlStorage, turn: TurnRequest) -> Result<Response> {
+    async fn take_turn(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        sql: SqlStorage,
+        turn: TurnRequest,
+    ) -> Result<Response> {
         let guard = self.turn_lock.clone().lock_owned().await;
         let Some((meta, history)) = load(&sql)? else {
             return error_response(sessions::not_found(id));
         };
+        if let Err(e) = meta.check_owner(owner) {
+            return error_response(e);
+        }
         let prepared = match sessions::prepare_turn(&meta, &history, &turn) {
             Ok(p) => p,
             Err(e) => return error_response(e),

@@ -12,9 +12,11 @@ use worker::{
     Response, Result,
 };
 
-use crate::api::{self, cache, limits::MAX_BODY_BYTES, HttpRequest, Route};
+use crate::api::auth::{self, ApiKeys, Caller};
+use crate::api::{self, cache, limits::MAX_BODY_BYTES, ApiError, HttpRequest, HttpResponse, Route};
 
 mod chat;
+mod rate_limit;
 
 /// The KV binding that caches inference answers (optional).
 const CACHE_BINDING: &str = "CACHE";
@@ -91,10 +93,59 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     }
 }
 
+/// Who is calling, and whether they may: the 401 or 429 to answer otherwise.
+/// Both come before the body is read, so a refused caller costs nothing more.
+async fn admit(
+    req: &Request,
+    path: &str,
+    env: &Env,
+) -> Result<std::result::Result<Caller, HttpResponse>> {
+    let secret = env.secret("API_KEYS").ok().map(|s| s.to_string());
+    let keys = ApiKeys::parse(secret.as_deref());
+    let authorization = req.headers().get("authorization")?;
+    let caller = match keys.authorize(path, authorization.as_deref()) {
+        Ok(caller) => caller,
+        Err(e) => return Ok(Err(auth::refusal(e))),
+    };
+    if !path.starts_with("/v1") {
+        return Ok(Ok(caller));
+    }
+    let limit = match rate_limit::configured(env) {
+        Ok(Some(limit)) => limit,
+        Ok(None) => return Ok(Ok(caller)),
+        Err(e) => return Ok(Err(HttpResponse::error(ApiError::internal(e)))),
+    };
+    let bucket = rate_limit::bucket_for(&caller, req);
+    Ok(rate_limit::take(env, &limit, &bucket)
+        .await?
+        .map(|()| caller))
+}
+
 async fn serve(mut req: Request, env: &Env, ctx: &Context) -> Result<Response> {
     let started = js_sys::Date::now();
     let method = req.method();
     let path = req.path();
+    #[cfg(feature = "test-panic")]
+    if path == "/__test/panic" {
+        panic!("test-panic: a panic on the request path, on purpose");
+    }
+    let caller = match admit(&req, &path, env).await? {
+        Ok(caller) => caller,
+        Err(res) => {
+            log(
+                &method,
+                &path,
+                res.status,
+                started,
+                None,
+                false,
+                "off",
+                res.internal_error.as_deref(),
+                None,
+            );
+            return respond(res.status, res.body, None, &res.headers, None);
+        }
+    };
     let content_type = req.headers().get("content-type")?;
     let (body, body_complete) = match method {
         Method::Get | Method::Head | Method::Options => (Vec::new(), true),
@@ -116,7 +167,7 @@ async fn serve(mut req: Request, env: &Env, ctx: &Context) -> Result<Response> {
     ) = Route::parse(&path)
     {
         let session = req.headers().get(chat::SESSION_HEADER)?;
-        let res = chat::serve(route, &request, session.as_deref(), env).await?;
+        let res = chat::serve(route, &request, session.as_deref(), caller.owner(), env).await?;
         let model = res.headers().get("x-edgeinfer-model")?;
         log(
             &method,

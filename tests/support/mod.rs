@@ -96,13 +96,23 @@ pub struct Module {
     pub bytes: Vec<u8>,
 }
 
-/// The built worker's modules (build/index.js and its wasm).
+/// The built worker's modules: the entry module first (workerd's main
+/// module), then the Rust worker's JS glue and its wasm.
 pub fn built_modules() -> Vec<Module> {
+    modules_in(&root().join("build"))
+}
+
+/// The modules of a worker built into `dir` by scripts/build-worker.
+pub fn modules_in(dir: &Path) -> Vec<Module> {
     let read = |f: &str| {
-        std::fs::read(root().join("build").join(f))
-            .unwrap_or_else(|e| panic!("read build/{f}: {e}"))
+        std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("read {}/{f}: {e}", dir.display()))
     };
     vec![
+        Module {
+            name: "entry.mjs",
+            kind: "esModule",
+            bytes: read("entry.mjs"),
+        },
         Module {
             name: "index.js",
             kind: "esModule",
@@ -114,6 +124,20 @@ pub fn built_modules() -> Vec<Module> {
             bytes: read("index_bg.wasm"),
         },
     ]
+}
+
+/// Builds the `test-panic` worker (target/test-panic-worker) when stale and
+/// returns its modules.
+pub fn test_panic_modules() -> Vec<Module> {
+    let status = Command::new(root().join("scripts/build-worker"))
+        .args(["--if-stale", "--test-panic"])
+        .current_dir(root())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("run scripts/build-worker --test-panic");
+    assert!(status.success(), "scripts/build-worker --test-panic failed");
+    modules_in(&root().join("target/test-panic-worker"))
 }
 
 /// What the worker is bound to besides its modules.
@@ -161,9 +185,20 @@ fn workerd_config(dir: &Path, port: u16, modules: &[Module], bindings: &Bindings
             ", (name = \"sessions-disk\", disk = (path = {:?}, writable = true))",
             sessions_dir.display().to_string()
         ));
-        objects.push_str(
-            "  durableObjectNamespaces = [\n    (className = \"ChatSession\", uniqueKey = \"edgeinfer-chat-sessions\", enableSql = true),\n  ],\n  durableObjectStorage = (localDisk = \"sessions-disk\"),\n",
-        );
+        let has_limiter = modules
+            .iter()
+            .any(|m| m.kind == "esModule" && m.bytes.windows(11).any(|w| w == b"RateLimiter"));
+        let limiter = if has_limiter {
+            binds.push_str(
+                "    (name = \"RATE_LIMITER\", durableObjectNamespace = \"RateLimiter\"),\n",
+            );
+            "    (className = \"RateLimiter\", uniqueKey = \"edgeinfer-rate-limiter\", enableSql = true),\n"
+        } else {
+            ""
+        };
+        objects.push_str(&format!(
+            "  durableObjectNamespaces = [\n    (className = \"ChatSession\", uniqueKey = \"edgeinfer-chat-sessions\", enableSql = true),\n{limiter}  ],\n  durableObjectStorage = (localDisk = \"sessions-disk\"),\n",
+        ));
     }
     let mut extra = String::new();
     if let Some(js) = &bindings.kv_service {
@@ -263,9 +298,9 @@ impl Worker {
             .output()
             .expect("run scripts/nobuild-config");
         assert!(config.status.success(), "scripts/nobuild-config failed");
-        let main = root().join("build/worker/shim.mjs");
+        let main = root().join("build/entry.mjs");
         let text = String::from_utf8_lossy(&config.stdout).replace(
-            "main = \"build/worker/shim.mjs\"",
+            "main = \"build/entry.mjs\"",
             &format!("main = {:?}", main.display().to_string()),
         );
         let toml = state.0.join("wrangler.toml");
@@ -332,6 +367,17 @@ impl Worker {
             );
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Kills the server at once (SIGKILL to its process group), as a crash or
+    /// an evicted machine would: nothing gets to finish or flush.
+    pub fn crash(mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
     }
 
     pub fn log_text(&self) -> String {

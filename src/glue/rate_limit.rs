@@ -1,0 +1,94 @@
+//! The `RateLimiter` Durable Object: one per caller (see
+//! [`api::rate_limit::bucket_name`]), holding that caller's token bucket.
+//! A Durable Object handles its requests one at a time, so two isolates
+//! taking a token at once cannot both spend the last one.
+//!
+//! The bucket lives in the object's memory: when an idle object is evicted
+//! its caller starts again with a full bucket, which is where an idle
+//! caller's bucket would have refilled to anyway.
+
+use std::cell::Cell;
+
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+
+use crate::api::rate_limit::{self, RateLimit, TokenBucket};
+use crate::api::HttpResponse;
+
+const LIMITER_BINDING: &str = "RATE_LIMITER";
+/// Object -> worker: seconds until the next token, on a refusal.
+const RETRY_HEADER: &str = "retry-after";
+
+/// The limit from `[vars]`; `Ok(None)` when limiting is off.
+pub fn configured(env: &Env) -> std::result::Result<Option<RateLimit>, String> {
+    let var = |name: &str| env.var(name).ok().map(|v| v.to_string());
+    RateLimit::from_vars(
+        var("RATE_LIMIT_PER_MINUTE").as_deref(),
+        var("RATE_LIMIT_BURST").as_deref(),
+    )
+}
+
+/// Takes a token from `bucket`'s object: `Ok(())`, or the 429 to answer.
+/// Without the binding (an old wrangler.toml) requests are not limited.
+pub async fn take(
+    env: &Env,
+    limit: &RateLimit,
+    bucket: &str,
+) -> Result<std::result::Result<(), HttpResponse>> {
+    let Ok(namespace) = env.durable_object(LIMITER_BINDING) else {
+        return Ok(Ok(()));
+    };
+    let stub = namespace.id_from_name(bucket)?.get_stub()?;
+    let res = stub.fetch_with_str("https://rate-limiter/take").await?;
+    if res.status_code() == 204 {
+        return Ok(Ok(()));
+    }
+    let retry_after = res
+        .headers()
+        .get(RETRY_HEADER)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    Ok(Err(limit.refusal(retry_after)))
+}
+
+#[durable_object]
+pub struct RateLimiter {
+    limit: Option<RateLimit>,
+    bucket: Cell<Option<TokenBucket>>,
+}
+
+impl DurableObject for RateLimiter {
+    fn new(_state: State, env: Env) -> Self {
+        RateLimiter {
+            // A malformed variable was already refused by the worker.
+            limit: configured(&env).ok().flatten(),
+            bucket: Cell::new(None),
+        }
+    }
+
+    async fn fetch(&self, _req: Request) -> Result<Response> {
+        let Some(limit) = self.limit else {
+            return Ok(Response::empty()?.with_status(204));
+        };
+        let now = js_sys::Date::now();
+        let mut bucket = self
+            .bucket
+            .get()
+            .unwrap_or_else(|| TokenBucket::full(&limit, now));
+        let taken = bucket.take(&limit, now);
+        self.bucket.set(Some(bucket));
+        match taken {
+            Ok(()) => Ok(Response::empty()?.with_status(204)),
+            Err(seconds) => {
+                let res = Response::empty()?.with_status(429);
+                res.headers().set(RETRY_HEADER, &seconds.to_string())?;
+                Ok(res)
+            }
+        }
+    }
+}
+
+/// The bucket a request draws from.
+pub fn bucket_for(caller: &crate::api::auth::Caller, req: &Request) -> String {
+    let ip = req.headers().get("cf-connecting-ip").ok().flatten();
+    rate_limit::bucket_name(caller, ip.as_deref())
+}
