@@ -826,9 +826,12 @@ fn crash_mid_stream_keeps_history() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A check that starts its own worker (each needs different bindings).
+type Check = fn() -> Result<(), Failed>;
+
 fn main() {
     let args = Arguments::from_args();
-    let checks: Vec<(&str, fn() -> Result<(), Failed>)> = vec![
+    let checks: Vec<(&str, Check)> = vec![
         ("api_keys", api_keys),
         ("sessions_belong_to_their_key", sessions_belong_to_their_key),
         ("rate_limit_per_key", rate_limit_per_key),

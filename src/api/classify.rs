@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::limits::DEFAULT_TOP_K;
 use super::parse::{input_texts, json_body};
-use super::{HttpRequest, HttpResponse};
+use super::{HttpRequest, HttpResponse, Mode};
 use crate::error::CoreError;
 use crate::registry;
 
@@ -60,7 +60,7 @@ pub struct ClassifyResponse {
     pub usage: Usage,
 }
 
-pub(super) fn serve(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
+pub(super) fn serve(req: &HttpRequest<'_>, mode: Mode) -> Result<HttpResponse, ApiError> {
     let body: ClassifyRequest = json_body(req)?;
     let spec = registry::find(&body.model)?;
     if !spec.task.classifies() {
@@ -86,8 +86,14 @@ pub(super) fn serve(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
     let texts = input_texts(&body.input)?;
     let (classifier, loaded_now) = registry::classifier(spec)?;
     let classified = match classifier.encoder() {
-        Some(encoder) => classifier
-            .classify_tokenized(super::embeddings::tokenize_within_limit(encoder, &texts)?)?,
+        Some(encoder) => {
+            let tokenized = super::embeddings::tokenize_within_limit(encoder, &texts)?;
+            if mode == Mode::Validate {
+                return Ok(HttpResponse::validated());
+            }
+            classifier.classify_tokenized(tokenized)?
+        }
+        None if mode == Mode::Validate => return Ok(HttpResponse::validated()),
         None => classifier.classify(&texts)?,
     };
     let tokens = (!classified.tokenized.is_empty()).then(|| {

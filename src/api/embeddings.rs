@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::limits::MAX_TOTAL_TOKENS;
 use super::parse::{input_texts, json_body};
-use super::{HttpRequest, HttpResponse};
+use super::{HttpRequest, HttpResponse, Mode};
 use crate::encoder::{SentenceEncoder, Tokenized};
 use crate::registry::{self, ModelSpec};
 
@@ -109,7 +109,7 @@ fn base64_f32(values: &[f32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-pub(super) fn serve(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
+pub(super) fn serve(req: &HttpRequest<'_>, mode: Mode) -> Result<HttpResponse, ApiError> {
     let body: EmbeddingsRequest = json_body(req)?;
     let base64 = match body.encoding_format.as_deref() {
         None | Some("float") => false,
@@ -136,6 +136,9 @@ pub(super) fn serve(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
     }
     let texts = input_texts(&body.input)?;
     let tokenized = tokenize_within_limit(encoder, &texts)?;
+    if mode == Mode::Validate {
+        return Ok(HttpResponse::validated());
+    }
     let embeddings = encoder.embed(&tokenized)?;
     let data = embeddings
         .into_iter()

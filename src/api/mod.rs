@@ -67,6 +67,11 @@ impl HttpResponse {
         }
     }
 
+    /// What a route in [`Mode::Validate`] returns: the request passed.
+    pub(crate) fn validated() -> Self {
+        Self::json(200, &())
+    }
+
     pub fn error(e: ApiError) -> Self {
         HttpResponse {
             status: e.status,
@@ -166,9 +171,9 @@ pub fn handle(req: &HttpRequest<'_>) -> HttpResponse {
         Route::Model(id) => ModelObject::find(id)
             .map(|m| HttpResponse::json(200, &m))
             .map_err(ApiError::from),
-        Route::Classify => classify::serve(req),
-        Route::Embeddings => embeddings::serve(req),
-        Route::Similarity => similarity::serve(req),
+        Route::Classify => classify::serve(req, Mode::Serve),
+        Route::Embeddings => embeddings::serve(req, Mode::Serve),
+        Route::Similarity => similarity::serve(req, Mode::Serve),
         // The worker streams these itself (see `glue`); natively they run to
         // the end in one answer, with a fixed id and seed.
         Route::ChatCompletions => serve_chat_here(req),
@@ -179,6 +184,71 @@ pub fn handle(req: &HttpRequest<'_>) -> HttpResponse {
         }
     };
     result.unwrap_or_else(HttpResponse::error)
+}
+
+/// How far a route goes with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// All the way: run the model and answer.
+    Serve,
+    /// Every check and the tokenization, then stop before the model runs.
+    Validate,
+}
+
+/// Puts `req` through every check its route makes before a model runs
+/// (routing, method, content type, JSON, fields, limits, model lookup,
+/// tokenization, the chat template), and returns the error it would get.
+/// This is the surface a client controls, so it is what the fuzzers drive
+/// (fuzz/fuzz_targets/requests.rs), millions of times, without paying for
+/// inference on every input.
+pub fn validate(req: &HttpRequest<'_>) -> Result<(), ApiError> {
+    let route = Route::parse(req.path).ok_or_else(|| ApiError::no_route(req.path))?;
+    if route.check_method(req.method, req.path).is_err() {
+        return Err(ApiError::method_not_allowed(
+            req.method,
+            req.path,
+            route.allow(),
+        ));
+    }
+    match route {
+        Route::Health | Route::Models | Route::Model(_) => {
+            let res = handle(req);
+            match res.status {
+                200 => Ok(()),
+                _ => Err(ApiError::not_found("model_not_found", "no such model")),
+            }
+        }
+        Route::Classify => classify::serve(req, Mode::Validate).map(drop),
+        Route::Embeddings => embeddings::serve(req, Mode::Validate).map(drop),
+        Route::Similarity => similarity::serve(req, Mode::Validate).map(drop),
+        Route::ChatCompletions => {
+            let call = chat::parse(req, None)?;
+            let meta = chat::RequestMeta {
+                id: String::new(),
+                created: 0,
+                seed: 0,
+            };
+            chat::ChatTurn::start(
+                call.spec,
+                &call.messages,
+                &call.generation,
+                call.include_usage,
+                None,
+                meta,
+            )
+            .map(drop)
+        }
+        Route::Sessions => {
+            body_within_limit(req)?;
+            sessions::parse_create(req, "00000000000000000000000000000000", 0, None).map(drop)
+        }
+        Route::Session(id) => sessions::check_id(id),
+        Route::SessionMessages(id) => {
+            sessions::check_id(id)?;
+            body_within_limit(req)?;
+            sessions::parse_message(req).map(drop)
+        }
+    }
 }
 
 /// A chat completion without a session, answered whole (`stream: true`

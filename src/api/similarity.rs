@@ -8,7 +8,7 @@ use super::embeddings::{encoder_for, tokenize_within_limit, TokenUsage};
 use super::error::ApiError;
 use super::limits::MAX_INPUTS;
 use super::parse::{input_texts, json_body};
-use super::{HttpRequest, HttpResponse};
+use super::{HttpRequest, HttpResponse, Mode};
 use crate::encoder::cosine;
 
 #[derive(Debug, Deserialize)]
@@ -42,7 +42,7 @@ pub struct SimilarityResponse {
     pub usage: TokenUsage,
 }
 
-pub(super) fn serve(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
+pub(super) fn serve(req: &HttpRequest<'_>, mode: Mode) -> Result<HttpResponse, ApiError> {
     let body: SimilarityRequest = json_body(req)?;
     let (spec, encoder, loaded_now) = encoder_for(&body.model)?;
     let query = match &body.query {
@@ -86,6 +86,9 @@ pub(super) fn serve(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
     };
     let texts: Vec<&str> = query.into_iter().chain(documents).collect();
     let tokenized = tokenize_within_limit(encoder, &texts)?;
+    if mode == Mode::Validate {
+        return Ok(HttpResponse::validated());
+    }
     let embeddings = encoder.embed(&tokenized)?;
     let (query, documents) = embeddings
         .split_first()

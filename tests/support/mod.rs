@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::fs::File;
 use std::io::Read;
 use std::net::TcpListener;
@@ -521,6 +523,18 @@ impl Client {
 
     /// Any method, any content type (or none), any body bytes.
     pub fn send(&self, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
+        self.try_send(method, path, content_type, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// As [`Client::send`], with a failed connection as an error.
+    pub fn try_send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<Reply, ureq::Error> {
         let mut req = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
@@ -528,10 +542,7 @@ impl Client {
             req = req.header("content-type", ct);
         }
         let req = req.body(body.to_vec()).expect("build request");
-        self.agent
-            .run(req)
-            .map(Self::read)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        self.agent.run(req).map(Self::read)
     }
 
     /// Sends `head` (request line and headers, without the blank line) and

@@ -1,0 +1,74 @@
+//! Any request a client can send: a method, a path, a content type and a body,
+//! put through every check before a model runs (`api::validate`). Oracles:
+//! no panic, and a refused request gets the same status and a JSON error
+//! from the full handler (`api::handle`), so validation and serving agree.
+
+use edgeinfer::api::{self, HttpRequest, Route};
+
+const METHODS: [&str; 5] = ["POST", "GET", "DELETE", "PUT", "PATCH"];
+const PATHS: [&str; 10] = [
+    "/v1/classify",
+    "/v1/embeddings",
+    "/v1/similarity",
+    "/v1/chat/completions",
+    "/v1/sessions",
+    "/v1/sessions/0123456789abcdef0123456789abcdef/messages",
+    "/v1/models",
+    "/v1/models/lande",
+    "/healthz",
+    "/v1/sessions/0123456789abcdef0123456789abcdef",
+];
+const CONTENT_TYPES: [Option<&str>; 4] = [
+    Some("application/json"),
+    Some("application/json; charset=utf-8"),
+    None,
+    Some("text/plain"),
+];
+
+/// One input; panics on a finding.
+pub fn check(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    // Paths: one of the routes, or (selector's top bit) bytes of the input.
+    let (path, body) = if selector & 0x80 != 0 {
+        let cut = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        (
+            String::from_utf8_lossy(&rest[..cut]).into_owned(),
+            rest.get(cut + 1..).unwrap_or_default(),
+        )
+    } else {
+        (PATHS[usize::from(selector) % PATHS.len()].to_string(), rest)
+    };
+    let req = HttpRequest {
+        method: METHODS[usize::from(selector >> 4) % METHODS.len()],
+        path: &path,
+        content_type: CONTENT_TYPES[usize::from(selector >> 2) % CONTENT_TYPES.len()],
+        body,
+        body_complete: selector & 0x40 == 0,
+    };
+    let Err(e) = api::validate(&req) else {
+        return;
+    };
+    assert!(
+        (400..500).contains(&e.status),
+        "{} for a client's request: {}",
+        e.status,
+        e.message
+    );
+    // Sessions live in a Durable Object, which the native handler has not.
+    let sessions = matches!(
+        Route::parse(&path),
+        Some(Route::Sessions | Route::Session(_) | Route::SessionMessages(_))
+    );
+    if !sessions {
+        let res = api::handle(&req);
+        assert_eq!(
+            res.status, e.status,
+            "validate and handle disagree: {}",
+            e.message
+        );
+        let body: serde_json::Value = serde_json::from_slice(&res.body).expect("a JSON error body");
+        assert!(body["error"]["message"].is_string());
+    }
+}

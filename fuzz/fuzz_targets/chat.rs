@@ -1,0 +1,8 @@
+//! cargo-fuzz entry point; the checks are in fuzz/checks/chat.rs, which
+//! tests/fuzz_corpus.rs also runs on the committed corpus.
+#![no_main]
+
+#[path = "../checks/chat.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::check(data));
