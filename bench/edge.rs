@@ -2,7 +2,7 @@
 //! latency in workerd, and the same requests handled natively, all measured
 //! side by side in one run so that ratios hold on a noisy shared machine.
 //!
-//! Run with `scripts/bench [--runs N] [--requests N] [--json PATH]`.
+//! Run with `scripts/bench [--runs N] [--requests N] [--load-seconds N] [--json PATH]`.
 //!
 //! What each figure means:
 //! - startup: spawning a fresh workerd until /healthz answers 200, which
@@ -25,6 +25,9 @@
 //!   content event, warm, and cold (a fresh workerd, so model load included).
 //!   On an otherwise idle isolate wall time is CPU time, which is what the
 //!   Workers CPU limit counts.
+//! - load: 1, 8 and 50 concurrent clients sending the mixed requests of
+//!   tests/load.rs for `--load-seconds` each (fresh workerd per level):
+//!   requests/s, p50/p90/p99 per kind, errors, lost session messages.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -39,6 +42,8 @@ use support::{Client, Module, Worker};
 struct Args {
     runs: usize,
     requests: usize,
+    /// Seconds of mixed load per concurrency level (1, 8, 50 clients).
+    load_seconds: u64,
     json: Option<String>,
 }
 
@@ -46,6 +51,7 @@ fn args() -> Args {
     let mut a = Args {
         runs: 7,
         requests: 300,
+        load_seconds: 10,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -57,6 +63,12 @@ fn args() -> Args {
                     .next()
                     .and_then(|v| v.parse().ok())
                     .expect("--requests N")
+            }
+            "--load-seconds" => {
+                a.load_seconds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--load-seconds N")
             }
             "--json" => a.json = Some(it.next().expect("--json PATH")),
             _ => {} // cargo bench passes --bench
@@ -430,6 +442,16 @@ fn main() {
         chat_runs,
     );
 
+    // Throughput and latency under concurrent clients: the mixed load of
+    // tests/load.rs, on a fresh workerd per level.
+    let load: Vec<support::load::Report> = [1, 8, 50]
+        .iter()
+        .map(|&clients| {
+            let w = Worker::start_modules(&modules);
+            support::load::run(&w.base, clients, Duration::from_secs(a.load_seconds))
+        })
+        .collect();
+
     let natives: Vec<(f64, (f64, f64))> = cases
         .iter()
         .map(|case| native(case.path, &case.body, a.requests))
@@ -523,6 +545,12 @@ fn main() {
         println!("| {k} | {v} |");
     }
     println!("\n{table}");
+    for report in &load {
+        println!(
+            "mixed load (classify / embeddings / chat / session), {}",
+            report.table()
+        );
+    }
 
     if let Some(path) = a.json {
         let report = json!({
@@ -540,6 +568,7 @@ fn main() {
                 "prompt_and_first_token_ms": {"wasm_http": wasm_prompt_ms, "native": native_prompt_ms},
                 "time_to_first_token_ms": {"warm": ttft_warm, "cold": ttft_cold},
             },
+            "load": load.iter().map(support::load::Report::json).collect::<Vec<_>>(),
             "cases": cases.iter().zip(&warm).zip(&natives).map(|((case, w), (first, n))| json!({
                 "name": case.name,
                 "path": case.path,
