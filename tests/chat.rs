@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{json, Value};
-use support::{Bindings, Client, TempDir, Worker};
+use support::{ensure, Bindings, Client, TempDir, Worker};
 
 const MODEL: &str = "shakespeare-llama";
 
@@ -38,14 +38,6 @@ fn checks() -> Vec<(&'static str, Check)> {
         ("session_errors_4xx", session_errors),
         ("openai_python_client", openai_python_client),
     ]
-}
-
-fn ensure(cond: bool, message: impl FnOnce() -> String) -> Result<(), Failed> {
-    if cond {
-        Ok(())
-    } else {
-        Err(message().into())
-    }
 }
 
 fn chat(c: &Client, body: Value) -> Value {

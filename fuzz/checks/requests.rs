@@ -27,25 +27,27 @@ const CONTENT_TYPES: [Option<&str>; 4] = [
 
 /// One input; panics on a finding.
 pub fn check(data: &[u8]) {
-    let Some((&selector, rest)) = data.split_first() else {
+    let [route, shape, rest @ ..] = data else {
         return;
     };
-    // Paths: one of the routes, or (selector's top bit) bytes of the input.
-    let (path, body) = if selector & 0x80 != 0 {
+    // The first byte picks the path: a route, or (128 and up) bytes of the
+    // input up to a newline. The second picks the method, the content type
+    // and whether the body was read whole, independently of each other.
+    let (path, body) = if *route >= 128 {
         let cut = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
         (
             String::from_utf8_lossy(&rest[..cut]).into_owned(),
             rest.get(cut + 1..).unwrap_or_default(),
         )
     } else {
-        (PATHS[usize::from(selector) % PATHS.len()].to_string(), rest)
+        (PATHS[usize::from(*route) % PATHS.len()].to_string(), rest)
     };
     let req = HttpRequest {
-        method: METHODS[usize::from(selector >> 4) % METHODS.len()],
+        method: METHODS[usize::from(shape & 0x07) % METHODS.len()],
         path: &path,
-        content_type: CONTENT_TYPES[usize::from(selector >> 2) % CONTENT_TYPES.len()],
+        content_type: CONTENT_TYPES[usize::from((shape >> 3) & 0x03)],
         body,
-        body_complete: selector & 0x40 == 0,
+        body_complete: shape & 0x20 == 0,
     };
     let Err(e) = api::validate(&req) else {
         return;

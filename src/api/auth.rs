@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use super::HttpResponse;
+use super::{hex, HttpResponse};
 
 /// The 401 answer, with the challenge RFC 6750 asks for.
 pub fn refusal(e: ApiError) -> HttpResponse {
@@ -26,7 +26,15 @@ pub fn refusal(e: ApiError) -> HttpResponse {
 /// The configured keys, as digests.
 #[derive(Debug, Clone, Default)]
 pub struct ApiKeys {
+    /// Whether the secret is set at all.
+    configured: bool,
     digests: Vec<[u8; 32]>,
+}
+
+/// Whether `path` is an API route: what keys guard and rate limits count.
+/// `/healthz`, the page and unknown paths outside `/v1` are not.
+pub fn guarded(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
 }
 
 /// Who a request comes from.
@@ -52,12 +60,10 @@ fn digest(key: &[u8]) -> [u8; 32] {
     Sha256::digest(key).into()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl ApiKeys {
-    /// Parses the secret's value; `None`, or one holding no key, means open.
+    /// Parses the secret's value; `None` (no secret) means open. A secret
+    /// that is set but holds no key (blank, only commas) admits no one: a
+    /// mistyped secret must not silently open the API.
     pub fn parse(secret: Option<&str>) -> Self {
         let digests = secret
             .unwrap_or_default()
@@ -65,17 +71,20 @@ impl ApiKeys {
             .filter(|k| !k.is_empty())
             .map(|k| digest(k.as_bytes()))
             .collect();
-        ApiKeys { digests }
+        ApiKeys {
+            configured: secret.is_some(),
+            digests,
+        }
     }
 
     pub fn enabled(&self) -> bool {
-        !self.digests.is_empty()
+        self.configured
     }
 
     /// Who is calling `path`, or the 401 to send. Paths outside `/v1/` are
     /// always open (the health check and the page; unknown ones get their 404).
     pub fn authorize(&self, path: &str, authorization: Option<&str>) -> Result<Caller, ApiError> {
-        if !self.enabled() || !(path == "/v1" || path.starts_with("/v1/")) {
+        if !self.enabled() || !guarded(path) {
             return Ok(Caller::Anonymous);
         }
         let Some(header) = authorization else {
@@ -120,7 +129,30 @@ mod tests {
     fn open_without_keys() {
         let keys = ApiKeys::parse(None);
         assert_eq!(keys.authorize("/v1/models", None), Ok(Caller::Anonymous));
-        assert!(!ApiKeys::parse(Some(" ,\n ")).enabled());
+    }
+
+    #[test]
+    fn a_blank_secret_admits_no_one() {
+        let keys = ApiKeys::parse(Some(" ,\n "));
+        assert!(keys.enabled());
+        assert_eq!(keys.authorize("/v1/models", None).unwrap_err().status, 401);
+        assert_eq!(
+            keys.authorize("/v1/models", Some("Bearer ,"))
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert_eq!(keys.authorize("/healthz", None), Ok(Caller::Anonymous));
+    }
+
+    #[test]
+    fn guarded_paths() {
+        for p in ["/v1", "/v1/", "/v1/models", "/v1/sessions/x/messages"] {
+            assert!(guarded(p), "{p}");
+        }
+        for p in ["/", "/healthz", "/v1foo", "/V1/models", "/favicon.ico"] {
+            assert!(!guarded(p), "{p}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{parse::json_body, HttpRequest, Route};
+use super::{hex, parse::json_body, HttpRequest, Route};
 use crate::registry::{self, InputSpec, ModelSpec, MODELS};
 
 /// Default lifetime of a cache entry, when `CACHE_TTL_SECONDS` is unset.
@@ -67,10 +67,6 @@ fn fingerprint(spec: &ModelSpec) -> String {
         }
         _ => spec.sha256.to_string(),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The entry lifetime from the `CACHE_TTL_SECONDS` variable: whole seconds,

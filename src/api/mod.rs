@@ -25,6 +25,11 @@ pub use similarity::{Match, SimilarityResponse};
 
 use serde::Serialize;
 
+/// Lower-case hex of `bytes` (digests, ids).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A request as the glue hands it over.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpRequest<'a> {

@@ -62,11 +62,25 @@ impl RateLimit {
 
 /// The Durable Object name of a caller's bucket. A client IP is only used
 /// when keys are off; without one (local runs) all callers share a bucket.
+/// An IPv6 client is counted by its /64, the block one subscriber gets, so
+/// it cannot take a fresh bucket per address.
 pub fn bucket_name(caller: &Caller, client_ip: Option<&str>) -> String {
-    match caller {
-        Caller::Key(digest) => format!("key:{digest}"),
-        Caller::Anonymous => format!("ip:{}", client_ip.unwrap_or("unknown")),
-    }
+    let Caller::Key(digest) = caller else {
+        let Some(ip) = client_ip.map(str::trim) else {
+            return "ip:unknown".to_string();
+        };
+        return match ip.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => format!("ip:{v4}"),
+                None => {
+                    let s = v6.segments();
+                    format!("ip6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                }
+            },
+            Err(_) => format!("ip:{ip}"),
+        };
+    };
+    format!("key:{digest}")
 }
 
 /// One caller's bucket: full when new, one token per request.
@@ -189,5 +203,15 @@ mod tests {
             "ip:1.2.3.4"
         );
         assert_eq!(bucket_name(&Caller::Anonymous, None), "ip:unknown");
+        let a = bucket_name(&Caller::Anonymous, Some("2001:db8:1:2:aaaa::1"));
+        let b = bucket_name(&Caller::Anonymous, Some("2001:db8:1:2:bbbb:cccc:dddd:eeee"));
+        let c = bucket_name(&Caller::Anonymous, Some("2001:db8:1:3::1"));
+        assert_eq!(a, "ip6:2001:db8:1:2::/64");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            bucket_name(&Caller::Anonymous, Some("::ffff:192.0.2.9")),
+            "ip:192.0.2.9"
+        );
     }
 }

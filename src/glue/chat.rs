@@ -17,7 +17,7 @@ use worker::{
 
 use crate::api::chat::{self, ChatTurn, RequestMeta, SSE_HEADERS};
 use crate::api::sessions::{self, SessionMeta, StoredMessage, TurnRequest};
-use crate::api::{ApiError, HttpRequest, HttpResponse, Route};
+use crate::api::{hex, ApiError, HttpRequest, HttpResponse, Route};
 
 /// The Durable Object namespace binding of the sessions.
 const SESSIONS_BINDING: &str = "SESSIONS";
@@ -39,10 +39,6 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     // crypto.getRandomValues; cannot fail in workerd.
     getrandom03::fill(&mut bytes).expect("crypto.getRandomValues is available");
     bytes
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// An id, a timestamp and a seed for one reply.

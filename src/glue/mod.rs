@@ -100,14 +100,18 @@ async fn admit(
     path: &str,
     env: &Env,
 ) -> Result<std::result::Result<Caller, HttpResponse>> {
-    let secret = env.secret("API_KEYS").ok().map(|s| s.to_string());
-    let keys = ApiKeys::parse(secret.as_deref());
+    // Secrets are fixed for an isolate's life: parse (and hash) them once.
+    static KEYS: std::sync::OnceLock<ApiKeys> = std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        let secret = env.secret("API_KEYS").ok().map(|s| s.to_string());
+        ApiKeys::parse(secret.as_deref())
+    });
     let authorization = req.headers().get("authorization")?;
     let caller = match keys.authorize(path, authorization.as_deref()) {
         Ok(caller) => caller,
         Err(e) => return Ok(Err(auth::refusal(e))),
     };
-    if !path.starts_with("/v1") {
+    if !auth::guarded(path) {
         return Ok(Ok(caller));
     }
     let limit = match rate_limit::configured(env) {
@@ -117,7 +121,7 @@ async fn admit(
     };
     let bucket = rate_limit::bucket_for(&caller, req);
     Ok(rate_limit::take(env, &limit, &bucket)
-        .await?
+        .await
         .map(|()| caller))
 }
 

@@ -3,9 +3,12 @@
 //! A Durable Object handles its requests one at a time, so two isolates
 //! taking a token at once cannot both spend the last one.
 //!
-//! The bucket lives in the object's memory: when an idle object is evicted
-//! its caller starts again with a full bucket, which is where an idle
-//! caller's bucket would have refilled to anyway.
+//! The bucket lives in the object's memory, not its storage (a write per
+//! request would cost more than the check): when the object is evicted (after
+//! idling) or restarted (a deploy) its caller starts again with a full bucket.
+//! An idle caller's bucket refills in `burst * 60 / per_minute` seconds
+//! anyway (6 s with wrangler.toml's limits), so only a restart in the middle
+//! of a burst grants extra requests: one burst per restart at most.
 
 use std::cell::Cell;
 
@@ -28,26 +31,46 @@ pub fn configured(env: &Env) -> std::result::Result<Option<RateLimit>, String> {
 }
 
 /// Takes a token from `bucket`'s object: `Ok(())`, or the 429 to answer.
-/// Without the binding (an old wrangler.toml) requests are not limited.
+/// Without the binding (an old wrangler.toml) requests are not limited. When
+/// the object cannot be reached or fails, the request is served and the
+/// failure logged: the limiter protects the service, it must not take it down
+/// (nor answer a client 500 for our own fault).
 pub async fn take(
     env: &Env,
     limit: &RateLimit,
     bucket: &str,
-) -> Result<std::result::Result<(), HttpResponse>> {
+) -> std::result::Result<(), HttpResponse> {
     let Ok(namespace) = env.durable_object(LIMITER_BINDING) else {
-        return Ok(Ok(()));
+        return Ok(());
     };
-    let stub = namespace.id_from_name(bucket)?.get_stub()?;
-    let res = stub.fetch_with_str("https://rate-limiter/take").await?;
-    if res.status_code() == 204 {
-        return Ok(Ok(()));
+    let answer = async {
+        let stub = namespace.id_from_name(bucket)?.get_stub()?;
+        let res = stub.fetch_with_str("https://rate-limiter/take").await?;
+        let retry_after = res.headers().get(RETRY_HEADER)?;
+        Ok::<_, worker::Error>((res.status_code(), retry_after))
+    };
+    match answer.await {
+        Ok((204, _)) => Ok(()),
+        Ok((429, retry_after)) => {
+            let seconds = retry_after.and_then(|v| v.parse().ok()).unwrap_or(1);
+            Err(limit.refusal(seconds))
+        }
+        Ok((status, _)) => {
+            log_failure(&format!("the RateLimiter object answered {status}"));
+            Ok(())
+        }
+        Err(e) => {
+            log_failure(&e.to_string());
+            Ok(())
+        }
     }
-    let retry_after = res
-        .headers()
-        .get(RETRY_HEADER)?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    Ok(Err(limit.refusal(retry_after)))
+}
+
+fn log_failure(error: &str) {
+    worker::console_error!(
+        "{}",
+        serde_json::json!({ "rate_limit": "unavailable, request served unlimited", "error": error })
+    );
 }
 
 #[durable_object]

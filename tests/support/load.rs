@@ -28,7 +28,8 @@ pub struct Report {
     pub seconds: f64,
     /// Latencies in ms per kind, in `KINDS` order.
     pub latencies: Vec<Vec<f64>>,
-    /// Requests not answered 200 (201 for a session's creation), described.
+    /// Requests not answered 200 (201 for a session's creation), described;
+    /// they are counted in `latencies` too (the time until they failed).
     pub errors: Vec<String>,
     /// Session turns answered 200, and stored messages found afterwards.
     pub turns: usize,

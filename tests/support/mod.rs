@@ -15,6 +15,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant, SystemTime};
 
+/// A check's verdict for libtest-mimic: `Ok`, or a failure with `message`.
+pub fn ensure(cond: bool, message: impl FnOnce() -> String) -> Result<(), libtest_mimic::Failed> {
+    if cond {
+        Ok(())
+    } else {
+        Err(message().into())
+    }
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
