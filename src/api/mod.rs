@@ -226,23 +226,8 @@ pub fn validate(req: &HttpRequest<'_>) -> Result<(), ApiError> {
         Route::Classify => classify::serve(req, Mode::Validate).map(drop),
         Route::Embeddings => embeddings::serve(req, Mode::Validate).map(drop),
         Route::Similarity => similarity::serve(req, Mode::Validate).map(drop),
-        Route::ChatCompletions => {
-            let call = chat::parse(req, None)?;
-            let meta = chat::RequestMeta {
-                id: String::new(),
-                created: 0,
-                seed: 0,
-            };
-            chat::ChatTurn::start(
-                call.spec,
-                &call.messages,
-                &call.generation,
-                call.include_usage,
-                None,
-                meta,
-            )
-            .map(drop)
-        }
+        // Building the prompt is the last step before the model runs.
+        Route::ChatCompletions => start_turn(&chat::parse(req, None)?).map(drop),
         Route::Sessions => {
             body_within_limit(req)?;
             sessions::parse_create(req, "00000000000000000000000000000000", 0, None).map(drop)
@@ -256,6 +241,23 @@ pub fn validate(req: &HttpRequest<'_>) -> Result<(), ApiError> {
     }
 }
 
+/// A sessionless turn with a fixed id and seed (no clock or randomness here).
+fn start_turn(call: &chat::ChatCall) -> Result<chat::ChatTurn, ApiError> {
+    let meta = chat::RequestMeta {
+        id: "chatcmpl-native".into(),
+        created: 0,
+        seed: 0,
+    };
+    chat::ChatTurn::start(
+        call.spec,
+        &call.messages,
+        &call.generation,
+        call.include_usage,
+        None,
+        meta,
+    )
+}
+
 /// A chat completion without a session, answered whole (`stream: true`
 /// gives every event in one body).
 fn serve_chat_here(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
@@ -263,19 +265,7 @@ fn serve_chat_here(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
     if let Some(id) = &call.session {
         return Err(sessions::not_found(id));
     }
-    let meta = chat::RequestMeta {
-        id: "chatcmpl-native".into(),
-        created: 0,
-        seed: 0,
-    };
-    let mut turn = chat::ChatTurn::start(
-        call.spec,
-        &call.messages,
-        &call.generation,
-        call.include_usage,
-        None,
-        meta,
-    )?;
+    let mut turn = start_turn(&call)?;
     if !call.stream {
         return Ok(turn.complete());
     }

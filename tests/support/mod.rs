@@ -32,16 +32,19 @@ pub fn root() -> PathBuf {
 /// (`scripts/build-worker --if-stale`; EDGEINFER_REBUILD=1 forces a build).
 pub fn ensure_built() {
     static BUILD: Once = Once::new();
-    BUILD.call_once(|| {
-        let status = Command::new(root().join("scripts/build-worker"))
-            .arg("--if-stale")
-            .current_dir(root())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
-            .status()
-            .expect("run scripts/build-worker (did scripts/setup run?)");
-        assert!(status.success(), "scripts/build-worker failed");
-    });
+    BUILD.call_once(|| build_worker(&["--if-stale"]));
+}
+
+/// Runs scripts/build-worker with `args`, failing the test if it fails.
+fn build_worker(args: &[&str]) {
+    let status = Command::new(root().join("scripts/build-worker"))
+        .args(args)
+        .current_dir(root())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("run scripts/build-worker (did scripts/setup run?)");
+    assert!(status.success(), "scripts/build-worker {args:?} failed");
 }
 
 pub fn free_port() -> u16 {
@@ -140,14 +143,7 @@ pub fn modules_in(dir: &Path) -> Vec<Module> {
 /// Builds the `test-panic` worker (target/test-panic-worker) when stale and
 /// returns its modules.
 pub fn test_panic_modules() -> Vec<Module> {
-    let status = Command::new(root().join("scripts/build-worker"))
-        .args(["--if-stale", "--test-panic"])
-        .current_dir(root())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .status()
-        .expect("run scripts/build-worker --test-panic");
-    assert!(status.success(), "scripts/build-worker --test-panic failed");
+    build_worker(&["--if-stale", "--test-panic"]);
     modules_in(&root().join("target/test-panic-worker"))
 }
 
