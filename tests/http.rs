@@ -692,7 +692,7 @@ fn unknown_model(c: &Client) -> Result<(), Failed> {
 
 fn unknown_route(c: &Client) -> Result<(), Failed> {
     for path in [
-        "/",
+        "/index.html",
         "/v1",
         "/v1/nope",
         "/v1/classify/extra",

@@ -77,6 +77,14 @@ impl HttpResponse {
         Self::json(200, &())
     }
 
+    /// A static document served as is (the playground, the OpenAPI spec).
+    pub(crate) fn page(body: &str, content_type: &str) -> Self {
+        let mut res = Self::json(200, &());
+        res.body = body.as_bytes().to_vec();
+        res.headers.push(("content-type", content_type.to_string()));
+        res
+    }
+
     pub fn error(e: ApiError) -> Self {
         HttpResponse {
             status: e.status,
@@ -92,6 +100,10 @@ impl HttpResponse {
 /// Which routes exist, and the methods each accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
+    /// `GET /`: the playground page (src/playground/index.html).
+    Playground,
+    /// `GET /openapi.json`: the OpenAPI 3.1 description of every route.
+    OpenApi,
     Health,
     Models,
     Model(&'a str),
@@ -115,6 +127,8 @@ impl<'a> Route<'a> {
             path
         };
         match path {
+            "/" => Some(Route::Playground),
+            "/openapi.json" => Some(Route::OpenApi),
             "/healthz" => Some(Route::Health),
             "/v1/models" => Some(Route::Models),
             "/v1/classify" => Some(Route::Classify),
@@ -139,7 +153,11 @@ impl<'a> Route<'a> {
     /// The methods the route accepts, as the `Allow` header lists them.
     pub fn allow(&self) -> &'static str {
         match self {
-            Route::Health | Route::Models | Route::Model(_) => "GET",
+            Route::Playground
+            | Route::OpenApi
+            | Route::Health
+            | Route::Models
+            | Route::Model(_) => "GET",
             Route::Session(_) => "GET, DELETE",
             Route::Classify
             | Route::Embeddings
@@ -162,6 +180,13 @@ impl<'a> Route<'a> {
     }
 }
 
+/// The playground page: one self-contained HTML file (no framework, no
+/// build step) that calls the same public routes a client does.
+const PLAYGROUND: &str = include_str!("../playground/index.html");
+
+/// The OpenAPI 3.1 description of every route; tests/openapi.rs keeps it true.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// Serves one request. Never panics on any input.
 pub fn handle(req: &HttpRequest<'_>) -> HttpResponse {
     let Some(route) = Route::parse(req.path) else {
@@ -171,6 +196,8 @@ pub fn handle(req: &HttpRequest<'_>) -> HttpResponse {
         return res;
     }
     let result = match route {
+        Route::Playground => Ok(HttpResponse::page(PLAYGROUND, "text/html; charset=utf-8")),
+        Route::OpenApi => Ok(HttpResponse::page(OPENAPI, "application/json")),
         Route::Health => Ok(HttpResponse::json(200, &Health::current())),
         Route::Models => Ok(HttpResponse::json(200, &ModelList::all())),
         Route::Model(id) => ModelObject::find(id)
@@ -216,6 +243,7 @@ pub fn validate(req: &HttpRequest<'_>) -> Result<(), ApiError> {
         ));
     }
     match route {
+        Route::Playground | Route::OpenApi => Ok(()),
         Route::Health | Route::Models | Route::Model(_) => {
             let res = handle(req);
             match res.status {
