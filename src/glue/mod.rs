@@ -128,6 +128,9 @@ async fn admit(
 async fn serve(mut req: Request, env: &Env, ctx: &Context) -> Result<Response> {
     let started = js_sys::Date::now();
     let method = req.method();
+    // The method as sent: `Method` reads one it does not know (QUERY, FOO)
+    // as GET, which would let it through the GET routes instead of a 405.
+    let method_sent = req.inner().method();
     let path = req.path();
     #[cfg(feature = "test-panic")]
     if path == "/__test/panic" {
@@ -156,7 +159,7 @@ async fn serve(mut req: Request, env: &Env, ctx: &Context) -> Result<Response> {
         _ => read_body(&mut req).await?,
     };
     let request = HttpRequest {
-        method: method.as_ref(),
+        method: &method_sent,
         path: &path,
         content_type: content_type.as_deref(),
         body: &body,
