@@ -47,7 +47,10 @@ fn main() {
         }
         let checked = check::check_model(&models_dir, &manifest.model, m)
             .unwrap_or_else(|e| fail(&e.to_string()));
-        write_out(&out.join(format!("{}.artifact", m.id)), &checked.artifact);
+        // Files in OUT_DIR are named by id and version: two versions of one
+        // id (an A/B variant) are two models.
+        let stem = format!("{}@{}", m.id, m.version);
+        write_out(&out.join(format!("{stem}.artifact")), &checked.artifact);
         let input = match &checked.input {
             check::CheckedInput::Ngrams { vocab } => {
                 let lists: Vec<String> = vocab.iter().map(|l| format!("&{l:?}")).collect();
@@ -63,25 +66,25 @@ fn main() {
                 max_tokens,
                 dims,
             } => {
-                write_out(&out.join(format!("{}.tokenizer.json", m.id)), tokenizer);
+                write_out(&out.join(format!("{stem}.tokenizer.json")), tokenizer);
                 let bytes: Vec<u8> = rows.iter().flat_map(|r| r.to_le_bytes()).collect();
-                write_out(&out.join(format!("{}.rows", m.id)), &bytes);
+                write_out(&out.join(format!("{stem}.rows")), &bytes);
                 format!(
                     "InputSpec::Tokens {{ tokenizer: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{id}.tokenizer.json\")), \
                      rows: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{id}.rows\")), max_tokens: {max_tokens}, dims: {dims} }}",
-                    id = m.id
+                    id = stem
                 )
             }
             check::CheckedInput::SentenceEmbedding { encoder, dims } => {
                 format!("InputSpec::SentenceEmbedding {{ encoder: {encoder}, dims: {dims} }}")
             }
             check::CheckedInput::TfidfWords { vocab, unicode } => {
-                write_out(&out.join(format!("{}.vocab.json", m.id)), vocab);
-                write_out(&out.join(format!("{}.unicode.json", m.id)), unicode);
+                write_out(&out.join(format!("{stem}.vocab.json")), vocab);
+                write_out(&out.join(format!("{stem}.unicode.json")), unicode);
                 format!(
                     "InputSpec::TfidfWords {{ vocab: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{id}.vocab.json\")), \
                      unicode: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{id}.unicode.json\")) }}",
-                    id = m.id
+                    id = stem
                 )
             }
             check::CheckedInput::Chat {
@@ -89,12 +92,12 @@ fn main() {
                 shape,
                 template: [bos, eos, end, system, user, assistant],
             } => {
-                write_out(&out.join(format!("{}.tokenizer.json", m.id)), tokenizer);
+                write_out(&out.join(format!("{stem}.tokenizer.json")), tokenizer);
                 format!(
                     "InputSpec::Chat {{ tokenizer: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{id}.tokenizer.json\")), \
                      shape: LmShape {{ context: {context}, layers: {layers}, kv_heads: {kv_heads}, head_dim: {head_dim}, vocab: {vocab} }}, \
                      template: TemplateTokens {{ bos: {bos}, eos: {eos}, end: {end}, system: {system}, user: {user}, assistant: {assistant} }} }}",
-                    id = m.id,
+                    id = stem,
                     context = shape.context,
                     layers = shape.layers,
                     kv_heads = shape.kv_heads,
@@ -110,9 +113,10 @@ fn main() {
              description: {desc:?},\n        license: {license:?},\n        \
              source: Source {{ registry: {reg:?}, package: {pkg:?}, version: {pver:?} }},\n        \
              sha256: {sha:?},\n        quantization: {quant:?},\n        \
-             artifact: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{id}.artifact\")),\n        labels: &{labels:?},\n        \
+             artifact: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{stem}.artifact\")),\n        labels: &{labels:?},\n        \
              input: {input},\n    }},",
             id = m.id,
+            stem = stem,
             version = m.version,
             task = checked.task_variant,
             desc = m.description,

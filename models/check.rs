@@ -290,11 +290,16 @@ pub fn parse_manifest(text: &str) -> Result<Manifest, CheckError> {
                 "rename the model",
             );
         }
-        if !ids.insert(m.id.as_str()) {
+        // Versions of one id may sit side by side (an A/B variant); the
+        // first listed is what the bare id resolves to.
+        if !ids.insert((m.id.as_str(), m.version.as_str())) {
             return err(
                 &m.id,
-                "the id appears twice in models/manifest.toml",
-                "give each model a unique id",
+                format!(
+                    "version {} appears twice in models/manifest.toml",
+                    m.version
+                ),
+                "give each version of a model its own version string",
             );
         }
     }

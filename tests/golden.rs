@@ -308,12 +308,12 @@ mod sentiment {
             .map_or(0, |(i, _)| i)
     }
 
-    #[test]
-    fn predictions_and_accuracy_match_the_reference() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/sentiment/golden.json");
+    /// One version of the head against its own export's golden file.
+    fn check(version: &str, dir: &str) {
+        let path = format!("{}/models/{dir}/golden.json", env!("CARGO_MANIFEST_DIR"));
         let g: Golden = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
         assert!(g.cases.len() >= 200, "{} cases", g.cases.len());
-        let spec = registry::find(ID).unwrap();
+        let spec = registry::find(&format!("{ID}@{version}")).unwrap();
         assert_eq!(
             spec.labels,
             g.labels.iter().map(String::as_str).collect::<Vec<_>>()
@@ -332,10 +332,21 @@ mod sentiment {
         let n = g.cases.len() as f64;
         let (agree, ours, reference) = (agree as f64 / n, ours as f64 / n, reference as f64 / n);
         eprintln!(
-            "sentiment: top-1 agreement with onnxruntime {agree:.4}; accuracy {ours:.4} (onnxruntime {reference:.4})"
+            "sentiment@{version}: top-1 agreement with onnxruntime {agree:.4}; accuracy {ours:.4} (onnxruntime {reference:.4})"
         );
         assert!(agree >= 0.9, "top-1 agreement {agree}");
         assert!(ours >= reference - 0.03, "accuracy {ours} vs {reference}");
+    }
+
+    #[test]
+    fn predictions_and_accuracy_match_the_reference() {
+        check("1.0.0", "sentiment");
+    }
+
+    /// The A/B variant (balanced class weights), same bar.
+    #[test]
+    fn the_balanced_variant_matches_its_reference() {
+        check("1.1.0", "sentiment-balanced");
     }
 }
 
@@ -512,7 +523,23 @@ fn every_embedded_model_has_a_golden_test_here() {
         sentiment::ID,
         tinylm::ID,
     ];
+    // A second version of an id needs its own check: only sentiment has one.
     for spec in registry::MODELS {
+        let versions: Vec<&str> = registry::MODELS
+            .iter()
+            .filter(|m| m.id == spec.id)
+            .map(|m| m.version)
+            .collect();
+        let checked: &[&str] = if spec.id == sentiment::ID {
+            &["1.0.0", "1.1.0"]
+        } else {
+            &[spec.version]
+        };
+        assert_eq!(
+            versions, checked,
+            "versions of {} with a golden check",
+            spec.id
+        );
         assert!(
             covered.contains(&spec.id),
             "model {} has no golden test in tests/golden.rs",

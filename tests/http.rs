@@ -829,10 +829,10 @@ fn golden_profanity(c: &Client) -> Result<(), Failed> {
 }
 
 /// The official `openai` npm package (pinned in package.json), unmodified
-/// but for its base URL: see tests/clients/openai-embeddings.mjs.
+/// but for its base URL: see tests/clients/openai.mjs.
 fn openai_npm_client(c: &Client) -> Result<(), Failed> {
     let out = std::process::Command::new("node")
-        .arg(support::root().join("tests/clients/openai-embeddings.mjs"))
+        .arg(support::root().join("tests/clients/openai.mjs"))
         .arg(c.base())
         .current_dir(support::root())
         .output()?;

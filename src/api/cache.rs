@@ -8,8 +8,8 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{hex, parse::json_body, HttpRequest, Route};
-use crate::registry::{self, InputSpec, ModelSpec, MODELS};
+use super::{hex, parse::json_body, Context, HttpRequest, Route, Served};
+use crate::registry::{InputSpec, ModelSpec, MODELS};
 
 /// Default lifetime of a cache entry, when `CACHE_TTL_SECONDS` is unset.
 pub const DEFAULT_TTL_SECONDS: u64 = 24 * 60 * 60;
@@ -19,16 +19,17 @@ pub const MIN_TTL_SECONDS: u64 = 60;
 pub const READ_TIMEOUT_MS: u64 = 250;
 
 /// Where a cacheable request's response is stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheKey {
     pub key: String,
-    /// `id@version` of the model, for the response header on a hit.
-    pub model: String,
+    /// The model that made the stored answer, for the headers on a hit.
+    pub served: Served,
 }
 
 /// The cache key of a request, or `None` when the request is not cacheable
-/// (not an inference route, or a body that will be refused anyway).
-pub fn key(req: &HttpRequest<'_>) -> Option<CacheKey> {
+/// (not an inference route, or a body that will be refused anyway). The
+/// model is resolved in `ctx`, so each arm of an A/B split has its own entries.
+pub fn key(req: &HttpRequest<'_>, ctx: &Context<'_>) -> Option<CacheKey> {
     let route = match Route::parse(req.path)? {
         Route::Classify => "classify",
         Route::Embeddings => "embeddings",
@@ -39,7 +40,7 @@ pub fn key(req: &HttpRequest<'_>) -> Option<CacheKey> {
         return None;
     }
     let mut body: Value = json_body(req).ok()?;
-    let spec = registry::find(body.get("model")?.as_str()?).ok()?;
+    let (spec, arm) = ctx.resolve(body.get("model")?.as_str()?).ok()?;
     // `id` and `id@version` ask for the same bytes: one entry serves both.
     body["model"] = Value::String(spec.qualified_name());
     // serde_json's map is ordered by key, so field order does not matter.
@@ -50,7 +51,10 @@ pub fn key(req: &HttpRequest<'_>) -> Option<CacheKey> {
     hash.update(canonical.as_bytes());
     Some(CacheKey {
         key: format!("v1:{route}:{}:{}", fingerprint(spec), hex(&hash.finalize())),
-        model: spec.qualified_name(),
+        served: Served {
+            arm,
+            ..Served::new(spec, false)
+        },
     })
 }
 
@@ -79,6 +83,12 @@ pub fn ttl_seconds(var: Option<&str>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry;
+
+    /// The key with no A/B split in force.
+    fn key(req: &HttpRequest<'_>) -> Option<CacheKey> {
+        super::key(req, &Context::default())
+    }
 
     fn req<'a>(path: &'a str, body: &'a str) -> HttpRequest<'a> {
         HttpRequest {
@@ -100,7 +110,7 @@ mod tests {
         .unwrap();
         assert_eq!(a, b);
         assert!(a.key.contains(registry::find("lande").unwrap().sha256));
-        assert_eq!(a.model, "lande@1.0.10");
+        assert_eq!(a.served.model, "lande@1.0.10");
     }
 
     #[test]
@@ -140,5 +150,31 @@ mod tests {
         assert_eq!(ttl_seconds(Some("3600")), 3600);
         assert_eq!(ttl_seconds(Some("5")), MIN_TTL_SECONDS);
         assert_eq!(ttl_seconds(Some("soon")), DEFAULT_TTL_SECONDS);
+    }
+
+    #[test]
+    fn each_arm_of_a_split_has_its_own_entries() {
+        let variants = crate::api::variants::Variants::parse(Some(
+            r#"{"sentiment": {"variant": "sentiment@1.1.0", "fraction": 0.5}}"#,
+        ))
+        .unwrap();
+        let body = r#"{"model":"sentiment","input":"what a day"}"#;
+        let mut keys = std::collections::BTreeMap::new();
+        for subject in ["a", "b", "c", "d", "e", "f", "g", "h"] {
+            let ctx = Context {
+                variants: Some(&variants),
+                subject: Some(subject),
+                ..Context::default()
+            };
+            let k = super::key(&req("/v1/classify", body), &ctx).unwrap();
+            keys.insert(k.served.model.clone(), k.key);
+        }
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert_eq!(
+            keys.values()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            2
+        );
     }
 }

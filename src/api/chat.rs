@@ -15,9 +15,11 @@ use super::limits::{
     MAX_STOP_CHARS, MAX_STOP_SEQUENCES,
 };
 use super::parse::{json_body, kind};
-use super::{HttpRequest, HttpResponse};
+use super::timing::{self, Clock, CpuUsage, Timings, Work};
+use super::{HttpRequest, HttpResponse, Served};
 use crate::chat_model::ChatModel;
 use crate::chat_template::{Message, Role};
+use crate::error::CoreError;
 use crate::generation::{FinishReason, GenerateOptions, Generation};
 use crate::registry::{self, ModelSpec};
 use crate::sampling::SamplingParams;
@@ -391,6 +393,8 @@ pub struct RequestMeta {
     /// Unix seconds.
     pub created: u64,
     pub seed: u64,
+    /// The isolate's clock, for `Server-Timing` and `usage.cpu_ms`.
+    pub clock: Clock,
 }
 
 /// A finished reply, for a session to store.
@@ -410,6 +414,8 @@ pub struct Usage {
     /// Oldest messages left out because the conversation outgrew the
     /// model's context (never the system message or the last message).
     pub dropped_messages: usize,
+    #[serde(flatten)]
+    pub cpu: CpuUsage,
 }
 
 #[derive(Serialize)]
@@ -488,6 +494,11 @@ pub struct ChatTurn {
     phase: Phase,
     /// True when this request loaded the model (a cold start).
     pub model_loaded: bool,
+    /// Model load (if any) and prompt building, before the first event.
+    timings: Timings,
+    /// Time spent generating so far (ms), summed over the steps only, so
+    /// the pauses between streamed events do not count.
+    generating_ms: f64,
 }
 
 impl ChatTurn {
@@ -501,9 +512,12 @@ impl ChatTurn {
         session: Option<String>,
         meta: RequestMeta,
     ) -> Result<Self, ApiError> {
+        let mut timings = Timings::start(meta.clock);
         let options = fields.options(meta.seed)?;
         let (model, model_loaded): (&'static ChatModel, bool) = registry::chat_model(spec)?;
+        timings.lap_if(model_loaded, "init");
         let prompt = model.prompt(messages, options.max_tokens)?;
+        timings.lap("tokenize");
         Ok(ChatTurn {
             spec,
             qualified: spec.qualified_name(),
@@ -514,6 +528,8 @@ impl ChatTurn {
             session,
             phase: Phase::Role,
             model_loaded,
+            timings,
+            generating_ms: 0.0,
         })
     }
 
@@ -521,15 +537,53 @@ impl ChatTurn {
         &self.qualified
     }
 
+    /// The phases so far: load and prompt, then generation.
+    fn phases(&self) -> Timings {
+        let mut all = self.timings.clone();
+        if self.generating_ms > 0.0 || self.phase != Phase::Role {
+            all.push("inference", self.generating_ms);
+        }
+        all
+    }
+
     fn usage(&self) -> Usage {
         let prompt = self.generation.prompt_tokens();
         let completion = self.generation.completion_tokens();
+        let work = Work {
+            inputs: 1,
+            tokens: prompt,
+            generated: completion,
+            loaded: self.model_loaded,
+            ..Work::default()
+        };
         Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
             total_tokens: prompt + completion,
             dropped_messages: self.dropped_messages,
+            cpu: timing::cpu_usage(&self.phases(), self.spec, &work),
         }
+    }
+
+    /// Which model served the turn and what it cost so far, for headers
+    /// and logs (a stream's headers go out before generation: they carry
+    /// the load and prompt phases only).
+    pub fn served(&self) -> Served {
+        let usage = self.usage();
+        let mut served = Served::new(self.spec, self.model_loaded);
+        served.timings = self.phases().phases().to_vec();
+        served.tokens = Some(usage.total_tokens);
+        served.cpu = Some(usage.cpu);
+        served
+    }
+
+    /// One generation step, timed.
+    fn step(&mut self) -> Result<Option<crate::generation::Delta>, CoreError> {
+        let clock = self.meta.clock;
+        let started = clock();
+        let step = self.generation.step();
+        self.generating_ms += (clock() - started).max(0.0);
+        step
     }
 
     /// The reply, once generation has finished.
@@ -545,10 +599,14 @@ impl ChatTurn {
 
     /// Generates the whole reply and answers one `chat.completion`.
     pub fn complete(&mut self) -> HttpResponse {
+        let clock = self.meta.clock;
+        let started = clock();
         let finish = match self.generation.run_to_end() {
             Ok((_, finish)) => finish,
             Err(e) => return HttpResponse::error(ApiError::from(e)),
         };
+        self.generating_ms += (clock() - started).max(0.0);
+        self.phase = Phase::Done;
         let body = Completion {
             id: &self.meta.id,
             object: "chat.completion",
@@ -568,8 +626,7 @@ impl ChatTurn {
             session: self.session.as_deref(),
         };
         let mut res = HttpResponse::json(200, &body);
-        res.model = Some(self.qualified.clone());
-        res.model_loaded = self.model_loaded;
+        res.model = Some(Box::new(self.served()));
         res
     }
 
@@ -582,7 +639,7 @@ impl ChatTurn {
                 self.phase = Phase::Tokens;
                 Some(self.chunk(Some("assistant"), Some(""), None, None))
             }
-            Phase::Tokens => match self.generation.step() {
+            Phase::Tokens => match self.step() {
                 Ok(Some(delta)) => {
                     let finish = delta.finish.map(FinishReason::as_str);
                     if finish.is_some() {

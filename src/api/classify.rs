@@ -6,7 +6,8 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::limits::DEFAULT_TOP_K;
 use super::parse::{input_texts, json_body};
-use super::{HttpRequest, HttpResponse, Mode};
+use super::timing::{self, CpuUsage, Timings, Work};
+use super::{Context, HttpRequest, HttpResponse, Mode, Served};
 use crate::error::CoreError;
 use crate::registry;
 
@@ -48,6 +49,8 @@ pub struct Usage {
     /// Indices of the inputs cut to the model's token limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated_inputs: Option<Vec<usize>>,
+    #[serde(flatten)]
+    pub cpu: CpuUsage,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -60,9 +63,14 @@ pub struct ClassifyResponse {
     pub usage: Usage,
 }
 
-pub(super) fn serve(req: &HttpRequest<'_>, mode: Mode) -> Result<HttpResponse, ApiError> {
+pub(super) fn serve(
+    req: &HttpRequest<'_>,
+    mode: Mode,
+    ctx: &Context<'_>,
+) -> Result<HttpResponse, ApiError> {
+    let mut timings = Timings::start(ctx.clock);
     let body: ClassifyRequest = json_body(req)?;
-    let spec = registry::find(&body.model)?;
+    let (spec, arm) = ctx.resolve(&body.model)?;
     if !spec.task.classifies() {
         return Err(CoreError::WrongTask {
             model: body.model.clone(),
@@ -84,10 +92,13 @@ pub(super) fn serve(req: &HttpRequest<'_>, mode: Mode) -> Result<HttpResponse, A
         }
     };
     let texts = input_texts(&body.input)?;
+    timings.lap("parse");
     let (classifier, loaded_now) = registry::classifier(spec)?;
+    timings.lap_if(loaded_now, "init");
     let classified = match classifier.encoder() {
         Some(encoder) => {
             let tokenized = super::embeddings::tokenize_within_limit(encoder, &texts)?;
+            timings.lap("tokenize");
             if mode == Mode::Validate {
                 return Ok(HttpResponse::validated());
             }
@@ -96,6 +107,7 @@ pub(super) fn serve(req: &HttpRequest<'_>, mode: Mode) -> Result<HttpResponse, A
         None if mode == Mode::Validate => return Ok(HttpResponse::validated()),
         None => classifier.classify(&texts)?,
     };
+    timings.lap("inference");
     let tokens = (!classified.tokenized.is_empty()).then(|| {
         let t = &classified.tokenized;
         (
@@ -135,6 +147,15 @@ pub(super) fn serve(req: &HttpRequest<'_>, mode: Mode) -> Result<HttpResponse, A
             }
         })
         .collect();
+    let characters = texts.iter().map(|t| t.chars().count()).sum();
+    let work = Work {
+        inputs: texts.len(),
+        characters,
+        tokens: tokens.as_ref().map_or(0, |t| t.0),
+        generated: 0,
+        loaded: loaded_now,
+    };
+    let cpu = timing::cpu_usage(&timings, spec, &work);
     let response = ClassifyResponse {
         object: "list".into(),
         model: spec.id.into(),
@@ -143,13 +164,19 @@ pub(super) fn serve(req: &HttpRequest<'_>, mode: Mode) -> Result<HttpResponse, A
         data,
         usage: Usage {
             inputs: texts.len(),
-            characters: texts.iter().map(|t| t.chars().count()).sum(),
+            characters,
             prompt_tokens: tokens.as_ref().map(|t| t.0),
             truncated_inputs: tokens.map(|t| t.1),
+            cpu,
         },
     };
     let mut res = HttpResponse::json(200, &response);
-    res.model = Some(spec.qualified_name());
-    res.model_loaded = loaded_now;
+    res.model = Some(Box::new(Served {
+        arm,
+        timings: timings.phases().to_vec(),
+        tokens: response.usage.prompt_tokens,
+        cpu: Some(cpu),
+        ..Served::new(spec, loaded_now)
+    }));
     Ok(res)
 }

@@ -8,7 +8,8 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::limits::MAX_TOTAL_TOKENS;
 use super::parse::{input_texts, json_body};
-use super::{HttpRequest, HttpResponse, Mode};
+use super::timing::{self, CpuUsage, Timings, Work};
+use super::{Context, HttpRequest, HttpResponse, Mode, Served};
 use crate::encoder::{SentenceEncoder, Tokenized};
 use crate::registry::{self, ModelSpec};
 
@@ -51,12 +52,27 @@ pub struct TokenUsage {
     /// Indices of the inputs cut to the model's token limit (their end was
     /// not embedded).
     pub truncated_inputs: Vec<usize>,
+    #[serde(flatten)]
+    pub cpu: CpuUsage,
 }
 
 impl TokenUsage {
-    pub fn of(tokenized: &[Tokenized]) -> Self {
+    /// The usage of embedding `tokenized` with `spec`, timed by `timings`.
+    pub(super) fn of(
+        tokenized: &[Tokenized],
+        spec: &ModelSpec,
+        timings: &Timings,
+        loaded: bool,
+    ) -> Self {
         let tokens = tokenized.iter().map(|t| t.ids.len()).sum();
+        let work = Work {
+            inputs: tokenized.len(),
+            tokens,
+            loaded,
+            ..Work::default()
+        };
         TokenUsage {
+            cpu: timing::cpu_usage(timings, spec, &work),
             prompt_tokens: tokens,
             total_tokens: tokens,
             truncated_inputs: tokenized
@@ -79,13 +95,34 @@ pub struct EmbeddingsResponse {
     pub usage: TokenUsage,
 }
 
-/// The encoder named by `model`, or the 404/422 that says why not.
+/// The encoder that serves `model` (after any A/B split), or the 404/422
+/// that says why not; a load is timed as `init`.
 pub(super) fn encoder_for(
     model: &str,
-) -> Result<(&'static ModelSpec, &'static SentenceEncoder, bool), ApiError> {
-    let spec = registry::find(model)?;
+    ctx: &Context<'_>,
+    timings: &mut Timings,
+) -> Result<(&'static SentenceEncoder, Served), ApiError> {
+    let (spec, arm) = ctx.resolve(model)?;
+    timings.lap("parse");
     let (encoder, loaded_now) = registry::encoder(spec)?;
-    Ok((spec, encoder, loaded_now))
+    timings.lap_if(loaded_now, "init");
+    Ok((
+        encoder,
+        Served {
+            arm,
+            ..Served::new(spec, loaded_now)
+        },
+    ))
+}
+
+impl Served {
+    /// Fills in the timings and usage once the work is done.
+    pub(super) fn finish(mut self, timings: &Timings, usage: &TokenUsage) -> Self {
+        self.timings = timings.phases().to_vec();
+        self.tokens = Some(usage.prompt_tokens);
+        self.cpu = Some(usage.cpu);
+        self
+    }
 }
 
 /// Tokenizes and enforces the per-request token limit before any inference.
@@ -109,7 +146,12 @@ fn base64_f32(values: &[f32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-pub(super) fn serve(req: &HttpRequest<'_>, mode: Mode) -> Result<HttpResponse, ApiError> {
+pub(super) fn serve(
+    req: &HttpRequest<'_>,
+    mode: Mode,
+    ctx: &Context<'_>,
+) -> Result<HttpResponse, ApiError> {
+    let mut timings = Timings::start(ctx.clock);
     let body: EmbeddingsRequest = json_body(req)?;
     let base64 = match body.encoding_format.as_deref() {
         None | Some("float") => false,
@@ -121,7 +163,8 @@ pub(super) fn serve(req: &HttpRequest<'_>, mode: Mode) -> Result<HttpResponse, A
             .with_param("encoding_format"))
         }
     };
-    let (spec, encoder, loaded_now) = encoder_for(&body.model)?;
+    let (encoder, served) = encoder_for(&body.model, ctx, &mut timings)?;
+    let spec = encoder.spec();
     if let Some(d) = body.dimensions {
         if d != encoder.dims() as u64 {
             return Err(ApiError::invalid(format!(
@@ -136,10 +179,12 @@ pub(super) fn serve(req: &HttpRequest<'_>, mode: Mode) -> Result<HttpResponse, A
     }
     let texts = input_texts(&body.input)?;
     let tokenized = tokenize_within_limit(encoder, &texts)?;
+    timings.lap("tokenize");
     if mode == Mode::Validate {
         return Ok(HttpResponse::validated());
     }
     let embeddings = encoder.embed(&tokenized)?;
+    timings.lap("inference");
     let data = embeddings
         .into_iter()
         .enumerate()
@@ -159,10 +204,9 @@ pub(super) fn serve(req: &HttpRequest<'_>, mode: Mode) -> Result<HttpResponse, A
         model: spec.id.into(),
         model_version: spec.version.into(),
         model_sha256: spec.sha256.into(),
-        usage: TokenUsage::of(&tokenized),
+        usage: TokenUsage::of(&tokenized, spec, &timings, served.loaded),
     };
     let mut res = HttpResponse::json(200, &response);
-    res.model = Some(spec.qualified_name());
-    res.model_loaded = loaded_now;
+    res.model = Some(Box::new(served.finish(&timings, &response.usage)));
     Ok(res)
 }

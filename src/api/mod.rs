@@ -15,6 +15,8 @@ mod parse;
 pub mod rate_limit;
 pub mod sessions;
 mod similarity;
+pub mod timing;
+pub mod variants;
 
 pub use classify::{Classification, ClassifyRequest, ClassifyResponse, LabelScore};
 pub use embeddings::{Embedding, EmbeddingData, EmbeddingsResponse, TokenUsage};
@@ -24,6 +26,11 @@ pub use parse::body_within_limit;
 pub use similarity::{Match, SimilarityResponse};
 
 use serde::Serialize;
+
+use crate::error::CoreError;
+use crate::registry::{self, ModelSpec};
+use timing::{Clock, CpuUsage};
+use variants::{Arm, Variants};
 
 /// Lower-case hex of `bytes` (digests, ids).
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -43,18 +50,84 @@ pub struct HttpRequest<'a> {
     pub body_complete: bool,
 }
 
+/// What the host gives a request besides its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The isolate's clock, for `Server-Timing` and `usage.cpu_ms`.
+    pub clock: Clock,
+    /// The A/B splits in force (`MODEL_VARIANTS`).
+    pub variants: Option<&'a Variants>,
+    /// What a split hashes on: the API key's digest, else the client IP.
+    pub subject: Option<&'a str>,
+}
+
+impl Default for Context<'_> {
+    fn default() -> Self {
+        Context {
+            #[cfg(not(target_arch = "wasm32"))]
+            clock: timing::native_clock,
+            #[cfg(target_arch = "wasm32")]
+            clock: timing::frozen_clock,
+            variants: None,
+            subject: None,
+        }
+    }
+}
+
+impl Context<'_> {
+    /// The model that serves a request naming `name` (`id` or
+    /// `id@version`), after any A/B split, and the split's arm.
+    pub fn resolve(&self, name: &str) -> Result<(&'static ModelSpec, Option<Arm>), CoreError> {
+        match self.variants {
+            Some(v) => v.resolve(name, self.subject),
+            None => registry::find(name).map(|spec| (spec, None)),
+        }
+    }
+}
+
+/// Which model answered a request and what it cost: for the response
+/// headers (`x-edgeinfer-model`, `-model-sha256`, `-variant`,
+/// `Server-Timing`) and the request's log line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    /// `id@version`.
+    pub model: String,
+    pub sha256: &'static str,
+    /// True when this request paid for loading the model (a cold start).
+    pub loaded: bool,
+    pub arm: Option<Arm>,
+    /// The request's phases in the core, in order (ms).
+    pub timings: Vec<(&'static str, f64)>,
+    /// Tokens read and generated, for models that read tokens.
+    pub tokens: Option<usize>,
+    pub cpu: Option<CpuUsage>,
+}
+
+impl Served {
+    pub(crate) fn new(spec: &'static ModelSpec, loaded: bool) -> Self {
+        Served {
+            model: spec.qualified_name(),
+            sha256: spec.sha256,
+            loaded,
+            arm: None,
+            timings: Vec::new(),
+            tokens: None,
+            cpu: None,
+        }
+    }
+}
+
 /// A response ready to send: status, extra headers, JSON body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
     /// Set on 5xx: what went wrong, for the log only.
     pub internal_error: Option<String>,
-    /// The model that served the request, as `id@version`, for headers and logs.
-    pub model: Option<String>,
-    /// True when this request paid for loading the model (a cold start).
-    pub model_loaded: bool,
+    /// The model that served the request, when one did.
+    /// (Boxed: most responses have none, and it is large.)
+    pub model: Option<Box<Served>>,
 }
 
 impl HttpResponse {
@@ -66,7 +139,6 @@ impl HttpResponse {
                 body,
                 internal_error: None,
                 model: None,
-                model_loaded: false,
             },
             Err(e) => Self::error(ApiError::internal(format!("serializing the response: {e}"))),
         }
@@ -92,7 +164,6 @@ impl HttpResponse {
             body: e.body(),
             internal_error: e.internal.clone(),
             model: None,
-            model_loaded: false,
         }
     }
 }
@@ -187,8 +258,14 @@ const PLAYGROUND: &str = include_str!("../playground/index.html");
 /// The OpenAPI 3.1 description of every route; tests/openapi.rs keeps it true.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// Serves one request. Never panics on any input.
+/// Serves one request with no A/B splits and the host's default clock.
+/// Never panics on any input.
 pub fn handle(req: &HttpRequest<'_>) -> HttpResponse {
+    handle_with(req, &Context::default())
+}
+
+/// Serves one request in `ctx`. Never panics on any input.
+pub fn handle_with(req: &HttpRequest<'_>, ctx: &Context<'_>) -> HttpResponse {
     let Some(route) = Route::parse(req.path) else {
         return HttpResponse::error(ApiError::no_route(req.path));
     };
@@ -203,9 +280,9 @@ pub fn handle(req: &HttpRequest<'_>) -> HttpResponse {
         Route::Model(id) => ModelObject::find(id)
             .map(|m| HttpResponse::json(200, &m))
             .map_err(ApiError::from),
-        Route::Classify => classify::serve(req, Mode::Serve),
-        Route::Embeddings => embeddings::serve(req, Mode::Serve),
-        Route::Similarity => similarity::serve(req, Mode::Serve),
+        Route::Classify => classify::serve(req, Mode::Serve, ctx),
+        Route::Embeddings => embeddings::serve(req, Mode::Serve, ctx),
+        Route::Similarity => similarity::serve(req, Mode::Serve, ctx),
         // The worker streams these itself (see `glue`); natively they run to
         // the end in one answer, with a fixed id and seed.
         Route::ChatCompletions => serve_chat_here(req),
@@ -251,9 +328,9 @@ pub fn validate(req: &HttpRequest<'_>) -> Result<(), ApiError> {
                 _ => Err(ApiError::not_found("model_not_found", "no such model")),
             }
         }
-        Route::Classify => classify::serve(req, Mode::Validate).map(drop),
-        Route::Embeddings => embeddings::serve(req, Mode::Validate).map(drop),
-        Route::Similarity => similarity::serve(req, Mode::Validate).map(drop),
+        Route::Classify => classify::serve(req, Mode::Validate, &Context::default()).map(drop),
+        Route::Embeddings => embeddings::serve(req, Mode::Validate, &Context::default()).map(drop),
+        Route::Similarity => similarity::serve(req, Mode::Validate, &Context::default()).map(drop),
         // Building the prompt is the last step before the model runs.
         Route::ChatCompletions => start_turn(&chat::parse(req, None)?).map(drop),
         Route::Sessions => {
@@ -275,6 +352,7 @@ fn start_turn(call: &chat::ChatCall) -> Result<chat::ChatTurn, ApiError> {
         id: "chatcmpl-native".into(),
         created: 0,
         seed: 0,
+        clock: Context::default().clock,
     };
     chat::ChatTurn::start(
         call.spec,
@@ -303,7 +381,7 @@ fn serve_chat_here(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
         .iter()
         .map(|&(k, v)| (k, v.to_string()))
         .collect();
-    res.model = Some(turn.model_name().to_string());
+    res.model = Some(Box::new(turn.served()));
     Ok(res)
 }
 

@@ -56,8 +56,15 @@ fn max_tokens(m: &ModelSpec) -> Option<usize> {
 
 impl ModelObject {
     fn from_spec(m: &ModelSpec) -> Self {
+        // The bare id names the first version listed; any other version is
+        // listed (and addressed) as `id@version`, so every id is unique.
+        let default = registry::find(m.id).is_ok_and(|d| std::ptr::eq(d, m));
         ModelObject {
-            id: m.id.into(),
+            id: if default {
+                m.id.into()
+            } else {
+                m.qualified_name()
+            },
             object: "model".into(),
             // The weights are fixed at build time; there is no meaningful creation date.
             created: 0,

@@ -8,7 +8,8 @@ use super::embeddings::{encoder_for, tokenize_within_limit, TokenUsage};
 use super::error::ApiError;
 use super::limits::MAX_INPUTS;
 use super::parse::{input_texts, json_body};
-use super::{HttpRequest, HttpResponse, Mode};
+use super::timing::Timings;
+use super::{Context, HttpRequest, HttpResponse, Mode};
 use crate::encoder::cosine;
 
 #[derive(Debug, Deserialize)]
@@ -42,9 +43,15 @@ pub struct SimilarityResponse {
     pub usage: TokenUsage,
 }
 
-pub(super) fn serve(req: &HttpRequest<'_>, mode: Mode) -> Result<HttpResponse, ApiError> {
+pub(super) fn serve(
+    req: &HttpRequest<'_>,
+    mode: Mode,
+    ctx: &Context<'_>,
+) -> Result<HttpResponse, ApiError> {
+    let mut timings = Timings::start(ctx.clock);
     let body: SimilarityRequest = json_body(req)?;
-    let (spec, encoder, loaded_now) = encoder_for(&body.model)?;
+    let (encoder, served) = encoder_for(&body.model, ctx, &mut timings)?;
+    let spec = encoder.spec();
     let query = match &body.query {
         Value::String(_) => input_texts(&body.query).map_err(|e| e.with_param("query"))?,
         other => {
@@ -86,10 +93,12 @@ pub(super) fn serve(req: &HttpRequest<'_>, mode: Mode) -> Result<HttpResponse, A
     };
     let texts: Vec<&str> = query.into_iter().chain(documents).collect();
     let tokenized = tokenize_within_limit(encoder, &texts)?;
+    timings.lap("tokenize");
     if mode == Mode::Validate {
         return Ok(HttpResponse::validated());
     }
     let embeddings = encoder.embed(&tokenized)?;
+    timings.lap("inference");
     let (query, documents) = embeddings
         .split_first()
         .ok_or_else(|| ApiError::internal("the encoder returned no embedding for the query"))?;
@@ -110,10 +119,9 @@ pub(super) fn serve(req: &HttpRequest<'_>, mode: Mode) -> Result<HttpResponse, A
         model_version: spec.version.into(),
         model_sha256: spec.sha256.into(),
         data,
-        usage: TokenUsage::of(&tokenized),
+        usage: TokenUsage::of(&tokenized, spec, &timings, served.loaded),
     };
     let mut res = HttpResponse::json(200, &response);
-    res.model = Some(spec.qualified_name());
-    res.model_loaded = loaded_now;
+    res.model = Some(Box::new(served.finish(&timings, &response.usage)));
     Ok(res)
 }

@@ -47,14 +47,15 @@ fn request_meta() -> RequestMeta {
         id: format!("chatcmpl-{}", hex(&random_bytes::<12>())),
         created: now_seconds(),
         seed: u64::from_le_bytes(random_bytes::<8>()),
+        clock: super::clock,
     }
 }
 
 pub fn json_response(res: HttpResponse) -> Result<Response> {
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
-    if let Some(model) = &res.model {
-        headers.set("x-edgeinfer-model", model)?;
+    if let Some(served) = &res.model {
+        super::set_served_headers(&headers, served, None)?;
     }
     for (name, value) in &res.headers {
         headers.set(name, value)?;
@@ -83,7 +84,7 @@ fn stream_response(
     turn: ChatTurn,
     store: Option<(SqlStorage, TurnRequest, OwnedMutexGuard<()>)>,
 ) -> Result<Response> {
-    let model = turn.model_name().to_string();
+    let served = turn.served();
     let events = stream::unfold(Streaming { turn, store }, |mut st| async move {
         worker::Delay::from(Duration::ZERO).await;
         let event = st.turn.next_event()?;
@@ -111,7 +112,7 @@ fn stream_response(
     for (name, value) in SSE_HEADERS {
         headers.set(name, value)?;
     }
-    headers.set("x-edgeinfer-model", &model)?;
+    super::set_served_headers(&headers, &served, None)?;
     Ok(Response::from_stream(events)?.with_headers(headers))
 }
 

@@ -3,17 +3,25 @@
 //! and writes one JSON log line per request. It does no math and makes no API
 //! decisions (what is cacheable, and under which key, is [`api::cache`]'s).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use worker::{
-    console_error, console_log, event, kv::KvStore, Context, Delay, Env, Headers, Method, Request,
-    Response, Result,
+    console_error, console_log, event, kv::KvStore, Delay, Env, Headers, Method, Request, Response,
+    Result,
 };
 
 use crate::api::auth::{self, ApiKeys, Caller};
-use crate::api::{self, cache, limits::MAX_BODY_BYTES, ApiError, HttpRequest, HttpResponse, Route};
+use crate::api::timing::server_timing;
+use crate::api::variants::Variants;
+use crate::api::{
+    self, cache, limits::MAX_BODY_BYTES, ApiError, Context, HttpRequest, HttpResponse, Route,
+    Served,
+};
+use wasm_bindgen::prelude::wasm_bindgen;
 
 mod chat;
 mod rate_limit;
@@ -24,6 +32,67 @@ const CACHE_BINDING: &str = "CACHE";
 #[event(start)]
 fn start() {
     console_error_panic_hook::set_once();
+}
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
+}
+
+/// The isolate's clock for [`api::timing`]. Locally it runs; on Cloudflare's
+/// edge it stands still while code computes (see api::timing).
+pub(crate) fn clock() -> f64 {
+    performance_now()
+}
+
+/// True until this isolate has started serving its first request.
+static COLD: AtomicBool = AtomicBool::new(true);
+
+/// `MODEL_VARIANTS`, parsed once per isolate (vars are fixed for its life).
+/// A broken configuration is logged and serves every caller the model they
+/// asked for, rather than failing every request.
+fn variants(env: &Env) -> Option<&'static Variants> {
+    static VARIANTS: OnceLock<Option<Variants>> = OnceLock::new();
+    VARIANTS
+        .get_or_init(|| {
+            let var = env.var("MODEL_VARIANTS").ok().map(|v| v.to_string());
+            match Variants::parse(var.as_deref()) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    console_error!("{}", serde_json::json!({ "config": e }));
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// What an A/B split hashes on: the caller's key digest, else the client IP.
+fn split_subject(caller: &Caller, req: &Request) -> Option<String> {
+    match caller.owner() {
+        Some(digest) => Some(digest.to_string()),
+        None => req.headers().get("cf-connecting-ip").ok().flatten(),
+    }
+}
+
+/// The headers that say which model answered and where the time went.
+pub(crate) fn set_served_headers(
+    headers: &Headers,
+    served: &Served,
+    cache_ms: Option<f64>,
+) -> Result<()> {
+    headers.set("x-edgeinfer-model", &served.model)?;
+    headers.set("x-edgeinfer-model-sha256", served.sha256)?;
+    if let Some(arm) = served.arm {
+        headers.set("x-edgeinfer-variant", arm.as_str())?;
+    }
+    let mut phases: Vec<(&str, f64)> = cache_ms.map(|ms| ("cache", ms)).into_iter().collect();
+    phases.extend(served.timings.iter().copied());
+    if !phases.is_empty() {
+        headers.set("server-timing", &server_timing(&phases))?;
+    }
+    Ok(())
 }
 
 /// Reads at most `MAX_BODY_BYTES + 1` bytes, so a huge body costs no more
@@ -57,7 +126,7 @@ async fn cache_read(kv: &KvStore, key: &str) -> std::result::Result<Option<Vec<u
 }
 
 /// Stores an answer after the response has gone out; a failure is logged only.
-fn cache_write(ctx: &Context, kv: KvStore, key: String, body: Vec<u8>, ttl: u64) {
+fn cache_write(ctx: &worker::Context, kv: KvStore, key: String, body: Vec<u8>, ttl: u64) {
     ctx.wait_until(async move {
         let put = match kv.put_bytes(&key, &body) {
             Ok(put) => put.expiration_ttl(ttl).execute().await,
@@ -73,7 +142,7 @@ fn cache_write(ctx: &Context, kv: KvStore, key: String, body: Vec<u8>, ttl: u64)
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: worker::Context) -> Result<Response> {
     match serve(req, &env, &ctx).await {
         Ok(res) => Ok(res),
         // Reading the body or building the response failed in the runtime
@@ -125,13 +194,26 @@ async fn admit(
         .map(|()| caller))
 }
 
-async fn serve(mut req: Request, env: &Env, ctx: &Context) -> Result<Response> {
-    let started = js_sys::Date::now();
+async fn serve(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Response> {
+    let started = clock();
+    let isolate = if COLD.swap(false, Ordering::Relaxed) {
+        "cold"
+    } else {
+        "warm"
+    };
     let method = req.method();
     // The method as sent: `Method` reads one it does not know (QUERY, FOO)
     // as GET, which would let it through the GET routes instead of a 405.
     let method_sent = req.inner().method();
     let path = req.path();
+    let mut line = LogLine {
+        method: &method_sent,
+        path: &path,
+        started,
+        isolate,
+        cache: "off",
+        cache_error: None,
+    };
     #[cfg(feature = "test-panic")]
     if path == "/__test/panic" {
         panic!("test-panic: a panic on the request path, on purpose");
@@ -139,18 +221,8 @@ async fn serve(mut req: Request, env: &Env, ctx: &Context) -> Result<Response> {
     let caller = match admit(&req, &path, env).await? {
         Ok(caller) => caller,
         Err(res) => {
-            log(
-                &method,
-                &path,
-                res.status,
-                started,
-                None,
-                false,
-                "off",
-                res.internal_error.as_deref(),
-                None,
-            );
-            return respond(res.status, res.body, None, &res.headers, None);
+            line.write(res.status, None, res.internal_error.as_deref());
+            return respond(&res, None);
         }
     };
     let content_type = req.headers().get("content-type")?;
@@ -175,48 +247,44 @@ async fn serve(mut req: Request, env: &Env, ctx: &Context) -> Result<Response> {
     {
         let session = req.headers().get(chat::SESSION_HEADER)?;
         let res = chat::serve(route, &request, session.as_deref(), caller.owner(), env).await?;
-        let model = res.headers().get("x-edgeinfer-model")?;
-        log(
-            &method,
-            &path,
-            res.status_code(),
-            started,
-            model.as_deref(),
-            false,
-            "off",
-            None,
-            None,
-        );
+        line.write_response(&res)?;
         return Ok(res);
     }
 
+    let subject = split_subject(&caller, &req);
+    let api_ctx = Context {
+        clock,
+        variants: variants(env),
+        subject: subject.as_deref(),
+    };
     let kv = env.kv(CACHE_BINDING).ok();
-    let key = kv.as_ref().and_then(|_| cache::key(&request));
-    let mut cache_error = None;
+    let key = kv.as_ref().and_then(|_| cache::key(&request, &api_ctx));
+    let mut cache_ms = None;
     if let (Some(kv), Some(key)) = (&kv, &key) {
-        match cache_read(kv, &key.key).await {
+        let asked = clock();
+        let read = cache_read(kv, &key.key).await;
+        cache_ms = Some(clock() - asked);
+        match read {
             Ok(Some(hit)) => {
-                log(
-                    &method,
-                    &path,
-                    200,
-                    started,
-                    Some(&key.model),
-                    false,
-                    "hit",
-                    None,
-                    None,
-                );
-                return respond(200, hit, Some(&key.model), &[], Some("hit"));
+                let mut res = HttpResponse::json(200, &());
+                res.body = hit;
+                res.model = Some(Box::new(key.served.clone()));
+                res.headers.push(("x-edgeinfer-cache", "hit".into()));
+                line.cache = "hit";
+                line.write(200, res.model.as_deref(), None);
+                return respond(&res, cache_ms);
             }
             Ok(None) => {}
-            Err(e) => cache_error = Some(e),
+            Err(e) => line.cache_error = Some(e),
         }
     }
 
-    let res = api::handle(&request);
+    let mut res = api::handle_with(&request, &api_ctx);
     // Only answers are cached, so only answers say how the cache went.
-    let cache_state = key.as_ref().filter(|_| res.status == 200).map(|_| "miss");
+    if key.is_some() && res.status == 200 {
+        line.cache = "miss";
+        res.headers.push(("x-edgeinfer-cache", "miss".into()));
+    }
     if let (Some(kv), Some(key), 200) = (kv, key, res.status) {
         let ttl = cache::ttl_seconds(
             env.var("CACHE_TTL_SECONDS")
@@ -226,76 +294,76 @@ async fn serve(mut req: Request, env: &Env, ctx: &Context) -> Result<Response> {
         );
         cache_write(ctx, kv, key.key, res.body.clone(), ttl);
     }
-    log(
-        &method,
-        &path,
+    line.write(
         res.status,
-        started,
         res.model.as_deref(),
-        res.model_loaded,
-        cache_state.unwrap_or("off"),
         res.internal_error.as_deref(),
-        cache_error.as_deref(),
     );
-    respond(
-        res.status,
-        res.body,
-        res.model.as_deref(),
-        &res.headers,
-        cache_state,
-    )
+    respond(&res, cache_ms)
 }
 
-/// One JSON line per request, for Workers Logs.
-#[allow(clippy::too_many_arguments)]
-fn log(
-    method: &Method,
-    path: &str,
-    status: u16,
+/// One JSON line per request, for Workers Logs (`[observability]` in
+/// wrangler.toml): what was asked, who answered, how long it took.
+struct LogLine<'a> {
+    method: &'a str,
+    path: &'a str,
     started: f64,
-    model: Option<&str>,
-    model_loaded: bool,
-    cache: &str,
-    error: Option<&str>,
-    cache_error: Option<&str>,
-) {
-    let line = serde_json::json!({
-        "method": method.as_ref(),
-        "path": path,
-        "status": status,
-        "ms": js_sys::Date::now() - started,
-        "model": model,
-        "model_loaded": model_loaded,
-        "cache": cache,
-        "cache_error": cache_error,
-        "error": error,
-    });
-    if status >= 500 || cache_error.is_some() {
-        console_error!("{line}");
-    } else {
-        console_log!("{line}");
+    /// `cold` for an isolate's first request, else `warm`.
+    isolate: &'static str,
+    cache: &'static str,
+    cache_error: Option<String>,
+}
+
+impl LogLine<'_> {
+    fn write(&self, status: u16, served: Option<&Served>, error: Option<&str>) {
+        let line = serde_json::json!({
+            "method": self.method,
+            "route": self.path,
+            "status": status,
+            "ms": clock() - self.started,
+            "model": served.map(|s| &s.model),
+            "variant": served.and_then(|s| s.arm).map(|a| a.as_str()),
+            "tokens": served.and_then(|s| s.tokens),
+            "cpu_ms": served.and_then(|s| s.cpu).map(|c| c.cpu_ms),
+            "model_loaded": served.is_some_and(|s| s.loaded),
+            "isolate": self.isolate,
+            "cache": self.cache,
+            "cache_error": self.cache_error,
+            "error": error,
+        });
+        if status >= 500 || self.cache_error.is_some() {
+            console_error!("{line}");
+        } else {
+            console_log!("{line}");
+        }
+    }
+
+    /// The line of a response the chat glue built (the model is in its headers).
+    fn write_response(&self, res: &Response) -> Result<()> {
+        let headers = res.headers();
+        let served = match headers.get("x-edgeinfer-model")? {
+            Some(model) => crate::registry::find(&model)
+                .ok()
+                .map(|spec| Served::new(spec, false)),
+            None => None,
+        };
+        self.write(res.status_code(), served.as_ref(), None);
+        Ok(())
     }
 }
 
-fn respond(
-    status: u16,
-    body: Vec<u8>,
-    model: Option<&str>,
-    extra: &[(&'static str, String)],
-    cache: Option<&str>,
-) -> Result<Response> {
+/// The response for `res`: JSON (unless the route set its own type), the
+/// model headers when a model answered, and the cache read's time.
+fn respond(res: &HttpResponse, cache_ms: Option<f64>) -> Result<Response> {
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
-    if let Some(model) = model {
-        headers.set("x-edgeinfer-model", model)?;
+    if let Some(served) = &res.model {
+        set_served_headers(&headers, served, cache_ms)?;
     }
-    if let Some(cache) = cache {
-        headers.set("x-edgeinfer-cache", cache)?;
-    }
-    for (name, value) in extra {
+    for (name, value) in &res.headers {
         headers.set(name, value)?;
     }
-    Ok(Response::from_bytes(body)?
-        .with_status(status)
+    Ok(Response::from_bytes(res.body.clone())?
+        .with_status(res.status)
         .with_headers(headers))
 }
