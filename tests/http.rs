@@ -466,9 +466,13 @@ fn classify_french(c: &Client) -> Result<(), Failed> {
         first["labels"].as_array().map(Vec::len) == Some(3),
         "default top_k is 3",
     )?;
+    let usage = &body["usage"];
     check(
-        body["usage"] == json!({"inputs": 1, "characters": 21}),
-        format!("usage: {}", body["usage"]),
+        usage["inputs"] == 1
+            && usage["characters"] == 21
+            && usage["cpu_ms"].as_f64().is_some_and(|ms| ms > 0.0)
+            && ["measured", "estimated"].contains(&usage["cpu_ms_source"].as_str().unwrap_or("")),
+        format!("usage: {usage}"),
     )
 }
 
