@@ -95,6 +95,10 @@ struct Unit {
     jobs: Vec<usize>,
 }
 
+/// Texts per embeddings request: a fixed number, like every grouping here,
+/// so the output does not depend on `--jobs`.
+const EMBED_TEXTS: usize = 16;
+
 /// Texts per request, bounded so that a request of valid lines is one the
 /// API accepts: [`MAX_INPUTS`] texts, a body under [`MAX_BODY_BYTES`], and
 /// for token models [`MAX_TOTAL_TOKENS`], estimated from above (a word
@@ -106,10 +110,15 @@ struct Budget {
 }
 
 impl Budget {
-    fn for_fields(fields: &Map<String, Value>) -> Self {
+    fn for_fields(route: Route, fields: &Map<String, Value>) -> Self {
         let fields_bytes = serde_json::to_vec(fields).map_or(0, |b| b.len());
         Budget {
-            texts: MAX_INPUTS,
+            texts: match route {
+                // The encoder runs text by text (no batch math to share) at
+                // ~0.5 s a text natively: small requests spread over threads.
+                Route::Embed => EMBED_TEXTS,
+                Route::Classify | Route::Chat => MAX_INPUTS,
+            },
             bytes: MAX_BODY_BYTES.saturating_sub(fields_bytes + 64),
             tokens: fields
                 .get("model")
@@ -180,7 +189,7 @@ fn plan(route: Route, window: &[Job]) -> Vec<Unit> {
                 open.push((
                     &work.fields,
                     units.len() - 1,
-                    Budget::for_fields(&work.fields),
+                    Budget::for_fields(route, &work.fields),
                 ));
                 open.len() - 1
             }
@@ -189,7 +198,7 @@ fn plan(route: Route, window: &[Job]) -> Vec<Unit> {
         if !budget.take(text) && !units[*unit].jobs.is_empty() {
             units.push(Unit { jobs: Vec::new() });
             *unit = units.len() - 1;
-            *budget = Budget::for_fields(&work.fields);
+            *budget = Budget::for_fields(route, &work.fields);
             // Over budget alone (e.g. too long): sent alone, for the API's verdict.
             budget.take(text);
         }
