@@ -15,7 +15,7 @@ use super::limits::{
     MAX_STOP_CHARS, MAX_STOP_SEQUENCES,
 };
 use super::parse::{json_body, kind};
-use super::timing::{self, Clock, CpuUsage, Timings, Work};
+use super::timing::{self, Clock, Timings, Work};
 use super::{HttpRequest, HttpResponse, Served};
 use crate::chat_model::ChatModel;
 use crate::chat_template::{Message, Role};
@@ -414,8 +414,9 @@ pub struct Usage {
     /// Oldest messages left out because the conversation outgrew the
     /// model's context (never the system message or the last message).
     pub dropped_messages: usize,
-    #[serde(flatten)]
-    pub cpu: CpuUsage,
+    /// Estimated CPU ms of the prompt and the generation in the worker
+    /// (see api::timing).
+    pub cpu_ms: f64,
 }
 
 #[derive(Serialize)]
@@ -553,7 +554,6 @@ impl ChatTurn {
             inputs: 1,
             tokens: prompt,
             generated: completion,
-            loaded: self.model_loaded,
             ..Work::default()
         };
         Usage {
@@ -561,7 +561,7 @@ impl ChatTurn {
             completion_tokens: completion,
             total_tokens: prompt + completion,
             dropped_messages: self.dropped_messages,
-            cpu: timing::cpu_usage(&self.phases(), self.spec, &work),
+            cpu_ms: timing::estimate_cpu_ms(self.spec, &work),
         }
     }
 
@@ -573,7 +573,7 @@ impl ChatTurn {
         let mut served = Served::new(self.spec, self.model_loaded);
         served.timings = self.phases().phases().to_vec();
         served.tokens = Some(usage.total_tokens);
-        served.cpu = Some(usage.cpu);
+        served.cpu_ms = Some(usage.cpu_ms);
         served
     }
 

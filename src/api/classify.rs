@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::limits::DEFAULT_TOP_K;
 use super::parse::{input_texts, json_body};
-use super::timing::{self, CpuUsage, Timings, Work};
+use super::timing::{self, Timings, Work};
 use super::{Context, HttpRequest, HttpResponse, Mode, Served};
 use crate::error::CoreError;
 use crate::registry;
@@ -49,8 +49,8 @@ pub struct Usage {
     /// Indices of the inputs cut to the model's token limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated_inputs: Option<Vec<usize>>,
-    #[serde(flatten)]
-    pub cpu: CpuUsage,
+    /// Estimated CPU ms of the model work in the worker (see api::timing).
+    pub cpu_ms: f64,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -153,9 +153,8 @@ pub(super) fn serve(
         characters,
         tokens: tokens.as_ref().map_or(0, |t| t.0),
         generated: 0,
-        loaded: loaded_now,
     };
-    let cpu = timing::cpu_usage(&timings, spec, &work);
+    let cpu_ms = timing::estimate_cpu_ms(spec, &work);
     let response = ClassifyResponse {
         object: "list".into(),
         model: spec.id.into(),
@@ -167,7 +166,7 @@ pub(super) fn serve(
             characters,
             prompt_tokens: tokens.as_ref().map(|t| t.0),
             truncated_inputs: tokens.map(|t| t.1),
-            cpu,
+            cpu_ms,
         },
     };
     let mut res = HttpResponse::json(200, &response);
@@ -175,7 +174,7 @@ pub(super) fn serve(
         arm,
         timings: timings.phases().to_vec(),
         tokens: response.usage.prompt_tokens,
-        cpu: Some(cpu),
+        cpu_ms: Some(cpu_ms),
         ..Served::new(spec, loaded_now)
     }));
     Ok(res)

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::limits::MAX_TOTAL_TOKENS;
 use super::parse::{input_texts, json_body};
-use super::timing::{self, CpuUsage, Timings, Work};
+use super::timing::{self, Timings, Work};
 use super::{Context, HttpRequest, HttpResponse, Mode, Served};
 use crate::encoder::{SentenceEncoder, Tokenized};
 use crate::registry::{self, ModelSpec};
@@ -52,27 +52,21 @@ pub struct TokenUsage {
     /// Indices of the inputs cut to the model's token limit (their end was
     /// not embedded).
     pub truncated_inputs: Vec<usize>,
-    #[serde(flatten)]
-    pub cpu: CpuUsage,
+    /// Estimated CPU ms of the model work in the worker (see api::timing).
+    pub cpu_ms: f64,
 }
 
 impl TokenUsage {
-    /// The usage of embedding `tokenized` with `spec`, timed by `timings`.
-    pub(super) fn of(
-        tokenized: &[Tokenized],
-        spec: &ModelSpec,
-        timings: &Timings,
-        loaded: bool,
-    ) -> Self {
+    /// The usage of embedding `tokenized` with `spec`.
+    pub(super) fn of(tokenized: &[Tokenized], spec: &ModelSpec) -> Self {
         let tokens = tokenized.iter().map(|t| t.ids.len()).sum();
         let work = Work {
             inputs: tokenized.len(),
             tokens,
-            loaded,
             ..Work::default()
         };
         TokenUsage {
-            cpu: timing::cpu_usage(timings, spec, &work),
+            cpu_ms: timing::estimate_cpu_ms(spec, &work),
             prompt_tokens: tokens,
             total_tokens: tokens,
             truncated_inputs: tokenized
@@ -120,7 +114,7 @@ impl Served {
     pub(super) fn finish(mut self, timings: &Timings, usage: &TokenUsage) -> Self {
         self.timings = timings.phases().to_vec();
         self.tokens = Some(usage.prompt_tokens);
-        self.cpu = Some(usage.cpu);
+        self.cpu_ms = Some(usage.cpu_ms);
         self
     }
 }
@@ -204,7 +198,7 @@ pub(super) fn serve(
         model: spec.id.into(),
         model_version: spec.version.into(),
         model_sha256: spec.sha256.into(),
-        usage: TokenUsage::of(&tokenized, spec, &timings, served.loaded),
+        usage: TokenUsage::of(&tokenized, spec),
     };
     let mut res = HttpResponse::json(200, &response);
     res.model = Some(Box::new(served.finish(&timings, &response.usage)));

@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::error::CoreError;
 use crate::registry::{self, ModelSpec};
-use timing::{Clock, CpuUsage};
+use timing::Clock;
 use variants::{Arm, Variants};
 
 /// Lower-case hex of `bytes` (digests, ids).
@@ -100,7 +100,8 @@ pub struct Served {
     pub timings: Vec<(&'static str, f64)>,
     /// Tokens read and generated, for models that read tokens.
     pub tokens: Option<usize>,
-    pub cpu: Option<CpuUsage>,
+    /// `usage.cpu_ms`: the estimated CPU ms of the model work.
+    pub cpu_ms: Option<f64>,
 }
 
 impl Served {
@@ -112,7 +113,7 @@ impl Served {
             arm: None,
             timings: Vec::new(),
             tokens: None,
-            cpu: None,
+            cpu_ms: None,
         }
     }
 }

@@ -119,7 +119,7 @@ pub(super) fn serve(
         model_version: spec.version.into(),
         model_sha256: spec.sha256.into(),
         data,
-        usage: TokenUsage::of(&tokenized, spec, &timings, served.loaded),
+        usage: TokenUsage::of(&tokenized, spec),
     };
     let mut res = HttpResponse::json(200, &response);
     res.model = Some(Box::new(served.finish(&timings, &response.usage)));

@@ -324,7 +324,7 @@ impl LogLine<'_> {
             "model": served.map(|s| &s.model),
             "variant": served.and_then(|s| s.arm).map(|a| a.as_str()),
             "tokens": served.and_then(|s| s.tokens),
-            "cpu_ms": served.and_then(|s| s.cpu).map(|c| c.cpu_ms),
+            "cpu_ms": served.and_then(|s| s.cpu_ms),
             "model_loaded": served.is_some_and(|s| s.loaded),
             "isolate": self.isolate,
             "cache": self.cache,
