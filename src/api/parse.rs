@@ -115,6 +115,7 @@ pub fn input_texts(input: &Value) -> Result<Vec<&str>, ApiError> {
     Ok(texts)
 }
 
+/// How an error message names the JSON type a client sent.
 pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",

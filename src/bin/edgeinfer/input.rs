@@ -8,7 +8,7 @@ use std::hash::BuildHasher as _;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
-use edgeinfer::api::ApiError;
+use edgeinfer::api::{kind, ApiError};
 use serde_json::{Map, Value};
 
 use crate::engine::Route;
@@ -49,17 +49,6 @@ pub struct Defaults {
 /// dependency for what is only a default.
 fn random_seed() -> i64 {
     RandomState::new().hash_one(0u8) as i64
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Parses one raw line (without its newline).
