@@ -50,7 +50,7 @@ fn main() {
         // Files in OUT_DIR are named by id and version: two versions of one
         // id (an A/B variant) are two models.
         let stem = format!("{}@{}", m.id, m.version);
-        write_out(&out.join(format!("{stem}.artifact")), &checked.artifact);
+        write_out(&out.join(format!("{stem}.artifact")), &checked.embedded);
         let input = match &checked.input {
             check::CheckedInput::Ngrams { vocab } => {
                 let lists: Vec<String> = vocab.iter().map(|l| format!("&{l:?}")).collect();
@@ -113,7 +113,7 @@ fn main() {
              description: {desc:?},\n        license: {license:?},\n        \
              source: Source {{ registry: {reg:?}, package: {pkg:?}, version: {pver:?} }},\n        \
              sha256: {sha:?},\n        quantization: {quant:?},\n        \
-             artifact: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{stem}.artifact\")),\n        labels: &{labels:?},\n        \
+             artifact: &Aligned(*include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{stem}.artifact\"))).0,\n        labels: &{labels:?},\n        \
              input: {input},\n    }},",
             id = m.id,
             stem = stem,

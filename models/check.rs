@@ -26,6 +26,10 @@ use tfidf::TfidfModel;
 mod causal_lm;
 pub use causal_lm::LmShape;
 
+// The sentence encoder's weights, packed for the worker (src/bert/format.rs).
+#[path = "pack_bert.rs"]
+pub mod pack_bert;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -220,8 +224,13 @@ fn err<T>(model: &str, what: impl Into<String>, fix: impl Into<String>) -> Resul
 /// A model that passed every check, with the bytes to embed.
 #[derive(Debug)]
 pub struct Checked {
-    /// The model file: an ONNX graph, or the weights of a tf-idf model.
+    /// The model file: an ONNX graph, or the weights of a tf-idf model
+    /// (build.rs embeds `embedded`; tests/manifest.rs compares the two).
+    #[allow(dead_code)]
     pub artifact: Vec<u8>,
+    /// What the worker embeds: the artifact itself, or for a sentence
+    /// encoder its weights packed from the graph (`pack_bert`).
+    pub embedded: Vec<u8>,
     /// The `registry::Task` variant name.
     pub task_variant: &'static str,
     pub input: CheckedInput,
@@ -423,8 +432,20 @@ pub fn check_model(
     ) {
         check_graph(m, &input, &artifact)?;
     }
+    let embedded = match input {
+        CheckedInput::Tokens { .. } => pack_bert::pack(&artifact).map_err(|e| CheckError {
+            model: m.id.clone(),
+            what: format!("cannot pack models/{} for the worker: {e}", m.artifact),
+            fix: format!(
+                "export a post-norm BERT encoder quantized as {} does, or extend models/pack_bert.rs and src/bert",
+                m.export
+            ),
+        })?,
+        _ => artifact.clone(),
+    };
     Ok(Checked {
         artifact,
+        embedded,
         task_variant,
         input,
     })
@@ -759,6 +780,10 @@ pub fn check_graph(m: &ModelEntry, input: &CheckedInput, onnx: &[u8]) -> Result<
             format!("{reexport}, or fix the manifest's labels / input.dims"),
         );
     }
-    model.into_optimized().map_err(unsupported)?;
+    // The worker runs a sentence encoder from its packed weights, not
+    // through tract: optimizing its graph here would only cost build time.
+    if !matches!(input, CheckedInput::Tokens { .. }) {
+        model.into_optimized().map_err(unsupported)?;
+    }
     Ok(())
 }

@@ -1,14 +1,13 @@
-//! A sentence encoder: the model's own tokenizer, then a transformer graph
-//! that pools and normalizes inside, so one embedding per text comes out.
+//! A sentence encoder: the model's own tokenizer, then the transformer of
+//! [`crate::bert`] (packed from the ONNX graph at build time), which pools and
+//! normalizes, so one embedding per text comes out.
 //!
 //! Built once per isolate (see [`crate::registry::encoder`]) and shared
 //! read-only by every request.
 
-use std::sync::Arc;
-
 use tokenizers::{Tokenizer, TruncationParams};
-use tract_onnx::prelude::*;
 
+use crate::bert::Bert;
 use crate::error::CoreError;
 use crate::registry::{InputSpec, ModelSpec};
 
@@ -29,7 +28,7 @@ pub struct SentenceEncoder {
     rows: Vec<u32>,
     max_tokens: usize,
     dims: usize,
-    plan: Arc<TypedRunnableModel>,
+    bert: Bert,
 }
 
 impl std::fmt::Debug for SentenceEncoder {
@@ -42,7 +41,8 @@ impl std::fmt::Debug for SentenceEncoder {
 }
 
 impl SentenceEncoder {
-    /// Parses the tokenizer and optimizes the graph. Costly: once per isolate.
+    /// Parses the tokenizer and the packed weights' header (the weights
+    /// themselves are used in place). Once per isolate.
     pub fn load(spec: &'static ModelSpec) -> Result<Self, CoreError> {
         let fail = |reason: String| CoreError::ModelLoad {
             model: spec.id,
@@ -69,18 +69,21 @@ impl SentenceEncoder {
             .chunks_exact(4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        let plan = tract_onnx::onnx()
-            .model_for_read(&mut &spec.artifact[..])
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| fail(format!("{e:#}")))?;
+        let bert = Bert::parse(spec.artifact).map_err(fail)?;
+        if bert.dims() != dims || bert.max_positions() < max_tokens {
+            return Err(fail(format!(
+                "packed weights are {} wide for {} positions; the manifest says {dims} and {max_tokens}",
+                bert.dims(),
+                bert.max_positions()
+            )));
+        }
         Ok(SentenceEncoder {
             spec,
             tokenizer,
             rows,
             max_tokens,
             dims,
-            plan,
+            bert,
         })
     }
 
@@ -119,7 +122,7 @@ impl SentenceEncoder {
 
     /// Embeddings of already tokenized texts, in input order (unit length).
     ///
-    /// One graph run per text, never a padded batch: the int8 graph quantizes
+    /// One run per text, never a padded batch: the int8 layers quantize
     /// its activations with a scale taken from the whole input tensor, so in
     /// a batch one text's embedding would depend on its neighbours and on
     /// padding. Alone, a text always gets the same embedding (which is what a
@@ -135,7 +138,7 @@ impl SentenceEncoder {
         Ok((self.embed(&tokenized)?, tokenized))
     }
 
-    /// One run of the graph on one text.
+    /// One run of the encoder on one text.
     fn run(&self, text: &Tokenized) -> Result<Vec<f32>, CoreError> {
         let err = |reason: String| CoreError::Inference {
             model: self.spec.id,
@@ -144,45 +147,20 @@ impl SentenceEncoder {
         if text.ids.is_empty() {
             return Err(err("a text produced no tokens".into()));
         }
-        let ids = text
+        let rows = text
             .ids
             .iter()
             .map(|&id| {
-                self.rows
-                    .get(id as usize)
-                    .map(|&row| i64::from(row))
-                    .ok_or_else(|| {
-                        err(format!(
-                            "token id {id} is outside the tokenizer's vocabulary"
-                        ))
-                    })
+                self.rows.get(id as usize).copied().ok_or_else(|| {
+                    err(format!(
+                        "token id {id} is outside the tokenizer's vocabulary"
+                    ))
+                })
             })
-            .collect::<Result<Vec<i64>, _>>()?;
-        let mask = vec![1i64; ids.len()];
-        let shape = [1, ids.len()];
-        let tensor = |data: &[i64]| {
-            Tensor::from_shape(&shape, data)
-                .map(IntoTValue::into_tvalue)
-                .map_err(|e| err(format!("{e:#}")))
-        };
-        let outputs = self
-            .plan
-            .run(tvec!(tensor(&ids)?, tensor(&mask)?))
-            .map_err(|e| err(format!("{e:#}")))?;
-        let output = outputs
-            .first()
-            .ok_or_else(|| err("the graph returned no output".into()))?;
-        let view = output
-            .to_plain_array_view::<f32>()
-            .map_err(|e| err(format!("{e:#}")))?;
-        if view.shape() != [1, self.dims] {
-            return Err(err(format!(
-                "output shape {:?}, expected [1, {}]",
-                view.shape(),
-                self.dims
-            )));
-        }
-        Ok(view.iter().copied().collect())
+            .collect::<Result<Vec<u32>, _>>()?;
+        let embedding = self.bert.embed(&rows).map_err(err)?;
+        debug_assert_eq!(embedding.len(), self.dims);
+        Ok(embedding)
     }
 }
 

@@ -9,6 +9,7 @@
 //! (`glue`, wasm32 only) moves bytes between workerd and [`api`] and does no math.
 
 pub mod api;
+pub mod bert;
 pub mod causal_lm;
 pub mod chat_model;
 pub mod chat_template;

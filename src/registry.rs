@@ -97,7 +97,9 @@ pub struct ModelSpec {
     pub sha256: &'static str,
     pub quantization: &'static str,
     /// The model file (an ONNX graph, or the weights of a `TfidfWords`
-    /// model), byte for byte the file whose sha256 build.rs verified.
+    /// model), byte for byte the file whose sha256 build.rs verified; for a
+    /// sentence encoder, its weights packed from that file at build time
+    /// (see [`crate::bert::format`]). 16-byte aligned.
     pub artifact: &'static [u8],
     pub labels: &'static [&'static str],
     pub input: InputSpec,
@@ -109,6 +111,11 @@ impl ModelSpec {
         format!("{}@{}", self.id, self.version)
     }
 }
+
+/// Gives embedded bytes the alignment of a float32 vector, so packed
+/// weights are read in place instead of copied.
+#[repr(C, align(16))]
+struct Aligned<T: ?Sized>(T);
 
 include!(concat!(env!("OUT_DIR"), "/registry.rs"));
 

@@ -30,13 +30,34 @@ fn registry_matches_manifest_and_embedded_bytes_match_sha256() {
             spec.labels,
             entry.labels.iter().map(String::as_str).collect::<Vec<_>>()
         );
+        assert_eq!(spec.sha256, entry.sha256.to_ascii_lowercase());
+        // What is embedded is what the checks produce from the file with
+        // that sha256: the file itself, or the sentence encoder packed.
+        let checked = check::check_model(&models_dir(), &manifest.model, entry).unwrap();
         assert_eq!(
-            check::sha256_hex(spec.artifact),
+            check::sha256_hex(&checked.artifact),
             spec.sha256,
+            "{}",
+            spec.id
+        );
+        assert!(
+            spec.artifact == checked.embedded,
             "embedded bytes of {}",
             spec.id
         );
-        assert_eq!(spec.sha256, entry.sha256.to_ascii_lowercase());
+        if spec.task == registry::Task::SentenceEmbedding {
+            assert!(
+                spec.artifact.starts_with(b"EIBERT01"),
+                "{} is packed",
+                spec.id
+            );
+        } else {
+            assert_eq!(
+                spec.artifact, checked.artifact,
+                "{} is embedded as is",
+                spec.id
+            );
+        }
         assert!(!entry.license.is_empty() && !entry.source.package.is_empty());
     }
 }

@@ -1,0 +1,448 @@
+//! Build time: the sentence encoder's ONNX graph (as onnxruntime's dynamic
+//! quantizer left it) into the packed form of `src/bert/format.rs`.
+//!
+//! The graph is read, not run: the weights are found by the graph's
+//! structure (a uint8 Gather table, a float position table, LayerNormalization
+//! nodes, MatMulInteger / MatMul nodes with a constant right-hand side and
+//! their bias Add), checked against the architecture the worker implements
+//! (post-norm BERT, GELU by erf, mean pooling, L2 normalization), and
+//! rewritten transposed and aligned. Anything else is refused with the reason,
+//! so a re-export that changes the architecture fails the build instead of
+//! embedding weights the worker would misread.
+
+use std::collections::HashMap;
+
+use tract_onnx::pb::{NodeProto, TensorProto};
+use tract_onnx::prelude::Framework;
+
+#[path = "../src/bert/format.rs"]
+pub mod format;
+use format::{Embedding, Header, Layer, Linear, Norm, Span, Weights, ALIGN, MAGIC};
+
+/// A constant of the graph (an initializer or a Constant node's value).
+struct Const {
+    dims: Vec<usize>,
+    data_type: i32,
+    bytes: Vec<u8>,
+}
+
+const FLOAT: i32 = 1;
+const UINT8: i32 = 2;
+const INT8: i32 = 3;
+
+impl Const {
+    fn from_proto(t: &TensorProto) -> Result<Const, String> {
+        let dims = t.dims.iter().map(|&d| d as usize).collect();
+        let bytes = if !t.raw_data.is_empty() {
+            t.raw_data.clone()
+        } else if !t.float_data.is_empty() {
+            t.float_data.iter().flat_map(|f| f.to_le_bytes()).collect()
+        } else {
+            // int32_data holds int8/uint8 values one per element.
+            t.int32_data.iter().map(|&v| v as u8).collect()
+        };
+        Ok(Const {
+            dims,
+            data_type: t.data_type,
+            bytes,
+        })
+    }
+
+    fn f32s(&self) -> Result<Vec<f32>, String> {
+        if self.data_type != FLOAT {
+            return Err(format!(
+                "expected a float tensor, found ONNX type {}",
+                self.data_type
+            ));
+        }
+        Ok(self
+            .bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
+    fn scalar_f32(&self) -> Result<f32, String> {
+        match self.f32s()?.as_slice() {
+            [v] => Ok(*v),
+            other => Err(format!("expected one float, found {}", other.len())),
+        }
+    }
+}
+
+struct Graph<'a> {
+    nodes: &'a [NodeProto],
+    consts: HashMap<&'a str, Const>,
+    consumers: HashMap<&'a str, Vec<&'a NodeProto>>,
+}
+
+impl<'a> Graph<'a> {
+    fn constant(&self, name: &str) -> Result<&Const, String> {
+        self.consts
+            .get(name)
+            .ok_or_else(|| format!("{name:?} is not a constant"))
+    }
+
+    /// The one node that reads `name`, when there is exactly one.
+    fn only_consumer(&self, name: &str) -> Result<&'a NodeProto, String> {
+        match self.consumers.get(name).map(Vec::as_slice) {
+            Some([node]) => Ok(node),
+            _ => Err(format!("{name:?} should feed exactly one node")),
+        }
+    }
+
+    fn ops(&self, op: &str) -> Vec<&'a NodeProto> {
+        self.nodes.iter().filter(|n| n.op_type == op).collect()
+    }
+}
+
+/// The packed bytes of the encoder in `onnx`.
+pub fn pack(onnx: &[u8]) -> Result<Vec<u8>, String> {
+    let proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut &onnx[..])
+        .map_err(|e| format!("not an ONNX model: {e}"))?;
+    let graph = proto.graph.as_ref().ok_or("the model has no graph")?;
+    let mut consts = HashMap::new();
+    for t in &graph.initializer {
+        consts.insert(t.name.as_str(), Const::from_proto(t)?);
+    }
+    let mut consumers: HashMap<&str, Vec<&NodeProto>> = HashMap::new();
+    for node in &graph.node {
+        if node.op_type == "Constant" {
+            if let (Some(out), Some(t)) = (
+                node.output.first(),
+                node.attribute.iter().find_map(|a| a.t.as_ref()),
+            ) {
+                consts.insert(out.as_str(), Const::from_proto(t)?);
+            }
+        }
+        for input in &node.input {
+            consumers.entry(input.as_str()).or_default().push(node);
+        }
+    }
+    let g = Graph {
+        nodes: &graph.node,
+        consts,
+        consumers,
+    };
+    Packer::default().pack(&g)
+}
+
+#[derive(Default)]
+struct Packer {
+    data: Vec<u8>,
+}
+
+impl Packer {
+    /// Appends an array at the next aligned offset (relative to the data
+    /// section; fixed up once the header's size is known).
+    fn push(&mut self, bytes: &[u8], len: usize) -> Span {
+        while self.data.len() % ALIGN != 0 {
+            self.data.push(0);
+        }
+        let offset = self.data.len();
+        self.data.extend_from_slice(bytes);
+        Span { offset, len }
+    }
+
+    fn push_f32(&mut self, values: &[f32]) -> Span {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.push(&bytes, values.len())
+    }
+
+    fn norm(&mut self, g: &Graph, node: &NodeProto, dims: usize) -> Result<Norm, String> {
+        let gamma = g.constant(&node.input[1])?.f32s()?;
+        let beta = g
+            .constant(node.input.get(2).ok_or("LayerNormalization without bias")?)?
+            .f32s()?;
+        if gamma.len() != dims || beta.len() != dims {
+            return Err(format!(
+                "LayerNormalization {:?} is not {dims} wide",
+                node.name
+            ));
+        }
+        Ok(Norm {
+            gamma: self.push_f32(&gamma),
+            beta: self.push_f32(&beta),
+        })
+    }
+
+    /// A MatMulInteger or MatMul with a constant right-hand side, its
+    /// scales (int8) and the bias added to its output.
+    fn linear(&mut self, g: &Graph, node: &NodeProto) -> Result<Linear, String> {
+        let w = g.constant(&node.input[1])?;
+        let [inputs, outputs] = w.dims[..] else {
+            return Err(format!("weight of {:?} is not a matrix", node.name));
+        };
+        let (weights, product) = if node.op_type == "MatMulInteger" {
+            if w.data_type != INT8 {
+                return Err(format!("{:?}: weights are not int8", node.name));
+            }
+            let zero = g.constant(
+                node.input
+                    .get(3)
+                    .ok_or("MatMulInteger without weight zero point")?,
+            )?;
+            if zero.bytes.iter().any(|&z| z != 0) {
+                return Err(format!(
+                    "{:?}: weights are not symmetric (zero point != 0)",
+                    node.name
+                ));
+            }
+            let producer = |name: &str| g.nodes.iter().find(|n| n.output.iter().any(|o| o == name));
+            if producer(&node.input[0]).map(|n| n.op_type.as_str()) != Some("DynamicQuantizeLinear")
+            {
+                return Err(format!(
+                    "{:?}: activations are not DynamicQuantizeLinear's",
+                    node.name
+                ));
+            }
+            // int32 -> Cast -> Mul(by activation scale x weight scales).
+            let cast = g.only_consumer(&node.output[0])?;
+            let mul = g.only_consumer(&cast.output[0])?;
+            let scales_mul = producer(&mul.input[1]).ok_or("weight scales not found")?;
+            let scales = g.constant(&scales_mul.input[1])?.f32s()?;
+            if cast.op_type != "Cast" || mul.op_type != "Mul" || scales.len() != outputs {
+                return Err(format!(
+                    "{:?}: not the quantizer's Cast/Mul pattern",
+                    node.name
+                ));
+            }
+            let transposed: Vec<u8> = (0..outputs)
+                .flat_map(|o| (0..inputs).map(move |i| (o, i)))
+                .map(|(o, i)| w.bytes[i * outputs + o])
+                .collect();
+            let weight = self.push(&transposed, inputs * outputs);
+            let scales = self.push_f32(&scales);
+            (Weights::Int8 { weight, scales }, mul)
+        } else {
+            let values = w.f32s()?;
+            let transposed: Vec<f32> = (0..outputs)
+                .flat_map(|o| (0..inputs).map(move |i| (o, i)))
+                .map(|(o, i)| values[i * outputs + o])
+                .collect();
+            (
+                Weights::Float {
+                    weight: self.push_f32(&transposed),
+                },
+                node,
+            )
+        };
+        let add = g.only_consumer(&product.output[0])?;
+        let bias_name = add
+            .input
+            .iter()
+            .find(|i| g.consts.contains_key(i.as_str()))
+            .ok_or_else(|| format!("{:?}: no bias", node.name))?;
+        let bias = g.constant(bias_name)?.f32s()?;
+        if add.op_type != "Add" || bias.len() != outputs {
+            return Err(format!("{:?}: not followed by a bias Add", node.name));
+        }
+        Ok(Linear {
+            inputs,
+            outputs,
+            weights,
+            bias: self.push_f32(&bias),
+        })
+    }
+
+    fn pack(mut self, g: &Graph) -> Result<Vec<u8>, String> {
+        // Token table: uint8 Gather, then DequantizeLinear(scale, zero point).
+        let (gather, table) = g
+            .ops("Gather")
+            .into_iter()
+            .find_map(|n| {
+                g.consts
+                    .get(n.input[0].as_str())
+                    .filter(|c| c.data_type == UINT8)
+                    .map(|c| (n, c))
+            })
+            .ok_or("no uint8 token table (Gather) found")?;
+        let [rows, dims] = table.dims[..] else {
+            return Err("the token table is not a matrix".into());
+        };
+        let dequant = g.only_consumer(&gather.output[0])?;
+        if dequant.op_type != "DequantizeLinear" {
+            return Err("the token table is not dequantized by DequantizeLinear".into());
+        }
+        let scale = g.constant(&dequant.input[1])?.scalar_f32()?;
+        let zero_point = *g
+            .constant(&dequant.input[2])?
+            .bytes
+            .first()
+            .ok_or("no zero point")?;
+        let table = self.push(&table.bytes, rows * dims);
+        let embedding = Embedding {
+            rows,
+            table,
+            scale,
+            zero_point,
+        };
+
+        // Positions: the float [positions, dims] table that is sliced.
+        let positions = g
+            .ops("Slice")
+            .into_iter()
+            .find_map(|n| g.consts.get(n.input[0].as_str()))
+            .filter(|c| c.data_type == FLOAT && c.dims.len() == 2 && c.dims[1] == dims)
+            .ok_or("no float position table (Slice of a [positions, dims] constant) found")?;
+        let max_positions = positions.dims[0];
+        let positions = self.push_f32(&positions.f32s()?);
+
+        let norms = g.ops("LayerNormalization");
+        let eps = norms
+            .first()
+            .and_then(|n| n.attribute.iter().find(|a| a.name == "epsilon"))
+            .map_or(1e-5, |a| a.f);
+        let linears: Vec<&NodeProto> = g
+            .nodes
+            .iter()
+            .filter(|n| {
+                matches!(n.op_type.as_str(), "MatMulInteger" | "MatMul")
+                    && g.consts.contains_key(n.input[1].as_str())
+            })
+            .collect();
+        let layer_count = linears.len() / 6;
+        if linears.len() % 6 != 0 || norms.len() != 1 + 2 * layer_count || layer_count == 0 {
+            return Err(format!(
+                "{} weight matrices and {} LayerNormalizations: expected 6 and 2 per layer, plus the embeddings' norm",
+                linears.len(),
+                norms.len()
+            ));
+        }
+        if g.ops("Erf").len() != layer_count
+            || g.ops("Softmax").len() != layer_count
+            || g.ops("ReduceL2").len() != 1
+        {
+            return Err(
+                "expected one erf GELU and one softmax per layer, and a final L2 normalization"
+                    .into(),
+            );
+        }
+        // 1/sqrt(head size): the constant the attention scores are scaled by.
+        let head_scale = g
+            .ops("Softmax")
+            .first()
+            .and_then(|s| {
+                g.nodes
+                    .iter()
+                    .find(|n| n.output.iter().any(|o| *o == s.input[0]))
+            })
+            .and_then(|add| {
+                // The Mul of Q x K^T (the other input of the Add is the mask).
+                g.nodes.iter().find(|n| {
+                    n.op_type == "Mul"
+                        && n.output.iter().any(|o| add.input.contains(o))
+                        && n.input.iter().any(|i| {
+                            g.nodes
+                                .iter()
+                                .any(|p| p.op_type == "MatMul" && p.output.contains(i))
+                        })
+                })
+            })
+            .and_then(|mul| mul.input.iter().find_map(|i| g.consts.get(i.as_str())))
+            .ok_or("the attention scale (Mul before Softmax) was not found")?
+            .scalar_f32()?;
+        let head_dim = (1.0 / (head_scale * head_scale)).round() as usize;
+        if head_dim == 0 || dims % head_dim != 0 {
+            return Err(format!(
+                "attention scale {head_scale} does not divide {dims} into heads"
+            ));
+        }
+
+        let embedding_norm = self.norm(g, norms[0], dims)?;
+        let mut layers = Vec::new();
+        for l in 0..layer_count {
+            let lin = &linears[l * 6..l * 6 + 6];
+            let mut parts = Vec::new();
+            for node in lin {
+                parts.push(self.linear(g, node)?);
+            }
+            let [q, k, v, o, up, down]: [Linear; 6] =
+                parts.try_into().map_err(|_| "six linears")?;
+            let ffn = up.outputs;
+            let square = [&q, &k, &v, &o]
+                .iter()
+                .all(|x| x.inputs == dims && x.outputs == dims);
+            if !square || up.inputs != dims || down.inputs != ffn || down.outputs != dims {
+                return Err(format!(
+                    "layer {l}: q/k/v/o are not {dims}x{dims} or up/down do not match"
+                ));
+            }
+            layers.push(Layer {
+                q,
+                k,
+                v,
+                o,
+                attention_norm: self.norm(g, norms[1 + 2 * l], dims)?,
+                up,
+                down,
+                output_norm: self.norm(g, norms[2 + 2 * l], dims)?,
+            });
+        }
+        let mut header = Header {
+            dims,
+            heads: dims / head_dim,
+            ffn: layers[0].up.outputs,
+            max_positions,
+            eps,
+            embedding,
+            positions,
+            embedding_norm,
+            layers,
+        };
+        // The data follows the header, at an aligned offset; spans are
+        // relative to the file's start. The header's length depends on the
+        // offsets (their digits), so reserve room for it to grow by half;
+        // spaces pad the rest (JSON allows trailing whitespace).
+        let probe = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+        let start = (MAGIC.len() + 4 + probe.len() * 3 / 2).next_multiple_of(ALIGN);
+        shift(&mut header, start);
+        let json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+        if MAGIC.len() + 4 + json.len() > start {
+            return Err("header grew past its reserved room".into());
+        }
+        let mut out = Vec::with_capacity(start + self.data.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(&json);
+        out.resize(start, b' ');
+        out.extend_from_slice(&self.data);
+        Ok(out)
+    }
+}
+
+fn shift(h: &mut Header, by: usize) {
+    let s = |span: &mut Span| span.offset += by;
+    let n = |norm: &mut Norm| {
+        norm.gamma.offset += by;
+        norm.beta.offset += by;
+    };
+    let lin = |l: &mut Linear| {
+        l.bias.offset += by;
+        match &mut l.weights {
+            Weights::Int8 { weight, scales } => {
+                weight.offset += by;
+                scales.offset += by;
+            }
+            Weights::Float { weight } => weight.offset += by,
+        }
+    };
+    s(&mut h.embedding.table);
+    s(&mut h.positions);
+    n(&mut h.embedding_norm);
+    for l in &mut h.layers {
+        for x in [
+            &mut l.q,
+            &mut l.k,
+            &mut l.v,
+            &mut l.o,
+            &mut l.up,
+            &mut l.down,
+        ] {
+            lin(x);
+        }
+        n(&mut l.attention_norm);
+        n(&mut l.output_norm);
+    }
+}

@@ -1,0 +1,284 @@
+//! The arithmetic of the encoder: dynamic uint8 quantization, the int8 and
+//! float32 matrix products, layer norm, softmax, GELU.
+//!
+//! Why our own int8 product: tract 0.23.9 has no wasm int8 kernel (its
+//! MatMulInteger ran at ~6 GMAC/s in wasm) and, natively, routes int8 to an
+//! AVX2 i32 kernel that was 9x slower still; folding the weights to float32
+//! instead costs four times the memory. Here the product is `i16 x i8 -> i32`
+//! dot products, which wasm's `i32x4.dot_i16x8_s` does eight multiplies at a
+//! time, with weights read in place from the module's data.
+//!
+//! Numerics follow onnxruntime's kernels for the same graph (round half to
+//! even, saturation, scale products in float32), so the integer sums are the
+//! ones onnxruntime computes.
+
+/// Quantizes `x` to uint8 with one scale and zero point for the whole
+/// tensor, as ONNX DynamicQuantizeLinear does, and stores `q - zero_point`
+/// (in -255..=255) as i16, the form the dot product wants. Returns the scale
+/// (0 when `x` is all zeros: every product is then zero).
+pub fn quantize(x: &[f32], out: &mut Vec<i16>) -> f32 {
+    let (lo, hi) = x
+        .iter()
+        .fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    out.clear();
+    let scale = (hi - lo) / 255.0;
+    if !(scale > 0.0 && scale.is_finite()) {
+        out.resize(x.len(), 0);
+        return 0.0;
+    }
+    let zero = (-lo / scale).round_ties_even().clamp(0.0, 255.0);
+    out.extend(x.iter().map(|&v| {
+        let q = ((v / scale).round_ties_even() + zero).clamp(0.0, 255.0);
+        (q - zero) as i16
+    }));
+    scale
+}
+
+/// `out[r][c] = dot(x[r], w[c]) * x_scale * w_scales[c] + bias[c]` for the
+/// `rows` rows of `x` (each `k` wide) and the `w_scales.len()` rows of `w`.
+pub fn linear_i8(
+    x: &[i16],
+    x_scale: f32,
+    k: usize,
+    w: &[i8],
+    w_scales: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+) {
+    let n = w_scales.len();
+    assert!(k % 8 == 0 && n % 4 == 0 && w.len() == n * k && bias.len() == n);
+    assert!(x.len() % k == 0 && out.len() == x.len() / k * n);
+    let rows = x.len() / k;
+    let mut r = 0;
+    while r < rows {
+        let pair = r + 1 < rows;
+        let a0 = &x[r * k..(r + 1) * k];
+        let a1 = if pair {
+            &x[(r + 1) * k..(r + 2) * k]
+        } else {
+            a0
+        };
+        for c in (0..n).step_by(4) {
+            let ws = [
+                &w[c * k..(c + 1) * k],
+                &w[(c + 1) * k..(c + 2) * k],
+                &w[(c + 2) * k..(c + 3) * k],
+                &w[(c + 3) * k..(c + 4) * k],
+            ];
+            let sums = dot_2x4(a0, a1, ws);
+            for (i, row) in sums.iter().enumerate().take(if pair { 2 } else { 1 }) {
+                for j in 0..4 {
+                    out[(r + i) * n + c + j] =
+                        row[j] as f32 * (x_scale * w_scales[c + j]) + bias[c + j];
+                }
+            }
+        }
+        r += if pair { 2 } else { 1 };
+    }
+}
+
+/// Integer dot products of two activation rows with four weight rows.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn dot_2x4(a0: &[i16], a1: &[i16], w: [&[i8]; 4]) -> [[i32; 4]; 2] {
+    use core::arch::wasm32::*;
+    let k = a0.len();
+    assert!(a1.len() == k && w.iter().all(|r| r.len() == k) && k % 8 == 0);
+    let mut acc = [[i32x4_splat(0); 4]; 2];
+    let mut i = 0;
+    while i < k {
+        // SAFETY: i + 8 <= k, the length of every slice read (asserted
+        // above); v128 loads need no alignment.
+        unsafe {
+            let x0 = v128_load(a0.as_ptr().add(i) as *const v128);
+            let x1 = v128_load(a1.as_ptr().add(i) as *const v128);
+            for j in 0..4 {
+                let wv = i16x8_load_extend_i8x8(w[j].as_ptr().add(i));
+                acc[0][j] = i32x4_add(acc[0][j], i32x4_dot_i16x8(x0, wv));
+                acc[1][j] = i32x4_add(acc[1][j], i32x4_dot_i16x8(x1, wv));
+            }
+        }
+        i += 8;
+    }
+    let sum = |v: v128| {
+        i32x4_extract_lane::<0>(v)
+            + i32x4_extract_lane::<1>(v)
+            + i32x4_extract_lane::<2>(v)
+            + i32x4_extract_lane::<3>(v)
+    };
+    let mut out = [[0; 4]; 2];
+    for r in 0..2 {
+        for j in 0..4 {
+            out[r][j] = sum(acc[r][j]);
+        }
+    }
+    out
+}
+
+/// x86-64 with SSE4.1 (every x86-64 CPU of the last fifteen years): the
+/// same 128-bit kernel as wasm's, instruction for instruction, so the native
+/// bench measures the same algorithm. Checked once; portable otherwise.
+#[cfg(target_arch = "x86_64")]
+fn dot_2x4(a0: &[i16], a1: &[i16], w: [&[i8]; 4]) -> [[i32; 4]; 2] {
+    let k = a0.len();
+    assert!(a1.len() == k && w.iter().all(|r| r.len() == k) && k % 8 == 0);
+    if std::arch::is_x86_feature_detected!("sse4.1") {
+        // SAFETY: the feature was just detected; lengths asserted above.
+        unsafe { dot_2x4_sse41(a0, a1, w) }
+    } else {
+        dot_2x4_portable(a0, a1, w)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.1")]
+unsafe fn dot_2x4_sse41(a0: &[i16], a1: &[i16], w: [&[i8]; 4]) -> [[i32; 4]; 2] {
+    use std::arch::x86_64::*;
+    let k = a0.len();
+    let mut acc = [[_mm_setzero_si128(); 4]; 2];
+    let mut i = 0;
+    while i < k {
+        // SAFETY (caller): i + 8 <= k for every slice; unaligned loads.
+        let x0 = _mm_loadu_si128(a0.as_ptr().add(i) as *const __m128i);
+        let x1 = _mm_loadu_si128(a1.as_ptr().add(i) as *const __m128i);
+        for j in 0..4 {
+            let wv = _mm_cvtepi8_epi16(_mm_loadl_epi64(w[j].as_ptr().add(i) as *const __m128i));
+            acc[0][j] = _mm_add_epi32(acc[0][j], _mm_madd_epi16(x0, wv));
+            acc[1][j] = _mm_add_epi32(acc[1][j], _mm_madd_epi16(x1, wv));
+        }
+        i += 8;
+    }
+    let mut out = [[0; 4]; 2];
+    for r in 0..2 {
+        for j in 0..4 {
+            let mut lanes = [0i32; 4];
+            _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, acc[r][j]);
+            out[r][j] = lanes.iter().sum();
+        }
+    }
+    out
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn dot_2x4_portable(a0: &[i16], a1: &[i16], w: [&[i8]; 4]) -> [[i32; 4]; 2] {
+    let dot = |a: &[i16], b: &[i8]| -> i32 {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| i32::from(x) * i32::from(y))
+            .sum()
+    };
+    let mut out = [[0; 4]; 2];
+    for j in 0..4 {
+        out[0][j] = dot(a0, w[j]);
+        out[1][j] = dot(a1, w[j]);
+    }
+    out
+}
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
+fn dot_2x4(a0: &[i16], a1: &[i16], w: [&[i8]; 4]) -> [[i32; 4]; 2] {
+    dot_2x4_portable(a0, a1, w)
+}
+
+/// Float dot product in eight lanes (vectorized on both targets).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `out[r][c] = dot(x[r], w[c]) + bias[c]`, `w` one row of `k` per output.
+pub fn linear_f32(x: &[f32], k: usize, w: &[f32], bias: &[f32], out: &mut [f32]) {
+    let n = bias.len();
+    assert!(w.len() == n * k && x.len() % k == 0 && out.len() == x.len() / k * n);
+    for (xr, or) in x.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
+        for ((o, wr), b) in or.iter_mut().zip(w.chunks_exact(k)).zip(bias) {
+            *o = dot(xr, wr) + b;
+        }
+    }
+}
+
+/// Layer normalization of each `gamma.len()`-wide row, in place.
+pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let d = gamma.len();
+    for row in x.chunks_exact_mut(d) {
+        let mean = row.iter().sum::<f32>() / d as f32;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+            *v = (*v - mean) * inv * g + b;
+        }
+    }
+}
+
+/// Softmax of one row, in place.
+pub fn softmax(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in row.iter_mut() {
+        *v /= sum;
+    }
+}
+
+/// GELU as the graph computes it: `x * 0.5 * (1 + erf(x / sqrt 2))`.
+pub fn gelu(x: &mut [f32]) {
+    for v in x {
+        *v = *v * (libm::erff(*v / std::f32::consts::SQRT_2) + 1.0) * 0.5;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantize_matches_the_onnx_definition() {
+        // min -1, max 2: scale 3/255, zero point round(255/3) = 85.
+        let mut q = Vec::new();
+        let s = quantize(&[-1.0, 0.0, 2.0, 0.5], &mut q);
+        assert!((s - 3.0 / 255.0).abs() < 1e-9);
+        assert_eq!(q, vec![-85, 0, 170, 42]);
+        assert_eq!(quantize(&[0.0; 4], &mut q), 0.0);
+        assert_eq!(q, vec![0; 4]);
+    }
+
+    #[test]
+    fn int8_product_equals_the_plain_sum() {
+        let (k, n, rows) = (16, 8, 3);
+        let x: Vec<i16> = (0..rows * k).map(|i| (i as i16 * 37 % 511) - 255).collect();
+        let w: Vec<i8> = (0..n * k)
+            .map(|i| (i as i32 * 53 % 255 - 127) as i8)
+            .collect();
+        let scales: Vec<f32> = (0..n).map(|c| 0.01 * (c + 1) as f32).collect();
+        let bias: Vec<f32> = (0..n).map(|c| c as f32).collect();
+        let mut out = vec![0.0; rows * n];
+        linear_i8(&x, 0.5, k, &w, &scales, &bias, &mut out);
+        for r in 0..rows {
+            for c in 0..n {
+                let sum: i32 = (0..k)
+                    .map(|i| i32::from(x[r * k + i]) * i32::from(w[c * k + i]))
+                    .sum();
+                let want = sum as f32 * (0.5 * scales[c]) + bias[c];
+                assert_eq!(out[r * n + c], want, "row {r} col {c}");
+            }
+        }
+    }
+}
