@@ -217,30 +217,41 @@ fn add(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// Multi-head self-attention over `t` tokens (no padding: one text per run).
+/// Multi-head self-attention over `t` tokens (no padding: one text per
+/// run). Per head, scores = Q K^T and context = P V run on the tiled float
+/// kernel; K's rows and V^T's columns are padded with zeros to a multiple
+/// of 8 tokens, the kernel's tile, and padded scores are zero after softmax.
 fn attention(q: &[f32], k: &[f32], v: &[f32], t: usize, heads: usize) -> Vec<f32> {
     let d = q.len() / t;
     let hd = d / heads;
     let scale = 1.0 / (hd as f32).sqrt();
+    let tp = t.next_multiple_of(8);
     let mut out = vec![0.0f32; t * d];
-    let mut scores = vec![0.0f32; t];
-    // Head h of token i in a [t, d] matrix.
-    fn slot(m: &[f32], i: usize, h: usize, d: usize, hd: usize) -> &[f32] {
-        &m[i * d + h * hd..i * d + (h + 1) * hd]
-    }
+    let (mut qh, mut kh, mut vt) = (vec![0.0; t * hd], vec![0.0; tp * hd], vec![0.0; hd * tp]);
+    let (mut scores, mut context) = (vec![0.0; t * tp], vec![0.0; t * hd]);
+    let (no_bias_t, no_bias_d) = (vec![0.0; tp], vec![0.0; hd]);
     for h in 0..heads {
         for i in 0..t {
-            let qi = slot(q, i, h, d, hd);
-            for (j, s) in scores.iter_mut().enumerate() {
-                *s = kernels::dot(qi, slot(k, j, h, d, hd)) * scale;
+            let head = i * d + h * hd..i * d + (h + 1) * hd;
+            qh[i * hd..(i + 1) * hd].copy_from_slice(&q[head.clone()]);
+            kh[i * hd..(i + 1) * hd].copy_from_slice(&k[head.clone()]);
+            for (c, &x) in v[head].iter().enumerate() {
+                vt[c * tp + i] = x;
             }
-            kernels::softmax(&mut scores);
-            let o = &mut out[i * d + h * hd..i * d + (h + 1) * hd];
-            for (j, &p) in scores.iter().enumerate() {
-                for (a, b) in o.iter_mut().zip(slot(v, j, h, d, hd)) {
-                    *a += p * b;
-                }
+        }
+        kernels::linear_f32(&qh, hd, &kh, &no_bias_t, &mut scores);
+        for row in scores.chunks_exact_mut(tp) {
+            let (live, padding) = row.split_at_mut(t);
+            for s in live.iter_mut() {
+                *s *= scale;
             }
+            kernels::softmax(live);
+            padding.fill(0.0);
+        }
+        kernels::linear_f32(&scores, tp, &vt, &no_bias_d, &mut context);
+        for i in 0..t {
+            out[i * d + h * hd..i * d + (h + 1) * hd]
+                .copy_from_slice(&context[i * hd..(i + 1) * hd]);
         }
     }
     out
