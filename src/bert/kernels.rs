@@ -34,23 +34,12 @@ pub fn quantize(x: &[f32], out: &mut Vec<i16>) -> f32 {
         out.resize(x.len(), 0);
         return 0.0;
     }
-    let zero = clamp_u8(round_even(-lo / scale));
+    let zero = round_even(-lo / scale).clamp(0.0, 255.0);
     out.extend(x.iter().map(|&v| {
-        let q = clamp_u8(round_even(v / scale) + zero);
+        let q = (round_even(v / scale) + zero).clamp(0.0, 255.0);
         (q - zero) as i16
     }));
     scale
-}
-
-/// Saturates to 0..=255 (comparisons: see `quantize`).
-fn clamp_u8(x: f32) -> f32 {
-    if x < 0.0 {
-        0.0
-    } else if x > 255.0 {
-        255.0
-    } else {
-        x
-    }
 }
 
 /// Round half to even for |x| <= 2^22 (here |x| <= 255): adding and
@@ -84,6 +73,9 @@ pub fn linear_f32(x: &[f32], k: usize, w: &[f32], bias: &[f32], out: &mut [f32])
     tiled(x, w, k, out, dot_f32_2x4, |sum, c| sum + bias[c]);
 }
 
+/// A kernel computing one tile: two activation rows by four weight rows.
+type Tile<A, W, S> = fn(&[A], &[A], [&[W]; 4]) -> [[S; 4]; 2];
+
 /// Walks the output in tiles of two rows by four columns, so each weight
 /// row loaded serves two activation rows: `kernel` returns a tile's dot
 /// products, `finish(sum, column)` turns one into the output value.
@@ -92,7 +84,7 @@ fn tiled<A: Copy, W: Copy, S: Copy>(
     w: &[W],
     k: usize,
     out: &mut [f32],
-    kernel: fn(&[A], &[A], [&[W]; 4]) -> [[S; 4]; 2],
+    kernel: Tile<A, W, S>,
     finish: impl Fn(S, usize) -> f32,
 ) {
     assert!(k > 0 && k % 8 == 0 && w.len() % (4 * k) == 0 && x.len() % k == 0);
