@@ -28,6 +28,14 @@
 //! - load: 1, 8 and 50 concurrent clients sending the mixed requests of
 //!   tests/load.rs for `--load-seconds` each (fresh workerd per level):
 //!   requests/s, p50/p90/p99 per kind, errors, lost session messages.
+//! - throughput: autocannon (npm) at 1, 8 and 50 connections, one request
+//!   kind at a time (lande classify, a 32-token embedding), as many requests
+//!   as one client sends in `--load-seconds`: requests/s, p50/p99/max,
+//!   errors, timeouts and non-2xx answers.
+//! - onnxruntime-web: the embedded sentence encoder's ONNX file run by
+//!   onnxruntime-web (npm, wasm, one thread, SIMD) in Node on the same token
+//!   rows (bench/ort-web.mjs), beside our in-isolate time (warm p50 minus the
+//!   HTTP floor, so ours also pays for tokenizing and JSON).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -99,6 +107,9 @@ struct Case {
     model: &'static str,
     path: &'static str,
     body: Value,
+    /// For a single-text sentence-encoder case: the token-table rows of the
+    /// text, which onnxruntime-web is given as `input_ids`.
+    ort_rows: Option<Vec<u32>>,
 }
 
 fn golden_texts(model_dir: &str, min_chars: usize, n: usize) -> Vec<String> {
@@ -159,6 +170,7 @@ fn cases() -> Vec<Case> {
         model,
         path,
         body,
+        ort_rows: None,
     };
     let mut cases = vec![
         case(
@@ -181,13 +193,19 @@ fn cases() -> Vec<Case> {
         ),
     ];
     if edgeinfer::registry::find(MINILM).is_ok() {
+        let spec = edgeinfer::registry::find(MINILM).unwrap();
+        let (encoder, _) = edgeinfer::registry::encoder(spec).unwrap();
         for tokens in [8, 32, 128] {
-            cases.push(case(
+            let text = text_of_tokens(tokens);
+            let tokenized = encoder.tokenize(&[&text]).unwrap();
+            let mut c = case(
                 &format!("minilm embeddings, {tokens} tokens"),
                 MINILM,
                 "/v1/embeddings",
-                json!({"model": MINILM, "input": text_of_tokens(tokens)}),
-            ));
+                json!({"model": MINILM, "input": text}),
+            );
+            c.ort_rows = Some(encoder.table_rows(&tokenized[0]).unwrap());
+            cases.push(c);
         }
         cases.push(case(
             "minilm embeddings, 16 x 32 tokens",
@@ -330,6 +348,73 @@ fn per_token(mut time: impl FnMut(&Value) -> f64, seed: u64, runs: usize) -> (f6
     ((t_long - t_one) / (CHAT_TOKENS - 1) as f64, t_one)
 }
 
+/// onnxruntime-web on the sentence encoder's ONNX file, for the cases that
+/// have token rows: `{ort_version, load_ms, cases: [{name, first_ms, p50_ms,
+/// p99_ms}]}`, or None (with the reason on stderr) when Node cannot run it.
+fn ort_web(cases: &[Case], runs: usize) -> Option<Value> {
+    let spec = edgeinfer::registry::find(MINILM).ok()?;
+    let input = json!({
+        "model": support::root().join("models").join(onnx_path(spec.id)?),
+        "runs": runs,
+        "cases": cases.iter().filter_map(|c| c.ort_rows.as_ref().map(|rows| json!({"name": c.name, "rows": rows}))).collect::<Vec<_>>(),
+    });
+    let mut child = Command::new("node")
+        .arg(support::root().join("bench/ort-web.mjs"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| eprintln!("bench: cannot run node for onnxruntime-web: {e}"))
+        .ok()?;
+    use std::io::Write as _;
+    child.stdin.take()?.write_all(input.to_string().as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    if !out.status.success() {
+        eprintln!("bench: bench/ort-web.mjs failed ({})", out.status);
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The manifest's artifact path of a model (the file build.rs packed).
+fn onnx_path(id: &str) -> Option<String> {
+    let text = std::fs::read_to_string(support::root().join("models/manifest.toml")).ok()?;
+    let manifest: toml::Value = toml::from_str(&text).ok()?;
+    manifest["model"]
+        .as_array()?
+        .iter()
+        .find(|m| m["id"].as_str() == Some(id))?["artifact"]
+        .as_str()
+        .map(String::from)
+}
+
+/// autocannon (npm) against one route: `connections` clients sending
+/// `amount` requests in all (the same work at every level), with a 60 s
+/// timeout instead of autocannon's 10 s: one isolate serves requests one at a
+/// time, so at 50 connections a request may wait behind 49 others.
+fn autocannon(base: &str, path: &str, body: &Value, connections: usize, amount: usize) -> Value {
+    let out = Command::new(support::root().join("node_modules/.bin/autocannon"))
+        .args(["--json", "-c", &connections.to_string(), "-a", &amount.to_string()])
+        .args(["--timeout", "60"])
+        .args(["-m", "POST", "-H", "content-type=application/json", "-b", &body.to_string()])
+        .arg(format!("{base}{path}"))
+        .output()
+        .expect("run node_modules/.bin/autocannon (scripts/setup installs it)");
+    assert!(out.status.success(), "autocannon: {}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).expect("autocannon --json output");
+    let total = r["requests"]["total"].as_f64().unwrap_or(0.0);
+    let seconds = r["duration"].as_f64().unwrap_or(f64::NAN);
+    json!({
+        "connections": connections,
+        "seconds": seconds,
+        "requests": total,
+        "requests_per_s": total / seconds,
+        "latency_ms": {"p50": r["latency"]["p50"], "p99": r["latency"]["p99"], "max": r["latency"]["max"]},
+        "errors": r["errors"],
+        "timeouts": r["timeouts"],
+        "non_2xx": r["non2xx"],
+    })
+}
+
 fn main() {
     let a = args();
     support::ensure_built();
@@ -452,6 +537,34 @@ fn main() {
         })
         .collect();
 
+    // The same kinds of request one at a time through autocannon, each
+    // level on a fresh workerd warmed by a few requests.
+    let cannon_cases: Vec<&Case> = cases
+        .iter()
+        .filter(|c| c.name == "lande classify, 1 text" || c.name == "minilm embeddings, 32 tokens")
+        .collect();
+    let cannon: Vec<(String, Value)> = cannon_cases
+        .iter()
+        .flat_map(|case| {
+            // About `--load-seconds` of work for one client at the warm p50.
+            let p50 = cases
+                .iter()
+                .zip(&warm)
+                .find(|(c, _)| c.name == case.name)
+                .map_or(10.0, |(_, w)| w.0);
+            let amount = (a.load_seconds as f64 * 1000.0 / p50) as usize;
+            [1, 8, 50].map(|connections| {
+                let w = Worker::start_modules(&modules);
+                for _ in 0..5 {
+                    timed_post(&w.client(), case.path, &case.body);
+                }
+                let r = autocannon(&w.base, case.path, &case.body, connections, amount.max(4 * connections));
+                (case.name.clone(), r)
+            })
+        })
+        .collect();
+    let ort = ort_web(&cases, a.requests);
+
     let natives: Vec<(f64, (f64, f64))> = cases
         .iter()
         .map(|case| native(case.path, &case.body, a.requests))
@@ -523,10 +636,23 @@ fn main() {
             wasm_prompt_ms + wasm_token_ms * (CHAT_TOKENS - 1) as f64
         ),
     ));
-    let mut table = String::from("| case | warm wasm p50 / p99 | native p50 / p99 | native first (load) | wasm/native (p50 - floor) |\n|---|---|---|---|---|\n");
+    let ort_case = |name: &str| -> Option<&Value> {
+        ort.as_ref()?["cases"].as_array()?.iter().find(|c| c["name"] == name)
+    };
+    if let Some(o) = &ort {
+        rows.push((
+            format!("onnxruntime-web {} (wasm, 1 thread): session create for the encoder's ONNX", o["ort_version"].as_str().unwrap_or("?")),
+            format!("{:.1} ms", o["load_ms"].as_f64().unwrap_or(f64::NAN)),
+        ));
+    }
+    let mut table = String::from("| case | warm wasm p50 / p99 | native p50 / p99 | native first (load) | wasm/native (p50 - floor) | onnxruntime-web p50 | ours/ORT-web |\n|---|---|---|---|---|---|---|\n");
     for ((case, w), (first, n)) in cases.iter().zip(&warm).zip(&natives) {
+        let (ort_p50, vs_ort) = match ort_case(&case.name).and_then(|c| c["p50_ms"].as_f64()) {
+            Some(p50) => (format!("{p50:.3} ms"), format!("{:.2}x", (w.0 - floor.0).max(0.0) / p50)),
+            None => ("-".into(), "-".into()),
+        };
         table.push_str(&format!(
-            "| {} | {:.3} / {:.3} ms | {:.3} / {:.3} ms | {:.2} ms | {:.2}x |\n",
+            "| {} | {:.3} / {:.3} ms | {:.3} / {:.3} ms | {:.2} ms | {:.2}x | {ort_p50} | {vs_ort} |\n",
             case.name,
             w.0,
             w.1,
@@ -534,6 +660,21 @@ fn main() {
             n.1,
             first,
             ratio(w.0, n.0)
+        ));
+    }
+    let mut cannon_table = String::from("| autocannon | connections | requests | requests/s | p50 / p99 / max | errors + timeouts | non-2xx |\n|---|---|---|---|---|---|---|\n");
+    for (name, r) in &cannon {
+        cannon_table.push_str(&format!(
+            "| {name} | {} | {} | {:.1} | {} / {} / {} ms | {} + {} | {} |\n",
+            r["connections"],
+            r["requests"],
+            r["requests_per_s"].as_f64().unwrap_or(f64::NAN),
+            r["latency_ms"]["p50"],
+            r["latency_ms"]["p99"],
+            r["latency_ms"]["max"],
+            r["errors"],
+            r["timeouts"],
+            r["non_2xx"]
         ));
     }
     println!(
@@ -545,6 +686,7 @@ fn main() {
         println!("| {k} | {v} |");
     }
     println!("\n{table}");
+    println!("{cannon_table}");
     for report in &load {
         println!(
             "mixed load (classify / embeddings / chat / session), {}",
@@ -569,6 +711,8 @@ fn main() {
                 "time_to_first_token_ms": {"warm": ttft_warm, "cold": ttft_cold},
             },
             "load": load.iter().map(support::load::Report::json).collect::<Vec<_>>(),
+            "autocannon": cannon.iter().map(|(name, r)| json!({"case": name, "result": r})).collect::<Vec<_>>(),
+            "onnxruntime_web": ort,
             "cases": cases.iter().zip(&warm).zip(&natives).map(|((case, w), (first, n))| json!({
                 "name": case.name,
                 "path": case.path,
@@ -576,6 +720,8 @@ fn main() {
                 "warm_wasm_ms": {"p50": w.0, "p99": w.1},
                 "native_ms": {"first": first, "p50": n.0, "p99": n.1},
                 "ratio_wasm_over_native": ratio(w.0, n.0),
+                "onnxruntime_web_ms": ort_case(&case.name).map(|c| json!({"first": c["first_ms"], "p50": c["p50_ms"], "p99": c["p99_ms"]})),
+                "ratio_ours_over_onnxruntime_web": ort_case(&case.name).and_then(|c| c["p50_ms"].as_f64()).map(|p| (w.0 - floor.0).max(0.0) / p),
             })).collect::<Vec<_>>(),
         });
         std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).expect("write JSON");

@@ -138,6 +138,23 @@ impl SentenceEncoder {
         Ok((self.embed(&tokenized)?, tokenized))
     }
 
+    /// The rows of the (pruned) token table a text's tokens read: the
+    /// `input_ids` the ONNX graph takes, and what the encoder runs on.
+    pub fn table_rows(&self, text: &Tokenized) -> Result<Vec<u32>, CoreError> {
+        text.ids
+            .iter()
+            .map(|&id| {
+                self.rows
+                    .get(id as usize)
+                    .copied()
+                    .ok_or_else(|| CoreError::Inference {
+                        model: self.spec.id,
+                        reason: format!("token id {id} is outside the tokenizer's vocabulary"),
+                    })
+            })
+            .collect()
+    }
+
     /// One run of the encoder on one text.
     fn run(&self, text: &Tokenized) -> Result<Vec<f32>, CoreError> {
         let err = |reason: String| CoreError::Inference {
@@ -147,17 +164,7 @@ impl SentenceEncoder {
         if text.ids.is_empty() {
             return Err(err("a text produced no tokens".into()));
         }
-        let rows = text
-            .ids
-            .iter()
-            .map(|&id| {
-                self.rows.get(id as usize).copied().ok_or_else(|| {
-                    err(format!(
-                        "token id {id} is outside the tokenizer's vocabulary"
-                    ))
-                })
-            })
-            .collect::<Result<Vec<u32>, _>>()?;
+        let rows = self.table_rows(text)?;
         let embedding = self.bert.embed(&rows).map_err(err)?;
         debug_assert_eq!(embedding.len(), self.dims);
         Ok(embedding)

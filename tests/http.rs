@@ -399,7 +399,11 @@ fn healthz(c: &Client) -> Result<(), Failed> {
     check(
         body["status"] == "ok" && body["models"].as_u64() >= Some(1),
         format!("{body}"),
-    )
+    )?;
+    // The encoder's SIMD kernels are compiled in only with the wasm
+    // simd128 target feature (.cargo/config.toml): losing the flag would
+    // silently run the portable loops.
+    check(body["kernels"] == "wasm-simd128", format!("kernels: {body}"))
 }
 
 fn models_list(c: &Client) -> Result<(), Failed> {

@@ -105,7 +105,8 @@ pub struct Work {
 /// Estimated CPU ms of `work` on `spec` in the worker, not counting a
 /// one-time model load (that shows as `init` in `Server-Timing`). Per-unit
 /// costs from the wasm build's warm medians in bench/latest.json (2 shared
-/// cores): minilm ~1.8 ms per token, the chat model ~0.7 ms per prompt token
+/// cores): minilm ~0.75 ms per token (its int8 kernel, src/bert), the chat
+/// model ~0.7 ms per prompt token
 /// and ~1.6 ms per generated token, lande and the tf-idf model well under
 /// 0.1 ms per text. Three decimals: a stable number, not a false precision.
 pub fn estimate_cpu_ms(spec: &ModelSpec, work: &Work) -> f64 {
@@ -113,7 +114,7 @@ pub fn estimate_cpu_ms(spec: &ModelSpec, work: &Work) -> f64 {
         InputSpec::CharNgrams { .. } => 0.02 * work.inputs as f64 + 0.0005 * work.characters as f64,
         InputSpec::TfidfWords { .. } => 0.01 * work.inputs as f64 + 0.0002 * work.characters as f64,
         InputSpec::Tokens { .. } | InputSpec::SentenceEmbedding { .. } => {
-            0.5 * work.inputs as f64 + 1.8 * work.tokens as f64
+            0.5 * work.inputs as f64 + 0.75 * work.tokens as f64
         }
         InputSpec::Chat { .. } => 0.7 * work.tokens as f64 + 1.6 * work.generated as f64,
     };

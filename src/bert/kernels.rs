@@ -12,6 +12,30 @@
 //! even, saturation, scale products in float32), so the integer sums are the
 //! ones onnxruntime computes.
 
+/// Which dot-product kernels run: `wasm-simd128`, `x86-64-sse4.1` or
+/// `portable` (reported by `/healthz`, so a build that lost the simd128
+/// target feature shows it).
+pub fn active() -> &'static str {
+    if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
+        "wasm-simd128"
+    } else if cfg!(target_arch = "x86_64") && sse41() {
+        "x86-64-sse4.1"
+    } else {
+        "portable"
+    }
+}
+
+fn sse41() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("sse4.1")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Quantizes `x` to uint8 with one scale and zero point for the whole
 /// tensor, as ONNX DynamicQuantizeLinear does, and stores `q - zero_point`
 /// (in -255..=255) as i16, the form the dot product wants. Returns the scale
@@ -162,7 +186,7 @@ fn dot_2x4(a0: &[i16], a1: &[i16], w: [&[i8]; 4]) -> [[i32; 4]; 2] {
 fn dot_2x4(a0: &[i16], a1: &[i16], w: [&[i8]; 4]) -> [[i32; 4]; 2] {
     let k = a0.len();
     assert!(a1.len() == k && w.iter().all(|r| r.len() == k) && k % 8 == 0);
-    if std::arch::is_x86_feature_detected!("sse4.1") {
+    if sse41() {
         // SAFETY: the feature was just detected; lengths asserted above.
         unsafe { dot_2x4_sse41(a0, a1, w) }
     } else {
