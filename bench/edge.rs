@@ -366,7 +366,11 @@ fn ort_web(cases: &[Case], runs: usize) -> Option<Value> {
         .map_err(|e| eprintln!("bench: cannot run node for onnxruntime-web: {e}"))
         .ok()?;
     use std::io::Write as _;
-    child.stdin.take()?.write_all(input.to_string().as_bytes()).ok()?;
+    child
+        .stdin
+        .take()?
+        .write_all(input.to_string().as_bytes())
+        .ok()?;
     let out = child.wait_with_output().ok()?;
     if !out.status.success() {
         eprintln!("bench: bench/ort-web.mjs failed ({})", out.status);
@@ -393,13 +397,30 @@ fn onnx_path(id: &str) -> Option<String> {
 /// time, so at 50 connections a request may wait behind 49 others.
 fn autocannon(base: &str, path: &str, body: &Value, connections: usize, amount: usize) -> Value {
     let out = Command::new(support::root().join("node_modules/.bin/autocannon"))
-        .args(["--json", "-c", &connections.to_string(), "-a", &amount.to_string()])
+        .args([
+            "--json",
+            "-c",
+            &connections.to_string(),
+            "-a",
+            &amount.to_string(),
+        ])
         .args(["--timeout", "60"])
-        .args(["-m", "POST", "-H", "content-type=application/json", "-b", &body.to_string()])
+        .args([
+            "-m",
+            "POST",
+            "-H",
+            "content-type=application/json",
+            "-b",
+            &body.to_string(),
+        ])
         .arg(format!("{base}{path}"))
         .output()
         .expect("run node_modules/.bin/autocannon (scripts/setup installs it)");
-    assert!(out.status.success(), "autocannon: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "autocannon: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: Value = serde_json::from_slice(&out.stdout).expect("autocannon --json output");
     let total = r["requests"]["total"].as_f64().unwrap_or(0.0);
     let seconds = r["duration"].as_f64().unwrap_or(f64::NAN);
@@ -558,7 +579,13 @@ fn main() {
                 for _ in 0..5 {
                     timed_post(&w.client(), case.path, &case.body);
                 }
-                let r = autocannon(&w.base, case.path, &case.body, connections, amount.max(4 * connections));
+                let r = autocannon(
+                    &w.base,
+                    case.path,
+                    &case.body,
+                    connections,
+                    amount.max(4 * connections),
+                );
                 (case.name.clone(), r)
             })
         })
@@ -637,18 +664,27 @@ fn main() {
         ),
     ));
     let ort_case = |name: &str| -> Option<&Value> {
-        ort.as_ref()?["cases"].as_array()?.iter().find(|c| c["name"] == name)
+        ort.as_ref()?["cases"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == name)
     };
     if let Some(o) = &ort {
         rows.push((
-            format!("onnxruntime-web {} (wasm, 1 thread): session create for the encoder's ONNX", o["ort_version"].as_str().unwrap_or("?")),
+            format!(
+                "onnxruntime-web {} (wasm, 1 thread): session create for the encoder's ONNX",
+                o["ort_version"].as_str().unwrap_or("?")
+            ),
             format!("{:.1} ms", o["load_ms"].as_f64().unwrap_or(f64::NAN)),
         ));
     }
     let mut table = String::from("| case | warm wasm p50 / p99 | native p50 / p99 | native first (load) | wasm/native (p50 - floor) | onnxruntime-web p50 | ours/ORT-web |\n|---|---|---|---|---|---|---|\n");
     for ((case, w), (first, n)) in cases.iter().zip(&warm).zip(&natives) {
         let (ort_p50, vs_ort) = match ort_case(&case.name).and_then(|c| c["p50_ms"].as_f64()) {
-            Some(p50) => (format!("{p50:.3} ms"), format!("{:.2}x", (w.0 - floor.0).max(0.0) / p50)),
+            Some(p50) => (
+                format!("{p50:.3} ms"),
+                format!("{:.2}x", (w.0 - floor.0).max(0.0) / p50),
+            ),
             None => ("-".into(), "-".into()),
         };
         table.push_str(&format!(

@@ -403,7 +403,10 @@ fn healthz(c: &Client) -> Result<(), Failed> {
     // The encoder's SIMD kernels are compiled in only with the wasm
     // simd128 target feature (.cargo/config.toml): losing the flag would
     // silently run the portable loops.
-    check(body["kernels"] == "wasm-simd128", format!("kernels: {body}"))
+    check(
+        body["kernels"] == "wasm-simd128",
+        format!("kernels: {body}"),
+    )
 }
 
 fn models_list(c: &Client) -> Result<(), Failed> {
