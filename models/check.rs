@@ -30,6 +30,10 @@ pub use causal_lm::LmShape;
 #[path = "pack_bert.rs"]
 pub mod pack_bert;
 
+// The small dense networks (lande, heads on embeddings), packed likewise.
+#[path = "pack_dense.rs"]
+pub mod pack_dense;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -228,8 +232,9 @@ pub struct Checked {
     /// (build.rs embeds `embedded`; tests/manifest.rs compares the two).
     #[allow(dead_code)]
     pub artifact: Vec<u8>,
-    /// What the worker embeds: the artifact itself, or for a sentence
-    /// encoder its weights packed from the graph (`pack_bert`).
+    /// What the worker embeds: the artifact itself, or the weights packed
+    /// from the graph (`pack_bert` for a sentence encoder, `pack_dense` for
+    /// lande and the heads on embeddings).
     pub embedded: Vec<u8>,
     /// The `registry::Task` variant name.
     pub task_variant: &'static str,
@@ -441,6 +446,16 @@ pub fn check_model(
                 m.export
             ),
         })?,
+        CheckedInput::Ngrams { .. } | CheckedInput::SentenceEmbedding { .. } => {
+            pack_dense::pack(&artifact).map_err(|e| CheckError {
+                model: m.id.clone(),
+                what: format!("cannot pack models/{} for the worker: {e}", m.artifact),
+                fix: format!(
+                    "export a Gemm/Relu/Softmax network ({}), or extend models/pack_dense.rs and src/dense",
+                    m.export
+                ),
+            })?
+        }
         _ => artifact.clone(),
     };
     Ok(Checked {

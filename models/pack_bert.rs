@@ -20,13 +20,13 @@ pub mod format;
 use format::{Embedding, Header, Layer, Linear, Norm, Span, Weights, ALIGN, MAGIC};
 
 /// A constant of the graph (an initializer or a Constant node's value).
-struct Const {
-    dims: Vec<usize>,
-    data_type: i32,
-    bytes: Vec<u8>,
+pub struct Const {
+    pub dims: Vec<usize>,
+    pub data_type: i32,
+    pub bytes: Vec<u8>,
 }
 
-const FLOAT: i32 = 1;
+pub const FLOAT: i32 = 1;
 const UINT8: i32 = 2;
 const INT8: i32 = 3;
 
@@ -48,7 +48,7 @@ impl Const {
         })
     }
 
-    fn f32s(&self) -> Result<Vec<f32>, String> {
+    pub fn f32s(&self) -> Result<Vec<f32>, String> {
         if self.data_type != FLOAT {
             return Err(format!(
                 "expected a float tensor, found ONNX type {}",
@@ -70,14 +70,14 @@ impl Const {
     }
 }
 
-struct Graph<'a> {
-    nodes: &'a [NodeProto],
-    consts: HashMap<&'a str, Const>,
+pub struct Graph<'a> {
+    pub nodes: &'a [NodeProto],
+    pub consts: HashMap<&'a str, Const>,
     consumers: HashMap<&'a str, Vec<&'a NodeProto>>,
 }
 
 impl<'a> Graph<'a> {
-    fn constant(&self, name: &str) -> Result<&Const, String> {
+    pub fn constant(&self, name: &str) -> Result<&Const, String> {
         self.consts
             .get(name)
             .ok_or_else(|| format!("{name:?} is not a constant"))
@@ -98,6 +98,15 @@ impl<'a> Graph<'a> {
 
 /// The packed bytes of the encoder in `onnx`.
 pub fn pack(onnx: &[u8]) -> Result<Vec<u8>, String> {
+    with_graph(onnx, |g| Packer::default().pack(g))
+}
+
+/// Runs `f` on the graph of `onnx`, its constants decoded and its edges
+/// indexed (shared with the dense-network packer).
+pub fn with_graph<T>(
+    onnx: &[u8],
+    f: impl FnOnce(&Graph) -> Result<T, String>,
+) -> Result<T, String> {
     let proto = tract_onnx::onnx()
         .proto_model_for_read(&mut &onnx[..])
         .map_err(|e| format!("not an ONNX model: {e}"))?;
@@ -125,18 +134,19 @@ pub fn pack(onnx: &[u8]) -> Result<Vec<u8>, String> {
         consts,
         consumers,
     };
-    Packer::default().pack(&g)
+    f(&g)
 }
 
+/// Arrays laid out for a packed file (shared with the dense-network packer).
 #[derive(Default)]
-struct Packer {
+pub struct Packer {
     data: Vec<u8>,
 }
 
 impl Packer {
     /// Appends an array at the next aligned offset (relative to the data
     /// section; fixed up once the header's size is known).
-    fn push(&mut self, bytes: &[u8], len: usize) -> Span {
+    pub fn push(&mut self, bytes: &[u8], len: usize) -> Span {
         while self.data.len() % ALIGN != 0 {
             self.data.push(0);
         }
@@ -145,7 +155,7 @@ impl Packer {
         Span { offset, len }
     }
 
-    fn push_f32(&mut self, values: &[f32]) -> Span {
+    pub fn push_f32(&mut self, values: &[f32]) -> Span {
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.push(&bytes, values.len())
     }
@@ -380,7 +390,7 @@ impl Packer {
                 output_norm: self.norm(g, norms[2 + 2 * l], dims)?,
             });
         }
-        let mut header = Header {
+        let header = Header {
             dims,
             heads: dims / head_dim,
             ffn: layers[0].up.outputs,
@@ -391,19 +401,29 @@ impl Packer {
             embedding_norm,
             layers,
         };
-        // The data follows the header, at an aligned offset; spans are
-        // relative to the file's start. The header's length depends on the
-        // offsets (their digits), so reserve room for it to grow by half;
-        // spaces pad the rest (JSON allows trailing whitespace).
+        self.finish(MAGIC, header, shift)
+    }
+
+    /// The file: `magic`, the header's length and JSON, then the arrays. The
+    /// data follows the header at an aligned offset and spans are relative to
+    /// the file's start; the header's length depends on the offsets (their
+    /// digits), so room is reserved for it to grow by half, and spaces pad
+    /// the rest (JSON allows trailing whitespace).
+    pub fn finish<H: serde::Serialize>(
+        self,
+        magic: &[u8; 8],
+        mut header: H,
+        shift: fn(&mut H, usize),
+    ) -> Result<Vec<u8>, String> {
         let probe = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
-        let start = (MAGIC.len() + 4 + probe.len() * 3 / 2).next_multiple_of(ALIGN);
+        let start = (magic.len() + 4 + probe.len() * 3 / 2).next_multiple_of(ALIGN);
         shift(&mut header, start);
         let json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
-        if MAGIC.len() + 4 + json.len() > start {
+        if magic.len() + 4 + json.len() > start {
             return Err("header grew past its reserved room".into());
         }
         let mut out = Vec::with_capacity(start + self.data.len());
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(magic);
         out.extend_from_slice(&(json.len() as u32).to_le_bytes());
         out.extend_from_slice(&json);
         out.resize(start, b' ');

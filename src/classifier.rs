@@ -1,12 +1,10 @@
-//! A classifier: featurizer + tract plan, built once per isolate from a
-//! [`ModelSpec`], then shared read-only by every request. The featurizer is
-//! either lande's n-gram counter or a sentence encoder whose embeddings feed a
-//! small head (sentiment, ...).
+//! A classifier: featurizer + a small dense network packed at build time
+//! (see [`crate::dense`]), built once per isolate from a [`ModelSpec`], then
+//! shared read-only by every request. The featurizer is either lande's n-gram
+//! counter or a sentence encoder whose embeddings feed a small head
+//! (sentiment, ...).
 
-use std::sync::Arc;
-
-use tract_onnx::prelude::*;
-
+use crate::dense::Dense;
 use crate::encoder::{SentenceEncoder, Tokenized};
 use crate::error::CoreError;
 use crate::ngrams::NgramFeaturizer;
@@ -22,13 +20,13 @@ enum Featurizer {
     Embeddings(&'static SentenceEncoder),
 }
 
-/// How scores are computed: a tract graph over feature rows, or a linear
-/// model over sparse counts (no graph to run).
+/// How scores are computed: a dense network over feature rows, or a linear
+/// model over sparse counts.
 enum Scorer {
     Graph {
         featurizer: Featurizer,
         width: usize,
-        plan: Arc<TypedRunnableModel>,
+        network: Dense,
     },
     Tfidf(Box<TfidfModel>),
 }
@@ -55,12 +53,12 @@ impl std::fmt::Debug for Classifier {
 }
 
 impl Classifier {
-    /// Parses and optimizes the embedded graph. Costly: call once per isolate
-    /// (see [`crate::registry::classifier`]).
+    /// Reads the packed network's header (its weights are used in place).
+    /// Once per isolate (see [`crate::registry::classifier`]).
     pub fn load(spec: &'static ModelSpec) -> Result<Self, CoreError> {
-        let err = |e: TractError| CoreError::ModelLoad {
+        let err = |reason: String| CoreError::ModelLoad {
             model: spec.id,
-            reason: format!("{e:#}"),
+            reason,
         };
         let (featurizer, width) = match spec.input {
             InputSpec::CharNgrams { vocab, features } => {
@@ -93,19 +91,21 @@ impl Classifier {
                 })
             }
         };
-        let plan = tract_onnx::onnx()
-            .model_for_read(&mut &spec.artifact[..])
-            .map_err(err)?
-            .into_optimized()
-            .map_err(err)?
-            .into_runnable()
-            .map_err(err)?;
+        let network = Dense::parse(spec.artifact).map_err(err)?;
+        if network.inputs() != width || network.outputs() != spec.labels.len() {
+            return Err(err(format!(
+                "the network maps {} features to {} scores; the manifest says {width} and {} labels",
+                network.inputs(),
+                network.outputs(),
+                spec.labels.len()
+            )));
+        }
         Ok(Classifier {
             spec,
             scorer: Scorer::Graph {
                 featurizer,
                 width,
-                plan,
+                network,
             },
         })
     }
@@ -158,7 +158,7 @@ impl Classifier {
         }
     }
 
-    /// Scores every text (graphs in one batched run).
+    /// Scores every text.
     pub fn classify(&self, texts: &[&str]) -> Result<Classified, CoreError> {
         let (featurizer, width) = match &self.scorer {
             Scorer::Tfidf(model) => {
@@ -193,39 +193,28 @@ impl Classifier {
         }
     }
 
-    /// Runs the graph on `rows` already-featurized inputs, laid out row-major.
+    /// Runs the network on `rows` already-featurized inputs, laid out row-major.
     pub fn run(&self, features: &[f32], rows: usize) -> Result<Vec<Scores>, CoreError> {
-        let err = |e: TractError| CoreError::Inference {
-            model: self.spec.id,
-            reason: format!("{e:#}"),
-        };
-        let Scorer::Graph { width, plan, .. } = &self.scorer else {
+        let Scorer::Graph { width, network, .. } = &self.scorer else {
             return Err(CoreError::Inference {
                 model: self.spec.id,
                 reason: "a tf-idf model has no graph to run".into(),
             });
         };
-        let width = *width;
         if rows == 0 {
             return Ok(Vec::new());
         }
-        let input = Tensor::from_shape(&[rows, width], features).map_err(err)?;
-        let outputs = plan.run(tvec!(input.into_tvalue())).map_err(err)?;
-        let bad = |reason: String| CoreError::Inference {
-            model: self.spec.id,
-            reason,
-        };
-        let output = outputs
-            .first()
-            .ok_or_else(|| bad("the graph returned no output".into()))?;
-        let view = output.to_plain_array_view::<f32>().map_err(err)?;
-        let labels = self.spec.labels.len();
-        if view.shape() != [rows, labels] {
-            return Err(bad(format!(
-                "output shape {:?}, expected [{rows}, {labels}]",
-                view.shape()
-            )));
+        if features.len() != rows * width {
+            return Err(CoreError::Inference {
+                model: self.spec.id,
+                reason: format!("{} features for {rows} rows of {width}", features.len()),
+            });
         }
-        Ok(view.rows().into_iter().map(|r| r.to_vec()).collect())
+        network
+            .run(features)
+            .map_err(|reason| CoreError::Inference {
+                model: self.spec.id,
+                reason,
+            })
     }
 }

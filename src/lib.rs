@@ -14,6 +14,7 @@ pub mod causal_lm;
 pub mod chat_model;
 pub mod chat_template;
 pub mod classifier;
+pub mod dense;
 pub mod encoder;
 pub mod error;
 pub mod generation;
