@@ -379,6 +379,24 @@ fn ort_web(cases: &[Case], runs: usize) -> Option<Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// Bytes a model puts in the module: its embedded artifact (packed or as
+/// is) and the input files build.rs embeds beside it.
+fn embedded_bytes(spec: &edgeinfer::registry::ModelSpec) -> usize {
+    use edgeinfer::registry::InputSpec;
+    spec.artifact.len()
+        + match &spec.input {
+            InputSpec::Tokens {
+                tokenizer, rows, ..
+            } => tokenizer.len() + rows.len(),
+            InputSpec::TfidfWords { vocab, unicode } => vocab.len() + unicode.len(),
+            InputSpec::Chat { tokenizer, .. } => tokenizer.len(),
+            InputSpec::CharNgrams { vocab, .. } => {
+                vocab.iter().flat_map(|l| l.iter()).map(|g| g.len()).sum()
+            }
+            InputSpec::SentenceEmbedding { .. } => 0,
+        }
+}
+
 /// The manifest's artifact path of a model (the file build.rs packed).
 fn onnx_path(id: &str) -> Option<String> {
     let text = std::fs::read_to_string(support::root().join("models/manifest.toml")).ok()?;
@@ -610,6 +628,20 @@ fn main() {
         ),
         ("wrangler says".into(), wrangler_line.clone()),
         (
+            "bundle contribution per model (embedded bytes)".into(),
+            edgeinfer::registry::MODELS
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} {:.2} MiB",
+                        m.qualified_name(),
+                        mib(embedded_bytes(m) as u64)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        (
             "startup, empty JS worker (median)".into(),
             format!("{:.1} ms", median(js_startup.clone())),
         ),
@@ -734,7 +766,8 @@ fn main() {
         let report = json!({
             "runs": a.runs,
             "requests": a.requests,
-            "bundle": {"raw_bytes": raw, "gzip_bytes": gzip, "wrangler": wrangler_line},
+            "bundle": {"raw_bytes": raw, "gzip_bytes": gzip, "wrangler": wrangler_line,
+                       "per_model_bytes": edgeinfer::registry::MODELS.iter().map(|m| (m.qualified_name(), json!(embedded_bytes(m)))).collect::<serde_json::Map<_, _>>()},
             "startup_ms": {"empty_js_worker": js_startup, "edgeinfer": startup},
             "memory_bytes": {"wasm_module": wasm_bytes, "linear_memory": linear_memory},
             "cold_first_request_ms": cold.iter().map(|(m, t)| (m.to_string(), json!(t))).collect::<serde_json::Map<_, _>>(),

@@ -22,18 +22,7 @@ impl Bert {
     /// Reads the header and checks every array once, so that running never
     /// indexes out of bounds.
     pub fn parse(bytes: &'static [u8]) -> Result<Bert, String> {
-        if bytes.as_ptr() as usize % ALIGN != 0 {
-            return Err("the packed weights are not 16-byte aligned in memory".into());
-        }
-        let rest = bytes
-            .strip_prefix(MAGIC)
-            .ok_or("not a packed encoder (bad magic): rebuild")?;
-        let len = rest
-            .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-            .ok_or("truncated header")?;
-        let json = rest.get(4..4 + len).ok_or("truncated header")?;
-        let header: Header = serde_json::from_slice(json).map_err(|e| format!("header: {e}"))?;
+        let header = read_header(bytes, MAGIC, "encoder")?;
         let bert = Bert { bytes, header };
         bert.validate()?;
         Ok(bert)
@@ -57,13 +46,8 @@ impl Bert {
         let d = h.dims;
         let want = |span: Span, len: usize, what: &str| -> Result<(), String> {
             let size = if what == "u8" { 1 } else { 4 };
-            let ok = span.len == len
-                && span.offset % ALIGN == 0
-                && span
-                    .offset
-                    .checked_add(len * size)
-                    .is_some_and(|end| end <= self.bytes.len());
-            ok.then_some(())
+            in_bounds(self.bytes, span, len, size)
+                .then_some(())
                 .ok_or_else(|| format!("array at {} is not {len} {what} in bounds", span.offset))
         };
         let norm = |n: &Norm| want(n.gamma, d, "f32").and(want(n.beta, d, "f32"));
@@ -203,6 +187,38 @@ impl Bert {
         }
         out
     }
+}
+
+/// The header of a packed file (the encoder's or a dense network's, see
+/// [`format`]): the bytes must be 16-byte aligned in memory and start with
+/// `magic`, then the header's length and JSON.
+pub(crate) fn read_header<H: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    magic: &[u8; 8],
+    what: &str,
+) -> Result<H, String> {
+    if bytes.as_ptr() as usize % ALIGN != 0 {
+        return Err("the packed weights are not 16-byte aligned in memory".into());
+    }
+    let rest = bytes
+        .strip_prefix(magic)
+        .ok_or_else(|| format!("not a packed {what} (bad magic): rebuild"))?;
+    let len = rest
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or("truncated header")?;
+    let json = rest.get(4..4 + len).ok_or("truncated header")?;
+    serde_json::from_slice(json).map_err(|e| format!("header: {e}"))
+}
+
+/// Whether `span` is `len` elements of `size` bytes, aligned, inside `bytes`.
+pub(crate) fn in_bounds(bytes: &[u8], span: Span, len: usize, size: usize) -> bool {
+    span.len == len
+        && span.offset % ALIGN == 0
+        && len
+            .checked_mul(size)
+            .and_then(|n| span.offset.checked_add(n))
+            .is_some_and(|end| end <= bytes.len())
 }
 
 /// Buffers reused across one text's layers.

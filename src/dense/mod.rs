@@ -5,11 +5,11 @@
 //! padded to the tiled float kernel's shape (inputs to a multiple of 8,
 //! outputs of 4; lande's are 300 KB), so a batch runs as matrix tiles.
 
-pub use crate::bert::format::{Span, ALIGN};
+pub use crate::bert::format::Span;
 
 pub mod format;
 
-use crate::bert::kernels;
+use crate::bert::{in_bounds, kernels, read_header};
 use format::{Header, MAGIC};
 
 #[derive(Debug)]
@@ -34,26 +34,8 @@ impl Dense {
     /// Reads the header and checks every array once (bounds, alignment,
     /// layer widths chaining), so running never indexes out of bounds.
     pub fn parse(bytes: &'static [u8]) -> Result<Dense, String> {
-        if bytes.as_ptr() as usize % ALIGN != 0 {
-            return Err("the packed weights are not 16-byte aligned in memory".into());
-        }
-        let rest = bytes
-            .strip_prefix(MAGIC)
-            .ok_or("not a packed dense network (bad magic): rebuild")?;
-        let len = rest
-            .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-            .ok_or("truncated header")?;
-        let json = rest.get(4..4 + len).ok_or("truncated header")?;
-        let header: Header = serde_json::from_slice(json).map_err(|e| format!("header: {e}"))?;
-        let in_bounds = |span: Span, len: usize| {
-            span.len == len
-                && span.offset % ALIGN == 0
-                && span
-                    .offset
-                    .checked_add(len * 4)
-                    .is_some_and(|end| end <= bytes.len())
-        };
+        let header: Header = read_header(bytes, MAGIC, "dense network")?;
+        let in_bounds = |span: Span, len: usize| in_bounds(bytes, span, len, 4);
         let mut width = header.layers.first().map(|l| l.inputs).ok_or("no layers")?;
         for (i, l) in header.layers.iter().enumerate() {
             if l.inputs != width
