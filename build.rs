@@ -89,20 +89,16 @@ fn main() {
             }
             check::CheckedInput::Chat {
                 tokenizer,
-                shape,
+                context,
                 template: [bos, eos, end, system, user, assistant],
+                ..
             } => {
                 write_out(&out.join(format!("{stem}.tokenizer.json")), tokenizer);
                 format!(
                     "InputSpec::Chat {{ tokenizer: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{id}.tokenizer.json\")), \
-                     shape: LmShape {{ context: {context}, layers: {layers}, kv_heads: {kv_heads}, head_dim: {head_dim}, vocab: {vocab} }}, \
+                     context: {context}, \
                      template: TemplateTokens {{ bos: {bos}, eos: {eos}, end: {end}, system: {system}, user: {user}, assistant: {assistant} }} }}",
                     id = stem,
-                    context = shape.context,
-                    layers = shape.layers,
-                    kv_heads = shape.kv_heads,
-                    head_dim = shape.head_dim,
-                    vocab = shape.vocab,
                 )
             }
         };

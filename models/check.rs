@@ -13,18 +13,16 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
+// The container every packed model is written in (src/packed.rs).
+#[path = "../src/packed.rs"]
+#[allow(dead_code)]
+pub mod packed;
+
 // The runtime's own loader, so the build refuses what the worker could not load.
 #[path = "../src/tfidf.rs"]
 #[allow(dead_code)]
 mod tfidf;
 use tfidf::TfidfModel;
-
-// The runtime's own graph driver, so the build runs the chat model exactly as
-// the worker will (inputs found by name, a pass with an empty cache).
-#[path = "../src/causal_lm.rs"]
-#[allow(dead_code)]
-mod causal_lm;
-pub use causal_lm::LmShape;
 
 // The sentence encoder's weights, packed for the worker (src/bert/format.rs).
 #[path = "pack_bert.rs"]
@@ -33,6 +31,10 @@ pub mod pack_bert;
 // The small dense networks (lande, heads on embeddings), packed likewise.
 #[path = "pack_dense.rs"]
 pub mod pack_dense;
+
+// Llama-family decoders (the chat model), packed for src/decoder.
+#[path = "pack_llama.rs"]
+pub mod pack_llama;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -266,7 +268,9 @@ pub enum CheckedInput {
     },
     Chat {
         tokenizer: Vec<u8>,
-        shape: LmShape,
+        /// The packed decoder (src/decoder/format.rs).
+        packed: Vec<u8>,
+        context: usize,
         /// Ids of bos, eos, end, system, user, assistant.
         template: [u32; 6],
     },
@@ -415,18 +419,13 @@ pub fn check_model(
             template,
             ..
         } => {
-            let shape = LmShape {
-                context: *context,
-                layers: *layers,
-                kv_heads: *kv_heads,
-                head_dim: *head_dim,
-                vocab: *vocab,
-            };
             let ids = chat_tokens(m, tokenizer, &files[0], *vocab, template)?;
-            check_chat_graph(m, &artifact, shape)?;
+            let stated = [*context, *layers, *kv_heads, *head_dim, *vocab];
+            let packed = pack_chat_model(m, &artifact, stated)?;
             CheckedInput::Chat {
                 tokenizer: files.swap_remove(0),
-                shape,
+                packed,
+                context: *context,
                 template: ids,
             }
         }
@@ -456,7 +455,8 @@ pub fn check_model(
                 ),
             })?
         }
-        _ => artifact.clone(),
+        CheckedInput::Chat { ref packed, .. } => packed.clone(),
+        CheckedInput::TfidfWords { .. } => artifact.clone(),
     };
     Ok(Checked {
         artifact,
@@ -514,26 +514,34 @@ fn chat_tokens(
     Ok(ids)
 }
 
-/// Loads the language model with the worker's own driver and runs one token
-/// through it, so every input, output and shape the manifest states is used.
-fn check_chat_graph(m: &ModelEntry, onnx: &[u8], shape: LmShape) -> Result<(), CheckError> {
-    let fail = |e: String| CheckError {
+/// Packs the decoder for src/decoder (which refuses any graph that is not the
+/// architecture it implements, naming the node) and checks that the model
+/// is the shape the manifest states: `[context, layers, kv_heads,
+/// head_dim, vocab]`.
+fn pack_chat_model(m: &ModelEntry, onnx: &[u8], stated: [usize; 5]) -> Result<Vec<u8>, CheckError> {
+    let (packed, c, layers) = pack_llama::pack(onnx).map_err(|e| CheckError {
         model: m.id.clone(),
         what: format!(
-            "models/{} does not run as a language model: {e}",
+            "models/{} is not a decoder the engine runs: {e}",
             m.artifact
         ),
         fix: format!(
-            "export input_ids, position_ids, past_key_i/past_value_i in and logits, \
-             present_key_i/present_value_i out, as the manifest's shape says ({})",
+            "export a Llama-family graph as {} does (interface in models/tinylm/README.md), \
+             or extend models/pack_llama.rs and src/decoder",
             m.export
         ),
-    };
-    let lm = causal_lm::CausalLm::load(onnx, shape).map_err(fail)?;
-    let mut cache = lm.new_cache();
-    lm.forward(&mut cache, &[0, 1]).map_err(fail)?;
-    lm.forward(&mut cache, &[2]).map_err(fail)?;
-    Ok(())
+    })?;
+    let actual = [c.context, layers, c.kv_heads, c.head_dim, c.vocab];
+    if actual != stated {
+        return err(
+            &m.id,
+            format!(
+                "the model is [context, layers, kv_heads, head_dim, vocab] = {actual:?}, the manifest says {stated:?}"
+            ),
+            "make [model.input] state the model's shape",
+        );
+    }
+    Ok(packed)
 }
 
 /// Loads the tf-idf model as the worker will (vocabulary, weights layout,

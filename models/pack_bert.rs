@@ -15,9 +15,11 @@ use std::collections::HashMap;
 use tract_onnx::pb::{NodeProto, TensorProto};
 use tract_onnx::prelude::Framework;
 
+pub use super::packed::{Packer, Span};
+
 #[path = "../src/bert/format.rs"]
 pub mod format;
-use format::{Embedding, Header, Layer, Linear, Norm, Span, Weights, ALIGN, MAGIC};
+use format::{Embedding, Header, Layer, Linear, Norm, Weights, MAGIC};
 
 /// A constant of the graph (an initializer or a Constant node's value).
 pub struct Const {
@@ -98,7 +100,7 @@ impl<'a> Graph<'a> {
 
 /// The packed bytes of the encoder in `onnx`.
 pub fn pack(onnx: &[u8]) -> Result<Vec<u8>, String> {
-    with_graph(onnx, |g| Packer::default().pack(g))
+    with_graph(onnx, |g| BertPacker::default().pack(g))
 }
 
 /// Runs `f` on the graph of `onnx`, its constants decoded and its edges
@@ -137,29 +139,13 @@ pub fn with_graph<T>(
     f(&g)
 }
 
-/// Arrays laid out for a packed file (shared with the dense-network packer).
+/// The encoder's arrays, collected in the shared container.
 #[derive(Default)]
-pub struct Packer {
-    data: Vec<u8>,
+struct BertPacker {
+    p: Packer,
 }
 
-impl Packer {
-    /// Appends an array at the next aligned offset (relative to the data
-    /// section; fixed up once the header's size is known).
-    pub fn push(&mut self, bytes: &[u8], len: usize) -> Span {
-        while self.data.len() % ALIGN != 0 {
-            self.data.push(0);
-        }
-        let offset = self.data.len();
-        self.data.extend_from_slice(bytes);
-        Span { offset, len }
-    }
-
-    pub fn push_f32(&mut self, values: &[f32]) -> Span {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.push(&bytes, values.len())
-    }
-
+impl BertPacker {
     fn norm(&mut self, g: &Graph, node: &NodeProto, dims: usize) -> Result<Norm, String> {
         let gamma = g.constant(&node.input[1])?.f32s()?;
         let beta = g
@@ -172,8 +158,8 @@ impl Packer {
             ));
         }
         Ok(Norm {
-            gamma: self.push_f32(&gamma),
-            beta: self.push_f32(&beta),
+            gamma: self.p.push_f32(&gamma),
+            beta: self.p.push_f32(&beta),
         })
     }
 
@@ -222,8 +208,8 @@ impl Packer {
                 .flat_map(|o| (0..inputs).map(move |i| (o, i)))
                 .map(|(o, i)| w.bytes[i * outputs + o])
                 .collect();
-            let weight = self.push(&transposed, inputs * outputs);
-            let scales = self.push_f32(&scales);
+            let weight = self.p.push(&transposed, inputs * outputs);
+            let scales = self.p.push_f32(&scales);
             (Weights::Int8 { weight, scales }, mul)
         } else {
             let values = w.f32s()?;
@@ -233,7 +219,7 @@ impl Packer {
                 .collect();
             (
                 Weights::Float {
-                    weight: self.push_f32(&transposed),
+                    weight: self.p.push_f32(&transposed),
                 },
                 node,
             )
@@ -252,7 +238,7 @@ impl Packer {
             inputs,
             outputs,
             weights,
-            bias: self.push_f32(&bias),
+            bias: self.p.push_f32(&bias),
         })
     }
 
@@ -281,7 +267,7 @@ impl Packer {
             .bytes
             .first()
             .ok_or("no zero point")?;
-        let table = self.push(&table.bytes, rows * dims);
+        let table = self.p.push(&table.bytes, rows * dims);
         let embedding = Embedding {
             rows,
             table,
@@ -297,7 +283,7 @@ impl Packer {
             .filter(|c| c.data_type == FLOAT && c.dims.len() == 2 && c.dims[1] == dims)
             .ok_or("no float position table (Slice of a [positions, dims] constant) found")?;
         let max_positions = positions.dims[0];
-        let positions = self.push_f32(&positions.f32s()?);
+        let positions = self.p.push_f32(&positions.f32s()?);
 
         let norms = g.ops("LayerNormalization");
         let eps = norms
@@ -401,68 +387,6 @@ impl Packer {
             embedding_norm,
             layers,
         };
-        self.finish(MAGIC, header, shift)
-    }
-
-    /// The file: `magic`, the header's length and JSON, then the arrays. The
-    /// data follows the header at an aligned offset and spans are relative to
-    /// the file's start; the header's length depends on the offsets (their
-    /// digits), so room is reserved for it to grow by half, and spaces pad
-    /// the rest (JSON allows trailing whitespace).
-    pub fn finish<H: serde::Serialize>(
-        self,
-        magic: &[u8; 8],
-        mut header: H,
-        shift: fn(&mut H, usize),
-    ) -> Result<Vec<u8>, String> {
-        let probe = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
-        let start = (magic.len() + 4 + probe.len() * 3 / 2).next_multiple_of(ALIGN);
-        shift(&mut header, start);
-        let json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
-        if magic.len() + 4 + json.len() > start {
-            return Err("header grew past its reserved room".into());
-        }
-        let mut out = Vec::with_capacity(start + self.data.len());
-        out.extend_from_slice(magic);
-        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-        out.extend_from_slice(&json);
-        out.resize(start, b' ');
-        out.extend_from_slice(&self.data);
-        Ok(out)
-    }
-}
-
-fn shift(h: &mut Header, by: usize) {
-    let s = |span: &mut Span| span.offset += by;
-    let n = |norm: &mut Norm| {
-        norm.gamma.offset += by;
-        norm.beta.offset += by;
-    };
-    let lin = |l: &mut Linear| {
-        l.bias.offset += by;
-        match &mut l.weights {
-            Weights::Int8 { weight, scales } => {
-                weight.offset += by;
-                scales.offset += by;
-            }
-            Weights::Float { weight } => weight.offset += by,
-        }
-    };
-    s(&mut h.embedding.table);
-    s(&mut h.positions);
-    n(&mut h.embedding_norm);
-    for l in &mut h.layers {
-        for x in [
-            &mut l.q,
-            &mut l.k,
-            &mut l.v,
-            &mut l.o,
-            &mut l.up,
-            &mut l.down,
-        ] {
-            lin(x);
-        }
-        n(&mut l.attention_norm);
-        n(&mut l.output_norm);
+        self.p.finish(MAGIC, &header)
     }
 }

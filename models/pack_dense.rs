@@ -3,8 +3,7 @@
 //! packed form of `src/dense/format.rs`, weights as `outputs x inputs` rows.
 //! Any other graph is refused with the reason.
 
-use super::pack_bert::format::Span;
-use super::pack_bert::{with_graph, Packer, FLOAT};
+use super::pack_bert::{with_graph, Packer, Span, FLOAT};
 
 #[path = "../src/dense/format.rs"]
 pub mod format;
@@ -84,13 +83,6 @@ pub fn pack(onnx: &[u8]) -> Result<Vec<u8>, String> {
         if layers.is_empty() {
             return Err("no Gemm layers".into());
         }
-        packer.finish(MAGIC, Header { layers, softmax }, shift)
+        packer.finish(MAGIC, &Header { layers, softmax })
     })
-}
-
-fn shift(h: &mut Header, by: usize) {
-    for l in &mut h.layers {
-        l.weight.offset += by;
-        l.bias.offset += by;
-    }
 }

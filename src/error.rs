@@ -18,10 +18,11 @@ pub enum CoreError {
     /// loads every graph, so this means a bug, not bad input.
     #[error("model `{model}` failed to load: {reason}")]
     ModelLoad { model: &'static str, reason: String },
-    /// tract failed while running a loaded model.
+    /// A loaded model failed while running (a bug, not bad input: inputs
+    /// are validated before a model runs).
     #[error("inference with `{model}` failed: {reason}")]
     Inference { model: &'static str, reason: String },
     /// The conversation cannot become a prompt for the model.
     #[error("{0}")]
-    Prompt(crate::chat_template::TemplateError),
+    Prompt(crate::decoder::template::TemplateError),
 }

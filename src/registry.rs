@@ -4,113 +4,13 @@
 
 use std::sync::OnceLock;
 
-use crate::causal_lm::LmShape;
-use crate::chat_model::ChatModel;
-use crate::chat_template::TemplateTokens;
 use crate::classifier::Classifier;
+use crate::decoder::chat::ChatModel;
 use crate::encoder::SentenceEncoder;
 use crate::error::CoreError;
-
-/// What a model does; decides which routes may use it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Task {
-    LanguageIdentification,
-    SentenceEmbedding,
-    SentimentAnalysis,
-    Toxicity,
-    TextGeneration,
-}
-
-impl Task {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Task::LanguageIdentification => "language-identification",
-            Task::SentenceEmbedding => "sentence-embedding",
-            Task::SentimentAnalysis => "sentiment-analysis",
-            Task::Toxicity => "toxicity",
-            Task::TextGeneration => "text-generation",
-        }
-    }
-
-    /// Whether `/v1/classify` serves it (it scores labels).
-    pub fn classifies(self) -> bool {
-        !matches!(self, Task::SentenceEmbedding | Task::TextGeneration)
-    }
-}
-
-/// Where the weights come from: a package in a public registry.
-#[derive(Debug)]
-pub struct Source {
-    pub registry: &'static str,
-    pub package: &'static str,
-    pub version: &'static str,
-}
-
-/// How text becomes the model's input tensor.
-#[derive(Debug)]
-pub enum InputSpec {
-    /// Frequencies of the listed character n-grams; `vocab[n - 1]` holds the
-    /// n-grams of length n, in input order.
-    CharNgrams {
-        vocab: &'static [&'static [&'static str]],
-        features: usize,
-    },
-    /// Token ids from the model's own Hugging Face `tokenizer.json`, mapped
-    /// to the rows of its (possibly pruned) embedding table.
-    Tokens {
-        tokenizer: &'static [u8],
-        /// For each token id, its table row as a little-endian u32.
-        rows: &'static [u8],
-        /// Longest input in tokens, special tokens included; longer inputs
-        /// are truncated.
-        max_tokens: usize,
-        dims: usize,
-    },
-    /// The sentence embeddings of `MODELS[encoder]`.
-    SentenceEmbedding { encoder: usize, dims: usize },
-    /// scikit-learn tf-idf word counts into calibrated linear SVMs; the
-    /// artifact holds the weights (see [`crate::tfidf`]).
-    TfidfWords {
-        /// JSON array of terms, index = column.
-        vocab: &'static [u8],
-        /// CPython's text tables (`\w`, `str.lower()`).
-        unicode: &'static [u8],
-    },
-    /// A causal language model with a key/value cache: the tokenizer, the
-    /// cache and vocabulary shape, and the chat template's control tokens.
-    Chat {
-        tokenizer: &'static [u8],
-        shape: LmShape,
-        template: TemplateTokens,
-    },
-}
-
-/// One embedded model, as verified by build.rs.
-#[derive(Debug)]
-pub struct ModelSpec {
-    pub id: &'static str,
-    pub version: &'static str,
-    pub task: Task,
-    pub description: &'static str,
-    pub license: &'static str,
-    pub source: Source,
-    pub sha256: &'static str,
-    pub quantization: &'static str,
-    /// The model file (an ONNX graph, or the weights of a `TfidfWords`
-    /// model), byte for byte the file whose sha256 build.rs verified; for a
-    /// sentence encoder, its weights packed from that file at build time
-    /// (see [`crate::bert::format`]). 16-byte aligned.
-    pub artifact: &'static [u8],
-    pub labels: &'static [&'static str],
-    pub input: InputSpec,
-}
-
-impl ModelSpec {
-    /// `id@version`, the exact name responses report.
-    pub fn qualified_name(&self) -> String {
-        format!("{}@{}", self.id, self.version)
-    }
-}
+pub use crate::spec::{InputSpec, ModelSpec, Source, Task};
+// The generated specs name it.
+use crate::decoder::template::TemplateTokens;
 
 /// Gives embedded bytes the alignment of a float32 vector, so packed
 /// weights are read in place instead of copied.
@@ -158,7 +58,12 @@ pub fn load(spec: &'static ModelSpec) -> Result<(&'static Loaded, bool), CoreErr
             InputSpec::Tokens { .. } => {
                 SentenceEncoder::load(spec).map(|e| Loaded::Encoder(Box::new(e)))
             }
-            InputSpec::Chat { .. } => ChatModel::load(spec).map(|c| Loaded::Chat(Box::new(c))),
+            InputSpec::Chat {
+                tokenizer,
+                template,
+                ..
+            } => ChatModel::load(spec.id, spec.artifact, tokenizer, template)
+                .map(|c| Loaded::Chat(Box::new(c))),
             _ => Classifier::load(spec).map(Loaded::Classifier),
         };
         loaded.map_err(|e| e.to_string())

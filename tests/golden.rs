@@ -8,6 +8,12 @@
 use edgeinfer::registry;
 use serde::Deserialize;
 
+// build.rs's checks and packers: the fp32 reference decoder is packed by
+// the same code that packs the shipped one.
+#[path = "../models/check.rs"]
+#[allow(dead_code)]
+mod check;
+
 const PROB_TOLERANCE: f32 = 2e-4;
 
 #[derive(Deserialize)]
@@ -357,15 +363,15 @@ mod sentiment {
 /// with the cache, as in the worker. Both references stopped at nothing, so
 /// neither do these decodings (control tokens are ordinary tokens here).
 mod tinylm {
-    use edgeinfer::causal_lm::CausalLm;
-    use edgeinfer::chat_model::ChatModel;
-    use edgeinfer::chat_template::{Message, Role};
-    use edgeinfer::registry;
-    use edgeinfer::sampling::argmax;
+    use edgeinfer::decoder::chat::ChatModel;
+    use edgeinfer::decoder::engine::Decoder;
+    use edgeinfer::decoder::sampling::argmax;
+    use edgeinfer::decoder::template::{Message, Role};
+    use edgeinfer::registry::{self, InputSpec};
     use serde::Deserialize;
 
     pub const ID: &str = "shakespeare-llama";
-    /// onnxruntime and tract sum in different orders: f32 rounding only.
+    /// onnxruntime and our engine sum in different orders: f32 rounding only.
     const LOGITS_TOLERANCE: f32 = 1e-4;
 
     #[derive(Deserialize)]
@@ -405,14 +411,26 @@ mod tinylm {
         registry::chat_model(spec).expect("loads").0
     }
 
-    /// The same tokenizer and template with the unquantized graph.
+    /// The same tokenizer and template with the unquantized graph, packed
+    /// by build.rs's own packer (float32 weights) and run by the same engine.
     fn reference() -> ChatModel {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/models/tinylm/reference_fp32.onnx"
         );
         let onnx = std::fs::read(path).expect("read the fp32 reference graph");
-        ChatModel::with_graph(registry::find(ID).unwrap(), &onnx).expect("reference loads")
+        let (packed, _, _) = super::check::pack_llama::pack(&onnx).expect("the reference packs");
+        let spec = registry::find(ID).unwrap();
+        let InputSpec::Chat {
+            tokenizer,
+            template,
+            ..
+        } = spec.input
+        else {
+            panic!("{ID} is a chat model")
+        };
+        let packed = edgeinfer::packed::leak_aligned(&packed);
+        ChatModel::load(spec.id, packed, tokenizer, template).expect("reference loads")
     }
 
     /// Prompt ids as the worker builds them from the case's messages or text.
@@ -435,7 +453,7 @@ mod tinylm {
     }
 
     /// Greedy decoding with the cache; also the first step's logits.
-    fn greedy(lm: &CausalLm, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
+    fn greedy(lm: &Decoder, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
         let mut cache = lm.new_cache();
         let mut logits = lm.forward(&mut cache, prompt).unwrap();
         let first = logits.clone();
@@ -469,7 +487,7 @@ mod tinylm {
                 (&case.fp32_ids, &case.fp32_first_step_logits)
             };
             assert!(expected.len() >= 32);
-            let (ids, logits) = greedy(model.lm(), &case.prompt_ids, expected.len());
+            let (ids, logits) = greedy(model.decoder(), &case.prompt_ids, expected.len());
             if !expected_logits.is_empty() {
                 let diff = max_abs_diff(&logits, expected_logits);
                 println!("{ID} case {i} first-step logits max |diff| {diff:.2e}");
@@ -494,7 +512,7 @@ mod tinylm {
 
     #[test]
     fn cache_chunks_give_the_same_logits_as_one_pass() {
-        let lm = shipped().lm();
+        let lm = shipped().decoder();
         let case = &golden().cases[0];
         let seq: Vec<u32> = case
             .prompt_ids

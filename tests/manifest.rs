@@ -49,6 +49,7 @@ fn registry_matches_manifest_and_embedded_bytes_match_sha256() {
             registry::InputSpec::Tokens { .. } => Some(b"EIBERT01"),
             registry::InputSpec::CharNgrams { .. }
             | registry::InputSpec::SentenceEmbedding { .. } => Some(b"EIDENSE1"),
+            registry::InputSpec::Chat { .. } => Some(b"EILLAMA1"),
             _ => None,
         };
         match packed {
@@ -107,13 +108,14 @@ fn embedded_weights_load_with_the_right_shapes() {
                 }
             }
             registry::Loaded::Chat(chat) => {
-                let shape = chat.lm().shape();
-                let mut cache = chat.lm().new_cache();
-                let logits = chat
-                    .lm()
-                    .forward(&mut cache, &[chat.template().bos])
-                    .unwrap();
-                assert_eq!(logits.len(), shape.vocab, "{}", spec.id);
+                let decoder = chat.decoder();
+                let mut cache = decoder.new_cache();
+                let logits = decoder.forward(&mut cache, &[chat.template().bos]).unwrap();
+                assert_eq!(logits.len(), decoder.config().vocab, "{}", spec.id);
+                let registry::InputSpec::Chat { context, .. } = spec.input else {
+                    panic!("{} is a chat model", spec.id)
+                };
+                assert_eq!(decoder.config().context, context, "{}", spec.id);
                 assert!(logits.iter().all(|l| l.is_finite()), "{}", spec.id);
                 assert_eq!(cache.len(), 1);
             }

@@ -7,9 +7,9 @@
 //! vocabulary. Contents come as token ids: the tokenizer that makes them from
 //! text is fuzzed by the `text` target, so this one stays fast.
 
-use edgeinfer::chat_template::{self, Message, Role};
+use edgeinfer::decoder::sampling::{Sampler, SamplingParams};
+use edgeinfer::decoder::template::{self as chat_template, Message, Role};
 use edgeinfer::registry::{self, Task, MODELS};
-use edgeinfer::sampling::{Sampler, SamplingParams};
 
 fn byte(data: &[u8], i: usize) -> u8 {
     data.get(i).copied().unwrap_or(0)

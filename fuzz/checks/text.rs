@@ -22,7 +22,7 @@ pub fn check(data: &[u8]) {
                 let ids = model.encode(&text).expect("any text encodes");
                 assert!(ids
                     .iter()
-                    .all(|&id| (id as usize) < model.lm().shape().vocab));
+                    .all(|&id| (id as usize) < model.decoder().config().vocab));
                 model.decode(&ids).expect("its own ids decode");
             }
             Task::LanguageIdentification => {

@@ -17,12 +17,12 @@ use super::limits::{
 use super::parse::{json_body, kind};
 use super::timing::{self, Clock, Timings, Work};
 use super::{HttpRequest, HttpResponse, Served};
-use crate::chat_model::ChatModel;
-use crate::chat_template::{Message, Role};
+use crate::decoder::chat::ChatModel;
+use crate::decoder::generation::{FinishReason, GenerateOptions, Generation};
+use crate::decoder::sampling::SamplingParams;
+use crate::decoder::template::{Message, Role};
 use crate::error::CoreError;
-use crate::generation::{FinishReason, GenerateOptions, Generation};
 use crate::registry::{self, ModelSpec};
-use crate::sampling::SamplingParams;
 
 /// Sampling and length settings, shared by chat completions, session
 /// messages and session defaults. All optional; absent ones fall back to the
@@ -578,7 +578,7 @@ impl ChatTurn {
     }
 
     /// One generation step, timed.
-    fn step(&mut self) -> Result<Option<crate::generation::Delta>, CoreError> {
+    fn step(&mut self) -> Result<Option<crate::decoder::generation::Delta>, CoreError> {
         let clock = self.meta.clock;
         let started = clock();
         let step = self.generation.step();

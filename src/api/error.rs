@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::chat_template::TemplateError;
+use crate::decoder::template::TemplateError;
 use crate::error::CoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

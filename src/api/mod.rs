@@ -396,7 +396,7 @@ struct Health {
     /// are copied in at instantiation). Absent outside wasm.
     #[serde(skip_serializing_if = "Option::is_none")]
     wasm_memory_bytes: Option<usize>,
-    /// The matrix kernels this build runs (see `bert::kernels::active`).
+    /// The matrix kernels this build runs (see `kernels::active`).
     kernels: &'static str,
 }
 
@@ -411,7 +411,7 @@ impl Health {
             version: env!("CARGO_PKG_VERSION"),
             models: crate::registry::MODELS.len(),
             wasm_memory_bytes: memory,
-            kernels: crate::bert::kernels::active(),
+            kernels: crate::kernels::active(),
         }
     }
 }

@@ -87,7 +87,7 @@ impl ModelObject {
             },
             max_tokens: max_tokens(m),
             context_tokens: match m.input {
-                InputSpec::Chat { shape, .. } => Some(shape.context),
+                InputSpec::Chat { context, .. } => Some(context),
                 _ => None,
             },
             max_completion_tokens: match m.input {

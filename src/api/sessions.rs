@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::limits::{MAX_CHAT_CHARS, MAX_SESSION_BYTES, MAX_SESSION_MESSAGES, MAX_SYSTEM_CHARS};
 use super::parse::json_body;
 use super::{HttpRequest, HttpResponse};
-use crate::chat_template::{Message, Role};
+use crate::decoder::template::{Message, Role};
 use crate::registry::{self, ModelSpec, Task};
 
 /// Session ids are 128 random bits, as 32 lowercase hex digits.

@@ -9,23 +9,15 @@
 //! kernel, float32 arrays 16-byte aligned, nothing to decode but a small
 //! JSON header.
 //!
-//! This file is shared with build.rs (`#[path]`), so it depends on serde only.
+//! Stored in the shared container ([`crate::packed`]). This file is shared
+//! with build.rs (`#[path]`), so it depends on serde only.
 
 use serde::{Deserialize, Serialize};
 
+use super::Span;
+
 /// The first bytes of a packed encoder; the version digit changes with the layout.
 pub const MAGIC: &[u8; 8] = b"EIBERT01";
-
-/// Every array starts at a multiple of this many bytes from the file's start.
-pub const ALIGN: usize = 16;
-
-/// Where an array lives: a byte offset from the start of the file and its
-/// number of elements (the element type is fixed by the field).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Span {
-    pub offset: usize,
-    pub len: usize,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Header {

@@ -6,15 +6,18 @@
 //! aligned, so a cold isolate pays microseconds, not a graph build, and the
 //! weights are in linear memory once.
 
-pub mod format;
-pub mod kernels;
+pub use crate::packed::Span;
 
-use format::{Header, Linear, Norm, Span, Weights, ALIGN, MAGIC};
+pub mod format;
+
+use crate::kernels;
+use crate::packed::{self, Data};
+use format::{Header, Linear, Norm, Weights, MAGIC};
 
 /// A packed encoder, borrowed from the embedded bytes.
 #[derive(Debug)]
 pub struct Bert {
-    bytes: &'static [u8],
+    data: Data,
     header: Header,
 }
 
@@ -22,8 +25,8 @@ impl Bert {
     /// Reads the header and checks every array once, so that running never
     /// indexes out of bounds.
     pub fn parse(bytes: &'static [u8]) -> Result<Bert, String> {
-        let header = read_header(bytes, MAGIC, "encoder")?;
-        let bert = Bert { bytes, header };
+        let (header, data) = packed::open(bytes, MAGIC, "encoder")?;
+        let bert = Bert { data, header };
         bert.validate()?;
         Ok(bert)
     }
@@ -45,10 +48,10 @@ impl Bert {
         let h = &self.header;
         let d = h.dims;
         let want = |span: Span, len: usize, what: &str| -> Result<(), String> {
-            let size = if what == "u8" { 1 } else { 4 };
-            in_bounds(self.bytes, span, len, size)
-                .then_some(())
-                .ok_or_else(|| format!("array at {} is not {len} {what} in bounds", span.offset))
+            match what {
+                "u8" => self.data.u8s(span, len).map(|_| ()),
+                _ => self.data.f32s(span, len).map(|_| ()),
+            }
         };
         let norm = |n: &Norm| want(n.gamma, d, "f32").and(want(n.beta, d, "f32"));
         let linear = |l: &Linear, k: usize, n: usize| -> Result<(), String> {
@@ -85,18 +88,18 @@ impl Bert {
         Ok(())
     }
 
-    fn bytes(&self, span: Span, size: usize) -> &'static [u8] {
-        &self.bytes[span.offset..span.offset + span.len * size]
+    // Every span was checked in `validate`; these cannot fail after it,
+    // and an empty slice (never used) stands for the impossible error.
+    fn u8s(&self, span: Span) -> &'static [u8] {
+        self.data.u8s(span, span.len).unwrap_or_default()
     }
 
     fn f32s(&self, span: Span) -> &'static [f32] {
-        // Alignment and bounds were checked in `validate`; every bit
-        // pattern is a valid f32.
-        bytemuck::cast_slice(self.bytes(span, 4))
+        self.data.f32s(span, span.len).unwrap_or_default()
     }
 
     fn i8s(&self, span: Span) -> &'static [i8] {
-        bytemuck::cast_slice(self.bytes(span, 1))
+        self.data.i8s(span, span.len).unwrap_or_default()
     }
 
     /// The unit-length sentence embedding of one text, given the table row
@@ -109,7 +112,7 @@ impl Bert {
         if t == 0 || t > h.max_positions {
             return Err(format!("{t} tokens; 1 to {} fit", h.max_positions));
         }
-        let table = self.bytes(h.embedding.table, 1);
+        let table = self.u8s(h.embedding.table);
         let positions = self.f32s(h.positions);
         let (scale, zero) = (h.embedding.scale, f32::from(h.embedding.zero_point));
         let mut x = Vec::with_capacity(t * d);
@@ -187,38 +190,6 @@ impl Bert {
         }
         out
     }
-}
-
-/// The header of a packed file (the encoder's or a dense network's, see
-/// [`format`]): the bytes must be 16-byte aligned in memory and start with
-/// `magic`, then the header's length and JSON.
-pub(crate) fn read_header<H: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-    magic: &[u8; 8],
-    what: &str,
-) -> Result<H, String> {
-    if bytes.as_ptr() as usize % ALIGN != 0 {
-        return Err("the packed weights are not 16-byte aligned in memory".into());
-    }
-    let rest = bytes
-        .strip_prefix(magic)
-        .ok_or_else(|| format!("not a packed {what} (bad magic): rebuild"))?;
-    let len = rest
-        .get(..4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or("truncated header")?;
-    let json = rest.get(4..4 + len).ok_or("truncated header")?;
-    serde_json::from_slice(json).map_err(|e| format!("header: {e}"))
-}
-
-/// Whether `span` is `len` elements of `size` bytes, aligned, inside `bytes`.
-pub(crate) fn in_bounds(bytes: &[u8], span: Span, len: usize, size: usize) -> bool {
-    span.len == len
-        && span.offset % ALIGN == 0
-        && len
-            .checked_mul(size)
-            .and_then(|n| span.offset.checked_add(n))
-            .is_some_and(|end| end <= bytes.len())
 }
 
 /// Buffers reused across one text's layers.

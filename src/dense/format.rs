@@ -1,8 +1,7 @@
 //! The packed form of a small dense network (Gemm, optional ReLU, ..., then
 //! softmax): lande's 620-120-50 network and the logistic heads on sentence
-//! embeddings. Same container as the encoder's (`MAGIC`, a JSON header, then
-//! 16-byte aligned float32 arrays; [`Span`] comes from the parent module), so the worker needs no ONNX parser or graph optimizer to
-//! run them.
+//! embeddings, in the shared container ([`crate::packed`]), so the worker
+//! needs no ONNX parser or graph optimizer to run them.
 //!
 //! Shared with build.rs (`#[path]`): depends on serde only.
 

@@ -5,11 +5,12 @@
 //! padded to the tiled float kernel's shape (inputs to a multiple of 8,
 //! outputs of 4; lande's are 300 KB), so a batch runs as matrix tiles.
 
-pub use crate::bert::format::Span;
+pub use crate::packed::Span;
 
 pub mod format;
 
-use crate::bert::{in_bounds, kernels, read_header};
+use crate::kernels;
+use crate::packed;
 use format::{Header, MAGIC};
 
 #[derive(Debug)]
@@ -34,37 +35,33 @@ impl Dense {
     /// Reads the header and checks every array once (bounds, alignment,
     /// layer widths chaining), so running never indexes out of bounds.
     pub fn parse(bytes: &'static [u8]) -> Result<Dense, String> {
-        let header: Header = read_header(bytes, MAGIC, "dense network")?;
-        let in_bounds = |span: Span, len: usize| in_bounds(bytes, span, len, 4);
+        let (header, data): (Header, _) = packed::open(bytes, MAGIC, "dense network")?;
         let mut width = header.layers.first().map(|l| l.inputs).ok_or("no layers")?;
+        let mut arrays = Vec::with_capacity(header.layers.len());
         for (i, l) in header.layers.iter().enumerate() {
-            if l.inputs != width
-                || l.outputs == 0
-                || !in_bounds(l.weight, l.inputs * l.outputs)
-                || !in_bounds(l.bias, l.outputs)
-            {
-                return Err(format!("layer {i} is malformed"));
+            let weight = data.f32s(l.weight, l.inputs * l.outputs);
+            let bias = data.f32s(l.bias, l.outputs);
+            match (weight, bias) {
+                (Ok(w), Ok(b)) if l.inputs == width && l.outputs > 0 => arrays.push((w, b)),
+                _ => return Err(format!("layer {i} is malformed")),
             }
             width = l.outputs;
         }
-        let f32s = |span: Span| -> &[f32] {
-            // Checked above; every bit pattern is a valid f32.
-            bytemuck::cast_slice(&bytes[span.offset..span.offset + span.len * 4])
-        };
         let layers = header
             .layers
             .iter()
-            .map(|l| {
+            .zip(arrays)
+            .map(|(l, (weights, biases))| {
                 let (inputs_padded, outputs_padded) =
                     (l.inputs.next_multiple_of(8), l.outputs.next_multiple_of(4));
                 let mut weight = vec![0.0; outputs_padded * inputs_padded];
                 for (row, src) in weight
                     .chunks_exact_mut(inputs_padded)
-                    .zip(f32s(l.weight).chunks_exact(l.inputs))
+                    .zip(weights.chunks_exact(l.inputs))
                 {
                     row[..l.inputs].copy_from_slice(src);
                 }
-                let mut bias = f32s(l.bias).to_vec();
+                let mut bias = biases.to_vec();
                 bias.resize(outputs_padded, 0.0);
                 Layer {
                     inputs: l.inputs,
@@ -138,30 +135,16 @@ impl Dense {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A packed network whose bytes live for the program (as embedded ones do).
-    fn leak(bytes: Vec<u8>) -> &'static [u8] {
-        // 16-byte alignment: copy into u128 storage.
-        let words: Vec<u128> = bytes
-            .chunks(16)
-            .map(|c| {
-                let mut w = [0u8; 16];
-                w[..c.len()].copy_from_slice(c);
-                u128::from_le_bytes(w)
-            })
-            .collect();
-        let words: &'static [u128] = Box::leak(words.into_boxed_slice());
-        &bytemuck::cast_slice(words)[..bytes.len()]
-    }
+    use crate::packed::leak_aligned as leak;
 
     #[test]
     fn refuses_what_it_cannot_run() {
-        assert!(Dense::parse(leak(b"EIBERT01....".to_vec())).is_err());
-        assert!(Dense::parse(leak(b"EIDENSE1".to_vec())).is_err());
+        assert!(Dense::parse(leak(b"EIBERT01....")).is_err());
+        assert!(Dense::parse(leak(b"EIDENSE1")).is_err());
         let mut bad = b"EIDENSE1".to_vec();
         let json = br#"{"layers":[{"inputs":2,"outputs":1,"weight":{"offset":4096,"len":2},"bias":{"offset":0,"len":1},"relu":false}],"softmax":false}"#;
         bad.extend_from_slice(&(json.len() as u32).to_le_bytes());
         bad.extend_from_slice(json);
-        assert!(Dense::parse(leak(bad)).unwrap_err().contains("layer 0"));
+        assert!(Dense::parse(leak(&bad)).unwrap_err().contains("layer 0"));
     }
 }

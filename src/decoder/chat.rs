@@ -1,18 +1,17 @@
-//! A chat model: its tokenizer, its chat template and its graph, loaded once
-//! per isolate; [`ChatModel::generate`] starts one reply.
+//! A chat model: its tokenizer, its chat template and its decoder, loaded
+//! once per isolate; [`ChatModel::generate`] starts one reply.
 
 use tokenizers::Tokenizer;
 
-use crate::causal_lm::{CausalLm, LmShape};
-use crate::chat_template::{self, Message, Prompt, TemplateTokens};
+use super::engine::Decoder;
+use super::generation::{GenerateOptions, Generation};
+use super::template::{self, Message, Prompt, TemplateTokens};
 use crate::error::CoreError;
-use crate::generation::{GenerateOptions, Generation};
-use crate::registry::{InputSpec, ModelSpec};
 
 pub struct ChatModel {
     id: &'static str,
     tokenizer: Tokenizer,
-    lm: CausalLm,
+    decoder: Decoder,
     template: TemplateTokens,
 }
 
@@ -20,41 +19,19 @@ impl std::fmt::Debug for ChatModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatModel")
             .field("model", &self.id)
-            .field("shape", &self.lm.shape())
+            .field("config", self.decoder.config())
             .finish_non_exhaustive()
     }
 }
 
 impl ChatModel {
-    /// Loads an embedded chat model. Costly: once per isolate.
-    pub fn load(spec: &'static ModelSpec) -> Result<Self, CoreError> {
-        Self::with_graph(spec, spec.artifact)
-    }
-
-    /// The embedded model's tokenizer and template with another graph of the
-    /// same shape (the unquantized reference, in the golden test).
-    pub fn with_graph(spec: &'static ModelSpec, onnx: &[u8]) -> Result<Self, CoreError> {
-        let InputSpec::Chat {
-            tokenizer,
-            shape,
-            template,
-        } = spec.input
-        else {
-            return Err(CoreError::ModelLoad {
-                model: spec.id,
-                reason: "not a chat model".into(),
-            });
-        };
-        Self::from_parts(spec.id, onnx, tokenizer, shape, template)
-    }
-
-    /// Builds a chat model from its files (the embedded ones, or a reference
-    /// graph in tests).
-    pub fn from_parts(
+    /// Builds a chat model from its packed decoder (see
+    /// [`super::format`]), its `tokenizer.json` and its template's token
+    /// ids. Costly only for the tokenizer: the weights are read in place.
+    pub fn load(
         id: &'static str,
-        onnx: &[u8],
+        packed: &'static [u8],
         tokenizer: &[u8],
-        shape: LmShape,
         template: TemplateTokens,
     ) -> Result<Self, CoreError> {
         let fail = |reason: String| CoreError::ModelLoad { model: id, reason };
@@ -66,11 +43,14 @@ impl ChatModel {
             .with_truncation(None)
             .map_err(|e| fail(e.to_string()))?;
         tokenizer.with_padding(None);
-        let lm = CausalLm::load(onnx, shape).map_err(fail)?;
+        let decoder = Decoder::parse(packed).map_err(|e| fail(e.to_string()))?;
+        if tokenizer.get_vocab_size(true) > decoder.config().vocab {
+            return Err(fail("the tokenizer has more tokens than the model".into()));
+        }
         Ok(ChatModel {
             id,
             tokenizer,
-            lm,
+            decoder,
             template,
         })
     }
@@ -79,8 +59,8 @@ impl ChatModel {
         self.id
     }
 
-    pub fn lm(&self) -> &CausalLm {
-        &self.lm
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
     }
 
     pub fn template(&self) -> &TemplateTokens {
@@ -89,7 +69,7 @@ impl ChatModel {
 
     /// The context window in tokens (prompt + reply).
     pub fn context(&self) -> usize {
-        self.lm.shape().context
+        self.decoder.config().context
     }
 
     /// Token ids of plain text (no special tokens added or recognised).
@@ -121,8 +101,7 @@ impl ChatModel {
             .map(|m| self.encode(&m.content))
             .collect::<Result<Vec<_>, _>>()?;
         let budget = self.context().saturating_sub(max_tokens);
-        chat_template::render(&self.template, messages, &contents, budget)
-            .map_err(CoreError::Prompt)
+        template::render(&self.template, messages, &contents, budget).map_err(CoreError::Prompt)
     }
 
     /// Starts generating after `prompt` (ids, as [`ChatModel::prompt`] makes).

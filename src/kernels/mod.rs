@@ -1,5 +1,11 @@
-//! The arithmetic of the encoder: dynamic uint8 quantization, the int8 and
-//! float32 matrix products, layer norm, softmax, GELU.
+//! The arithmetic every engine shares: dynamic uint8 quantization and the
+//! int8 x int16 product of the encoder, float32 tiles, int8-row weights with
+//! float activations ([`rows`], the decoder's), norms, softmax, GELU, SiLU and
+//! inline `exp`/`erf` (libm calls in wasm cost a fifth of a run).
+//!
+//! Each product exists as wasm simd128 and as the same algorithm in SSE4.1
+//! natively (runtime-detected, portable fallback), so the native bench
+//! measures what the worker runs.
 //!
 //! Why our own int8 product: tract 0.23.9 has no wasm int8 kernel (its
 //! MatMulInteger ran at ~6 GMAC/s in wasm) and, natively, routes int8 to an
@@ -8,9 +14,11 @@
 //! dot products, which wasm's `i32x4.dot_i16x8_s` does eight multiplies at a
 //! time, with weights read in place from the module's data.
 //!
-//! Numerics follow onnxruntime's kernels for the same graph (round half to
+//! Numerics follow onnxruntime's kernels for the same graphs (round half to
 //! even, saturation, scale products in float32), so the integer sums are the
 //! ones onnxruntime computes.
+
+pub mod rows;
 
 /// Which dot-product kernels run: `wasm-simd128`, `x86-64-sse4.1` or
 /// `portable` (reported by `/healthz`, so a build that lost the simd128
@@ -25,7 +33,7 @@ pub fn active() -> &'static str {
     }
 }
 
-fn sse41() -> bool {
+pub(crate) fn sse41() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("sse4.1")
@@ -357,6 +365,28 @@ pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
         for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
             *v = (*v - mean) * inv * g + b;
         }
+    }
+}
+
+/// RMS normalization of each `weight.len()`-wide row, in place, as the
+/// Llama graphs compute it: `x / sqrt(mean(x^2) + eps) * weight` (a division,
+/// not a multiplication by the reciprocal, to round as the reference does).
+pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
+    let d = weight.len();
+    for row in x.chunks_exact_mut(d) {
+        let mean = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let den = (mean + eps).sqrt();
+        for (v, w) in row.iter_mut().zip(weight) {
+            *v = *v / den * w;
+        }
+    }
+}
+
+/// SwiGLU's gate: `gate = silu(gate) * up`, with `silu(g) = g * sigmoid(g)`
+/// and the inline `exp` (the sigmoid is 1 / (1 + e^-g)).
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = *g * (1.0 / (1.0 + exp(-*g))) * u;
     }
 }
 

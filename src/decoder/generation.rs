@@ -6,10 +6,10 @@
 //! the next tokens might complete (the stop sequence itself is not part of the
 //! reply, as in OpenAI's API).
 
-use crate::causal_lm::KvCache;
-use crate::chat_model::ChatModel;
+use super::chat::ChatModel;
+use super::engine::KvCache;
+use super::sampling::{Sampler, SamplingParams};
 use crate::error::CoreError;
-use crate::sampling::{Sampler, SamplingParams};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
@@ -50,9 +50,17 @@ pub struct Generation<'m> {
     options: GenerateOptions,
     sampler: Sampler,
     cache: KvCache,
-    prompt: Vec<u32>,
-    /// Sampled tokens that are part of the reply (no control token).
-    reply: Vec<u32>,
+    /// The prompt, then the reply's tokens (no control token): what the
+    /// repetition penalty sees.
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    /// Reply tokens (from `prompt_len`) whose text is in `text`: from
+    /// `decoded_from` on they are decoded again with the next ones, so a
+    /// tokenizer that joins pieces (a leading space, a split UTF-8
+    /// character) gives the same text as decoding the whole reply, while a
+    /// step decodes a few tokens, not the whole reply.
+    decoded_from: usize,
+    decoded_to: usize,
     /// Tokens sampled, control token included (usage.completion_tokens).
     sampled: usize,
     /// Logits for the next token, once computed.
@@ -71,9 +79,11 @@ impl<'m> Generation<'m> {
             model,
             sampler: Sampler::new(options.sampling),
             options,
-            cache: model.lm().new_cache(),
-            prompt,
-            reply: Vec::new(),
+            cache: model.decoder().new_cache(),
+            prompt_len: prompt.len(),
+            decoded_from: prompt.len(),
+            decoded_to: prompt.len(),
+            tokens: prompt,
             sampled: 0,
             logits: None,
             pending: None,
@@ -84,7 +94,7 @@ impl<'m> Generation<'m> {
     }
 
     pub fn prompt_tokens(&self) -> usize {
-        self.prompt.len()
+        self.prompt_len
     }
 
     pub fn completion_tokens(&self) -> usize {
@@ -113,48 +123,88 @@ impl<'m> Generation<'m> {
             return Ok(None);
         }
         if self.sampled >= self.options.max_tokens {
-            return Ok(Some(self.end(FinishReason::Length)));
+            return Ok(Some(self.end(FinishReason::Length)?));
         }
-        let lm = self.model.lm();
+        let decoder = self.model.decoder();
         let model = self.model.spec_id();
-        let fail = |reason: String| CoreError::Inference { model, reason };
         if self.logits.is_none() {
             let feed = match self.pending.take() {
-                Some(token) if self.cache.len() >= lm.shape().context => {
+                Some(token) if self.cache.len() >= decoder.config().context => {
                     self.pending = Some(token);
-                    return Ok(Some(self.end(FinishReason::Length)));
+                    return Ok(Some(self.end(FinishReason::Length)?));
                 }
                 Some(token) => vec![token],
-                None => self.prompt.clone(),
+                None => self.tokens.clone(),
             };
-            self.logits = Some(lm.forward(&mut self.cache, &feed).map_err(fail)?);
+            let logits =
+                decoder
+                    .forward(&mut self.cache, &feed)
+                    .map_err(|e| CoreError::Inference {
+                        model,
+                        reason: e.to_string(),
+                    })?;
+            self.logits = Some(logits);
         }
-        let mut logits = self.logits.take().expect("computed above");
-        let seen: Vec<u32> = self.prompt.iter().chain(&self.reply).copied().collect();
-        let token = self.sampler.pick(&mut logits, &seen);
+        let Some(mut logits) = self.logits.take() else {
+            return Ok(Some(self.end(FinishReason::Length)?));
+        };
+        let token = self.sampler.pick(&mut logits, &self.tokens);
         self.sampled += 1;
         if self.model.template().is_control(token) {
-            return Ok(Some(self.end(FinishReason::Stop)));
+            return Ok(Some(self.end(FinishReason::Stop)?));
         }
-        self.reply.push(token);
+        self.tokens.push(token);
         self.pending = Some(token);
-        self.text = self.model.decode(&self.reply)?;
+        self.decode_new(false)?;
         if let Some(cut) = self.stop_at() {
             self.text.truncate(cut);
-            return Ok(Some(self.end(FinishReason::Stop)));
+            // Nothing after the stop sequence is part of the reply.
+            self.decoded_from = self.tokens.len();
+            self.decoded_to = self.tokens.len();
+            return Ok(Some(self.end(FinishReason::Stop)?));
         }
         let safe = self.safe_len();
         let text = self.take_until(safe);
         Ok(Some(Delta { text, finish: None }))
     }
 
-    fn end(&mut self, reason: FinishReason) -> Delta {
+    /// Appends the text of the tokens not yet decoded, once it is whole
+    /// (does not end in an incomplete character), or anyway when `flush`.
+    fn decode_new(&mut self, flush: bool) -> Result<(), CoreError> {
+        if self.decoded_to == self.tokens.len() {
+            return Ok(());
+        }
+        let known = self
+            .model
+            .decode(&self.tokens[self.decoded_from..self.decoded_to])?;
+        let all = self.model.decode(&self.tokens[self.decoded_from..])?;
+        if all.ends_with('\u{FFFD}') && !flush {
+            return Ok(());
+        }
+        if let Some(new) = all.get(known.len()..).filter(|_| all.starts_with(&known)) {
+            self.text.push_str(new);
+        } else {
+            // The tokenizer rewrote what it had already produced: fall back
+            // to the whole reply (never seen with byte-level BPE).
+            self.text = self.model.decode(&self.tokens[self.prompt_len..])?;
+        }
+        self.decoded_from = self.decoded_to;
+        self.decoded_to = self.tokens.len();
+        Ok(())
+    }
+
+    /// Ends the reply: what remains undecoded is decoded as it is (an
+    /// incomplete character at the very end shows as U+FFFD, as decoding
+    /// the whole reply would), except after a stop sequence, which cut the
+    /// text already.
+    fn end(&mut self, reason: FinishReason) -> Result<Delta, CoreError> {
+        self.decode_new(true)?;
         self.finish = Some(reason);
         let text = self.take_until(self.text.len());
-        Delta {
+        Ok(Delta {
             text,
             finish: Some(reason),
-        }
+        })
     }
 
     fn take_until(&mut self, end: usize) -> String {
@@ -195,8 +245,8 @@ impl<'m> Generation<'m> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::template::{Message, Role};
     use super::*;
-    use crate::chat_template::{Message, Role};
     use crate::registry;
 
     fn model() -> &'static ChatModel {

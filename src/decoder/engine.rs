@@ -1,0 +1,422 @@
+//! A Llama-family decoder run from its packed weights ([`super::format`]):
+//! token embedding, pre-norm blocks of RMSNorm, rotary grouped-query
+//! attention with a key/value cache and a SwiGLU MLP, a final RMSNorm and
+//! the output head (tied to the embedding or not).
+//!
+//! The model ([`Decoder`]) is immutable and borrows its weights from the
+//! embedded bytes, so one copy serves every generation of an isolate; each
+//! generation owns its [`KvCache`]. A prompt is one pass over all its tokens
+//! (matrix-matrix products), each new token one single-row pass.
+
+use thiserror::Error;
+
+use super::format::{Config, Header, Matrix as MatrixSpec, RopeStyle, Weights, MAGIC};
+use crate::kernels;
+use crate::packed::{self, Data};
+
+#[derive(Debug, Error, PartialEq)]
+pub enum DecoderError {
+    /// The packed bytes are not a decoder this engine runs (a build bug).
+    #[error("malformed packed decoder: {0}")]
+    Malformed(String),
+    #[error("no tokens to feed")]
+    NoTokens,
+    #[error("token id {token} is outside the vocabulary of {vocab}")]
+    TokenOutOfRange { token: u32, vocab: usize },
+    #[error("{needed} tokens exceed the model's context of {context}")]
+    ContextFull { needed: usize, context: usize },
+}
+
+/// A weight matrix, one row per output, in place in the packed bytes.
+#[derive(Debug)]
+enum Matrix {
+    F32 {
+        values: &'static [f32],
+        cols: usize,
+        /// The tiled float kernel adds a bias; these models have none.
+        zeros: Vec<f32>,
+    },
+    I8Rows {
+        values: &'static [i8],
+        scales: &'static [f32],
+        cols: usize,
+    },
+}
+
+impl Matrix {
+    fn load(
+        data: &Data,
+        spec: &MatrixSpec,
+        rows: usize,
+        cols: usize,
+        what: &str,
+    ) -> Result<Self, String> {
+        if spec.rows != rows || spec.cols != cols {
+            return Err(format!(
+                "{what} is {}x{}, the config says {rows}x{cols}",
+                spec.rows, spec.cols
+            ));
+        }
+        let n = rows * cols;
+        let named = |e: String| format!("{what}: {e}");
+        Ok(match &spec.weights {
+            Weights::F32 { values } => {
+                // The tiled float kernel's shape (reference models only).
+                if cols % 8 != 0 || rows % 4 != 0 {
+                    return Err(format!(
+                        "{what}: float32 {rows}x{cols} is not a multiple of 4x8"
+                    ));
+                }
+                Matrix::F32 {
+                    values: data.f32s(*values, n).map_err(named)?,
+                    cols,
+                    zeros: vec![0.0; rows],
+                }
+            }
+            Weights::I8Rows { values, scales } => Matrix::I8Rows {
+                values: data.i8s(*values, n).map_err(named)?,
+                scales: data.f32s(*scales, rows).map_err(named)?,
+                cols,
+            },
+        })
+    }
+
+    /// `out = x W^T` for the rows of `x`.
+    fn apply(&self, x: &[f32], out: &mut [f32]) {
+        match self {
+            Matrix::F32 {
+                values,
+                cols,
+                zeros,
+            } => kernels::linear_f32(x, *cols, values, zeros, out),
+            Matrix::I8Rows {
+                values,
+                scales,
+                cols,
+            } => kernels::rows::linear(x, *cols, values, scales, out),
+        }
+    }
+
+    /// Row `r`, dequantized (a token's embedding).
+    fn row(&self, r: usize, out: &mut [f32]) {
+        match self {
+            Matrix::F32 { values, cols, .. } => {
+                out.copy_from_slice(&values[r * cols..(r + 1) * cols])
+            }
+            Matrix::I8Rows {
+                values,
+                scales,
+                cols,
+            } => {
+                let scale = scales[r];
+                for (o, &q) in out.iter_mut().zip(&values[r * cols..(r + 1) * cols]) {
+                    *o = f32::from(q) * scale;
+                }
+            }
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Matrix::F32 { values, .. } => values.len() * 4,
+            Matrix::I8Rows { values, scales, .. } => values.len() + scales.len() * 4,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    attention_norm: &'static [f32],
+    q: Matrix,
+    k: Matrix,
+    v: Matrix,
+    o: Matrix,
+    mlp_norm: &'static [f32],
+    gate: Matrix,
+    up: Matrix,
+    down: Matrix,
+}
+
+/// A loaded decoder: the config and views into the packed weights.
+#[derive(Debug)]
+pub struct Decoder {
+    config: Config,
+    embedding: Matrix,
+    blocks: Vec<Block>,
+    final_norm: &'static [f32],
+    head: Option<Matrix>,
+    /// `theta^(-2i / head_dim)` for each pair, in float64 as the reference
+    /// tables were computed, so the angles round to the same float32.
+    inv_freq: Vec<f64>,
+}
+
+/// The keys and values of the tokens seen so far, layer by layer: one
+/// generation's state. Grows with the tokens fed, up to the context.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    /// Per layer: `len x kv_heads x head_dim` keys, then values likewise.
+    layers: Vec<(Vec<f32>, Vec<f32>)>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Tokens already in the cache (the next token's position).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes held (what a generation costs the isolate beyond the model).
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|(k, v)| (k.capacity() + v.capacity()) * 4)
+            .sum()
+    }
+}
+
+impl Decoder {
+    /// Reads the header and checks every array once (shapes, bounds,
+    /// alignment), so running never indexes out of bounds. Microseconds:
+    /// nothing is copied.
+    pub fn parse(bytes: &'static [u8]) -> Result<Decoder, DecoderError> {
+        Self::parse_inner(bytes).map_err(DecoderError::Malformed)
+    }
+
+    fn parse_inner(bytes: &'static [u8]) -> Result<Decoder, String> {
+        let (h, data): (Header, Data) = packed::open(bytes, MAGIC, "decoder")?;
+        let c = h.config;
+        if c.dims == 0
+            || c.heads == 0
+            || c.kv_heads == 0
+            || c.heads % c.kv_heads != 0
+            || c.head_dim == 0
+            || c.head_dim % 2 != 0
+            || c.vocab == 0
+            || c.context == 0
+            || h.layers.is_empty()
+            || c.rope.theta.is_nan()
+            || c.rope.theta <= 1.0
+        {
+            return Err(format!("bad config {c:?}"));
+        }
+        let (d, qd, kvd) = (c.dims, c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let norm = |span, what: &str| data.f32s(span, d).map_err(|e| format!("{what}: {e}"));
+        let mut blocks = Vec::with_capacity(h.layers.len());
+        for (i, l) in h.layers.iter().enumerate() {
+            let m = |spec, rows, cols, what: &str| {
+                Matrix::load(&data, spec, rows, cols, &format!("layer {i} {what}"))
+            };
+            blocks.push(Block {
+                attention_norm: norm(l.attention_norm, "attention norm")?,
+                q: m(&l.q, qd, d, "q")?,
+                k: m(&l.k, kvd, d, "k")?,
+                v: m(&l.v, kvd, d, "v")?,
+                o: m(&l.o, d, qd, "o")?,
+                mlp_norm: norm(l.mlp_norm, "mlp norm")?,
+                gate: m(&l.gate, c.ffn, d, "gate")?,
+                up: m(&l.up, c.ffn, d, "up")?,
+                down: m(&l.down, d, c.ffn, "down")?,
+            });
+        }
+        let half = c.head_dim / 2;
+        Ok(Decoder {
+            embedding: Matrix::load(&data, &h.embedding, c.vocab, d, "embedding")?,
+            head: h
+                .head
+                .as_ref()
+                .map(|m| Matrix::load(&data, m, c.vocab, d, "head"))
+                .transpose()?,
+            final_norm: norm(h.final_norm, "final norm")?,
+            blocks,
+            inv_freq: (0..half)
+                .map(|i| 1.0 / c.rope.theta.powf(i as f64 * 2.0 / c.head_dim as f64))
+                .collect(),
+            config: c,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Bytes of weights the model reads (all in the module's data).
+    pub fn weight_bytes(&self) -> usize {
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down]
+                    .iter()
+                    .map(|m| m.bytes())
+                    .sum::<usize>()
+                    + 8 * self.config.dims
+            })
+            .sum();
+        blocks + self.embedding.bytes() + self.head.as_ref().map_or(0, Matrix::bytes)
+    }
+
+    /// An empty cache (no token seen).
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            layers: vec![(Vec::new(), Vec::new()); self.blocks.len()],
+            len: 0,
+        }
+    }
+
+    /// Feeds `tokens` after the ones in `cache` (one pass for all of them),
+    /// extends the cache, and returns the logits that predict the next
+    /// token. On an error the cache is unchanged.
+    pub fn forward(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>, DecoderError> {
+        let c = &self.config;
+        if tokens.is_empty() {
+            return Err(DecoderError::NoTokens);
+        }
+        if let Some(&token) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
+            return Err(DecoderError::TokenOutOfRange {
+                token,
+                vocab: c.vocab,
+            });
+        }
+        let needed = cache.len + tokens.len();
+        if needed > c.context || cache.layers.len() != self.blocks.len() {
+            return Err(DecoderError::ContextFull {
+                needed,
+                context: c.context,
+            });
+        }
+        let (s, d) = (tokens.len(), c.dims);
+        let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let mut x = vec![0.0f32; s * d];
+        for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
+            self.embedding.row(t as usize, row);
+        }
+        let (cos, sin) = self.angles(cache.len, s);
+        let mut h = vec![0.0f32; s * d];
+        let (mut q, mut k, mut v) = (vec![0.0; s * qd], vec![0.0; s * kvd], vec![0.0; s * kvd]);
+        let mut attended = vec![0.0f32; s * qd];
+        let mut out = vec![0.0f32; s * d];
+        let (mut gate, mut up) = (vec![0.0f32; s * c.ffn], vec![0.0f32; s * c.ffn]);
+        for (block, (keys, values)) in self.blocks.iter().zip(&mut cache.layers) {
+            h.copy_from_slice(&x);
+            kernels::rms_norm(&mut h, block.attention_norm, c.norm_eps);
+            block.q.apply(&h, &mut q);
+            block.k.apply(&h, &mut k);
+            block.v.apply(&h, &mut v);
+            self.rotate(&mut q, &cos, &sin);
+            self.rotate(&mut k, &cos, &sin);
+            keys.extend_from_slice(&k);
+            values.extend_from_slice(&v);
+            self.attend(&q, keys, values, cache.len, &mut attended);
+            block.o.apply(&attended, &mut out);
+            add(&mut x, &out);
+
+            h.copy_from_slice(&x);
+            kernels::rms_norm(&mut h, block.mlp_norm, c.norm_eps);
+            block.gate.apply(&h, &mut gate);
+            block.up.apply(&h, &mut up);
+            kernels::swiglu(&mut gate, &up);
+            block.down.apply(&gate, &mut out);
+            add(&mut x, &out);
+        }
+        cache.len = needed;
+        // Only the last position predicts the next token.
+        let last = &mut x[(s - 1) * d..];
+        kernels::rms_norm(last, self.final_norm, c.norm_eps);
+        let mut logits = vec![0.0f32; c.vocab];
+        self.head
+            .as_ref()
+            .unwrap_or(&self.embedding)
+            .apply(last, &mut logits);
+        Ok(logits)
+    }
+
+    /// cos and sin of every pair's angle at positions `start..start + n`
+    /// (`n x head_dim / 2` each).
+    fn angles(&self, start: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut cos = Vec::with_capacity(n * self.inv_freq.len());
+        let mut sin = Vec::with_capacity(n * self.inv_freq.len());
+        for pos in start..start + n {
+            for &f in &self.inv_freq {
+                let a = pos as f64 * f;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        (cos, sin)
+    }
+
+    /// Rotates every head of every row of `x` (row `i` at position
+    /// `start + i`, whose angles are row `i` of `cos` / `sin`).
+    fn rotate(&self, x: &mut [f32], cos: &[f32], sin: &[f32]) {
+        let hd = self.config.head_dim;
+        let half = hd / 2;
+        let per_row = x.len() / (cos.len() / half);
+        for (row, (c, s)) in x
+            .chunks_exact_mut(per_row)
+            .zip(cos.chunks_exact(half).zip(sin.chunks_exact(half)))
+        {
+            for head in row.chunks_exact_mut(hd) {
+                for i in 0..half {
+                    let (a, b) = match self.config.rope.style {
+                        RopeStyle::HalfSplit => (i, i + half),
+                        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                    };
+                    let (xa, xb) = (head[a], head[b]);
+                    // x * cos + rotate(x) * sin, as the reference graph adds them.
+                    head[a] = xa * c[i] + (-xb) * s[i];
+                    head[b] = xb * c[i] + xa * s[i];
+                }
+            }
+        }
+    }
+
+    /// Causal grouped-query attention of the new rows of `q` (row `i` at
+    /// position `past + i`) over the cached keys and values.
+    fn attend(&self, q: &[f32], keys: &[f32], values: &[f32], past: usize, out: &mut [f32]) {
+        let c = &self.config;
+        let (hd, group) = (c.head_dim, c.heads / c.kv_heads);
+        let (qd, kvd) = (c.heads * hd, c.kv_heads * hd);
+        // q is scaled before the product, as the reference graph does.
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
+        let mut scores = Vec::with_capacity(past + q.len() / qd);
+        let mut qh = vec![0.0f32; hd];
+        for (i, (q_row, out_row)) in q.chunks_exact(qd).zip(out.chunks_exact_mut(qd)).enumerate() {
+            let seen = past + i + 1;
+            for head in 0..c.heads {
+                let kv = head / group;
+                for (dst, &src) in qh.iter_mut().zip(&q_row[head * hd..(head + 1) * hd]) {
+                    *dst = src * scale;
+                }
+                scores.clear();
+                scores.extend(
+                    (0..seen).map(|t| {
+                        kernels::dot(&qh, &keys[t * kvd + kv * hd..t * kvd + (kv + 1) * hd])
+                    }),
+                );
+                kernels::softmax(&mut scores);
+                let o = &mut out_row[head * hd..(head + 1) * hd];
+                o.fill(0.0);
+                for (t, &p) in scores.iter().enumerate() {
+                    let v = &values[t * kvd + kv * hd..t * kvd + (kv + 1) * hd];
+                    for (acc, &vv) in o.iter_mut().zip(v) {
+                        *acc += p * vv;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,366 @@
+//! The engine on synthetic weights, against a plain float64 transcription of
+//! the architecture that recomputes the whole sequence (no cache, no
+//! kernels): every weight format, both rotary styles, tied and untied heads,
+//! prompts fed whole or in chunks.
+
+use super::*;
+use crate::decoder::format::{Layer, Matrix as MatrixSpec, Rope};
+use crate::packed::{leak_aligned, Packer};
+
+/// A deterministic pseudo-random stream in [-1, 1).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+/// Dense float64 weights of one model, `rows x cols` row-major per matrix.
+struct Model {
+    c: Config,
+    embedding: Vec<f64>,
+    head: Option<Vec<f64>>,
+    final_norm: Vec<f64>,
+    layers: Vec<[Vec<f64>; 9]>,
+}
+
+#[derive(Clone, Copy)]
+enum Format {
+    F32,
+    I8,
+}
+
+/// Packs `rows x cols` values; int8 rounds them per row first and returns
+/// the dequantized values the reference must then use.
+fn pack_matrix(
+    p: &mut Packer,
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    f: Format,
+) -> (MatrixSpec, Vec<f64>) {
+    match f {
+        Format::F32 => (
+            MatrixSpec {
+                rows,
+                cols,
+                weights: Weights::F32 {
+                    values: p.push_f32(values),
+                },
+            },
+            values.iter().map(|&v| f64::from(v)).collect(),
+        ),
+        Format::I8 => {
+            let mut q = Vec::with_capacity(values.len());
+            let mut scales = Vec::with_capacity(rows);
+            let mut dequant = Vec::with_capacity(values.len());
+            for row in values.chunks_exact(cols) {
+                let amax = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+                scales.push(s);
+                for &v in row {
+                    let qi = (v / s).round().clamp(-127.0, 127.0) as i8;
+                    q.push(qi);
+                    dequant.push(f64::from(f32::from(qi) * s));
+                }
+            }
+            let spec = MatrixSpec {
+                rows,
+                cols,
+                weights: Weights::I8Rows {
+                    values: p.push_i8(&q),
+                    scales: p.push_f32(&scales),
+                },
+            };
+            (spec, dequant)
+        }
+    }
+}
+
+fn build(c: Config, layers: usize, tied: bool, f: Format, seed: u64) -> (Decoder, Model) {
+    let mut r = Lcg(seed);
+    let mut p = Packer::default();
+    let (d, qd, kvd) = (c.dims, c.heads * c.head_dim, c.kv_heads * c.head_dim);
+    let (embedding_spec, embedding) = pack_matrix(&mut p, &r.vec(c.vocab * d, 1.0), c.vocab, d, f);
+    let mut specs = Vec::new();
+    let mut dense = Vec::new();
+    for _ in 0..layers {
+        let norm1 = r.vec(d, 0.5).iter().map(|v| v + 1.0).collect::<Vec<_>>();
+        let norm2 = r.vec(d, 0.5).iter().map(|v| v + 1.0).collect::<Vec<_>>();
+        let mut m =
+            |rows: usize, cols: usize| pack_matrix(&mut p, &r.vec(rows * cols, 0.3), rows, cols, f);
+        let (q, qv) = m(qd, d);
+        let (k, kv) = m(kvd, d);
+        let (v, vv) = m(kvd, d);
+        let (o, ov) = m(d, qd);
+        let (gate, gv) = m(c.ffn, d);
+        let (up, uv) = m(c.ffn, d);
+        let (down, dv) = m(d, c.ffn);
+        let to64 = |x: &[f32]| x.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
+        dense.push([to64(&norm1), qv, kv, vv, ov, to64(&norm2), gv, uv, dv]);
+        specs.push(Layer {
+            attention_norm: p.push_f32(&norm1),
+            q,
+            k,
+            v,
+            o,
+            mlp_norm: p.push_f32(&norm2),
+            gate,
+            up,
+            down,
+        });
+    }
+    let final_norm: Vec<f32> = r.vec(d, 0.5).iter().map(|v| v + 1.0).collect();
+    let final_span = p.push_f32(&final_norm);
+    let (head_spec, head) = if tied {
+        (None, None)
+    } else {
+        let (s, v) = pack_matrix(&mut p, &r.vec(c.vocab * d, 1.0), c.vocab, d, f);
+        (Some(s), Some(v))
+    };
+    let header = Header {
+        config: c,
+        embedding: embedding_spec,
+        layers: specs,
+        final_norm: final_span,
+        head: head_spec,
+    };
+    let bytes = leak_aligned(&p.finish(MAGIC, &header).unwrap());
+    let model = Model {
+        c,
+        embedding,
+        head,
+        final_norm: final_norm.iter().map(|&v| f64::from(v)).collect(),
+        layers: dense,
+    };
+    (Decoder::parse(bytes).unwrap(), model)
+}
+
+fn matvec(w: &[f64], x: &[f64]) -> Vec<f64> {
+    w.chunks_exact(x.len())
+        .map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum())
+        .collect()
+}
+
+fn rms(x: &[f64], w: &[f64], eps: f64) -> Vec<f64> {
+    let den = (x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64 + eps).sqrt();
+    x.iter().zip(w).map(|(v, w)| v / den * w).collect()
+}
+
+fn rotate(x: &mut [f64], pos: usize, c: &Config) {
+    let hd = c.head_dim;
+    for head in x.chunks_exact_mut(hd) {
+        for i in 0..hd / 2 {
+            let a = pos as f64 / c.rope.theta.powf(2.0 * i as f64 / hd as f64);
+            let (p, q) = match c.rope.style {
+                RopeStyle::HalfSplit => (i, i + hd / 2),
+                RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+            };
+            let (xp, xq) = (head[p], head[q]);
+            head[p] = xp * a.cos() - xq * a.sin();
+            head[q] = xq * a.cos() + xp * a.sin();
+        }
+    }
+}
+
+/// Logits after the last of `tokens`, the whole sequence recomputed.
+fn reference(m: &Model, tokens: &[u32]) -> Vec<f64> {
+    let c = &m.c;
+    let (d, hd) = (c.dims, c.head_dim);
+    let eps = f64::from(c.norm_eps);
+    let mut xs: Vec<Vec<f64>> = tokens
+        .iter()
+        .map(|&t| m.embedding[t as usize * d..(t as usize + 1) * d].to_vec())
+        .collect();
+    for l in &m.layers {
+        let hs: Vec<Vec<f64>> = xs.iter().map(|x| rms(x, &l[0], eps)).collect();
+        let mut qs: Vec<Vec<f64>> = hs.iter().map(|h| matvec(&l[1], h)).collect();
+        let mut ks: Vec<Vec<f64>> = hs.iter().map(|h| matvec(&l[2], h)).collect();
+        let vs: Vec<Vec<f64>> = hs.iter().map(|h| matvec(&l[3], h)).collect();
+        for (pos, (q, k)) in qs.iter_mut().zip(&mut ks).enumerate() {
+            rotate(q, pos, c);
+            rotate(k, pos, c);
+        }
+        for (i, x) in xs.iter_mut().enumerate() {
+            let mut att = vec![0.0; c.heads * hd];
+            for h in 0..c.heads {
+                let kv = h / (c.heads / c.kv_heads);
+                let q = &qs[i][h * hd..(h + 1) * hd];
+                let scores: Vec<f64> = (0..=i)
+                    .map(|t| {
+                        q.iter()
+                            .zip(&ks[t][kv * hd..(kv + 1) * hd])
+                            .map(|(a, b)| a * b)
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for (t, p) in e.iter().enumerate() {
+                    for j in 0..hd {
+                        att[h * hd + j] += p / z * vs[t][kv * hd + j];
+                    }
+                }
+            }
+            for (a, b) in x.iter_mut().zip(matvec(&l[4], &att)) {
+                *a += b;
+            }
+            let h2 = rms(x, &l[5], eps);
+            let gate = matvec(&l[6], &h2);
+            let up = matvec(&l[7], &h2);
+            let act: Vec<f64> = gate
+                .iter()
+                .zip(&up)
+                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
+            for (a, b) in x.iter_mut().zip(matvec(&l[8], &act)) {
+                *a += b;
+            }
+        }
+    }
+    let h = rms(xs.last().unwrap(), &m.final_norm, eps);
+    matvec(m.head.as_ref().unwrap_or(&m.embedding), &h)
+}
+
+fn config(style: RopeStyle) -> Config {
+    Config {
+        vocab: 52,
+        dims: 24,
+        heads: 6,
+        kv_heads: 2,
+        head_dim: 8,
+        ffn: 40,
+        context: 32,
+        norm_eps: 1e-5,
+        rope: Rope {
+            theta: 500.0,
+            style,
+        },
+    }
+}
+
+fn worst(a: &[f32], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - y).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn matches_the_float64_transcription_in_every_format() {
+    let tokens: Vec<u32> = (0..11).map(|i| (i * 7 + 3) % 52).collect();
+    for (style, tied, f, seed) in [
+        (RopeStyle::HalfSplit, true, Format::F32, 1),
+        (RopeStyle::Interleaved, false, Format::F32, 2),
+        (RopeStyle::HalfSplit, false, Format::I8, 3),
+        (RopeStyle::Interleaved, true, Format::I8, 4),
+    ] {
+        let (decoder, model) = build(config(style), 2, tied, f, seed);
+        let mut cache = decoder.new_cache();
+        let logits = decoder.forward(&mut cache, &tokens).unwrap();
+        let want = reference(&model, &tokens);
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(scale > 0.1, "logits are not trivial");
+        assert!(
+            worst(&logits, &want) <= 1e-4 * scale,
+            "{style:?} tied={tied}: {}",
+            worst(&logits, &want)
+        );
+        assert_eq!(cache.len(), tokens.len());
+    }
+}
+
+#[test]
+fn the_cache_gives_the_logits_of_one_pass_whatever_the_chunks() {
+    let (decoder, model) = build(config(RopeStyle::HalfSplit), 3, true, Format::I8, 9);
+    let tokens: Vec<u32> = (0..20).map(|i| (i * 11 + 5) % 52).collect();
+    let mut one = decoder.new_cache();
+    let all = decoder.forward(&mut one, &tokens).unwrap();
+    let mut chunked = decoder.new_cache();
+    let mut last = Vec::new();
+    for chunk in [&tokens[..1], &tokens[1..7], &tokens[7..8], &tokens[8..]] {
+        last = decoder.forward(&mut chunked, chunk).unwrap();
+        let want = reference(&model, &tokens[..chunked.len()]);
+        assert!(worst(&last, &want) < 1e-3);
+    }
+    assert!(
+        worst(
+            &last,
+            &all.iter().map(|&v| f64::from(v)).collect::<Vec<_>>()
+        ) < 1e-5
+    );
+}
+
+#[test]
+fn bad_input_is_refused_and_leaves_the_cache_as_it_was() {
+    let (decoder, _) = build(config(RopeStyle::HalfSplit), 1, true, Format::F32, 5);
+    let mut cache = decoder.new_cache();
+    decoder.forward(&mut cache, &[1, 2, 3]).unwrap();
+    let before = cache.bytes();
+    assert_eq!(
+        decoder.forward(&mut cache, &[]),
+        Err(DecoderError::NoTokens)
+    );
+    assert_eq!(
+        decoder.forward(&mut cache, &[4, 52]),
+        Err(DecoderError::TokenOutOfRange {
+            token: 52,
+            vocab: 52
+        })
+    );
+    assert_eq!(
+        decoder.forward(&mut cache, &[0; 30]),
+        Err(DecoderError::ContextFull {
+            needed: 33,
+            context: 32
+        })
+    );
+    assert_eq!((cache.len(), cache.bytes()), (3, before));
+    // Up to the context exactly, then full.
+    decoder.forward(&mut cache, &[0; 29]).unwrap();
+    assert!(decoder.forward(&mut cache, &[0]).is_err());
+}
+
+#[test]
+fn malformed_packed_bytes_are_refused() {
+    let (_, _) = build(config(RopeStyle::HalfSplit), 1, true, Format::F32, 6);
+    assert!(matches!(
+        Decoder::parse(leak_aligned(b"EILLAMA1")),
+        Err(DecoderError::Malformed(_))
+    ));
+    assert!(matches!(
+        Decoder::parse(leak_aligned(b"EIBERT01\0\0\0\0")),
+        Err(DecoderError::Malformed(_))
+    ));
+    // A header whose matrix points past the data.
+    let mut p = Packer::default();
+    let span = p.push_f32(&[1.0; 4]);
+    let bad = MatrixSpec {
+        rows: 52,
+        cols: 24,
+        weights: Weights::F32 { values: span },
+    };
+    let header = Header {
+        config: config(RopeStyle::HalfSplit),
+        embedding: bad,
+        layers: Vec::new(),
+        final_norm: span,
+        head: None,
+    };
+    let bytes = leak_aligned(&p.finish(MAGIC, &header).unwrap());
+    assert!(matches!(
+        Decoder::parse(bytes),
+        Err(DecoderError::Malformed(_))
+    ));
+}

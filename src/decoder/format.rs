@@ -1,0 +1,98 @@
+//! The packed form of a Llama-family decoder: what build.rs writes from a
+//! model file (models/pack_llama.rs) and what [`super::engine`] reads in
+//! place, in the shared container ([`crate::packed`]).
+//!
+//! Every matrix is stored one row per output (`rows x cols`, `cols` = its
+//! input width), so each output is one contiguous dot product, and keeps the
+//! weights' own quantization: no second rounding at pack time.
+//!
+//! Shared with build.rs (`#[path]`): depends on serde only.
+
+use serde::{Deserialize, Serialize};
+
+use super::Span;
+
+/// The first bytes of a packed decoder; the digit changes with the layout.
+pub const MAGIC: &[u8; 8] = b"EILLAMA1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Header {
+    pub config: Config,
+    /// `vocab x dims`: row `t` is token `t`'s embedding.
+    pub embedding: Matrix,
+    pub layers: Vec<Layer>,
+    /// float32, `dims`.
+    pub final_norm: Span,
+    /// `vocab x dims`; `None` when the head is tied to the embedding.
+    pub head: Option<Matrix>,
+}
+
+/// The numbers that shape the model, read from the model file.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Config {
+    pub vocab: usize,
+    pub dims: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (grouped-query attention: `heads / kv_heads` query
+    /// heads share one).
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Width of the SwiGLU hidden layer.
+    pub ffn: usize,
+    /// Longest sequence (prompt + reply) the model was built for.
+    pub context: usize,
+    pub norm_eps: f32,
+    pub rope: Rope,
+}
+
+/// Rotary position embedding: pair `i` of a head (of `head_dim / 2`) turns
+/// by `position * theta^(-2i / head_dim)`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Rope {
+    pub theta: f64,
+    pub style: RopeStyle,
+}
+
+/// Which elements of a head form pair `i`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// `(i, i + head_dim / 2)`: Hugging Face Llama's `rotate_half`.
+    HalfSplit,
+    /// `(2i, 2i + 1)`: Meta's original Llama and GGUF's "normal" rope.
+    Interleaved,
+}
+
+/// A pre-norm block: RMSNorm, grouped-query attention, residual; RMSNorm,
+/// SwiGLU MLP (`down(silu(gate x) * up x)`), residual. No biases.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Layer {
+    /// float32, `dims`.
+    pub attention_norm: Span,
+    pub q: Matrix,
+    pub k: Matrix,
+    pub v: Matrix,
+    pub o: Matrix,
+    /// float32, `dims`.
+    pub mlp_norm: Span,
+    pub gate: Matrix,
+    pub up: Matrix,
+    pub down: Matrix,
+}
+
+/// A `rows x cols` weight matrix, one row per output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub weights: Weights,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Weights {
+    /// float32, `rows x cols` (an unquantized reference model).
+    F32 { values: Span },
+    /// int8, `rows x cols`, symmetric with one float32 scale per row
+    /// (`scales`, `rows`): weight = q x scale.
+    I8Rows { values: Span, scales: Span },
+}

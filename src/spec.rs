@@ -1,0 +1,107 @@
+//! What is known of each embedded model without loading it: the types of
+//! the specs build.rs generates from models/manifest.toml. Plain data: the
+//! registry holds the specs and the loaded models; engines never see these.
+
+use crate::decoder::template::TemplateTokens;
+
+/// What a model does; decides which routes may use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    LanguageIdentification,
+    SentenceEmbedding,
+    SentimentAnalysis,
+    Toxicity,
+    TextGeneration,
+}
+
+impl Task {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::LanguageIdentification => "language-identification",
+            Task::SentenceEmbedding => "sentence-embedding",
+            Task::SentimentAnalysis => "sentiment-analysis",
+            Task::Toxicity => "toxicity",
+            Task::TextGeneration => "text-generation",
+        }
+    }
+
+    /// Whether `/v1/classify` serves it (it scores labels).
+    pub fn classifies(self) -> bool {
+        !matches!(self, Task::SentenceEmbedding | Task::TextGeneration)
+    }
+}
+
+/// Where the weights come from: a package in a public registry.
+#[derive(Debug)]
+pub struct Source {
+    pub registry: &'static str,
+    pub package: &'static str,
+    pub version: &'static str,
+}
+
+/// How text becomes the model's input tensor.
+#[derive(Debug)]
+pub enum InputSpec {
+    /// Frequencies of the listed character n-grams; `vocab[n - 1]` holds the
+    /// n-grams of length n, in input order.
+    CharNgrams {
+        vocab: &'static [&'static [&'static str]],
+        features: usize,
+    },
+    /// Token ids from the model's own Hugging Face `tokenizer.json`, mapped
+    /// to the rows of its (possibly pruned) embedding table.
+    Tokens {
+        tokenizer: &'static [u8],
+        /// For each token id, its table row as a little-endian u32.
+        rows: &'static [u8],
+        /// Longest input in tokens, special tokens included; longer inputs
+        /// are truncated.
+        max_tokens: usize,
+        dims: usize,
+    },
+    /// The sentence embeddings of `MODELS[encoder]`.
+    SentenceEmbedding { encoder: usize, dims: usize },
+    /// scikit-learn tf-idf word counts into calibrated linear SVMs; the
+    /// artifact holds the weights (see [`crate::tfidf`]).
+    TfidfWords {
+        /// JSON array of terms, index = column.
+        vocab: &'static [u8],
+        /// CPython's text tables (`\w`, `str.lower()`).
+        unicode: &'static [u8],
+    },
+    /// A decoder language model (the artifact is its packed weights, see
+    /// [`crate::decoder::format`]): the tokenizer, the context in tokens and
+    /// the chat template's control tokens.
+    Chat {
+        tokenizer: &'static [u8],
+        context: usize,
+        template: TemplateTokens,
+    },
+}
+
+/// One embedded model, as verified by build.rs.
+#[derive(Debug)]
+pub struct ModelSpec {
+    pub id: &'static str,
+    pub version: &'static str,
+    pub task: Task,
+    pub description: &'static str,
+    pub license: &'static str,
+    pub source: Source,
+    pub sha256: &'static str,
+    pub quantization: &'static str,
+    /// What the engine reads, 16-byte aligned: the weights packed at build
+    /// time from the file whose sha256 build.rs verified (a sentence
+    /// encoder, a dense network, a decoder: see [`crate::packed`]), or that
+    /// file byte for byte (the weights of a `TfidfWords` model).
+    pub artifact: &'static [u8],
+    pub labels: &'static [&'static str],
+    pub input: InputSpec,
+}
+
+impl ModelSpec {
+    /// `id@version`, the exact name responses report.
+    pub fn qualified_name(&self) -> String {
+        format!("{}@{}", self.id, self.version)
+    }
+}
