@@ -32,6 +32,14 @@
 //!   kind at a time (lande classify, a 32-token embedding), as many requests
 //!   as one client sends in `--load-seconds`: requests/s, p50/p99/max,
 //!   errors, timeouts and non-2xx answers.
+//! - memory per model: a fresh workerd per model, read after that model's
+//!   first request (the module plus what loading that model alone grew the
+//!   linear memory to).
+//! - decoder: greedy ms per token and prompt (prefill) tokens/s at 16, 64
+//!   and 200 tokens, natively on the engine and by onnxruntime-web on the
+//!   chat model's ONNX file with its KV cache (bench/ort-web-lm.mjs), same
+//!   prompt, same token count; prefill in wasm is a `max_tokens: 1` request
+//!   of that prompt minus the HTTP floor.
 //! - onnxruntime-web: the embedded sentence encoder's ONNX file run by
 //!   onnxruntime-web (npm, wasm, one thread, SIMD) in Node on the same token
 //!   rows (bench/ort-web.mjs), beside our in-isolate time (warm p50 minus the
@@ -39,6 +47,8 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+mod lm;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -459,10 +469,13 @@ fn main() {
     support::ensure_built();
     let (raw, gzip, wrangler_line) = bundle();
     let modules = support::built_modules();
-    let wasm_bytes = modules
-        .iter()
-        .find(|m| m.kind == "wasm")
-        .map_or(0, |m| m.bytes.len());
+    let wasm = modules.iter().find(|m| m.kind == "wasm");
+    let wasm_bytes = wasm.map_or(0, |m| m.bytes.len());
+    let embedded: usize = edgeinfer::registry::MODELS.iter().map(embedded_bytes).sum();
+    let code_bytes = wasm_bytes.saturating_sub(embedded);
+    // Function names of tract's crates (tract_core, tract_linalg, ...) in
+    // the name section: 0 when no tract code was linked in.
+    let tract_names = wasm.map_or(0, |m| m.bytes.windows(6).filter(|w| w == b"tract_").count());
     let cases = cases();
 
     // Startup, and the cold first request of each model in a fresh isolate.
@@ -474,6 +487,7 @@ fn main() {
     let mut js_startup = Vec::new();
     let mut startup = Vec::new();
     let mut cold: Vec<(&str, Vec<f64>)> = Vec::new();
+    let mut alone: Vec<(&str, u64)> = Vec::new();
     for case in &cases {
         if !cold.iter().any(|(m, _)| *m == case.model) {
             cold.push((case.model, Vec::new()));
@@ -486,6 +500,13 @@ fn main() {
             startup.push(ms(w.startup));
             let case = cases.iter().find(|c| c.model == *model).unwrap();
             times.push(timed_post(&w.client(), case.path, &case.body));
+            let memory = w.client().get("/healthz").json()["wasm_memory_bytes"]
+                .as_u64()
+                .unwrap_or(0);
+            match alone.iter_mut().find(|(m, _)| m == model) {
+                Some((_, peak)) => *peak = (*peak).max(memory),
+                None => alone.push((model, memory)),
+            }
         }
     }
 
@@ -565,6 +586,64 @@ fn main() {
         seed,
         chat_runs,
     );
+
+    // The decoder against onnxruntime-web on the same ONNX file: the chat
+    // prompt above and as many tokens; prefill at three prompt lengths, in
+    // wasm too (a fresh isolate per length would add model load: warm).
+    let chat_prompt = lm::prompt_ids("Speak on, good sir.");
+    let prefill: Vec<(String, Vec<u32>, String)> = [16, 64, 200]
+        .iter()
+        .map(|&n| {
+            let (content, ids) = lm::message_of_tokens(n);
+            (ids.len().to_string(), ids, content)
+        })
+        .collect();
+    let native_greedy = lm::native_greedy_ms_per_token(&chat_prompt, CHAT_TOKENS, chat_runs);
+    let native_prefill: Vec<f64> = prefill
+        .iter()
+        .map(|(_, ids, _)| lm::native_prefill(ids, chat_runs))
+        .collect();
+    let wasm_prefill: Vec<f64> = {
+        let w = Worker::start_modules(&modules);
+        let c = w.client();
+        let floor = median(
+            (0..20)
+                .map(|_| {
+                    let t = Instant::now();
+                    c.get("/healthz");
+                    ms(t.elapsed())
+                })
+                .collect(),
+        );
+        prefill
+            .iter()
+            .map(|(_, _, content)| {
+                let body = json!({"model": CHAT_MODEL, "messages": [{"role": "user", "content": content}],
+                                  "temperature": 0, "max_tokens": 1});
+                timed_post(&c, "/v1/chat/completions", &body);
+                (median((0..chat_runs).map(|_| timed_post(&c, "/v1/chat/completions", &body)).collect()) - floor).max(0.0)
+            })
+            .collect()
+    };
+    let ort_lm = lm::ort_web(
+        &chat_prompt,
+        CHAT_TOKENS,
+        &prefill
+            .iter()
+            .map(|(n, ids, _)| (n.clone(), ids.clone()))
+            .collect::<Vec<_>>(),
+        chat_runs,
+    );
+    let ort_token_ms = ort_lm
+        .as_ref()
+        .and_then(|o| o["decode"]["ms_per_token_p50"].as_f64());
+    let ort_prefill = |name: &str| -> Option<f64> {
+        ort_lm.as_ref()?["prefill"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == name)?["p50_ms"]
+            .as_f64()
+    };
 
     // Throughput and latency under concurrent clients: the mixed load of
     // tests/load.rs, on a fresh workerd per level.
@@ -659,6 +738,26 @@ fn main() {
             ),
         ),
         (
+            "isolate memory, one model loaded (fresh workerd): module + linear memory".into(),
+            alone
+                .iter()
+                .map(|(m, b)| format!("{m} {:.1} MiB", mib(wasm_bytes as u64 + b)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        (
+            "wasm code and names (module minus embedded model bytes); tract in the module".into(),
+            format!(
+                "{:.2} MiB; {}",
+                mib(code_bytes as u64),
+                if tract_names == 0 {
+                    "none".to_string()
+                } else {
+                    format!("{tract_names} tract_ names")
+                }
+            ),
+        ),
+        (
             "warm /healthz p50 / p99 (HTTP floor)".into(),
             format!("{:.3} / {:.3} ms", floor.0, floor.1),
         ),
@@ -695,6 +794,33 @@ fn main() {
             wasm_prompt_ms + wasm_token_ms * (CHAT_TOKENS - 1) as f64
         ),
     ));
+    let ratio_text = |ours: f64, theirs: Option<f64>| {
+        theirs.map_or("-".to_string(), |t| format!("{:.2}x", ours / t))
+    };
+    rows.push((
+        format!("decoder {CHAT_MODEL}: greedy ms per token after the chat prompt, native engine / onnxruntime-web (ours/ORT-web)"),
+        format!(
+            "{native_greedy:.3} / {} ms ({}); wasm per sampled token above: {wasm_token_ms:.2} ms ({} vs ORT-web)",
+            ort_token_ms.map_or("-".into(), |t| format!("{t:.3}")),
+            ratio_text(native_greedy, ort_token_ms),
+            ratio_text(wasm_token_ms, ort_token_ms),
+        ),
+    ));
+    for ((name, ids, _), (nat, wasm)) in
+        prefill.iter().zip(native_prefill.iter().zip(&wasm_prefill))
+    {
+        let n = ids.len() as f64;
+        rows.push((
+            format!("decoder prefill, {name}-token prompt: tokens/s wasm (request - floor) / native / onnxruntime-web"),
+            format!(
+                "{:.0} / {:.0} / {} (ours wasm/ORT-web time {})",
+                n / wasm * 1e3,
+                n / nat * 1e3,
+                ort_prefill(name).map_or("-".into(), |t| format!("{:.0}", n / t * 1e3)),
+                ratio_text(*wasm, ort_prefill(name)),
+            ),
+        ));
+    }
     let ort_case = |name: &str| -> Option<&Value> {
         ort.as_ref()?["cases"]
             .as_array()?
@@ -769,7 +895,17 @@ fn main() {
             "bundle": {"raw_bytes": raw, "gzip_bytes": gzip, "wrangler": wrangler_line,
                        "per_model_bytes": edgeinfer::registry::MODELS.iter().map(|m| (m.qualified_name(), json!(embedded_bytes(m)))).collect::<serde_json::Map<_, _>>()},
             "startup_ms": {"empty_js_worker": js_startup, "edgeinfer": startup},
-            "memory_bytes": {"wasm_module": wasm_bytes, "linear_memory": linear_memory},
+            "memory_bytes": {"wasm_module": wasm_bytes, "linear_memory": linear_memory,
+                             "linear_memory_one_model": alone.iter().map(|(m, b)| (m.to_string(), json!(b))).collect::<serde_json::Map<_, _>>()},
+            "code_bytes": code_bytes,
+            "tract_names_in_wasm": tract_names,
+            "decoder": {
+                "greedy_ms_per_token": {"native": native_greedy, "onnxruntime_web": ort_token_ms,
+                                        "wasm_sampled": wasm_token_ms},
+                "prefill": prefill.iter().zip(native_prefill.iter().zip(&wasm_prefill)).map(|((name, ids, _), (nat, wasm))| json!({
+                    "tokens": ids.len(), "wasm_ms": wasm, "native_ms": nat, "onnxruntime_web_ms": ort_prefill(name)})).collect::<Vec<_>>(),
+                "onnxruntime_web": ort_lm,
+            },
             "cold_first_request_ms": cold.iter().map(|(m, t)| (m.to_string(), json!(t))).collect::<serde_json::Map<_, _>>(),
             "warm_healthz_ms": {"p50": floor.0, "p99": floor.1},
             "chat": {

@@ -343,6 +343,10 @@ fn main() {
             Trial::test(name, move || check(&Client::new(&base)))
         })
         .collect();
+    trials.push(Trial::test(
+        "built_module_links_no_tract",
+        no_tract_in_module,
+    ));
     // After every hostile request above, the same isolate still serves.
     let base_after = base.clone();
     trials.push(Trial::test(
@@ -357,6 +361,42 @@ fn main() {
     }
     drop(worker);
     conclusion.exit();
+}
+
+/// No model runtime in the worker: every default model runs on our engines.
+/// The module has no name section, but the source paths of the crates
+/// linked into it stay in its data (panic locations:
+/// `<crate>-<version>/src/...`); none may be one of tract's, while ours and
+/// the ones we use are there (so the check would see tract if it were
+/// linked in).
+fn no_tract_in_module() -> Result<(), Failed> {
+    let modules = support::built_modules();
+    let wasm = modules
+        .iter()
+        .find(|m| m.kind == "wasm")
+        .ok_or("no wasm module built")?;
+    let text = String::from_utf8_lossy(&wasm.bytes);
+    let crates: std::collections::BTreeSet<&str> = text
+        .match_indices("/src/")
+        .filter_map(|(i, _)| {
+            let before = &text[..i];
+            let start =
+                before.rfind(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))?;
+            let (name, version) = before[start + 1..].rsplit_once('-')?;
+            version
+                .starts_with(|c: char| c.is_ascii_digit())
+                .then_some(name)
+        })
+        .collect();
+    check(
+        crates.contains("tokenizers") && crates.contains("worker"),
+        format!("crates seen in the module: {crates:?}"),
+    )?;
+    let tract: Vec<&&str> = crates.iter().filter(|c| c.starts_with("tract")).collect();
+    check(
+        tract.is_empty(),
+        format!("tract crates linked in: {tract:?}"),
+    )
 }
 
 fn golden_file(model_dir: &str) -> Result<Value, Failed> {

@@ -208,3 +208,65 @@ fn unsupported_task_and_duplicate_ids_fail() {
     let e = check::parse_manifest(&doubled).expect_err("must fail");
     assert!(e.to_string().contains("twice"), "{e}");
 }
+
+/// The decoder's ONNX graph, decoded, changed by `edit`, encoded again.
+fn edited_tinylm(edit: impl FnOnce(&mut tract_onnx::pb::GraphProto)) -> Vec<u8> {
+    use prost::Message;
+    let bytes = std::fs::read(models_dir().join("tinylm/model.onnx")).unwrap();
+    let mut model = tract_onnx::pb::ModelProto::decode(&bytes[..]).unwrap();
+    edit(model.graph.as_mut().unwrap());
+    model.encode_to_vec()
+}
+
+/// The decoder packer refuses a graph that is not the architecture the
+/// engine implements, naming the node that differs.
+#[test]
+fn a_decoder_of_another_architecture_fails_with_the_node() {
+    // The unchanged graph packs.
+    check::pack_llama::pack(&edited_tinylm(|_| ())).expect("the shipped graph packs");
+    // SwiGLU's sigmoid swapped for another activation.
+    let bytes = edited_tinylm(|g| {
+        let n = g.node.iter_mut().find(|n| n.op_type == "Sigmoid").unwrap();
+        n.op_type = "Relu".into();
+    });
+    let e = check::pack_llama::pack(&bytes).expect_err("must fail");
+    assert!(e.contains("(Relu)") && e.contains("Sigmoid"), "{e}");
+    // A node the matcher never reaches (here: a second use of an input).
+    let bytes = edited_tinylm(|g| {
+        let mut extra = g.node[0].clone();
+        extra.name = "stray".into();
+        extra.output = vec!["stray_out".into()];
+        g.node.push(extra);
+    });
+    let e = check::pack_llama::pack(&bytes).expect_err("must fail");
+    assert!(
+        e.contains("\"stray\"") && e.contains("not part of the architecture"),
+        "{e}"
+    );
+    // A mask that lets a query see later keys (Less swapped for Greater).
+    let bytes = edited_tinylm(|g| {
+        let n = g.node.iter_mut().find(|n| n.op_type == "Less").unwrap();
+        n.op_type = "Greater".into();
+    });
+    let e = check::pack_llama::pack(&bytes).expect_err("must fail");
+    assert!(e.contains("(Greater)"), "{e}");
+}
+
+/// The manifest's stated shape must be the model's.
+#[test]
+fn a_decoder_shape_other_than_the_manifests_fails() {
+    let mut m = manifest()
+        .model
+        .into_iter()
+        .find(|m| m.id == "shakespeare-llama")
+        .unwrap();
+    if let check::InputEntry::ChatTokens { layers, .. } = &mut m.input {
+        *layers = 5;
+    }
+    let e = check::check_model(&models_dir(), &manifest().model, &m).expect_err("must fail");
+    let text = e.to_string();
+    assert!(
+        text.contains("model `shakespeare-llama`") && text.contains("the manifest says"),
+        "{text}"
+    );
+}

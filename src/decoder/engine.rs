@@ -243,6 +243,11 @@ impl Decoder {
         &self.config
     }
 
+    /// Decoder blocks.
+    pub fn layers(&self) -> usize {
+        self.blocks.len()
+    }
+
     /// Bytes of weights the model reads (all in the module's data).
     pub fn weight_bytes(&self) -> usize {
         let blocks: usize = self
