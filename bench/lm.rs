@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use edgeinfer::decoder::chat::ChatModel;
+use edgeinfer::decoder::engine::Decoder;
 use edgeinfer::decoder::template::{Message, Role};
 use serde_json::{json, Value};
 
@@ -17,6 +18,15 @@ pub const MODEL: &str = "shakespeare-llama";
 pub fn model() -> &'static ChatModel {
     let spec = edgeinfer::registry::find(MODEL).expect("the chat model is embedded");
     edgeinfer::registry::chat_model(spec).expect("it loads").0
+}
+
+/// The same model packed as Q8 blocks (same int8 weights, activations
+/// quantized per block, integer dot products): the integer path, natively.
+pub fn q8_decoder() -> Decoder {
+    let onnx = std::fs::read(support::root().join("models/tinylm/model.onnx"))
+        .expect("read the ONNX file");
+    let (packed, _, _) = super::check::pack_llama::pack_as_q8_blocks(&onnx).expect("packs");
+    Decoder::parse(edgeinfer::packed::leak_aligned(&packed)).expect("parses")
 }
 
 /// The prompt ids the chat route builds for one user message.
@@ -69,8 +79,12 @@ pub fn native_prefill(ids: &[u32], runs: usize) -> f64 {
 
 /// Median ms per greedy token on the engine natively (prompt excluded): the
 /// model step and argmax only, as onnxruntime-web's figure is.
-pub fn native_greedy_ms_per_token(prompt: &[u32], tokens: usize, runs: usize) -> f64 {
-    let decoder = model().decoder();
+pub fn native_greedy_ms_per_token(
+    decoder: &Decoder,
+    prompt: &[u32],
+    tokens: usize,
+    runs: usize,
+) -> f64 {
     median(
         (0..runs.max(3))
             .map(|_| {

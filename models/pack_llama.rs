@@ -31,7 +31,15 @@ const INT8: i32 = 3;
 /// The packed bytes of the decoder in `onnx`, its config and its number of
 /// layers.
 pub fn pack(onnx: &[u8]) -> Result<(Vec<u8>, Config, usize), String> {
-    with_graph(onnx, |g| Matcher::new(g).pack())
+    with_graph(onnx, |g| Matcher::new(g, false).pack())
+}
+
+/// The same, with each int8 row written as Q8 blocks of 32 (every block
+/// scale the row's: the same weights), so the engine also quantizes the
+/// activations: what the golden test and the bench measure that path with.
+#[allow(dead_code)] // build.rs packs the shipped form only
+pub fn pack_as_q8_blocks(onnx: &[u8]) -> Result<(Vec<u8>, Config, usize), String> {
+    with_graph(onnx, |g| Matcher::new(g, true).pack())
 }
 
 struct Matcher<'a> {
@@ -42,6 +50,8 @@ struct Matcher<'a> {
     eps: Option<f32>,
     /// The rotary cos and sin tables (constant names).
     tables: Option<(String, String)>,
+    /// Int8 rows written as Q8 blocks.
+    blocks: bool,
 }
 
 /// A weight matrix as the graph holds it, before packing.
@@ -70,7 +80,7 @@ struct Attention {
 }
 
 impl<'a> Matcher<'a> {
-    fn new(g: &'a Graph<'a>) -> Self {
+    fn new(g: &'a Graph<'a>, blocks: bool) -> Self {
         let mut producers = HashMap::new();
         for n in g.nodes {
             for o in &n.output {
@@ -84,6 +94,7 @@ impl<'a> Matcher<'a> {
             p: Packer::default(),
             eps: None,
             tables: None,
+            blocks,
         }
     }
 
@@ -377,6 +388,16 @@ impl<'a> Matcher<'a> {
             t
         };
         let weights = match w.scales {
+            Some(scales) if self.blocks && cols % 32 == 0 => {
+                let per_block: Vec<f32> = scales
+                    .iter()
+                    .flat_map(|&s| std::iter::repeat_n(s, cols / 32))
+                    .collect();
+                Weights::Q8Blocks {
+                    values: self.p.push(&values, rows * cols),
+                    scales: self.p.push_f32(&per_block),
+                }
+            }
             Some(scales) => Weights::I8Rows {
                 values: self.p.push(&values, rows * cols),
                 scales: self.p.push_f32(&scales),

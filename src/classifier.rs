@@ -8,7 +8,7 @@ use crate::dense::Dense;
 use crate::encoder::{SentenceEncoder, Tokenized};
 use crate::error::CoreError;
 use crate::ngrams::NgramFeaturizer;
-use crate::registry::{self, InputSpec, ModelSpec, MODELS};
+use crate::spec::{InputSpec, ModelSpec};
 use crate::tfidf::TfidfModel;
 
 /// The scores of one input, in label order (they sum to 1).
@@ -54,8 +54,13 @@ impl std::fmt::Debug for Classifier {
 
 impl Classifier {
     /// Reads the packed network's header (its weights are used in place).
-    /// Once per isolate (see [`crate::registry::classifier`]).
-    pub fn load(spec: &'static ModelSpec) -> Result<Self, CoreError> {
+    /// Once per isolate (see [`crate::registry::classifier`]). A head on
+    /// sentence embeddings is given its (loaded) encoder: the registry
+    /// resolves models, this module never looks one up.
+    pub fn load(
+        spec: &'static ModelSpec,
+        encoder: Option<&'static SentenceEncoder>,
+    ) -> Result<Self, CoreError> {
         let err = |reason: String| CoreError::ModelLoad {
             model: spec.id,
             reason,
@@ -64,12 +69,9 @@ impl Classifier {
             InputSpec::CharNgrams { vocab, features } => {
                 (Featurizer::Ngrams(NgramFeaturizer::new(vocab)), features)
             }
-            InputSpec::SentenceEmbedding { encoder, dims } => {
-                let encoder_spec = MODELS.get(encoder).ok_or_else(|| CoreError::ModelLoad {
-                    model: spec.id,
-                    reason: format!("no model #{encoder} to read embeddings from"),
-                })?;
-                let (encoder, _) = registry::encoder(encoder_spec)?;
+            InputSpec::SentenceEmbedding { dims, .. } => {
+                let encoder = encoder
+                    .ok_or_else(|| err("a head on sentence embeddings needs its encoder".into()))?;
                 (Featurizer::Embeddings(encoder), dims)
             }
             InputSpec::TfidfWords { vocab, unicode } => {

@@ -9,7 +9,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::bert::Bert;
 use crate::error::CoreError;
-use crate::registry::{InputSpec, ModelSpec};
+use crate::spec::{InputSpec, ModelSpec};
 
 /// One text as the model sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

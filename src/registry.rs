@@ -64,7 +64,17 @@ pub fn load(spec: &'static ModelSpec) -> Result<(&'static Loaded, bool), CoreErr
                 ..
             } => ChatModel::load(spec.id, spec.artifact, tokenizer, template)
                 .map(|c| Loaded::Chat(Box::new(c))),
-            _ => Classifier::load(spec).map(Loaded::Classifier),
+            InputSpec::SentenceEmbedding { encoder, .. } => {
+                let encoder_spec = MODELS.get(encoder).ok_or_else(|| CoreError::ModelLoad {
+                    model: spec.id,
+                    reason: format!("no model #{encoder} to read embeddings from"),
+                });
+                encoder_spec
+                    .and_then(self::encoder)
+                    .and_then(|(e, _)| Classifier::load(spec, Some(e)))
+                    .map(Loaded::Classifier)
+            }
+            _ => Classifier::load(spec, None).map(Loaded::Classifier),
         };
         loaded.map_err(|e| e.to_string())
     });

@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use super::format::{Config, Header, Matrix as MatrixSpec, RopeStyle, Weights, MAGIC};
 use crate::kernels;
+use crate::kernels::blocks::{Quantized, BLOCK};
 use crate::packed::{self, Data};
 
 #[derive(Debug, Error, PartialEq)]
@@ -37,6 +38,11 @@ enum Matrix {
         zeros: Vec<f32>,
     },
     I8Rows {
+        values: &'static [i8],
+        scales: &'static [f32],
+        cols: usize,
+    },
+    Q8Blocks {
         values: &'static [i8],
         scales: &'static [f32],
         cols: usize,
@@ -78,6 +84,18 @@ impl Matrix {
                 scales: data.f32s(*scales, rows).map_err(named)?,
                 cols,
             },
+            Weights::Q8Blocks { values, scales } => {
+                if cols % BLOCK != 0 {
+                    return Err(format!(
+                        "{what}: {cols} columns are not whole blocks of {BLOCK}"
+                    ));
+                }
+                Matrix::Q8Blocks {
+                    values: data.i8s(*values, n).map_err(named)?,
+                    scales: data.f32s(*scales, n / BLOCK).map_err(named)?,
+                    cols,
+                }
+            }
         })
     }
 
@@ -94,6 +112,15 @@ impl Matrix {
                 scales,
                 cols,
             } => kernels::rows::linear(x, *cols, values, scales, out),
+            Matrix::Q8Blocks {
+                values,
+                scales,
+                cols,
+            } => {
+                let mut q = Quantized::default();
+                q.quantize(x, *cols);
+                kernels::blocks::linear(&q, values, scales, out)
+            }
         }
     }
 
@@ -113,13 +140,32 @@ impl Matrix {
                     *o = f32::from(q) * scale;
                 }
             }
+            Matrix::Q8Blocks {
+                values,
+                scales,
+                cols,
+            } => {
+                let row = &values[r * cols..(r + 1) * cols];
+                let row_scales = &scales[r * cols / BLOCK..(r + 1) * cols / BLOCK];
+                for ((o, q), s) in out
+                    .chunks_exact_mut(BLOCK)
+                    .zip(row.chunks_exact(BLOCK))
+                    .zip(row_scales)
+                {
+                    for (o, &q) in o.iter_mut().zip(q) {
+                        *o = f32::from(q) * s;
+                    }
+                }
+            }
         }
     }
 
     fn bytes(&self) -> usize {
         match self {
             Matrix::F32 { values, .. } => values.len() * 4,
-            Matrix::I8Rows { values, scales, .. } => values.len() + scales.len() * 4,
+            Matrix::I8Rows { values, scales, .. } | Matrix::Q8Blocks { values, scales, .. } => {
+                values.len() + scales.len() * 4
+            }
         }
     }
 }

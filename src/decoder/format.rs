@@ -95,4 +95,9 @@ pub enum Weights {
     /// int8, `rows x cols`, symmetric with one float32 scale per row
     /// (`scales`, `rows`): weight = q x scale.
     I8Rows { values: Span, scales: Span },
+    /// int8, `rows x cols`, in blocks of 32 along a row with one float32
+    /// scale each (`scales`, `rows x cols / 32`; GGUF's Q8_0 with its f16
+    /// scales widened): activations are quantized per block too, and each
+    /// block is an integer dot product.
+    Q8Blocks { values: Span, scales: Span },
 }

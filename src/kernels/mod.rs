@@ -18,6 +18,7 @@
 //! even, saturation, scale products in float32), so the integer sums are the
 //! ones onnxruntime computes.
 
+pub mod blocks;
 pub mod rows;
 
 /// Which dot-product kernels run: `wasm-simd128`, `x86-64-sse4.1` or
@@ -78,7 +79,7 @@ pub fn quantize(x: &[f32], out: &mut Vec<i16>) -> f32 {
 /// subtracting 1.5 x 2^23 leaves no fraction bits, and IEEE addition rounds
 /// ties to even. Inline on every target, where `round_ties_even` is a libm
 /// call on baseline x86-64 (a tenth of the encoder's native time).
-fn round_even(x: f32) -> f32 {
+pub(crate) fn round_even(x: f32) -> f32 {
     const SHIFT: f32 = 12_582_912.0;
     (x + SHIFT) - SHIFT
 }
