@@ -373,12 +373,18 @@ fn ort_web(cases: &[Case], runs: usize) -> Option<Value> {
         "runs": runs,
         "cases": cases.iter().filter_map(|c| c.ort_rows.as_ref().map(|rows| json!({"name": c.name, "rows": rows}))).collect::<Vec<_>>(),
     });
+    node_json("bench/ort-web.mjs", &input)
+}
+
+/// Runs a Node script of bench/ with `input` as JSON on stdin and returns
+/// the JSON it prints, or None (the reason on stderr).
+fn node_json(script: &str, input: &Value) -> Option<Value> {
     let mut child = Command::new("node")
-        .arg(support::root().join("bench/ort-web.mjs"))
+        .arg(support::root().join(script))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| eprintln!("bench: cannot run node for onnxruntime-web: {e}"))
+        .map_err(|e| eprintln!("bench: cannot run node for {script}: {e}"))
         .ok()?;
     use std::io::Write as _;
     child
@@ -388,7 +394,7 @@ fn ort_web(cases: &[Case], runs: usize) -> Option<Value> {
         .ok()?;
     let out = child.wait_with_output().ok()?;
     if !out.status.success() {
-        eprintln!("bench: bench/ort-web.mjs failed ({})", out.status);
+        eprintln!("bench: {script} failed ({})", out.status);
         return None;
     }
     serde_json::from_slice(&out.stdout).ok()

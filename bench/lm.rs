@@ -3,7 +3,6 @@
 //! ONNX file with its key/value cache (bench/ort-web-lm.mjs) on the same
 //! prompt and token count.
 
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use edgeinfer::decoder::chat::ChatModel;
@@ -119,23 +118,5 @@ pub fn ort_web(
         "decode": {"prompt": prompt, "tokens": tokens},
         "prefill": prefill.iter().map(|(name, ids)| json!({"name": name, "ids": ids})).collect::<Vec<_>>(),
     });
-    let mut child = Command::new("node")
-        .arg(support::root().join("bench/ort-web-lm.mjs"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| eprintln!("bench: cannot run node for onnxruntime-web: {e}"))
-        .ok()?;
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()?
-        .write_all(input.to_string().as_bytes())
-        .ok()?;
-    let out = child.wait_with_output().ok()?;
-    if !out.status.success() {
-        eprintln!("bench: bench/ort-web-lm.mjs failed ({})", out.status);
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
+    super::node_json("bench/ort-web-lm.mjs", &input)
 }

@@ -411,15 +411,8 @@ mod tinylm {
         registry::chat_model(spec).expect("loads").0
     }
 
-    /// The same tokenizer and template with the unquantized graph, packed
-    /// by build.rs's own packer (float32 weights) and run by the same engine.
-    fn reference() -> ChatModel {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/models/tinylm/reference_fp32.onnx"
-        );
-        let onnx = std::fs::read(path).expect("read the fp32 reference graph");
-        let (packed, _, _) = super::check::pack_llama::pack(&onnx).expect("the reference packs");
+    /// The embedded model's tokenizer and template with other packed weights.
+    fn with_weights(packed: &[u8]) -> ChatModel {
         let spec = registry::find(ID).unwrap();
         let InputSpec::Chat {
             tokenizer,
@@ -429,8 +422,20 @@ mod tinylm {
         else {
             panic!("{ID} is a chat model")
         };
-        let packed = edgeinfer::packed::leak_aligned(&packed);
-        ChatModel::load(spec.id, packed, tokenizer, template).expect("reference loads")
+        let packed = edgeinfer::packed::leak_aligned(packed);
+        ChatModel::load(spec.id, packed, tokenizer, template).expect("the model loads")
+    }
+
+    /// The unquantized graph, packed by build.rs's own packer (float32
+    /// weights) and run by the same engine.
+    fn reference() -> ChatModel {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models/tinylm/reference_fp32.onnx"
+        );
+        let onnx = std::fs::read(path).expect("read the fp32 reference graph");
+        let (packed, _, _) = super::check::pack_llama::pack(&onnx).expect("the reference packs");
+        with_weights(&packed)
     }
 
     /// Prompt ids as the worker builds them from the case's messages or text.
@@ -521,22 +526,7 @@ mod tinylm {
         let onnx = std::fs::read(path).expect("read the shipped graph");
         let (packed, _, _) =
             super::check::pack_llama::pack_as_q8_blocks(&onnx).expect("packs as Q8 blocks");
-        let spec = registry::find(ID).unwrap();
-        let InputSpec::Chat {
-            tokenizer,
-            template,
-            ..
-        } = spec.input
-        else {
-            panic!("{ID} is a chat model")
-        };
-        let model = ChatModel::load(
-            spec.id,
-            edgeinfer::packed::leak_aligned(&packed),
-            tokenizer,
-            template,
-        )
-        .expect("loads");
+        let model = with_weights(&packed);
         let (mut same, mut total, mut worst) = (0, 0, 0.0f32);
         // Time of both paths on the same work, printed (the bench has the
         // same figure; nothing here asserts on time).

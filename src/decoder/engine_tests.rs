@@ -41,8 +41,25 @@ enum Format {
     Q8,
 }
 
-/// Packs `rows x cols` values; int8 rounds them per row first and returns
-/// the dequantized values the reference must then use.
+/// Symmetric int8 with one scale per `group` values: (q, scales, the
+/// dequantized values the reference must then use).
+fn quantize(values: &[f32], group: usize) -> (Vec<i8>, Vec<f32>, Vec<f64>) {
+    let (mut q, mut scales, mut dequant) = (Vec::new(), Vec::new(), Vec::new());
+    for chunk in values.chunks_exact(group) {
+        let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+        scales.push(s);
+        for &v in chunk {
+            let qi = (v / s).round().clamp(-127.0, 127.0) as i8;
+            q.push(qi);
+            dequant.push(f64::from(f32::from(qi) * s));
+        }
+    }
+    (q, scales, dequant)
+}
+
+/// Packs `rows x cols` values in format `f`; the returned values are what
+/// the reference must use (quantized ones dequantized).
 fn pack_matrix(
     p: &mut Packer,
     values: &[f32],
@@ -50,66 +67,32 @@ fn pack_matrix(
     cols: usize,
     f: Format,
 ) -> (MatrixSpec, Vec<f64>) {
-    match f {
+    let (weights, used) = match f {
         Format::F32 => (
-            MatrixSpec {
-                rows,
-                cols,
-                weights: Weights::F32 {
-                    values: p.push_f32(values),
-                },
+            Weights::F32 {
+                values: p.push_f32(values),
             },
             values.iter().map(|&v| f64::from(v)).collect(),
         ),
-        Format::I8 => {
-            let mut q = Vec::with_capacity(values.len());
-            let mut scales = Vec::with_capacity(rows);
-            let mut dequant = Vec::with_capacity(values.len());
-            for row in values.chunks_exact(cols) {
-                let amax = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
-                scales.push(s);
-                for &v in row {
-                    let qi = (v / s).round().clamp(-127.0, 127.0) as i8;
-                    q.push(qi);
-                    dequant.push(f64::from(f32::from(qi) * s));
-                }
-            }
-            let spec = MatrixSpec {
-                rows,
-                cols,
-                weights: Weights::I8Rows {
-                    values: p.push_i8(&q),
-                    scales: p.push_f32(&scales),
-                },
+        Format::I8 | Format::Q8 => {
+            let group = if matches!(f, Format::I8) { cols } else { BLOCK };
+            let (q, scales, dequant) = quantize(values, group);
+            let (values, scales) = (p.push_i8(&q), p.push_f32(&scales));
+            let weights = match f {
+                Format::I8 => Weights::I8Rows { values, scales },
+                _ => Weights::Q8Blocks { values, scales },
             };
-            (spec, dequant)
+            (weights, dequant)
         }
-        Format::Q8 => {
-            let mut q = Vec::with_capacity(values.len());
-            let mut scales = Vec::new();
-            let mut dequant = Vec::with_capacity(values.len());
-            for block in values.chunks_exact(BLOCK) {
-                let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
-                scales.push(s);
-                for &v in block {
-                    let qi = (v / s).round().clamp(-127.0, 127.0) as i8;
-                    q.push(qi);
-                    dequant.push(f64::from(f32::from(qi) * s));
-                }
-            }
-            let spec = MatrixSpec {
-                rows,
-                cols,
-                weights: Weights::Q8Blocks {
-                    values: p.push_i8(&q),
-                    scales: p.push_f32(&scales),
-                },
-            };
-            (spec, dequant)
-        }
-    }
+    };
+    (
+        MatrixSpec {
+            rows,
+            cols,
+            weights,
+        },
+        used,
+    )
 }
 
 fn build(c: Config, layers: usize, tied: bool, f: Format, seed: u64) -> (Decoder, Model) {
