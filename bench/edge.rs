@@ -67,6 +67,8 @@ struct Args {
     requests: usize,
     /// Seconds of mixed load per concurrency level (1, 8, 50 clients).
     load_seconds: u64,
+    /// Only the native decoder rows (seconds, no worker).
+    decoder_only: bool,
     json: Option<String>,
 }
 
@@ -75,6 +77,7 @@ fn args() -> Args {
         runs: 7,
         requests: 300,
         load_seconds: 10,
+        decoder_only: false,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -94,6 +97,7 @@ fn args() -> Args {
                     .expect("--load-seconds N")
             }
             "--json" => a.json = Some(it.next().expect("--json PATH")),
+            "--decoder" => a.decoder_only = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -477,6 +481,13 @@ fn autocannon(base: &str, path: &str, body: &Value, connections: usize, amount: 
 
 fn main() {
     let a = args();
+    if a.decoder_only {
+        println!("| metric | value |\n|---|---|");
+        for (k, v) in lm::native_rows(a.requests) {
+            println!("| {k} | {v} |");
+        }
+        return;
+    }
     support::ensure_built();
     let (raw, gzip, wrangler_line) = bundle();
     let modules = support::built_modules();
@@ -639,6 +650,7 @@ fn main() {
             })
             .collect()
     };
+    let decoder_rows = lm::native_rows(chat_runs.max(20));
     let ort_lm = lm::ort_web(
         &chat_prompt,
         CHAT_TOKENS,
@@ -824,6 +836,7 @@ fn main() {
         "decoder: greedy ms per token natively, int8 rows x float activations (shipped) / Q8 blocks, integer dots".into(),
         format!("{native_greedy:.3} / {native_greedy_q8:.3} ms ({:.2}x)", native_greedy_q8 / native_greedy),
     ));
+    rows.extend(decoder_rows.iter().cloned());
     for ((name, ids, _), (nat, wasm)) in
         prefill.iter().zip(native_prefill.iter().zip(&wasm_prefill))
     {
@@ -924,6 +937,7 @@ fn main() {
                 "prefill": prefill.iter().zip(native_prefill.iter().zip(&wasm_prefill)).map(|((name, ids, _), (nat, wasm))| json!({
                     "tokens": ids.len(), "wasm_ms": wasm, "native_ms": nat, "onnxruntime_web_ms": ort_prefill(name)})).collect::<Vec<_>>(),
                 "onnxruntime_web": ort_lm,
+                "native_parts_and_overheads": decoder_rows.iter().map(|(k, v)| json!({"metric": k, "value": v})).collect::<Vec<_>>(),
             },
             "cold_first_request_ms": cold.iter().map(|(m, t)| (m.to_string(), json!(t))).collect::<serde_json::Map<_, _>>(),
             "warm_healthz_ms": {"p50": floor.0, "p99": floor.1},

@@ -370,10 +370,11 @@ impl<'a> Matcher<'a> {
 
     /// Packs a weight one row per output.
     fn matrix(&mut self, w: Weight) -> Result<Matrix, String> {
-        let (rows, cols, bytes_per) = match (w.rows_are_outputs, &w.scales) {
-            (true, _) => (w.dims[0], w.dims[1], if w.scales.is_some() { 1 } else { 4 }),
-            (false, Some(_)) => (w.dims[1], w.dims[0], 1),
-            (false, None) => (w.dims[1], w.dims[0], 4),
+        let bytes_per = if w.scales.is_some() { 1 } else { 4 };
+        let [rows, cols] = if w.rows_are_outputs {
+            w.dims
+        } else {
+            [w.dims[1], w.dims[0]]
         };
         let values = if w.rows_are_outputs {
             w.values

@@ -137,13 +137,13 @@ impl Bert {
             let v = self.linear(&layer.v, &x, &mut scratch);
             let context = attention(&q, &k, &v, t, h.heads);
             let mut y = self.linear(&layer.o, &context, &mut scratch);
-            add(&mut y, &x);
+            kernels::add(&mut y, &x);
             self.norm(&mut y, &layer.attention_norm);
             x = y;
             let mut up = self.linear(&layer.up, &x, &mut scratch);
             kernels::gelu(&mut up);
             let mut y = self.linear(&layer.down, &up, &mut scratch);
-            add(&mut y, &x);
+            kernels::add(&mut y, &x);
             self.norm(&mut y, &layer.output_norm);
             x = y;
         }
@@ -151,7 +151,7 @@ impl Bert {
         // Mean over tokens, then unit length (the graph clips the norm at 1e-12).
         let mut pooled = vec![0.0f32; d];
         for row in x.chunks_exact(d) {
-            add(&mut pooled, row);
+            kernels::add(&mut pooled, row);
         }
         for v in &mut pooled {
             *v /= t as f32;
@@ -196,12 +196,6 @@ impl Bert {
 #[derive(Default)]
 struct Scratch {
     quantized: Vec<i16>,
-}
-
-fn add(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
 }
 
 /// Multi-head self-attention over `t` tokens (no padding: one text per

@@ -159,15 +159,6 @@ impl Matrix {
             }
         }
     }
-
-    fn bytes(&self) -> usize {
-        match self {
-            Matrix::F32 { values, .. } => values.len() * 4,
-            Matrix::I8Rows { values, scales, .. } | Matrix::Q8Blocks { values, scales, .. } => {
-                values.len() + scales.len() * 4
-            }
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -294,22 +285,6 @@ impl Decoder {
         self.blocks.len()
     }
 
-    /// Bytes of weights the model reads (all in the module's data).
-    pub fn weight_bytes(&self) -> usize {
-        let blocks: usize = self
-            .blocks
-            .iter()
-            .map(|b| {
-                [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down]
-                    .iter()
-                    .map(|m| m.bytes())
-                    .sum::<usize>()
-                    + 8 * self.config.dims
-            })
-            .sum();
-        blocks + self.embedding.bytes() + self.head.as_ref().map_or(0, Matrix::bytes)
-    }
-
     /// An empty cache (no token seen).
     pub fn new_cache(&self) -> KvCache {
         KvCache {
@@ -363,7 +338,7 @@ impl Decoder {
             values.extend_from_slice(&v);
             self.attend(&q, keys, values, cache.len, &mut attended);
             block.o.apply(&attended, &mut out);
-            add(&mut x, &out);
+            kernels::add(&mut x, &out);
 
             h.copy_from_slice(&x);
             kernels::rms_norm(&mut h, block.mlp_norm, c.norm_eps);
@@ -371,7 +346,7 @@ impl Decoder {
             block.up.apply(&h, &mut up);
             kernels::swiglu(&mut gate, &up);
             block.down.apply(&gate, &mut out);
-            add(&mut x, &out);
+            kernels::add(&mut x, &out);
         }
         cache.len = needed;
         // Only the last position predicts the next token.
@@ -459,12 +434,6 @@ impl Decoder {
                 }
             }
         }
-    }
-}
-
-fn add(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
     }
 }
 

@@ -391,6 +391,13 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// `x += y`, element by element (residual connections).
+pub fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
 /// Softmax of one row, in place.
 pub fn softmax(row: &mut [f32]) {
     let mut max = f32::NEG_INFINITY;
