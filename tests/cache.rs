@@ -97,6 +97,21 @@ fn serves_uncached(worker: &Worker) {
     }
 }
 
+/// The quickstart server (`scripts/dev` runs `wrangler dev`) after a body
+/// over the limit: the 413, then the next request answered, on the same
+/// connection and on a new one.
+#[test]
+fn wrangler_dev_serves_the_next_request_after_a_413() {
+    let worker = Worker::start_wrangler();
+    let c = worker.client();
+    let statuses = c.oversize_body_then_get();
+    assert_eq!(statuses, (413, 200), "{}", worker.log_text());
+    let big = json!({"model": "lande", "input": "a".repeat(600 * 1024)});
+    c.post_json("/v1/classify", &big).expect_error(413);
+    let next = c.get("/healthz");
+    assert_eq!(next.status, 200, "{}", String::from_utf8_lossy(&next.body));
+}
+
 #[test]
 fn a_failing_kv_costs_only_the_cache() {
     let worker = with_kv_service(

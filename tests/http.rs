@@ -817,7 +817,13 @@ fn oversize_body(c: &Client) -> Result<(), Failed> {
         huge.len()
     );
     let status = c.raw_status(&head, huge);
-    check(status == 413, format!("10 MB body: status {status}"))
+    check(status == 413, format!("10 MB body: status {status}"))?;
+    // The connection that carried the refused body carries the next request.
+    let statuses = c.oversize_body_then_get();
+    check(
+        statuses == (413, 200),
+        format!("413 then GET on one connection: {statuses:?}"),
+    )
 }
 
 fn too_many_inputs(c: &Client) -> Result<(), Failed> {

@@ -3,6 +3,9 @@
 
 /// Largest request body accepted, in bytes (413 beyond).
 pub const MAX_BODY_BYTES: usize = 512 * 1024;
+/// Most bytes of an oversize body read (and dropped) before its 413, so the
+/// connection stays usable for the client's next request.
+pub const MAX_DRAINED_BYTES: usize = 32 << 20;
 /// Most texts in one `input` array (413 beyond).
 pub const MAX_INPUTS: usize = 128;
 /// Longest single text, in Unicode scalar values (413 beyond).

@@ -18,8 +18,9 @@ use crate::api::auth::{self, ApiKeys, Caller};
 use crate::api::timing::server_timing;
 use crate::api::variants::Variants;
 use crate::api::{
-    self, cache, limits::MAX_BODY_BYTES, ApiError, Context, HttpRequest, HttpResponse, Route,
-    Served,
+    self, cache,
+    limits::{MAX_BODY_BYTES, MAX_DRAINED_BYTES},
+    ApiError, Context, HttpRequest, HttpResponse, Route, Served,
 };
 use wasm_bindgen::prelude::wasm_bindgen;
 
@@ -95,8 +96,13 @@ pub(crate) fn set_served_headers(
     Ok(())
 }
 
-/// Reads at most `MAX_BODY_BYTES + 1` bytes, so a huge body costs no more
-/// memory than the limit; returns whether the body was read whole.
+/// Keeps at most `MAX_BODY_BYTES` bytes, so a huge body costs no more memory
+/// than the limit; returns whether the body was read whole.
+///
+/// The rest of an oversize body is read and dropped, up to
+/// [`MAX_DRAINED_BYTES`]: a connection whose body was left unread cannot carry
+/// the client's next request, and local servers (workerd, `wrangler dev`)
+/// then reset it or answer 503. Beyond that bound the 413 goes out anyway.
 async fn read_body(req: &mut Request) -> Result<(Vec<u8>, bool)> {
     let mut body = Vec::new();
     // A request without a body (a POST with no Content-Length) has no stream:
@@ -104,14 +110,17 @@ async fn read_body(req: &mut Request) -> Result<(Vec<u8>, bool)> {
     let Ok(mut stream) = req.stream() else {
         return Ok((body, true));
     };
+    let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Ok((body, false));
+        seen += chunk.len();
+        if seen <= MAX_BODY_BYTES {
+            body.extend_from_slice(&chunk);
+        } else if seen > MAX_DRAINED_BYTES {
+            break;
         }
-        body.extend_from_slice(&chunk);
     }
-    Ok((body, true))
+    Ok((body, seen <= MAX_BODY_BYTES))
 }
 
 /// A read of the cache that gives up after [`cache::READ_TIMEOUT_MS`]: a slow

@@ -580,6 +580,49 @@ impl Client {
             .unwrap_or_else(|| panic!("bad status line {line:?}"))
     }
 
+    /// Sends `head` with `body` and then `GET {next}` on the same kept-alive
+    /// connection, as a client library reuses a pooled socket; returns both
+    /// statuses. The body is written from a second thread, as in
+    /// [`Client::raw_status`], so an answer before the body's end is seen.
+    pub fn statuses_on_one_connection(&self, head: &str, body: Vec<u8>, next: &str) -> (u16, u16) {
+        use std::io::{BufReader, Write};
+        let addr = self.base.trim_start_matches("http://").to_string();
+        let stream = std::net::TcpStream::connect(&addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("set timeout");
+        let mut writer = stream.try_clone().expect("clone socket");
+        let head = format!("{head}\r\nHost: {addr}\r\n\r\n");
+        let sender = std::thread::spawn(move || {
+            let _ = writer.write_all(head.as_bytes());
+            for chunk in body.chunks(64 * 1024) {
+                if writer.write_all(chunk).is_err() {
+                    break;
+                }
+            }
+            writer
+        });
+        let mut reader = BufReader::new(stream);
+        let first = read_response(&mut reader);
+        let mut writer = sender.join().expect("writer thread");
+        let second = format!("GET {next} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        writer
+            .write_all(second.as_bytes())
+            .expect("write the second request");
+        (first, read_response(&mut reader))
+    }
+
+    /// A 1 MiB body (over the limit) and then `GET /healthz` on the same
+    /// connection: the statuses of both.
+    pub fn oversize_body_then_get(&self) -> (u16, u16) {
+        let big = vec![b' '; 1 << 20];
+        let head = format!(
+            "POST /v1/classify HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}",
+            big.len()
+        );
+        self.statuses_on_one_connection(&head, big, "/healthz")
+    }
+
     /// Any method with the given headers.
     pub fn send_with_headers(
         &self,
@@ -608,5 +651,50 @@ impl Client {
             Some("application/json"),
             body.to_string().as_bytes(),
         )
+    }
+}
+
+/// Reads one HTTP/1.1 response (status line, headers, and a body framed by
+/// `Content-Length` or chunked) and returns its status.
+fn read_response(reader: &mut impl std::io::BufRead) -> u16 {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read status line");
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let (mut length, mut chunked) = (0usize, false);
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).expect("read header");
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':').unwrap_or((header, ""));
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.trim().parse().expect("content-length");
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.to_ascii_lowercase().contains("chunked");
+        }
+    }
+    fn skip(reader: &mut impl std::io::BufRead, n: usize) {
+        let mut buf = vec![0; n];
+        reader.read_exact(&mut buf).expect("read body");
+    }
+    if !chunked {
+        skip(reader, length);
+        return status;
+    }
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).expect("read chunk size");
+        let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size {size:?}"));
+        skip(reader, size + 2);
+        if size == 0 {
+            return status;
+        }
     }
 }
