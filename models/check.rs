@@ -36,6 +36,11 @@ pub mod pack_dense;
 #[path = "pack_llama.rs"]
 pub mod pack_llama;
 
+// Llama-architecture GGUF files (the instruct model), packed likewise.
+#[path = "pack_gguf.rs"]
+#[allow(dead_code)]
+pub mod pack_gguf;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {

@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use super::format::{Config, Header, Matrix as MatrixSpec, RopeStyle, Weights, MAGIC};
 use crate::kernels;
-use crate::kernels::blocks::{Quantized, BLOCK};
+use crate::kernels::blocks::{BlockWeights, Quantized, BLOCK};
 use crate::packed::{self, Data};
 
 #[derive(Debug, Error, PartialEq)]
@@ -42,11 +42,37 @@ enum Matrix {
         scales: &'static [f32],
         cols: usize,
     },
-    Q8Blocks {
-        values: &'static [i8],
-        scales: &'static [f32],
+    /// GGUF-style blocks (Q8_0, Q4_1): activations quantized per block.
+    Blocks {
+        weights: BlockWeights<'static>,
         cols: usize,
     },
+}
+
+/// The rows a matrix multiplies, quantized per block at most once however
+/// many block matrices read them (q, k and v share one input).
+struct Input<'a> {
+    x: &'a [f32],
+    quantized: &'a mut Quantized,
+    ready: bool,
+}
+
+impl<'a> Input<'a> {
+    fn new(x: &'a [f32], quantized: &'a mut Quantized) -> Self {
+        Input {
+            x,
+            quantized,
+            ready: false,
+        }
+    }
+
+    fn quantized(&mut self, k: usize) -> &Quantized {
+        if !self.ready || self.quantized.width() != k {
+            self.quantized.quantize(self.x, k);
+            self.ready = true;
+        }
+        self.quantized
+    }
 }
 
 impl Matrix {
@@ -85,14 +111,27 @@ impl Matrix {
                 cols,
             },
             Weights::Q8Blocks { values, scales } => {
-                if cols % BLOCK != 0 {
-                    return Err(format!(
-                        "{what}: {cols} columns are not whole blocks of {BLOCK}"
-                    ));
+                whole_blocks(cols, what)?;
+                Matrix::Blocks {
+                    weights: BlockWeights::Q8 {
+                        values: data.i8s(*values, n).map_err(named)?,
+                        scales: data.f32s(*scales, n / BLOCK).map_err(named)?,
+                    },
+                    cols,
                 }
-                Matrix::Q8Blocks {
-                    values: data.i8s(*values, n).map_err(named)?,
-                    scales: data.f32s(*scales, n / BLOCK).map_err(named)?,
+            }
+            Weights::Q4_1Blocks {
+                values,
+                scales,
+                mins,
+            } => {
+                whole_blocks(cols, what)?;
+                Matrix::Blocks {
+                    weights: BlockWeights::Q4_1 {
+                        nibbles: data.u8s(*values, n / 2).map_err(named)?,
+                        scales: data.f32s(*scales, n / BLOCK).map_err(named)?,
+                        mins: data.f32s(*mins, n / BLOCK).map_err(named)?,
+                    },
                     cols,
                 }
             }
@@ -100,26 +139,20 @@ impl Matrix {
     }
 
     /// `out = x W^T` for the rows of `x`.
-    fn apply(&self, x: &[f32], out: &mut [f32]) {
+    fn apply(&self, x: &mut Input, out: &mut [f32]) {
         match self {
             Matrix::F32 {
                 values,
                 cols,
                 zeros,
-            } => kernels::linear_f32(x, *cols, values, zeros, out),
+            } => kernels::linear_f32(x.x, *cols, values, zeros, out),
             Matrix::I8Rows {
                 values,
                 scales,
                 cols,
-            } => kernels::rows::linear(x, *cols, values, scales, out),
-            Matrix::Q8Blocks {
-                values,
-                scales,
-                cols,
-            } => {
-                let mut q = Quantized::default();
-                q.quantize(x, *cols);
-                kernels::blocks::linear(&q, values, scales, out)
+            } => kernels::rows::linear(x.x, *cols, values, scales, out),
+            Matrix::Blocks { weights, cols } => {
+                kernels::blocks::linear(x.quantized(*cols), *weights, out)
             }
         }
     }
@@ -140,24 +173,18 @@ impl Matrix {
                     *o = f32::from(q) * scale;
                 }
             }
-            Matrix::Q8Blocks {
-                values,
-                scales,
-                cols,
-            } => {
-                let row = &values[r * cols..(r + 1) * cols];
-                let row_scales = &scales[r * cols / BLOCK..(r + 1) * cols / BLOCK];
-                for ((o, q), s) in out
-                    .chunks_exact_mut(BLOCK)
-                    .zip(row.chunks_exact(BLOCK))
-                    .zip(row_scales)
-                {
-                    for (o, &q) in o.iter_mut().zip(q) {
-                        *o = f32::from(q) * s;
-                    }
-                }
-            }
+            Matrix::Blocks { weights, .. } => weights.row(r, out),
         }
+    }
+}
+
+fn whole_blocks(cols: usize, what: &str) -> Result<(), String> {
+    if cols % BLOCK == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: {cols} columns are not whole blocks of {BLOCK}"
+        ))
     }
 }
 
@@ -326,26 +353,33 @@ impl Decoder {
         let mut attended = vec![0.0f32; s * qd];
         let mut out = vec![0.0f32; s * d];
         let (mut gate, mut up) = (vec![0.0f32; s * c.ffn], vec![0.0f32; s * c.ffn]);
+        let mut scratch = Quantized::default();
         for (block, (keys, values)) in self.blocks.iter().zip(&mut cache.layers) {
             h.copy_from_slice(&x);
             kernels::rms_norm(&mut h, block.attention_norm, c.norm_eps);
-            block.q.apply(&h, &mut q);
-            block.k.apply(&h, &mut k);
-            block.v.apply(&h, &mut v);
+            let mut input = Input::new(&h, &mut scratch);
+            block.q.apply(&mut input, &mut q);
+            block.k.apply(&mut input, &mut k);
+            block.v.apply(&mut input, &mut v);
             self.rotate(&mut q, &cos, &sin);
             self.rotate(&mut k, &cos, &sin);
             keys.extend_from_slice(&k);
             values.extend_from_slice(&v);
             self.attend(&q, keys, values, cache.len, &mut attended);
-            block.o.apply(&attended, &mut out);
+            block
+                .o
+                .apply(&mut Input::new(&attended, &mut scratch), &mut out);
             kernels::add(&mut x, &out);
 
             h.copy_from_slice(&x);
             kernels::rms_norm(&mut h, block.mlp_norm, c.norm_eps);
-            block.gate.apply(&h, &mut gate);
-            block.up.apply(&h, &mut up);
+            let mut input = Input::new(&h, &mut scratch);
+            block.gate.apply(&mut input, &mut gate);
+            block.up.apply(&mut input, &mut up);
             kernels::swiglu(&mut gate, &up);
-            block.down.apply(&gate, &mut out);
+            block
+                .down
+                .apply(&mut Input::new(&gate, &mut scratch), &mut out);
             kernels::add(&mut x, &out);
         }
         cache.len = needed;
@@ -356,7 +390,7 @@ impl Decoder {
         self.head
             .as_ref()
             .unwrap_or(&self.embedding)
-            .apply(last, &mut logits);
+            .apply(&mut Input::new(last, &mut scratch), &mut logits);
         Ok(logits)
     }
 

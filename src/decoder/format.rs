@@ -100,4 +100,14 @@ pub enum Weights {
     /// scales widened): activations are quantized per block too, and each
     /// block is an integer dot product.
     Q8Blocks { values: Span, scales: Span },
+    /// 4-bit, in blocks of 32 along a row: 16 bytes per block (`values`,
+    /// `rows x cols / 2`; byte `i` holds element `i` in its low nibble and
+    /// `i + 16` in its high one), with one float32 scale and one minimum per
+    /// block (`scales`, `mins`): weight = q x scale + min. GGUF's Q4_1 with
+    /// its f16 scale and minimum widened, the nibbles as the file has them.
+    Q4_1Blocks {
+        values: Span,
+        scales: Span,
+        mins: Span,
+    },
 }

@@ -1,0 +1,365 @@
+//! Llama-architecture GGUF files packed for `src/decoder`: the file's config
+//! from its metadata, every tensor matched by name and shape, and the weights
+//! kept as the file stores them (Q8_0 and Q4_1 blocks, their f16 scales and
+//! minimums widened to float32, which is exact) or, for the reference the
+//! golden tests compare against, dequantized to float32 as `gguf` does.
+//!
+//! Anything the engine does not implement is refused with the reason: an
+//! architecture other than `llama`, rope scaling, a tensor type without a
+//! kernel, a tensor the engine would not read, or one it needs and is
+//! missing.
+//!
+//! q and k are used as stored: GGUF's converter permutes their rows so that
+//! rotary pairs are adjacent (llama.cpp's "normal" rope), which is the
+//! engine's [`RopeStyle::Interleaved`].
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::io::Cursor;
+
+use gguf_rs_lib::prelude::{GGUFFileReader, GGUFTensorType, Metadata, MetadataValue};
+
+use super::pack_llama::format::{Config, Header, Layer, Matrix, Rope, RopeStyle, Weights, MAGIC};
+use super::packed::Packer;
+
+/// How the weights are stored in the packed form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// The file's own blocks (what ships).
+    AsStored,
+    /// Every matrix dequantized to float32 (the reference's weights).
+    Float32,
+}
+
+/// A parsed GGUF file over its bytes.
+pub struct Gguf<'a> {
+    metadata: Metadata,
+    tensors: HashMap<String, Tensor<'a>>,
+}
+
+struct Tensor<'a> {
+    kind: GGUFTensorType,
+    /// GGUF order: `dims[0]` is the contiguous (input) dimension.
+    dims: Vec<u64>,
+    bytes: &'a [u8],
+}
+
+/// A packed decoder and what it is.
+pub struct Packed {
+    pub bytes: Vec<u8>,
+    pub config: Config,
+    pub layers: usize,
+}
+
+impl<'a> Gguf<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, String> {
+        let reader = GGUFFileReader::new(Cursor::new(bytes)).map_err(|e| format!("GGUF: {e}"))?;
+        let start = usize::try_from(reader.tensor_data_offset()).map_err(|e| e.to_string())?;
+        let mut tensors = HashMap::new();
+        for info in reader.tensor_infos() {
+            let size = usize::try_from(info.expected_data_size()).map_err(|e| e.to_string())?;
+            let offset = start + usize::try_from(info.data_offset()).map_err(|e| e.to_string())?;
+            let data = bytes
+                .get(offset..offset + size)
+                .ok_or_else(|| format!("tensor {} runs past the end of the file", info.name()))?;
+            tensors.insert(
+                info.name().to_string(),
+                Tensor {
+                    kind: info.tensor_type(),
+                    dims: info.shape().dims().to_vec(),
+                    bytes: data,
+                },
+            );
+        }
+        Ok(Gguf {
+            metadata: reader.metadata().clone(),
+            tensors,
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&MetadataValue> {
+        self.metadata.get(key)
+    }
+
+    pub fn string(&self, key: &str) -> Result<&str, String> {
+        self.get(key)
+            .and_then(MetadataValue::as_str)
+            .ok_or_else(|| format!("GGUF metadata {key} is missing or not a string"))
+    }
+
+    fn uint(&self, key: &str) -> Result<usize, String> {
+        self.get(key)
+            .and_then(MetadataValue::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| format!("GGUF metadata {key} is missing or not an integer"))
+    }
+
+    fn float(&self, key: &str) -> Result<Option<f64>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| format!("GGUF metadata {key} is not a number")),
+        }
+    }
+
+    /// The model's shape from its `llama.*` metadata.
+    pub fn config(&self) -> Result<Config, String> {
+        let arch = self.string("general.architecture")?;
+        if arch != "llama" {
+            return Err(format!(
+                "GGUF architecture {arch:?}: the decoder engine runs \"llama\" only"
+            ));
+        }
+        if let Some(kind) = self
+            .get("llama.rope.scaling.type")
+            .and_then(MetadataValue::as_str)
+        {
+            if kind != "none" {
+                return Err(format!(
+                    "rope scaling {kind:?} is not implemented by the decoder engine"
+                ));
+            }
+        }
+        let dims = self.uint("llama.embedding_length")?;
+        let heads = self.uint("llama.attention.head_count")?;
+        let kv_heads = match self.get("llama.attention.head_count_kv") {
+            None => heads,
+            Some(_) => self.uint("llama.attention.head_count_kv")?,
+        };
+        if heads == 0 || dims % heads != 0 {
+            return Err(format!("{dims} dims do not split into {heads} heads"));
+        }
+        let head_dim = dims / heads;
+        if let Some(Some(rot)) = self
+            .get("llama.rope.dimension_count")
+            .map(MetadataValue::as_u64)
+        {
+            if rot as usize != head_dim {
+                return Err(format!(
+                    "rope over {rot} of {head_dim} head dimensions: partial rotary is not implemented"
+                ));
+            }
+        }
+        let vocab = self
+            .tensors
+            .get("token_embd.weight")
+            .and_then(|t| t.dims.get(1))
+            .map(|&v| v as usize)
+            .ok_or("GGUF has no token_embd.weight of two dimensions")?;
+        Ok(Config {
+            vocab,
+            dims,
+            heads,
+            kv_heads,
+            head_dim,
+            ffn: self.uint("llama.feed_forward_length")?,
+            context: self.uint("llama.context_length")?,
+            norm_eps: self
+                .float("llama.attention.layer_norm_rms_epsilon")?
+                .ok_or("GGUF metadata llama.attention.layer_norm_rms_epsilon is missing")?
+                as f32,
+            rope: Rope {
+                // llama.cpp's default base when the file names none.
+                theta: self.float("llama.rope.freq_base")?.unwrap_or(10_000.0),
+                style: RopeStyle::Interleaved,
+            },
+        })
+    }
+
+    /// Layers (`llama.block_count`).
+    pub fn layers(&self) -> Result<usize, String> {
+        self.uint("llama.block_count")
+    }
+
+    /// The whole model packed for the engine.
+    pub fn pack(&self, storage: Storage) -> Result<Packed, String> {
+        let config = self.config()?;
+        let layers = self.layers()?;
+        let c = config;
+        let (d, qd, kvd) = (c.dims, c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let used = RefCell::new(BTreeSet::new());
+        let mut p = Packer::default();
+        let take = |name: &str, shape: &[usize]| -> Result<&Tensor, String> {
+            let t = self
+                .tensors
+                .get(name)
+                .ok_or_else(|| format!("GGUF has no tensor {name}"))?;
+            let want: Vec<u64> = shape.iter().map(|&v| v as u64).collect();
+            if t.dims != want {
+                return Err(format!(
+                    "tensor {name} is {:?}, the config says {want:?}",
+                    t.dims
+                ));
+            }
+            used.borrow_mut().insert(name.to_string());
+            Ok(t)
+        };
+        let matrix = |p: &mut Packer, t: &Tensor, name: &str| -> Result<Matrix, String> {
+            let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
+            let weights =
+                pack_matrix(p, t, rows * cols, storage).map_err(|e| format!("{name}: {e}"))?;
+            Ok(Matrix {
+                rows,
+                cols,
+                weights,
+            })
+        };
+        let norm = |p: &mut Packer, t: &Tensor, name: &str| -> Result<_, String> {
+            Ok(p.push_f32(&floats(t).map_err(|e| format!("{name}: {e}"))?))
+        };
+        let name = "token_embd.weight";
+        let embedding = matrix(&mut p, take(name, &[d, c.vocab])?, name)?;
+        let mut blocks = Vec::with_capacity(layers);
+        for i in 0..layers {
+            let n = |part: &str| format!("blk.{i}.{part}.weight");
+            let m = |p: &mut Packer, part: &str, cols: usize, rows: usize| {
+                let name = n(part);
+                matrix(p, take(&name, &[cols, rows])?, &name)
+            };
+            let attention_norm = {
+                let name = n("attn_norm");
+                norm(&mut p, take(&name, &[d])?, &name)?
+            };
+            let q = m(&mut p, "attn_q", d, qd)?;
+            let k = m(&mut p, "attn_k", d, kvd)?;
+            let v = m(&mut p, "attn_v", d, kvd)?;
+            let o = m(&mut p, "attn_output", qd, d)?;
+            let mlp_norm = {
+                let name = n("ffn_norm");
+                norm(&mut p, take(&name, &[d])?, &name)?
+            };
+            blocks.push(Layer {
+                attention_norm,
+                q,
+                k,
+                v,
+                o,
+                mlp_norm,
+                gate: m(&mut p, "ffn_gate", d, c.ffn)?,
+                up: m(&mut p, "ffn_up", d, c.ffn)?,
+                down: m(&mut p, "ffn_down", c.ffn, d)?,
+            });
+        }
+        let final_norm = norm(
+            &mut p,
+            take("output_norm.weight", &[d])?,
+            "output_norm.weight",
+        )?;
+        let head = if self.tensors.contains_key("output.weight") {
+            let name = "output.weight";
+            Some(matrix(&mut p, take(name, &[d, c.vocab])?, name)?)
+        } else {
+            None
+        };
+        let used = used.into_inner();
+        let mut unused: Vec<&String> = self.tensors.keys().filter(|k| !used.contains(*k)).collect();
+        if !unused.is_empty() {
+            unused.sort();
+            return Err(format!(
+                "GGUF tensors the decoder engine would not read (an architecture it does not implement): {unused:?}"
+            ));
+        }
+        let header = Header {
+            config,
+            embedding,
+            layers: blocks,
+            final_norm,
+            head,
+        };
+        Ok(Packed {
+            bytes: p.finish(MAGIC, &header)?,
+            config,
+            layers,
+        })
+    }
+}
+
+const Q8_0_BYTES: usize = 2 + 32;
+const Q4_1_BYTES: usize = 2 + 2 + 16;
+
+fn f16(b: &[u8]) -> f32 {
+    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
+}
+
+/// A float tensor (norm weights) as float32.
+fn floats(t: &Tensor) -> Result<Vec<f32>, String> {
+    match t.kind {
+        GGUFTensorType::F32 => Ok(t
+            .bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()),
+        GGUFTensorType::F16 => Ok(t.bytes.chunks_exact(2).map(f16).collect()),
+        other => Err(format!("a norm weight in {other:?}: expected F32 or F16")),
+    }
+}
+
+/// The values of a matrix of `n` weights, dequantized to float32 the way
+/// `gguf`'s reader does (scale times value, plus the minimum, in float32).
+pub fn dequantize(kind: GGUFTensorType, bytes: &[u8], n: usize) -> Result<Vec<f32>, String> {
+    let mut out = Vec::with_capacity(n);
+    match kind {
+        GGUFTensorType::F32 | GGUFTensorType::F16 => {
+            return floats(&Tensor {
+                kind,
+                dims: Vec::new(),
+                bytes,
+            })
+        }
+        GGUFTensorType::Q8_0 => {
+            for b in bytes.chunks_exact(Q8_0_BYTES) {
+                let d = f16(&b[0..2]);
+                out.extend(b[2..].iter().map(|&q| f32::from(q as i8) * d));
+            }
+        }
+        GGUFTensorType::Q4_1 => {
+            for b in bytes.chunks_exact(Q4_1_BYTES) {
+                let (d, m) = (f16(&b[0..2]), f16(&b[2..4]));
+                let qs = &b[4..];
+                out.extend(qs.iter().map(|&q| f32::from(q & 15) * d + m));
+                out.extend(qs.iter().map(|&q| f32::from(q >> 4) * d + m));
+            }
+        }
+        other => return Err(format!("tensor type {other:?} has no kernel")),
+    }
+    if out.len() != n {
+        return Err(format!("{} values where {n} were expected", out.len()));
+    }
+    Ok(out)
+}
+
+fn pack_matrix(p: &mut Packer, t: &Tensor, n: usize, storage: Storage) -> Result<Weights, String> {
+    if storage == Storage::Float32 || matches!(t.kind, GGUFTensorType::F32 | GGUFTensorType::F16) {
+        let values = dequantize(t.kind, t.bytes, n)?;
+        return Ok(Weights::F32 {
+            values: p.push_f32(&values),
+        });
+    }
+    match t.kind {
+        GGUFTensorType::Q8_0 => {
+            let blocks = t.bytes.chunks_exact(Q8_0_BYTES);
+            let scales: Vec<f32> = blocks.clone().map(|b| f16(&b[0..2])).collect();
+            let values: Vec<u8> = blocks.flat_map(|b| b[2..].iter().copied()).collect();
+            Ok(Weights::Q8Blocks {
+                values: p.push(&values, n),
+                scales: p.push_f32(&scales),
+            })
+        }
+        GGUFTensorType::Q4_1 => {
+            let blocks = t.bytes.chunks_exact(Q4_1_BYTES);
+            let scales: Vec<f32> = blocks.clone().map(|b| f16(&b[0..2])).collect();
+            let mins: Vec<f32> = blocks.clone().map(|b| f16(&b[2..4])).collect();
+            let values: Vec<u8> = blocks.flat_map(|b| b[4..].iter().copied()).collect();
+            Ok(Weights::Q4_1Blocks {
+                values: p.push(&values, n / 2),
+                scales: p.push_f32(&scales),
+                mins: p.push_f32(&mins),
+            })
+        }
+        other => Err(format!(
+            "tensor type {other:?} has no kernel (Q8_0, Q4_1, F16 and F32 do)"
+        )),
+    }
+}
