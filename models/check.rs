@@ -41,6 +41,11 @@ pub mod pack_llama;
 #[allow(dead_code)]
 pub mod pack_gguf;
 
+// How a decoder too big for one isolate is cut across Workers.
+#[path = "plan.rs"]
+#[allow(dead_code)]
+pub mod plan;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {

@@ -21,6 +21,7 @@ use gguf_rs_lib::prelude::{GGUFFileReader, GGUFTensorType, Metadata, MetadataVal
 
 use super::pack_llama::format::{Config, Header, Layer, Matrix, Rope, RopeStyle, Weights, MAGIC};
 use super::packed::Packer;
+use super::plan::Costs;
 
 /// How the weights are stored in the packed form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +169,48 @@ impl<'a> Gguf<'a> {
         })
     }
 
+    /// What each part costs packed as stored, for the shard planner.
+    pub fn costs(&self) -> Result<Costs, String> {
+        let c = self.config()?;
+        let bytes = |name: &str| -> Result<u64, String> {
+            let t = self
+                .tensors
+                .get(name)
+                .ok_or_else(|| format!("GGUF has no tensor {name}"))?;
+            let n: u64 = t.dims.iter().product();
+            packed_bytes(t.kind, n)
+        };
+        let layers = (0..self.layers()?)
+            .map(|i| {
+                [
+                    "attn_norm",
+                    "attn_q",
+                    "attn_k",
+                    "attn_v",
+                    "attn_output",
+                    "ffn_norm",
+                    "ffn_gate",
+                    "ffn_up",
+                    "ffn_down",
+                ]
+                .iter()
+                .map(|part| bytes(&format!("blk.{i}.{part}.weight")))
+                .sum()
+            })
+            .collect::<Result<Vec<u64>, String>>()?;
+        Ok(Costs {
+            embedding: bytes("token_embd.weight")?,
+            head: self
+                .tensors
+                .contains_key("output.weight")
+                .then(|| bytes("output.weight"))
+                .transpose()?,
+            final_norm: bytes("output_norm.weight")?,
+            layers,
+            kv_per_token: 2 * (c.kv_heads * c.head_dim * 4) as u64,
+        })
+    }
+
     /// Layers (`llama.block_count`).
     pub fn layers(&self) -> Result<usize, String> {
         self.uint("llama.block_count")
@@ -273,6 +316,17 @@ impl<'a> Gguf<'a> {
             config,
             layers,
         })
+    }
+}
+
+/// Bytes of `n` weights of `kind` in the packed form (scales widened to
+/// float32, floats as float32).
+pub fn packed_bytes(kind: GGUFTensorType, n: u64) -> Result<u64, String> {
+    match kind {
+        GGUFTensorType::F32 | GGUFTensorType::F16 => Ok(4 * n),
+        GGUFTensorType::Q8_0 => Ok(n + n / 32 * 4),
+        GGUFTensorType::Q4_1 => Ok(n / 2 + n / 32 * 8),
+        other => Err(format!("tensor type {other:?} has no kernel")),
     }
 }
 

@@ -254,3 +254,148 @@ fn a_tensor_type_without_a_kernel_is_refused() {
         );
     }
 }
+
+mod planning {
+    use super::check::pack_gguf::packed_bytes;
+    use super::check::plan::{plan, Budget, Costs, Shard};
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    /// Cloudflare's limits, with the code and runtime this crate measures
+    /// (bench: module code 3.4 MiB, an empty isolate's heap a few MiB).
+    fn budget(context: usize, sessions: usize) -> Budget {
+        Budget {
+            isolate_bytes: 128 * MIB,
+            worker_bytes: 64 * MIB,
+            code_bytes: 4 * MIB,
+            runtime_bytes: 8 * MIB,
+            context,
+            sessions,
+        }
+    }
+
+    /// A Llama shape in Q4_1 with a Q8_0 embedding (tied unless `untied`).
+    fn llama(layers: usize, d: usize, ffn: usize, kv: usize, vocab: usize, untied: bool) -> Costs {
+        let q4 = |n: usize| packed_bytes(GGUFTensorType::Q4_1, n as u64).unwrap();
+        let q8 = |n: usize| packed_bytes(GGUFTensorType::Q8_0, n as u64).unwrap();
+        let layer = 2 * 4 * d as u64 + q4(2 * d * d + 2 * d * kv + 3 * d * ffn);
+        Costs {
+            embedding: q8(vocab * d),
+            head: untied.then(|| q8(vocab * d)),
+            final_norm: 4 * d as u64,
+            layers: vec![layer; layers],
+            kv_per_token: 2 * kv as u64 * 4,
+        }
+    }
+
+    /// Every layer once, in order; the embedding first and the head last;
+    /// every isolate and Worker within its limits; and no two neighbours
+    /// could be one shard (the plan is not longer than it must be).
+    fn check(costs: &Costs, b: &Budget, shards: &[Shard]) {
+        let mut next = 0;
+        for s in shards {
+            assert_eq!(s.layers.start, next, "{shards:?}");
+            next = s.layers.end;
+            assert!(s.memory <= b.isolate_bytes, "{s:?}");
+            assert!(s.weights + b.code_bytes <= b.worker_bytes, "{s:?}");
+        }
+        assert_eq!(next, costs.layers.len());
+        assert!(shards[0].embedding && shards.last().unwrap().head);
+        assert_eq!(shards.iter().filter(|s| s.embedding).count(), 1);
+        assert_eq!(shards.iter().filter(|s| s.head).count(), 1);
+        let total: u64 = shards.iter().map(|s| s.weights).sum();
+        let tied_twice = if shards.len() > 1 && costs.head.is_none() {
+            costs.embedding
+        } else {
+            0
+        };
+        let layers: u64 = costs.layers.iter().sum();
+        assert_eq!(
+            total,
+            layers + costs.embedding + costs.head.unwrap_or(0) + costs.final_norm + tied_twice
+        );
+        for pair in shards.windows(2) {
+            let merged = 2 * (pair[0].weights + pair[1].weights)
+                + b.code_bytes
+                + b.runtime_bytes
+                + (pair[0].memory + pair[1].memory
+                    - 2 * (pair[0].weights + pair[1].weights)
+                    - 2 * (b.code_bytes + b.runtime_bytes));
+            assert!(
+                merged > b.isolate_bytes
+                    || pair[0].weights + pair[1].weights + b.code_bytes > b.worker_bytes,
+                "{pair:?} would fit one isolate"
+            );
+        }
+    }
+
+    #[test]
+    fn smollm2_135m_from_its_file_shape() {
+        // 30 layers, d 576, ffn 1536, 3 kv heads of 64, vocabulary 49152.
+        let costs = llama(30, 576, 1536, 192, 49152, false);
+        for (context, sessions) in [(2048, 1), (2048, 4), (8192, 1)] {
+            let b = budget(context, sessions);
+            let shards = plan(&costs, &b).unwrap();
+            check(&costs, &b, &shards);
+            assert!(shards.len() >= 2, "98 MB of weights in one 128 MB isolate");
+        }
+        // More context or sessions never means fewer shards.
+        let a = plan(&costs, &budget(1024, 1)).unwrap().len();
+        let z = plan(&costs, &budget(8192, 4)).unwrap().len();
+        assert!(a <= z, "{a} vs {z}");
+    }
+
+    #[test]
+    fn a_second_shape_smollm2_360m() {
+        // 32 layers, d 960, ffn 2560, 5 kv heads of 64, vocabulary 49152.
+        let costs = llama(32, 960, 2560, 320, 49152, false);
+        let b = budget(2048, 1);
+        let shards = plan(&costs, &b).unwrap();
+        check(&costs, &b, &shards);
+        assert!(shards.len() >= 5, "{} shards for ~300 MB", shards.len());
+    }
+
+    /// TinyLlama-1.1B's untied Q8_0 embedding (32000 x 2048, 70 MB) is over
+    /// one Worker by itself: refused by name, since cutting a matrix by
+    /// vocabulary is not planned yet.
+    #[test]
+    fn an_embedding_over_one_worker_is_named() {
+        let costs = llama(22, 2048, 5632, 256, 32000, true);
+        let e = plan(&costs, &budget(2048, 1)).unwrap_err();
+        assert!(e.contains("the embedding"), "{e}");
+    }
+
+    #[test]
+    fn a_model_that_fits_is_one_shard_and_too_big_a_layer_is_named() {
+        let costs = llama(2, 64, 96, 32, 128, false);
+        let shards = plan(&costs, &budget(64, 1)).unwrap();
+        assert_eq!(shards.len(), 1);
+        assert!(shards[0].embedding && shards[0].head);
+        // Tied: one copy of the embedding when one shard holds both ends.
+        assert_eq!(
+            shards[0].weights,
+            costs.layers.iter().sum::<u64>() + costs.embedding + costs.final_norm
+        );
+        let huge = llama(4, 8192, 28672, 1024, 128256, true);
+        let e = plan(&huge, &budget(2048, 1)).unwrap_err();
+        assert!(e.contains("layer 0"), "{e}");
+    }
+
+    /// The planner reads its costs from a GGUF as the packer packs it.
+    #[test]
+    fn costs_from_a_file_match_what_is_packed() {
+        let bytes = synthetic(|b| b);
+        let gguf = Gguf::parse(&bytes).unwrap();
+        let costs = gguf.costs().unwrap();
+        let packed = gguf.pack(Storage::AsStored).unwrap();
+        let total: u64 = costs.layers.iter().sum::<u64>() + costs.embedding + costs.final_norm;
+        let size = packed.bytes.len() as u64;
+        // The container adds its header and 16-byte alignment only.
+        assert!(
+            size >= total && size - total < 16 * 1024,
+            "{size} vs {total}"
+        );
+        assert_eq!(costs.kv_per_token, 2 * 32 * 4);
+    }
+}

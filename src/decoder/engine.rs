@@ -324,6 +324,25 @@ impl Decoder {
     /// extends the cache, and returns the logits that predict the next
     /// token. On an error the cache is unchanged.
     pub fn forward(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>, DecoderError> {
+        self.run(cache, tokens, false)
+    }
+
+    /// As [`Decoder::forward`], with the logits of every position fed
+    /// (`tokens.len() x vocab`): what scoring a text (perplexity) needs.
+    pub fn forward_all(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+    ) -> Result<Vec<f32>, DecoderError> {
+        self.run(cache, tokens, true)
+    }
+
+    fn run(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        all: bool,
+    ) -> Result<Vec<f32>, DecoderError> {
         let c = &self.config;
         if tokens.is_empty() {
             return Err(DecoderError::NoTokens);
@@ -384,9 +403,13 @@ impl Decoder {
         }
         cache.len = needed;
         // Only the last position predicts the next token.
-        let last = &mut x[(s - 1) * d..];
+        let last = if all {
+            &mut x[..]
+        } else {
+            &mut x[(s - 1) * d..]
+        };
         kernels::rms_norm(last, self.final_norm, c.norm_eps);
-        let mut logits = vec![0.0f32; c.vocab];
+        let mut logits = vec![0.0f32; last.len() / d * c.vocab];
         self.head
             .as_ref()
             .unwrap_or(&self.embedding)
