@@ -132,8 +132,8 @@ pub fn plan(costs: &Costs, budget: &Budget) -> Result<Vec<Shard>, String> {
     }
     // The head in a last shard of layers i..n, or alone after all of them.
     let mut end: Option<(usize, usize)> = None;
-    for i in 0..=n {
-        let Some((count, _)) = best[i] else { continue };
+    for (i, planned) in best.iter().enumerate() {
+        let Some((count, _)) = *planned else { continue };
         if budget.fits(&budget.shard(costs, i..n, false, true))
             && end.is_none_or(|(c, _)| count + 1 < c)
         {
