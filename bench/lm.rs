@@ -277,10 +277,59 @@ pub fn reply_decoding_ms(tokens: usize) -> (f64, f64) {
     (whole, ms(t.elapsed()))
 }
 
+/// SmolLM2-135M-Instruct natively on our kernels, from its GGUF as stored
+/// (Q4_1 layers, Q8_0 tied head): prefill of a 50-token prompt and greedy
+/// decoding after it, the limit the sharded workers are measured against.
+pub fn instruct_rows(runs: usize) -> Vec<(String, String)> {
+    let path = support::smollm2_gguf();
+    let Ok(bytes) = std::fs::read(&path) else {
+        return vec![(
+            "SmolLM2-135M-Instruct natively".into(),
+            format!(
+                "not measured: no {} (run models/smollm2/export.sh)",
+                path.display()
+            ),
+        )];
+    };
+    let gguf = super::check::pack_gguf::Gguf::parse(&bytes).expect("parses");
+    let packed = gguf
+        .pack(super::check::pack_gguf::Storage::AsStored)
+        .expect("packs");
+    let decoder = Decoder::parse(edgeinfer::packed::leak_aligned(&packed.bytes)).expect("loads");
+    let prompt: Vec<u32> = (0..50).map(|i| 1000 + 37 * i).collect();
+    let runs = runs.clamp(1, 5);
+    let prefill = median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                let mut cache = decoder.new_cache();
+                decoder.forward(&mut cache, &prompt).expect("runs");
+                ms(t.elapsed())
+            })
+            .collect(),
+    );
+    let decode = native_greedy_ms_per_token(&decoder, &prompt, 32, runs);
+    vec![
+        (
+            "SmolLM2-135M-Instruct natively (Q4_1 + Q8_0 as in its GGUF): packed bytes".into(),
+            format!("{:.1} MiB", packed.bytes.len() as f64 / 1048576.0),
+        ),
+        (
+            "SmolLM2-135M-Instruct natively: prefill of 50 tokens / greedy ms per token after it"
+                .into(),
+            format!(
+                "{prefill:.0} ms ({:.0} tokens/s) / {decode:.1} ms ({:.1} tokens/s)",
+                50.0 * 1000.0 / prefill,
+                1000.0 / decode
+            ),
+        ),
+    ]
+}
+
 /// The rows of the native decoder measurements above (`scripts/bench
 /// --decoder` prints only these).
 pub fn native_rows(runs: usize) -> Vec<(String, String)> {
-    let mut rows = Vec::new();
+    let mut rows = instruct_rows(runs);
     for past in [16, 200] {
         let (pass, products, norms) = token_parts(past, runs);
         rows.push((

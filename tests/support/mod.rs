@@ -28,6 +28,23 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The SmolLM2-135M-Instruct GGUF from its PyPI package, where
+/// models/smollm2/export.sh puts it (`EDGEINFER_MODELS` or the user's cache;
+/// scripts/setup runs it). Its sha256 is checked by that script.
+pub fn smollm2_gguf() -> PathBuf {
+    let models = std::env::var_os("EDGEINFER_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+                });
+            cache.join("edgeinfer/models")
+        });
+    models.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
 /// Builds `build/` once per test process, when its inputs changed
 /// (`scripts/build-worker --if-stale`; EDGEINFER_REBUILD=1 forces a build).
 pub fn ensure_built() {
