@@ -72,6 +72,17 @@ impl Quantized {
     pub fn width(&self) -> usize {
         self.k
     }
+
+    /// Rows `r..r + R` as a tile's activations.
+    fn tile_rows<const R: usize>(&self, r: usize) -> Rows<'_, R> {
+        let (k, blocks) = (self.k, self.k / BLOCK);
+        let span = |i: usize| (r + i) * blocks..(r + i + 1) * blocks;
+        Rows {
+            q: from_fn(|i| &self.q[(r + i) * k..(r + i + 1) * k]),
+            scales: from_fn(|i| &self.scales[span(i)]),
+            sums: from_fn(|i| &self.sums[span(i)]),
+        }
+    }
 }
 
 /// A weight matrix in blocks, `n` rows of `k`, in place in the packed bytes.
@@ -162,20 +173,66 @@ pub fn linear(x: &Quantized, w: BlockWeights, out: &mut [f32]) {
     }
 }
 
+/// Column groups outside, activation rows inside: a group's weights (four
+/// rows of blocks, a few KiB) stay in cache while every activation row
+/// passes them, so a prompt of S tokens reads the matrix once, not S / 2
+/// times (what made prefill memory-bound).
 fn linear_in<F: Format>(x: &Quantized, w: &[u8], sw: &[f32], mw: &[f32], out: &mut [f32]) {
     let k = x.k;
-    let n = w.len() / (k / BLOCK * F::BYTES);
-    assert!(out.len() == x.rows() * n);
+    let blocks = k / BLOCK;
+    let row_bytes = blocks * F::BYTES;
+    let n = w.len() / row_bytes;
     let rows = x.rows();
-    let mut r = 0;
-    while r < rows {
-        if r + 2 <= rows {
-            block_rows::<F, 2>(x, r, (w, sw, mw), n, out);
-            r += 2;
-        } else {
-            block_rows::<F, 1>(x, r, (w, sw, mw), n, out);
-            r += 1;
+    assert!(out.len() == rows * n);
+    let mut c = 0;
+    while c < n {
+        let cols = (n - c).min(4);
+        // A short last group repeats its first column (computed, not stored).
+        let col = |j: usize| c + if j < cols { j } else { 0 };
+        let per = |j: usize| col(j) * blocks..(col(j) + 1) * blocks;
+        let ws = Cols {
+            bytes: from_fn(|j| &w[col(j) * row_bytes..(col(j) + 1) * row_bytes]),
+            scales: from_fn(|j| &sw[per(j)]),
+            mins: from_fn(|j| if F::HAS_MIN { &mw[per(j)] } else { &[] }),
+        };
+        let mut r = 0;
+        while r < rows {
+            if r + 2 <= rows {
+                store(
+                    &tile::<F, 2>(&x.tile_rows(r), &ws, blocks),
+                    r,
+                    c,
+                    cols,
+                    n,
+                    out,
+                );
+                r += 2;
+            } else {
+                store(
+                    &tile::<F, 1>(&x.tile_rows(r), &ws, blocks),
+                    r,
+                    c,
+                    cols,
+                    n,
+                    out,
+                );
+                r += 1;
+            }
         }
+        c += 4;
+    }
+}
+
+fn store<const R: usize>(
+    sums: &[[f32; 4]; R],
+    r: usize,
+    c: usize,
+    cols: usize,
+    n: usize,
+    out: &mut [f32],
+) {
+    for (i, row) in sums.iter().enumerate() {
+        out[(r + i) * n + c..(r + i) * n + c + cols].copy_from_slice(&row[..cols]);
     }
 }
 
@@ -192,43 +249,6 @@ struct Cols<'a> {
     bytes: [&'a [u8]; 4],
     scales: [&'a [f32]; 4],
     mins: [&'a [f32]; 4],
-}
-
-fn block_rows<F: Format, const R: usize>(
-    x: &Quantized,
-    r: usize,
-    (w, sw, mw): (&[u8], &[f32], &[f32]),
-    n: usize,
-    out: &mut [f32],
-) {
-    let k = x.k;
-    let blocks = k / BLOCK;
-    let row_bytes = blocks * F::BYTES;
-    let span = |i: usize| (r + i) * blocks..(r + i + 1) * blocks;
-    let a = Rows::<R> {
-        q: from_fn(|i| &x.q[(r + i) * k..(r + i + 1) * k]),
-        scales: from_fn(|i| &x.scales[span(i)]),
-        sums: from_fn(|i| &x.sums[span(i)]),
-    };
-    let mut c = 0;
-    while c < n {
-        let cols = (n - c).min(4);
-        // A short last group repeats its first column (computed, not stored).
-        let col = |j: usize| c + if j < cols { j } else { 0 };
-        let per = |j: usize| col(j) * blocks..(col(j) + 1) * blocks;
-        let ws = Cols {
-            bytes: from_fn(|j| &w[col(j) * row_bytes..(col(j) + 1) * row_bytes]),
-            scales: from_fn(|j| &sw[per(j)]),
-            mins: from_fn(|j| if F::HAS_MIN { &mw[per(j)] } else { &[] }),
-        };
-        let sums = tile::<F, R>(&a, &ws, blocks);
-        for (i, row) in sums.iter().enumerate() {
-            for (j, &sum) in row.iter().enumerate().take(cols) {
-                out[(r + i) * n + c + j] = sum;
-            }
-        }
-        c += 4;
-    }
 }
 
 /// How a weight block is laid out and widened to i16 (in element order).
