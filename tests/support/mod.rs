@@ -567,17 +567,25 @@ impl Client {
         self.agent.run(req).map(Self::read)
     }
 
-    /// Sends `head` (request line and headers, without the blank line) and
-    /// `body` on a raw connection, writing from a second thread while this one
-    /// reads, as curl does: a server may answer (413) before reading a body,
-    /// and this sees that answer instead of a connection reset. Returns the
-    /// status code. For requests a well-behaved client library will not send.
-    pub fn raw_status(&self, head: &str, body: Vec<u8>) -> u16 {
-        use std::io::{BufRead, BufReader, Write};
+    /// Connects, and writes `head` (plus `Host` and the blank line) and `body`
+    /// from a second thread, which returns the writing half when done; the
+    /// reading half (60 s timeout) is returned at once.
+    fn send_raw(
+        &self,
+        head: &str,
+        body: Vec<u8>,
+    ) -> (
+        std::net::TcpStream,
+        std::thread::JoinHandle<std::net::TcpStream>,
+    ) {
+        use std::io::Write;
         let addr = self.base.trim_start_matches("http://");
         let stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("set timeout");
         let mut writer = stream.try_clone().expect("clone socket");
-        let head = format!("{head}\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let head = format!("{head}\r\nHost: {addr}\r\n\r\n");
         let sender = std::thread::spawn(move || {
             let _ = writer.write_all(head.as_bytes());
             for chunk in body.chunks(64 * 1024) {
@@ -585,7 +593,19 @@ impl Client {
                     break;
                 }
             }
+            writer
         });
+        (stream, sender)
+    }
+
+    /// Sends `head` (request line and headers, without the blank line) and
+    /// `body` on a raw connection, writing from a second thread while this one
+    /// reads, as curl does: a server may answer (413) before reading a body,
+    /// and this sees that answer instead of a connection reset. Returns the
+    /// status code. For requests a well-behaved client library will not send.
+    pub fn raw_status(&self, head: &str, body: Vec<u8>) -> u16 {
+        use std::io::{BufRead, BufReader};
+        let (stream, sender) = self.send_raw(&format!("{head}\r\nConnection: close"), body);
         let mut line = String::new();
         BufReader::new(stream)
             .read_line(&mut line)
@@ -604,21 +624,7 @@ impl Client {
     pub fn statuses_on_one_connection(&self, head: &str, body: Vec<u8>, next: &str) -> (u16, u16) {
         use std::io::{BufReader, Write};
         let addr = self.base.trim_start_matches("http://").to_string();
-        let stream = std::net::TcpStream::connect(&addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .expect("set timeout");
-        let mut writer = stream.try_clone().expect("clone socket");
-        let head = format!("{head}\r\nHost: {addr}\r\n\r\n");
-        let sender = std::thread::spawn(move || {
-            let _ = writer.write_all(head.as_bytes());
-            for chunk in body.chunks(64 * 1024) {
-                if writer.write_all(chunk).is_err() {
-                    break;
-                }
-            }
-            writer
-        });
+        let (stream, sender) = self.send_raw(head, body);
         let mut reader = BufReader::new(stream);
         let first = read_response(&mut reader);
         let mut writer = sender.join().expect("writer thread");
