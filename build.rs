@@ -51,6 +51,12 @@ fn main() {
         // id (an A/B variant) are two models.
         let stem = format!("{}@{}", m.id, m.version);
         write_out(&out.join(format!("{stem}.artifact")), &checked.embedded);
+        if matches!(m.input, check::InputEntry::GgufChat { .. }) {
+            println!(
+                "cargo:rerun-if-changed={}",
+                check::models_cache().join(&m.artifact).display()
+            );
+        }
         let input = match &checked.input {
             check::CheckedInput::Ngrams { vocab } => {
                 let lists: Vec<String> = vocab.iter().map(|l| format!("&{l:?}")).collect();
@@ -99,6 +105,32 @@ fn main() {
                      context: {context}, \
                      template: TemplateTokens {{ bos: {bos}, eos: {eos}, end: {end}, system: {system}, user: {user}, assistant: {assistant} }} }}",
                     id = stem,
+                )
+            }
+            check::CheckedInput::ShardedChat {
+                tokenizer,
+                context,
+                template: [start, end],
+                default_system,
+                shards,
+                ..
+            } => {
+                write_out(&out.join(format!("{stem}.tokenizer.json")), tokenizer);
+                let mut list = String::new();
+                for (i, s) in shards.iter().enumerate() {
+                    let (binding, script) = check::shard_names(&m.id, i);
+                    let _ = write!(
+                        list,
+                        "ShardSpec {{ binding: {binding:?}, script: {script:?}, first_layer: {}, end_layer: {}, \
+                         embeds: {}, predicts: {}, weights: {}, memory: {} }}, ",
+                        s.layers.start, s.layers.end, s.embedding, s.head, s.weights, s.memory
+                    );
+                }
+                format!(
+                    "InputSpec::ShardedChat {{ tokenizer: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{stem}.tokenizer.json\")), \
+                     context: {context}, \
+                     template: ChatMl {{ start: {start}, end: {end}, default_system: {default_system:?} }}, \
+                     shards: &[{list}] }}",
                 )
             }
         };

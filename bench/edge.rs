@@ -414,7 +414,9 @@ fn embedded_bytes(spec: &edgeinfer::registry::ModelSpec) -> usize {
                 tokenizer, rows, ..
             } => tokenizer.len() + rows.len(),
             InputSpec::TfidfWords { vocab, unicode } => vocab.len() + unicode.len(),
-            InputSpec::Chat { tokenizer, .. } => tokenizer.len(),
+            InputSpec::Chat { tokenizer, .. } | InputSpec::ShardedChat { tokenizer, .. } => {
+                tokenizer.len()
+            }
             InputSpec::CharNgrams { vocab, .. } => {
                 vocab.iter().flat_map(|l| l.iter()).map(|g| g.len()).sum()
             }

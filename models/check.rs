@@ -125,6 +125,43 @@ pub enum InputEntry {
         vocab: usize,
         template: TemplateEntry,
     },
+    /// A Llama-architecture GGUF too big for one isolate, cut by layers
+    /// across shard Workers (models/plan.rs, scripts/build-shards). The
+    /// artifact is in the models cache ([`models_cache`]), not in git; the
+    /// front worker embeds the tokenizer and the ChatML template only.
+    GgufChat {
+        tokenizer: String,
+        tokenizer_sha256: String,
+        /// The longest sequence (prompt + reply) served: what the shards'
+        /// key/value caches are budgeted for.
+        context: usize,
+        /// The system message the model's template adds when none is given.
+        default_system: String,
+        template: ChatMlEntry,
+        shards: ShardBudget,
+    },
+}
+
+/// ChatML's control tokens: `start` role `\n` content `end` `\n`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMlEntry {
+    pub start: String,
+    pub end: String,
+}
+
+/// The per-isolate budget the shards are planned against (plan::Budget).
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct ShardBudget {
+    pub isolate_mib: u64,
+    pub worker_mib: u64,
+    /// The shard module and its entry, measured (scripts/bench).
+    pub code_kib: u64,
+    /// An isolate's own memory before the weights, measured.
+    pub runtime_mib: u64,
+    /// Generations one shard isolate holds at once.
+    pub sessions: usize,
 }
 
 /// The control tokens of the chat template, as strings of the tokenizer.
@@ -182,9 +219,91 @@ impl InputEntry {
                 tokenizer,
                 tokenizer_sha256,
                 ..
+            }
+            | InputEntry::GgufChat {
+                tokenizer,
+                tokenizer_sha256,
+                ..
             } => vec![(tokenizer, tokenizer_sha256)],
         }
     }
+}
+
+/// Where model files that are not in git are kept (the GGUF of a sharded
+/// model, fetched from its package by its export script):
+/// `EDGEINFER_MODELS`, else the user's cache, `edgeinfer/models`.
+pub fn models_cache() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    if let Some(dir) = std::env::var_os("EDGEINFER_MODELS") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    cache.join("edgeinfer/models")
+}
+
+/// The shard plan of a sharded model: which layers each shard Worker holds.
+/// build.rs (the front worker's bindings) and scripts/build-shards (the
+/// shard Workers) both call this, so the two always agree.
+pub fn shard_plan(m: &ModelEntry, gguf: &pack_gguf::Gguf) -> Result<Vec<plan::Shard>, CheckError> {
+    let InputEntry::GgufChat {
+        context, shards, ..
+    } = &m.input
+    else {
+        return err(
+            &m.id,
+            "not a sharded model",
+            "use input.kind = \"gguf-chat\"",
+        );
+    };
+    const MIB: u64 = 1 << 20;
+    let budget = plan::Budget {
+        isolate_bytes: shards.isolate_mib * MIB,
+        worker_bytes: shards.worker_mib * MIB,
+        code_bytes: shards.code_kib * 1024,
+        runtime_bytes: shards.runtime_mib * MIB,
+        context: *context,
+        sessions: shards.sessions,
+    };
+    let fix = "raise the budget in [model.input.shards], or lower input.context";
+    let costs = gguf.costs().map_err(|e| CheckError {
+        model: m.id.clone(),
+        what: e,
+        fix: fix.into(),
+    })?;
+    plan::plan(&costs, &budget).map_err(|e| CheckError {
+        model: m.id.clone(),
+        what: format!("no shard plan: {e}"),
+        fix: fix.into(),
+    })
+}
+
+/// The Worker binding (front worker) and script name of shard `i` of model
+/// `id`: `SMOLLM2_135M_INSTRUCT_0`, `edgeinfer-smollm2-135m-instruct-0`.
+pub fn shard_names(id: &str, i: usize) -> (String, String) {
+    let binding: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let script: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    (format!("{binding}_{i}"), format!("edgeinfer-{script}-{i}"))
 }
 
 /// The n-gram vocabulary file written by `models/lande/export.mjs`.
@@ -284,6 +403,18 @@ pub enum CheckedInput {
         /// Ids of bos, eos, end, system, user, assistant.
         template: [u32; 6],
     },
+    /// A model served by shard Workers: the front embeds its tokenizer, its
+    /// config (a packed part with no weights) and the plan.
+    ShardedChat {
+        tokenizer: Vec<u8>,
+        /// A packed part of no layers and no weights: the model's config.
+        packed: Vec<u8>,
+        context: usize,
+        /// Ids of ChatML's start and end tokens.
+        template: [u32; 2],
+        default_system: String,
+        shards: Vec<plan::Shard>,
+    },
 }
 
 pub fn parse_manifest(text: &str) -> Result<Manifest, CheckError> {
@@ -353,7 +484,11 @@ pub fn check_model(
     let generates = m.task == GENERATION_TASK;
     let labelled = !embeds && !generates;
     if embeds != matches!(m.input, InputEntry::Tokens { .. })
-        || generates != matches!(m.input, InputEntry::ChatTokens { .. })
+        || generates
+            != matches!(
+                m.input,
+                InputEntry::ChatTokens { .. } | InputEntry::GgufChat { .. }
+            )
         || labelled == m.labels.is_empty()
     {
         return err(
@@ -369,7 +504,18 @@ pub fn check_model(
              a classifier has labels and another input kind",
         );
     }
-    let artifact = verified(models_dir, m, &m.artifact, &m.sha256)?;
+    let sharded = matches!(m.input, InputEntry::GgufChat { .. });
+    let artifact = if sharded {
+        verified_in(
+            &models_cache(),
+            "the models cache",
+            m,
+            &m.artifact,
+            &m.sha256,
+        )?
+    } else {
+        verified(models_dir, m, &m.artifact, &m.sha256)?
+    };
     verified(models_dir, m, &m.golden, &m.golden_sha256)?;
     let mut files = Vec::new();
     for (rel, sha) in m.input.files() {
@@ -439,10 +585,27 @@ pub fn check_model(
                 template: ids,
             }
         }
+        InputEntry::GgufChat {
+            tokenizer,
+            context,
+            default_system,
+            template,
+            ..
+        } => sharded_chat(
+            m,
+            tokenizer,
+            files.swap_remove(0),
+            *context,
+            default_system,
+            template,
+            &artifact,
+        )?,
     };
     if !matches!(
         input,
-        CheckedInput::TfidfWords { .. } | CheckedInput::Chat { .. }
+        CheckedInput::TfidfWords { .. }
+            | CheckedInput::Chat { .. }
+            | CheckedInput::ShardedChat { .. }
     ) {
         check_graph(m, &input, &artifact)?;
     }
@@ -465,7 +628,9 @@ pub fn check_model(
                 ),
             })?
         }
-        CheckedInput::Chat { ref packed, .. } => packed.clone(),
+        CheckedInput::Chat { ref packed, .. } | CheckedInput::ShardedChat { ref packed, .. } => {
+            packed.clone()
+        }
         CheckedInput::TfidfWords { .. } => artifact.clone(),
     };
     Ok(Checked {
@@ -483,7 +648,72 @@ fn input_kind(input: &InputEntry) -> &'static str {
         InputEntry::SentenceEmbedding { .. } => "sentence-embedding",
         InputEntry::TfidfWords { .. } => "tfidf-words",
         InputEntry::ChatTokens { .. } => "chat-tokens",
+        InputEntry::GgufChat { .. } => "gguf-chat",
     }
+}
+
+/// Checks a sharded model: the GGUF is a decoder the engine runs whole
+/// (every tensor matched), a plan exists for the budget, the tokenizer
+/// fits the vocabulary and names the template's tokens; the front embeds
+/// the config alone.
+fn sharded_chat(
+    m: &ModelEntry,
+    path: &str,
+    tokenizer_json: Vec<u8>,
+    context: usize,
+    default_system: &str,
+    template: &ChatMlEntry,
+    gguf_bytes: &[u8],
+) -> Result<CheckedInput, CheckError> {
+    let fail = |what: String| CheckError {
+        model: m.id.clone(),
+        what,
+        fix: format!(
+            "use a Llama-architecture GGUF ({}), or extend models/pack_gguf.rs and src/decoder",
+            m.export
+        ),
+    };
+    let gguf = pack_gguf::Gguf::parse(gguf_bytes).map_err(|e| fail(e.to_string()))?;
+    let layers = gguf.layers().map_err(&fail)?;
+    let config_only = pack_llama::format::Part {
+        model_layers: layers,
+        first_layer: 0,
+        end_layer: 0,
+        embeds: false,
+        predicts: false,
+    };
+    let packed = gguf
+        .pack_part(pack_gguf::Storage::AsStored, config_only, context)
+        .map_err(&fail)?;
+    let shards = shard_plan(m, &gguf)?;
+    let tokenizer = tokenizers::Tokenizer::from_bytes(&tokenizer_json)
+        .map_err(|e| fail(format!("models/{path} does not load: {e}")))?;
+    let size = tokenizer.get_vocab_size(true);
+    if size > packed.config.vocab {
+        return Err(fail(format!(
+            "models/{path} has {size} tokens, the model's vocabulary {}",
+            packed.config.vocab
+        )));
+    }
+    let mut ids = [0u32; 2];
+    for (slot, (name, token)) in ids
+        .iter_mut()
+        .zip([("start", &template.start), ("end", &template.end)])
+    {
+        *slot = tokenizer.token_to_id(token).ok_or_else(|| CheckError {
+            model: m.id.clone(),
+            what: format!("input.template.{name} = {token:?} is not a token of models/{path}"),
+            fix: "name the tokenizer's own ChatML tokens in [model.input.template]".into(),
+        })?;
+    }
+    Ok(CheckedInput::ShardedChat {
+        tokenizer: tokenizer_json,
+        packed: packed.bytes,
+        context,
+        template: ids,
+        default_system: default_system.to_string(),
+        shards,
+    })
 }
 
 /// Loads the tokenizer, checks its vocabulary size against the graph's and
@@ -648,13 +878,35 @@ pub fn verified(
     rel: &str,
     sha256: &str,
 ) -> Result<Vec<u8>, CheckError> {
-    let bytes = match std::fs::read(models_dir.join(rel)) {
+    verified_in(models_dir, "models", m, rel, sha256)
+}
+
+/// [`verified`] for a file under `dir`, which messages call `where_`.
+pub fn verified_in(
+    dir: &Path,
+    where_: &str,
+    m: &ModelEntry,
+    rel: &str,
+    sha256: &str,
+) -> Result<Vec<u8>, CheckError> {
+    let in_git = where_ == "models";
+    let bytes = match std::fs::read(dir.join(rel)) {
         Ok(b) => b,
         Err(e) => {
             return err(
                 &m.id,
-                format!("cannot read models/{rel}: {e}"),
-                format!("restore it from git, or regenerate it with {}", m.export),
+                format!(
+                    "cannot read {where_}/{rel} ({}): {e}",
+                    dir.join(rel).display()
+                ),
+                if in_git {
+                    format!("restore it from git, or regenerate it with {}", m.export)
+                } else {
+                    format!(
+                        "run scripts/setup (it runs {}), or point EDGEINFER_MODELS at the directory that holds it",
+                        m.export
+                    )
+                },
             )
         }
     };
@@ -662,7 +914,7 @@ pub fn verified(
     if !actual.eq_ignore_ascii_case(sha256) {
         return err(
             &m.id,
-            format!("models/{rel} has sha256 {actual}, the manifest says {sha256}"),
+            format!("{where_}/{rel} has sha256 {actual}, the manifest says {sha256}"),
             format!("the file is corrupt or was regenerated: restore it from git, or rerun {} and update the sha256 in models/manifest.toml", m.export),
         );
     }
@@ -764,7 +1016,9 @@ pub fn check_graph(m: &ModelEntry, input: &CheckedInput, onnx: &[u8]) -> Result<
         CheckedInput::SentenceEmbedding { dims, .. } => (vec![f32::datum_type()], *dims),
         // input_ids and attention_mask, [batch, tokens] each.
         CheckedInput::Tokens { .. } => (vec![i64::datum_type(); 2], 0),
-        CheckedInput::TfidfWords { .. } | CheckedInput::Chat { .. } => return Ok(()),
+        CheckedInput::TfidfWords { .. }
+        | CheckedInput::Chat { .. }
+        | CheckedInput::ShardedChat { .. } => return Ok(()),
     };
     if model.inputs.len() != inputs.len() || model.outputs.len() != 1 {
         return err(

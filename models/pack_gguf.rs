@@ -19,7 +19,9 @@ use std::io::Cursor;
 
 use gguf_rs_lib::prelude::{GGUFFileReader, GGUFTensorType, Metadata, MetadataValue};
 
-use super::pack_llama::format::{Config, Header, Layer, Matrix, Rope, RopeStyle, Weights, MAGIC};
+use super::pack_llama::format::{
+    Config, Header, Layer, Matrix, Part, Rope, RopeStyle, Weights, MAGIC,
+};
 use super::packed::Packer;
 use super::plan::Costs;
 
@@ -218,9 +220,39 @@ impl<'a> Gguf<'a> {
 
     /// The whole model packed for the engine.
     pub fn pack(&self, storage: Storage) -> Result<Packed, String> {
-        let config = self.config()?;
+        let context = self.config()?.context;
+        self.pack_part(storage, Part::whole(self.layers()?), context)
+    }
+
+    /// The weights of `part` packed for the engine (one shard of a plan, or
+    /// the whole model). Every tensor of the file is still matched by name
+    /// and shape, so a shard is only built from a file the engine runs whole.
+    /// `context` (at most the model's) is the longest sequence the engine
+    /// will then accept: what the plan budgeted.
+    pub fn pack_part(
+        &self,
+        storage: Storage,
+        part: Part,
+        context: usize,
+    ) -> Result<Packed, String> {
+        let mut config = self.config()?;
+        if context == 0 || context > config.context {
+            return Err(format!(
+                "a context of {context} tokens: the model allows 1 to {}",
+                config.context
+            ));
+        }
+        config.context = context;
         let layers = self.layers()?;
         let c = config;
+        if part.model_layers != layers
+            || part.first_layer > part.end_layer
+            || part.end_layer > layers
+        {
+            return Err(format!(
+                "{part:?} is not a part of a model of {layers} layers"
+            ));
+        }
         let (d, qd, kvd) = (c.dims, c.heads * c.head_dim, c.kv_heads * c.head_dim);
         let used = RefCell::new(BTreeSet::new());
         let mut p = Packer::default();
@@ -253,48 +285,66 @@ impl<'a> Gguf<'a> {
             Ok(p.push_f32(&floats(t).map_err(|e| format!("{name}: {e}"))?))
         };
         let name = "token_embd.weight";
-        let embedding = matrix(&mut p, take(name, &[d, c.vocab])?, name)?;
-        let mut blocks = Vec::with_capacity(layers);
+        let embedding_tensor = take(name, &[d, c.vocab])?;
+        let tied = !self.tensors.contains_key("output.weight");
+        let embedding = if part.embeds || (part.predicts && tied) {
+            Some(matrix(&mut p, embedding_tensor, name)?)
+        } else {
+            None
+        };
+        let mut blocks = Vec::new();
         for i in 0..layers {
             let n = |part: &str| format!("blk.{i}.{part}.weight");
-            let m = |p: &mut Packer, part: &str, cols: usize, rows: usize| {
-                let name = n(part);
-                matrix(p, take(&name, &[cols, rows])?, &name)
-            };
-            let attention_norm = {
-                let name = n("attn_norm");
-                norm(&mut p, take(&name, &[d])?, &name)?
-            };
-            let q = m(&mut p, "attn_q", d, qd)?;
-            let k = m(&mut p, "attn_k", d, kvd)?;
-            let v = m(&mut p, "attn_v", d, kvd)?;
-            let o = m(&mut p, "attn_output", qd, d)?;
-            let mlp_norm = {
-                let name = n("ffn_norm");
-                norm(&mut p, take(&name, &[d])?, &name)?
-            };
-            blocks.push(Layer {
-                attention_norm,
+            let shape = |part: &str, cols: usize, rows: usize| take(&n(part), &[cols, rows]);
+            // In the file's order, so a missing tensor is named as before.
+            let attn_norm = take(&n("attn_norm"), &[d])?;
+            let (q, k, v, o) = (
+                shape("attn_q", d, qd)?,
+                shape("attn_k", d, kvd)?,
+                shape("attn_v", d, kvd)?,
+                shape("attn_output", qd, d)?,
+            );
+            let ffn_norm = take(&n("ffn_norm"), &[d])?;
+            let tensors = [
                 q,
                 k,
                 v,
                 o,
-                mlp_norm,
-                gate: m(&mut p, "ffn_gate", d, c.ffn)?,
-                up: m(&mut p, "ffn_up", d, c.ffn)?,
-                down: m(&mut p, "ffn_down", c.ffn, d)?,
+                shape("ffn_gate", d, c.ffn)?,
+                shape("ffn_up", d, c.ffn)?,
+                shape("ffn_down", c.ffn, d)?,
+            ];
+            if !(part.first_layer..part.end_layer).contains(&i) {
+                continue;
+            }
+            let [q, k, v, o, gate, up, down] = tensors;
+            blocks.push(Layer {
+                attention_norm: norm(&mut p, attn_norm, &n("attn_norm"))?,
+                q: matrix(&mut p, q, &n("attn_q"))?,
+                k: matrix(&mut p, k, &n("attn_k"))?,
+                v: matrix(&mut p, v, &n("attn_v"))?,
+                o: matrix(&mut p, o, &n("attn_output"))?,
+                mlp_norm: norm(&mut p, ffn_norm, &n("ffn_norm"))?,
+                gate: matrix(&mut p, gate, &n("ffn_gate"))?,
+                up: matrix(&mut p, up, &n("ffn_up"))?,
+                down: matrix(&mut p, down, &n("ffn_down"))?,
             });
         }
-        let final_norm = norm(
-            &mut p,
-            take("output_norm.weight", &[d])?,
-            "output_norm.weight",
-        )?;
-        let head = if self.tensors.contains_key("output.weight") {
-            let name = "output.weight";
-            Some(matrix(&mut p, take(name, &[d, c.vocab])?, name)?)
-        } else {
+        let final_norm_tensor = take("output_norm.weight", &[d])?;
+        let head_tensor = if tied {
             None
+        } else {
+            Some(take("output.weight", &[d, c.vocab])?)
+        };
+        let (final_norm, head) = if part.predicts {
+            (
+                Some(norm(&mut p, final_norm_tensor, "output_norm.weight")?),
+                head_tensor
+                    .map(|t| matrix(&mut p, t, "output.weight"))
+                    .transpose()?,
+            )
+        } else {
+            (None, None)
         };
         let used = used.into_inner();
         let mut unused: Vec<&String> = self.tensors.keys().filter(|k| !used.contains(*k)).collect();
@@ -306,6 +356,7 @@ impl<'a> Gguf<'a> {
         }
         let header = Header {
             config,
+            part,
             embedding,
             layers: blocks,
             final_norm,

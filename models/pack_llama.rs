@@ -22,9 +22,11 @@ use tract_onnx::pb::NodeProto;
 
 use super::pack_bert::{with_graph, Const, Graph, Packer, Span, FLOAT};
 
+// Shared with the engine, which alone uses some of it.
 #[path = "../src/decoder/format.rs"]
+#[allow(dead_code)]
 pub mod format;
-use format::{Config, Header, Layer, Matrix, Rope, RopeStyle, Weights, MAGIC};
+use format::{Config, Header, Layer, Matrix, Part, Rope, RopeStyle, Weights, MAGIC};
 
 const INT8: i32 = 3;
 
@@ -264,9 +266,10 @@ impl<'a> Matcher<'a> {
         };
         let header = Header {
             config,
-            embedding,
+            part: Part::whole(layers.len()),
+            embedding: Some(embedding),
             layers,
-            final_norm,
+            final_norm: Some(final_norm),
             head,
         };
         let layers = header.layers.len();

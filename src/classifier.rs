@@ -86,7 +86,7 @@ impl Classifier {
                     scorer: Scorer::Tfidf(Box::new(model)),
                 });
             }
-            InputSpec::Tokens { .. } | InputSpec::Chat { .. } => {
+            InputSpec::Tokens { .. } | InputSpec::Chat { .. } | InputSpec::ShardedChat { .. } => {
                 return Err(CoreError::ModelLoad {
                     model: spec.id,
                     reason: "a sentence encoder or a language model is not a classifier".into(),

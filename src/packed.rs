@@ -101,7 +101,7 @@ impl Data {
 
 /// Collects arrays for a container (build time, and tests that pack
 /// synthetic models).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Packer {
     data: Vec<u8>,
 }

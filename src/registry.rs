@@ -8,7 +8,7 @@ use crate::classifier::Classifier;
 use crate::decoder::chat::ChatModel;
 use crate::encoder::SentenceEncoder;
 use crate::error::CoreError;
-pub use crate::spec::{InputSpec, ModelSpec, Source, Task};
+pub use crate::spec::{ChatMl, InputSpec, ModelSpec, ShardSpec, Source, Task};
 // The generated specs name it.
 use crate::decoder::template::TemplateTokens;
 
@@ -62,7 +62,13 @@ pub fn load(spec: &'static ModelSpec) -> Result<(&'static Loaded, bool), CoreErr
                 tokenizer,
                 template,
                 ..
-            } => ChatModel::load(spec.id, spec.artifact, tokenizer, template)
+            } => ChatModel::load(spec.id, spec.artifact, tokenizer, template.into())
+                .map(|c| Loaded::Chat(Box::new(c))),
+            InputSpec::ShardedChat {
+                tokenizer,
+                template,
+                ..
+            } => ChatModel::load(spec.id, spec.artifact, tokenizer, template.into())
                 .map(|c| Loaded::Chat(Box::new(c))),
             InputSpec::SentenceEmbedding { encoder, .. } => {
                 let encoder_spec = MODELS.get(encoder).ok_or_else(|| CoreError::ModelLoad {

@@ -2,7 +2,7 @@
 //! the specs build.rs generates from models/manifest.toml. Plain data: the
 //! registry holds the specs and the loaded models; engines never see these.
 
-use crate::decoder::template::TemplateTokens;
+use crate::decoder::template::{TemplateSpec, TemplateTokens};
 
 /// What a model does; decides which routes may use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +77,58 @@ pub enum InputSpec {
         context: usize,
         template: TemplateTokens,
     },
+    /// A decoder language model too big for one isolate, served by shard
+    /// Workers (one per group of layers, chained by RPC): the artifact is
+    /// its config alone (a packed part with no weights).
+    ShardedChat {
+        tokenizer: &'static [u8],
+        context: usize,
+        template: ChatMl,
+        shards: &'static [ShardSpec],
+    },
+}
+
+/// ChatML's control tokens and the template's default system message.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatMl {
+    pub start: u32,
+    pub end: u32,
+    pub default_system: &'static str,
+}
+
+impl From<TemplateTokens> for TemplateSpec {
+    fn from(t: TemplateTokens) -> Self {
+        TemplateSpec::Tokens(t)
+    }
+}
+
+impl From<ChatMl> for TemplateSpec {
+    fn from(t: ChatMl) -> Self {
+        TemplateSpec::ChatMl {
+            start: t.start,
+            end: t.end,
+            default_system: t.default_system,
+        }
+    }
+}
+
+/// One shard Worker of a sharded model, in chain order (models/plan.rs).
+#[derive(Debug, Clone, Copy)]
+pub struct ShardSpec {
+    /// The front worker's service binding to it.
+    pub binding: &'static str,
+    /// Its Worker script's name (wrangler.toml `name`).
+    pub script: &'static str,
+    /// The model's blocks it holds: `first_layer..end_layer`.
+    pub first_layer: usize,
+    pub end_layer: usize,
+    /// Takes token ids (holds the embedding).
+    pub embeds: bool,
+    /// Gives logits (holds the final norm and the head).
+    pub predicts: bool,
+    /// Packed weight bytes in it, and its isolate's planned memory.
+    pub weights: u64,
+    pub memory: u64,
 }
 
 /// One embedded model, as verified by build.rs.

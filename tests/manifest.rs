@@ -49,7 +49,9 @@ fn registry_matches_manifest_and_embedded_bytes_match_sha256() {
             registry::InputSpec::Tokens { .. } => Some(b"EIBERT01"),
             registry::InputSpec::CharNgrams { .. }
             | registry::InputSpec::SentenceEmbedding { .. } => Some(b"EIDENSE1"),
-            registry::InputSpec::Chat { .. } => Some(b"EILLAMA1"),
+            registry::InputSpec::Chat { .. } | registry::InputSpec::ShardedChat { .. } => {
+                Some(b"EILLAMA2")
+            }
             _ => None,
         };
         match packed {
@@ -109,15 +111,30 @@ fn embedded_weights_load_with_the_right_shapes() {
             }
             registry::Loaded::Chat(chat) => {
                 let decoder = chat.decoder();
-                let mut cache = decoder.new_cache();
-                let logits = decoder.forward(&mut cache, &[chat.template().bos]).unwrap();
-                assert_eq!(logits.len(), decoder.config().vocab, "{}", spec.id);
-                let registry::InputSpec::Chat { context, .. } = spec.input else {
-                    panic!("{} is a chat model", spec.id)
+                let context = match spec.input {
+                    registry::InputSpec::Chat { context, .. }
+                    | registry::InputSpec::ShardedChat { context, .. } => context,
+                    _ => panic!("{} is a chat model", spec.id),
                 };
                 assert_eq!(decoder.config().context, context, "{}", spec.id);
-                assert!(logits.iter().all(|l| l.is_finite()), "{}", spec.id);
-                assert_eq!(cache.len(), 1);
+                let registry::InputSpec::ShardedChat { shards, .. } = spec.input else {
+                    let mut cache = decoder.new_cache();
+                    let logits = decoder.forward(&mut cache, &chat.template().begin).unwrap();
+                    assert_eq!(logits.len(), decoder.config().vocab, "{}", spec.id);
+                    assert!(logits.iter().all(|l| l.is_finite()), "{}", spec.id);
+                    assert_eq!(cache.len(), 1);
+                    continue;
+                };
+                // The front holds the config alone; the shards hold every
+                // layer once, in order, the first embedding, the last predicting.
+                assert!(!chat.is_local() && decoder.layers() == 0, "{}", spec.id);
+                let layers = decoder.part().model_layers;
+                assert!(shards[0].embeds && shards[shards.len() - 1].predicts);
+                assert_eq!(shards[0].first_layer, 0);
+                assert_eq!(shards[shards.len() - 1].end_layer, layers);
+                assert!(shards
+                    .windows(2)
+                    .all(|w| w[0].end_layer == w[1].first_layer));
             }
         }
     }
@@ -268,5 +285,43 @@ fn a_decoder_shape_other_than_the_manifests_fails() {
     assert!(
         text.contains("model `shakespeare-llama`") && text.contains("the manifest says"),
         "{text}"
+    );
+}
+
+/// wrangler.toml binds the front worker to exactly the shard Workers that
+/// build.rs planned (and scripts/build-shards builds): same bindings, same
+/// script names, in order.
+#[test]
+fn wrangler_toml_binds_the_planned_shards() {
+    let text =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("wrangler.toml"))
+            .unwrap();
+    let config: toml::Table = toml::from_str(&text).unwrap();
+    let bound: Vec<(String, String)> = config
+        .get("services")
+        .and_then(|s| s.as_array())
+        .map(|list| {
+            list.iter()
+                .map(|s| {
+                    let field =
+                        |k: &str| s.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+                    (field("binding"), field("service"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let planned: Vec<(String, String)> = MODELS
+        .iter()
+        .filter_map(|m| match m.input {
+            registry::InputSpec::ShardedChat { shards, .. } => Some(shards),
+            _ => None,
+        })
+        .flatten()
+        .map(|s| (s.binding.to_string(), s.script.to_string()))
+        .collect();
+    assert!(!planned.is_empty());
+    assert_eq!(
+        bound, planned,
+        "wrangler.toml [[services]] must bind the planned shards (binding, service)"
     );
 }

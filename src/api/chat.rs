@@ -500,6 +500,8 @@ pub struct ChatTurn {
     /// Time spent generating so far (ms), summed over the steps only, so
     /// the pauses between streamed events do not count.
     generating_ms: f64,
+    /// Per shard Worker of a sharded model: its own time, summed.
+    hops: Vec<(&'static str, f64)>,
 }
 
 impl ChatTurn {
@@ -531,6 +533,7 @@ impl ChatTurn {
             model_loaded,
             timings,
             generating_ms: 0.0,
+            hops: Vec::new(),
         })
     }
 
@@ -543,6 +546,9 @@ impl ChatTurn {
         let mut all = self.timings.clone();
         if self.generating_ms > 0.0 || self.phase != Phase::Role {
             all.push("inference", self.generating_ms);
+        }
+        for &(name, ms) in &self.hops {
+            all.push(name, ms);
         }
         all
     }
@@ -575,6 +581,47 @@ impl ChatTurn {
         served.tokens = Some(usage.total_tokens);
         served.cpu_ms = Some(usage.cpu_ms);
         served
+    }
+
+    /// The tokens to run through the model's shard Workers before the next
+    /// step, when its weights are there (`None` for a model run here).
+    pub fn wants(&self) -> Option<Vec<u32>> {
+        if self.generation.is_local() || !matches!(self.phase, Phase::Role | Phase::Tokens) {
+            return None;
+        }
+        self.generation.wants()
+    }
+
+    /// The logits of the pass [`ChatTurn::wants`] asked for, and the time
+    /// it took (ms): each shard's own `hops` (name, ms) go into
+    /// `Server-Timing` next to `inference`.
+    pub fn supply(
+        &mut self,
+        logits: Vec<f32>,
+        ms: f64,
+        hops: &[(&'static str, f64)],
+    ) -> Result<(), ApiError> {
+        self.generating_ms += ms.max(0.0);
+        for &(name, ms) in hops {
+            match self.hops.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, total)) => *total += ms,
+                None => self.hops.push((name, ms)),
+            }
+        }
+        self.generation.supply(logits).map_err(ApiError::from)
+    }
+
+    /// Runs one step of a reply that is not streamed: `false` once it has
+    /// ended (then [`ChatTurn::complete`] answers without more work).
+    pub fn advance(&mut self) -> Result<bool, ApiError> {
+        Ok(self.step()?.is_some_and(|d| d.finish.is_none()))
+    }
+
+    /// Ends a stream on an error found outside the turn (a shard that
+    /// failed): the `error` event, then `[DONE]`.
+    pub fn fail(&mut self, error: ApiError) -> Vec<u8> {
+        self.phase = Phase::Done;
+        sse(&error.body())
     }
 
     /// One generation step, timed.

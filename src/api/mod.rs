@@ -16,6 +16,7 @@ pub mod rate_limit;
 pub mod sessions;
 mod similarity;
 pub mod timing;
+pub mod trace;
 pub mod variants;
 
 pub use classify::{Classification, ClassifyRequest, ClassifyResponse, LabelScore};

@@ -102,6 +102,11 @@ pub struct Work {
     pub generated: usize,
 }
 
+/// CPU ms of a sharded model (SmolLM2-135M-Instruct) per token, summed
+/// over its shard isolates: measured in workerd by scripts/bench --decoder.
+pub const SHARDED_MS_PER_PROMPT_TOKEN: f64 = 8.0;
+pub const SHARDED_MS_PER_GENERATED_TOKEN: f64 = 28.0;
+
 /// Estimated CPU ms of `work` on `spec` in the worker, not counting a
 /// one-time model load (that shows as `init` in `Server-Timing`). Per-unit
 /// costs from the wasm build's warm medians in bench/latest.json (2 shared
@@ -117,6 +122,11 @@ pub fn estimate_cpu_ms(spec: &ModelSpec, work: &Work) -> f64 {
             0.5 * work.inputs as f64 + 0.75 * work.tokens as f64
         }
         InputSpec::Chat { .. } => 0.36 * work.tokens as f64 + 0.85 * work.generated as f64,
+        // Summed over every shard isolate (SmolLM2-135M, scripts/bench --decoder).
+        InputSpec::ShardedChat { .. } => {
+            SHARDED_MS_PER_PROMPT_TOKEN * work.tokens as f64
+                + SHARDED_MS_PER_GENERATED_TOKEN * work.generated as f64
+        }
     };
     (ms * 1000.0).round() / 1000.0
 }

@@ -1,18 +1,22 @@
 //! A chat model: its tokenizer, its chat template and its decoder, loaded
 //! once per isolate; [`ChatModel::generate`] starts one reply.
+//!
+//! The decoder may be the whole model (run here) or its config alone, when
+//! the weights are in shard Workers: then a generation asks its caller for
+//! each pass's logits ([`super::generation::Generation::wants`]).
 
 use tokenizers::Tokenizer;
 
 use super::engine::Decoder;
 use super::generation::{GenerateOptions, Generation};
-use super::template::{self, Message, Prompt, TemplateTokens};
+use super::template::{self, Message, Prompt, Template, TemplateSpec};
 use crate::error::CoreError;
 
 pub struct ChatModel {
     id: &'static str,
     tokenizer: Tokenizer,
     decoder: Decoder,
-    template: TemplateTokens,
+    template: Template,
 }
 
 impl std::fmt::Debug for ChatModel {
@@ -26,13 +30,14 @@ impl std::fmt::Debug for ChatModel {
 
 impl ChatModel {
     /// Builds a chat model from its packed decoder (see
-    /// [`super::format`]), its `tokenizer.json` and its template's token
-    /// ids. Costly only for the tokenizer: the weights are read in place.
+    /// [`super::format`]: the whole model, or its config alone), its
+    /// `tokenizer.json` and its template. Costly only for the tokenizer:
+    /// the weights are read in place.
     pub fn load(
         id: &'static str,
         packed: &'static [u8],
         tokenizer: &[u8],
-        template: TemplateTokens,
+        template: TemplateSpec,
     ) -> Result<Self, CoreError> {
         let fail = |reason: String| CoreError::ModelLoad { model: id, reason };
         let mut tokenizer = Tokenizer::from_bytes(tokenizer).map_err(|e| fail(e.to_string()))?;
@@ -47,6 +52,42 @@ impl ChatModel {
         if tokenizer.get_vocab_size(true) > decoder.config().vocab {
             return Err(fail("the tokenizer has more tokens than the model".into()));
         }
+        let template = match template {
+            TemplateSpec::Tokens(tokens) => Template::from(tokens),
+            TemplateSpec::ChatMl {
+                start,
+                end,
+                default_system,
+            } => {
+                let ids = |text: &str| {
+                    tokenizer
+                        .encode(text, false)
+                        .map(|e| e.get_ids().to_vec())
+                        .map_err(|e| fail(format!("tokenizing the template: {e}")))
+                };
+                let newline = ids("\n")?;
+                let role = |name: &str| -> Result<Vec<u32>, CoreError> {
+                    Ok([vec![start], ids(&format!("{name}\n"))?].concat())
+                };
+                // Every special token ends a reply (<|im_end|> normally).
+                let mut controls: Vec<u32> = tokenizer
+                    .get_added_tokens_decoder()
+                    .iter()
+                    .filter(|(_, t)| t.special)
+                    .map(|(&id, _)| id)
+                    .chain([start, end])
+                    .collect();
+                controls.sort_unstable();
+                controls.dedup();
+                Template {
+                    begin: Vec::new(),
+                    prefixes: [role("system")?, role("user")?, role("assistant")?],
+                    suffix: [vec![end], newline].concat(),
+                    default_system: Some(ids(default_system)?),
+                    controls,
+                }
+            }
+        };
         Ok(ChatModel {
             id,
             tokenizer,
@@ -63,8 +104,13 @@ impl ChatModel {
         &self.decoder
     }
 
-    pub fn template(&self) -> &TemplateTokens {
+    pub fn template(&self) -> &Template {
         &self.template
+    }
+
+    /// Whether this isolate holds the weights (else shard Workers do).
+    pub fn is_local(&self) -> bool {
+        self.decoder.part().is_whole()
     }
 
     /// The context window in tokens (prompt + reply).

@@ -10,7 +10,7 @@
 
 use thiserror::Error;
 
-use super::format::{Config, Header, Matrix as MatrixSpec, RopeStyle, Weights, MAGIC};
+use super::format::{Config, Header, Matrix as MatrixSpec, Part, RopeStyle, Weights, MAGIC};
 use crate::kernels;
 use crate::kernels::blocks::{BlockWeights, Quantized, BLOCK};
 use crate::packed::{self, Data};
@@ -26,6 +26,19 @@ pub enum DecoderError {
     TokenOutOfRange { token: u32, vocab: usize },
     #[error("{needed} tokens exceed the model's context of {context}")]
     ContextFull { needed: usize, context: usize },
+    /// A shard was given the other kind of input (token ids to one that
+    /// does not hold the embedding, or hidden states to one that does), or
+    /// hidden states that are not whole rows.
+    #[error("this part of the model takes {expected}")]
+    WrongInput { expected: &'static str },
+}
+
+/// What one part of a model is fed: token ids (the part that holds the
+/// embedding) or the previous part's hidden states (`rows x dims`).
+#[derive(Debug, Clone, Copy)]
+pub enum StageInput<'a> {
+    Tokens(&'a [u32]),
+    Hidden(&'a [f32]),
 }
 
 /// A weight matrix, one row per output, in place in the packed bytes.
@@ -201,13 +214,17 @@ struct Block {
     down: Matrix,
 }
 
-/// A loaded decoder: the config and views into the packed weights.
+/// A loaded decoder, or one part of one (a shard): the config and views
+/// into the packed weights.
 #[derive(Debug)]
 pub struct Decoder {
     config: Config,
-    embedding: Matrix,
+    part: Part,
+    embedding: Option<Matrix>,
     blocks: Vec<Block>,
-    final_norm: &'static [f32],
+    /// The final norm and the head, in a part that predicts (the head is
+    /// `None` when tied to the embedding).
+    final_norm: Option<&'static [f32]>,
     head: Option<Matrix>,
     /// `theta^(-2i / head_dim)` for each pair, in float64 as the reference
     /// tables were computed, so the angles round to the same float32.
@@ -252,7 +269,7 @@ impl Decoder {
 
     fn parse_inner(bytes: &'static [u8]) -> Result<Decoder, String> {
         let (h, data): (Header, Data) = packed::open(bytes, MAGIC, "decoder")?;
-        let c = h.config;
+        let (c, part) = (h.config, h.part);
         if c.dims == 0
             || c.heads == 0
             || c.kv_heads == 0
@@ -261,16 +278,32 @@ impl Decoder {
             || c.head_dim % 2 != 0
             || c.vocab == 0
             || c.context == 0
-            || h.layers.is_empty()
             || c.rope.theta.is_nan()
             || c.rope.theta <= 1.0
         {
             return Err(format!("bad config {c:?}"));
         }
+        let tied = part.predicts && h.head.is_none();
+        if part.first_layer > part.end_layer
+            || part.end_layer > part.model_layers
+            || h.layers.len() != part.end_layer - part.first_layer
+            || (part.is_whole() && h.layers.is_empty())
+            || h.embedding.is_some() != (part.embeds || tied)
+            || h.final_norm.is_some() != part.predicts
+            || (!part.predicts && h.head.is_some())
+        {
+            return Err(format!(
+                "{part:?} does not match the packed parts ({} layers, embedding {}, final norm {}, head {})",
+                h.layers.len(),
+                h.embedding.is_some(),
+                h.final_norm.is_some(),
+                h.head.is_some()
+            ));
+        }
         let (d, qd, kvd) = (c.dims, c.heads * c.head_dim, c.kv_heads * c.head_dim);
         let norm = |span, what: &str| data.f32s(span, d).map_err(|e| format!("{what}: {e}"));
         let mut blocks = Vec::with_capacity(h.layers.len());
-        for (i, l) in h.layers.iter().enumerate() {
+        for (l, i) in h.layers.iter().zip(part.first_layer..) {
             let m = |spec, rows, cols, what: &str| {
                 Matrix::load(&data, spec, rows, cols, &format!("layer {i} {what}"))
             };
@@ -288,18 +321,26 @@ impl Decoder {
         }
         let half = c.head_dim / 2;
         Ok(Decoder {
-            embedding: Matrix::load(&data, &h.embedding, c.vocab, d, "embedding")?,
+            embedding: h
+                .embedding
+                .as_ref()
+                .map(|m| Matrix::load(&data, m, c.vocab, d, "embedding"))
+                .transpose()?,
             head: h
                 .head
                 .as_ref()
                 .map(|m| Matrix::load(&data, m, c.vocab, d, "head"))
                 .transpose()?,
-            final_norm: norm(h.final_norm, "final norm")?,
+            final_norm: h
+                .final_norm
+                .map(|span| norm(span, "final norm"))
+                .transpose()?,
             blocks,
             inv_freq: (0..half)
                 .map(|i| 1.0 / c.rope.theta.powf(i as f64 * 2.0 / c.head_dim as f64))
                 .collect(),
             config: c,
+            part,
         })
     }
 
@@ -307,9 +348,14 @@ impl Decoder {
         &self.config
     }
 
-    /// Decoder blocks.
+    /// Decoder blocks (of this part).
     pub fn layers(&self) -> usize {
         self.blocks.len()
+    }
+
+    /// Which part of the model this is (all of it, or a shard).
+    pub fn part(&self) -> &Part {
+        &self.part
     }
 
     /// An empty cache (no token seen).
@@ -322,9 +368,10 @@ impl Decoder {
 
     /// Feeds `tokens` after the ones in `cache` (one pass for all of them),
     /// extends the cache, and returns the logits that predict the next
-    /// token. On an error the cache is unchanged.
+    /// token. On an error the cache is unchanged. Needs the whole model.
     pub fn forward(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>, DecoderError> {
-        self.run(cache, tokens, false)
+        self.whole()?;
+        self.run(cache, StageInput::Tokens(tokens), false)
     }
 
     /// As [`Decoder::forward`], with the logits of every position fed
@@ -334,38 +381,87 @@ impl Decoder {
         cache: &mut KvCache,
         tokens: &[u32],
     ) -> Result<Vec<f32>, DecoderError> {
-        self.run(cache, tokens, true)
+        self.whole()?;
+        self.run(cache, StageInput::Tokens(tokens), true)
+    }
+
+    /// One part's pass (a shard's): its input after the ones in `cache`
+    /// through its blocks, giving the next token's logits if the part
+    /// predicts, else the hidden states of every row fed (for the next
+    /// part). Chaining every part of a model gives what [`Decoder::forward`]
+    /// gives with the whole of it, bit for bit.
+    pub fn stage(&self, cache: &mut KvCache, input: StageInput) -> Result<Vec<f32>, DecoderError> {
+        self.run(cache, input, false)
+    }
+
+    fn whole(&self) -> Result<(), DecoderError> {
+        if self.part.is_whole() {
+            Ok(())
+        } else {
+            Err(DecoderError::WrongInput {
+                expected: "its part of a pass (Decoder::stage), not a whole one",
+            })
+        }
+    }
+
+    /// The rows to run through the blocks: looked up from the tokens, or
+    /// the previous part's hidden states.
+    fn rows(&self, input: StageInput) -> Result<Vec<f32>, DecoderError> {
+        let c = &self.config;
+        match (input, &self.embedding, self.part.embeds) {
+            (StageInput::Tokens(tokens), Some(embedding), true) => {
+                if tokens.is_empty() {
+                    return Err(DecoderError::NoTokens);
+                }
+                if let Some(&token) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
+                    return Err(DecoderError::TokenOutOfRange {
+                        token,
+                        vocab: c.vocab,
+                    });
+                }
+                let mut x = vec![0.0f32; tokens.len() * c.dims];
+                for (row, &t) in x.chunks_exact_mut(c.dims).zip(tokens) {
+                    embedding.row(t as usize, row);
+                }
+                Ok(x)
+            }
+            (StageInput::Hidden(h), _, false) => {
+                if h.is_empty() {
+                    Err(DecoderError::NoTokens)
+                } else if h.len() % c.dims != 0 {
+                    Err(DecoderError::WrongInput {
+                        expected: "whole rows of hidden states",
+                    })
+                } else {
+                    Ok(h.to_vec())
+                }
+            }
+            (_, _, true) => Err(DecoderError::WrongInput {
+                expected: "token ids",
+            }),
+            (_, _, false) => Err(DecoderError::WrongInput {
+                expected: "hidden states",
+            }),
+        }
     }
 
     fn run(
         &self,
         cache: &mut KvCache,
-        tokens: &[u32],
+        input: StageInput,
         all: bool,
     ) -> Result<Vec<f32>, DecoderError> {
         let c = &self.config;
-        if tokens.is_empty() {
-            return Err(DecoderError::NoTokens);
-        }
-        if let Some(&token) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
-            return Err(DecoderError::TokenOutOfRange {
-                token,
-                vocab: c.vocab,
-            });
-        }
-        let needed = cache.len + tokens.len();
+        let mut x = self.rows(input)?;
+        let (s, d) = (x.len() / c.dims, c.dims);
+        let needed = cache.len + s;
         if needed > c.context || cache.layers.len() != self.blocks.len() {
             return Err(DecoderError::ContextFull {
                 needed,
                 context: c.context,
             });
         }
-        let (s, d) = (tokens.len(), c.dims);
         let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let mut x = vec![0.0f32; s * d];
-        for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
-            self.embedding.row(t as usize, row);
-        }
         let (cos, sin) = self.angles(cache.len, s);
         let mut h = vec![0.0f32; s * d];
         let (mut q, mut k, mut v) = (vec![0.0; s * qd], vec![0.0; s * kvd], vec![0.0; s * kvd]);
@@ -402,18 +498,22 @@ impl Decoder {
             kernels::add(&mut x, &out);
         }
         cache.len = needed;
+        let (Some(final_norm), Some(head)) = (
+            self.final_norm,
+            self.head.as_ref().or(self.embedding.as_ref()),
+        ) else {
+            // Not the last part: the next one continues from these rows.
+            return Ok(x);
+        };
         // Only the last position predicts the next token.
         let last = if all {
             &mut x[..]
         } else {
             &mut x[(s - 1) * d..]
         };
-        kernels::rms_norm(last, self.final_norm, c.norm_eps);
+        kernels::rms_norm(last, final_norm, c.norm_eps);
         let mut logits = vec![0.0f32; last.len() / d * c.vocab];
-        self.head
-            .as_ref()
-            .unwrap_or(&self.embedding)
-            .apply(&mut Input::new(last, &mut scratch), &mut logits);
+        head.apply(&mut Input::new(last, &mut scratch), &mut logits);
         Ok(logits)
     }
 

@@ -4,7 +4,7 @@
 //! prompts fed whole or in chunks.
 
 use super::*;
-use crate::decoder::format::{Layer, Matrix as MatrixSpec, Rope};
+use crate::decoder::format::{Layer, Matrix as MatrixSpec, Part, Rope};
 use crate::kernels::blocks::BLOCK;
 use crate::packed::{leak_aligned, Packer};
 
@@ -96,6 +96,14 @@ fn pack_matrix(
 }
 
 fn build(c: Config, layers: usize, tied: bool, f: Format, seed: u64) -> (Decoder, Model) {
+    let (p, header, model) = pack(c, layers, tied, f, seed);
+    let bytes = leak_aligned(&p.finish(MAGIC, &header).unwrap());
+    (Decoder::parse(bytes).unwrap(), model)
+}
+
+/// A random model's packed data and whole-model header, and its float64
+/// transcription.
+fn pack(c: Config, layers: usize, tied: bool, f: Format, seed: u64) -> (Packer, Header, Model) {
     let mut r = Lcg(seed);
     let mut p = Packer::default();
     let (d, qd, kvd) = (c.dims, c.heads * c.head_dim, c.kv_heads * c.head_dim);
@@ -138,12 +146,12 @@ fn build(c: Config, layers: usize, tied: bool, f: Format, seed: u64) -> (Decoder
     };
     let header = Header {
         config: c,
-        embedding: embedding_spec,
+        part: Part::whole(layers),
+        embedding: Some(embedding_spec),
         layers: specs,
-        final_norm: final_span,
+        final_norm: Some(final_span),
         head: head_spec,
     };
-    let bytes = leak_aligned(&p.finish(MAGIC, &header).unwrap());
     let model = Model {
         c,
         embedding,
@@ -151,7 +159,31 @@ fn build(c: Config, layers: usize, tied: bool, f: Format, seed: u64) -> (Decoder
         final_norm: final_norm.iter().map(|&v| f64::from(v)).collect(),
         layers: dense,
     };
-    (Decoder::parse(bytes).unwrap(), model)
+    (p, header, model)
+}
+
+/// The shard of `whole` holding `layers`, over the same packed data.
+fn shard(p: &Packer, whole: &Header, layers: std::ops::Range<usize>) -> Decoder {
+    let n = whole.layers.len();
+    let part = Part {
+        model_layers: n,
+        first_layer: layers.start,
+        end_layer: layers.end,
+        embeds: layers.start == 0,
+        predicts: layers.end == n,
+    };
+    let tied = whole.head.is_none();
+    let header = Header {
+        config: whole.config,
+        part,
+        embedding: (part.embeds || (part.predicts && tied))
+            .then(|| whole.embedding.clone())
+            .flatten(),
+        layers: whole.layers[layers].to_vec(),
+        final_norm: whole.final_norm.filter(|_| part.predicts),
+        head: whole.head.clone().filter(|_| part.predicts),
+    };
+    Decoder::parse(leak_aligned(&p.clone().finish(MAGIC, &header).unwrap())).unwrap()
 }
 
 fn matvec(w: &[f64], x: &[f64]) -> Vec<f64> {
@@ -385,9 +417,10 @@ fn malformed_packed_bytes_are_refused() {
     };
     let header = Header {
         config: config(RopeStyle::HalfSplit),
-        embedding: bad,
+        part: Part::whole(0),
+        embedding: Some(bad),
         layers: Vec::new(),
-        final_norm: span,
+        final_norm: Some(span),
         head: None,
     };
     let bytes = leak_aligned(&p.finish(MAGIC, &header).unwrap());
@@ -395,4 +428,59 @@ fn malformed_packed_bytes_are_refused() {
         Decoder::parse(bytes),
         Err(DecoderError::Malformed(_))
     ));
+}
+
+#[test]
+fn shards_chained_give_the_whole_models_logits_bit_for_bit() {
+    for tied in [true, false] {
+        let (p, header, _) = pack(config(RopeStyle::Interleaved), 4, tied, Format::Q8, 7);
+        let whole =
+            Decoder::parse(leak_aligned(&p.clone().finish(MAGIC, &header).unwrap())).unwrap();
+        let parts: Vec<Decoder> = [0..1, 1..3, 3..4]
+            .into_iter()
+            .map(|layers| shard(&p, &header, layers))
+            .collect();
+        let mut caches: Vec<KvCache> = parts.iter().map(Decoder::new_cache).collect();
+        let mut cache = whole.new_cache();
+        for feed in [&[3u32, 9, 1, 40, 7][..], &[11], &[2], &[50]] {
+            let expected = whole.forward(&mut cache, feed).unwrap();
+            let mut x = parts[0]
+                .stage(&mut caches[0], StageInput::Tokens(feed))
+                .unwrap();
+            assert_eq!(x.len(), feed.len() * header.config.dims);
+            for (part, cache) in parts[1..].iter().zip(&mut caches[1..]) {
+                x = part.stage(cache, StageInput::Hidden(&x)).unwrap();
+            }
+            assert_eq!(x, expected, "tied {tied}");
+        }
+        assert!(caches.iter().all(|c| c.len() == cache.len()));
+    }
+}
+
+#[test]
+fn a_shard_refuses_the_other_kind_of_input_and_a_whole_pass() {
+    let (p, header, _) = pack(config(RopeStyle::HalfSplit), 3, true, Format::F32, 3);
+    let first = shard(&p, &header, 0..1);
+    let middle = shard(&p, &header, 1..2);
+    let d = header.config.dims;
+    let wrong =
+        |r: Result<Vec<f32>, DecoderError>| matches!(r, Err(DecoderError::WrongInput { .. }));
+    assert!(wrong(first.stage(
+        &mut first.new_cache(),
+        StageInput::Hidden(&vec![0.5; d])
+    )));
+    assert!(wrong(
+        middle.stage(&mut middle.new_cache(), StageInput::Tokens(&[1]))
+    ));
+    assert!(wrong(middle.stage(
+        &mut middle.new_cache(),
+        StageInput::Hidden(&vec![0.5; d + 1])
+    )));
+    assert!(wrong(first.forward(&mut first.new_cache(), &[1])));
+    let mut cache = middle.new_cache();
+    assert_eq!(
+        middle.stage(&mut cache, StageInput::Hidden(&[])),
+        Err(DecoderError::NoTokens)
+    );
+    assert!(cache.is_empty());
 }

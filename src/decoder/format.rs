@@ -13,18 +13,53 @@ use serde::{Deserialize, Serialize};
 use super::Span;
 
 /// The first bytes of a packed decoder; the digit changes with the layout.
-pub const MAGIC: &[u8; 8] = b"EILLAMA1";
+pub const MAGIC: &[u8; 8] = b"EILLAMA2";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Header {
     pub config: Config,
-    /// `vocab x dims`: row `t` is token `t`'s embedding.
-    pub embedding: Matrix,
+    /// Which part of the model these weights are.
+    pub part: Part,
+    /// `vocab x dims`: row `t` is token `t`'s embedding. Present when the
+    /// part embeds, or predicts with the head tied to it.
+    pub embedding: Option<Matrix>,
+    /// Blocks `part.first_layer..` of the model, in order.
     pub layers: Vec<Layer>,
-    /// float32, `dims`.
-    pub final_norm: Span,
-    /// `vocab x dims`; `None` when the head is tied to the embedding.
+    /// float32, `dims`; present when the part predicts.
+    pub final_norm: Option<Span>,
+    /// `vocab x dims`; `None` when the head is tied to the embedding (or
+    /// the part does not predict).
     pub head: Option<Matrix>,
+}
+
+/// The part of a model one packed file holds: all of it, or one shard of a
+/// model cut across isolates by layers (models/plan.rs). A shard that
+/// embeds takes token ids; one that does not takes the previous shard's
+/// hidden states. One that predicts gives logits, else hidden states.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Part {
+    /// Blocks of the whole model.
+    pub model_layers: usize,
+    /// The model's blocks this part holds: `first_layer..end_layer`.
+    pub first_layer: usize,
+    pub end_layer: usize,
+    /// Holds the token embedding: its input is token ids.
+    pub embeds: bool,
+    /// Holds the final norm and the head: its output is logits.
+    pub predicts: bool,
+}
+
+impl Part {
+    /// The whole model of `layers` blocks.
+    pub fn whole(layers: usize) -> Part {
+        Part {
+            model_layers: layers,
+            first_layer: 0,
+            end_layer: layers,
+            embeds: true,
+            predicts: true,
+        }
+    }
 }
 
 /// The numbers that shape the model, read from the model file.
@@ -61,6 +96,13 @@ pub enum RopeStyle {
     HalfSplit,
     /// `(2i, 2i + 1)`: Meta's original Llama and GGUF's "normal" rope.
     Interleaved,
+}
+
+impl Part {
+    /// Holds every block, the embedding and the head.
+    pub fn is_whole(&self) -> bool {
+        self.embeds && self.predicts && self.first_layer == 0 && self.end_layer == self.model_layers
+    }
 }
 
 /// A pre-norm block: RMSNorm, grouped-query attention, residual; RMSNorm,

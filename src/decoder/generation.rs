@@ -65,6 +65,8 @@ pub struct Generation<'m> {
     sampled: usize,
     /// Logits for the next token, once computed.
     logits: Option<Vec<f32>>,
+    /// Tokens the model has been fed (the next one's position).
+    fed: usize,
     /// The last sampled token, still to be fed to the model.
     pending: Option<u32>,
     /// Bytes of the reply text already handed out.
@@ -86,11 +88,17 @@ impl<'m> Generation<'m> {
             tokens: prompt,
             sampled: 0,
             logits: None,
+            fed: 0,
             pending: None,
             emitted: 0,
             text: String::new(),
             finish: None,
         }
+    }
+
+    /// Whether the model runs here (else the caller runs each pass).
+    pub fn is_local(&self) -> bool {
+        self.model.is_local()
     }
 
     pub fn prompt_tokens(&self) -> usize {
@@ -117,6 +125,42 @@ impl<'m> Generation<'m> {
         Ok((self.text().to_string(), finish))
     }
 
+    /// The tokens the next step must feed the model, when it needs a pass
+    /// (the prompt first, then each sampled token); `None` when it needs
+    /// none (finished, or about to end on `max_tokens` or the context).
+    /// A model whose weights are elsewhere (shard Workers) is run by the
+    /// caller on these, and its logits handed back with
+    /// [`Generation::supply`] before [`Generation::step`].
+    pub fn wants(&self) -> Option<Vec<u32>> {
+        if self.finish.is_some() || self.sampled >= self.options.max_tokens || self.logits.is_some()
+        {
+            return None;
+        }
+        match self.pending {
+            Some(_) if self.fed >= self.model.context() => None,
+            Some(token) => Some(vec![token]),
+            None => Some(self.tokens.clone()),
+        }
+    }
+
+    /// The logits of the pass [`Generation::wants`] asked for.
+    pub fn supply(&mut self, logits: Vec<f32>) -> Result<(), CoreError> {
+        let vocab = self.model.decoder().config().vocab;
+        if logits.len() != vocab {
+            return Err(CoreError::Inference {
+                model: self.model.spec_id(),
+                reason: format!("{} logits for a vocabulary of {vocab}", logits.len()),
+            });
+        }
+        self.fed += if self.pending.take().is_some() {
+            1
+        } else {
+            self.tokens.len()
+        };
+        self.logits = Some(logits);
+        Ok(())
+    }
+
     /// One model pass and one sampled token; `None` once finished.
     pub fn step(&mut self) -> Result<Option<Delta>, CoreError> {
         if self.finish.is_some() {
@@ -125,25 +169,27 @@ impl<'m> Generation<'m> {
         if self.sampled >= self.options.max_tokens {
             return Ok(Some(self.end(FinishReason::Length)?));
         }
-        let decoder = self.model.decoder();
         let model = self.model.spec_id();
         if self.logits.is_none() {
-            let feed = match self.pending.take() {
-                Some(token) if self.cache.len() >= decoder.config().context => {
-                    self.pending = Some(token);
-                    return Ok(Some(self.end(FinishReason::Length)?));
-                }
-                Some(token) => vec![token],
-                None => self.tokens.clone(),
+            let Some(feed) = self.wants() else {
+                // The context is full.
+                return Ok(Some(self.end(FinishReason::Length)?));
             };
-            let logits =
-                decoder
-                    .forward(&mut self.cache, &feed)
-                    .map_err(|e| CoreError::Inference {
-                        model,
-                        reason: e.to_string(),
-                    })?;
-            self.logits = Some(logits);
+            if !self.model.is_local() {
+                return Err(CoreError::Inference {
+                    model,
+                    reason: "the shards' logits were not supplied".into(),
+                });
+            }
+            let logits = self
+                .model
+                .decoder()
+                .forward(&mut self.cache, &feed)
+                .map_err(|e| CoreError::Inference {
+                    model,
+                    reason: e.to_string(),
+                })?;
+            self.supply(logits)?;
         }
         let Some(mut logits) = self.logits.take() else {
             return Ok(Some(self.end(FinishReason::Length)?));
@@ -325,7 +371,7 @@ mod tests {
         let m = model();
         // A plain-text continuation 250 tokens long: 6 positions remain.
         let text = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer the slings and arrows of outrageous fortune. ".repeat(20);
-        let mut ids = vec![m.template().bos];
+        let mut ids = m.template().begin.clone();
         ids.extend(m.encode(&text).unwrap());
         ids.truncate(250);
         let mut g = m.generate(ids, options(0.0, 0, 100, &[]));

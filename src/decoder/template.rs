@@ -1,11 +1,20 @@
 //! Messages to prompt tokens, and what to drop when a conversation outgrows
 //! the model's context.
 //!
-//! Template (the one the model was trained with, `models/tinylm/README.md`):
-//! `<|bos|>`, then each message as `<|role|>content<|end|>`, then
-//! `<|assistant|>`. Contents are tokenized one by one and joined with the
-//! special ids, never rendered into one string first: a user who writes
-//! `<|system|>` in a message gets those characters, not the control token.
+//! A [`Template`] is the model's own chat template as token ids: what opens
+//! the prompt, what goes before and after each message's content (per
+//! role), and the reply's opening (the assistant's prefix). Two are in use:
+//! - edgeinfer's tinylm (`models/tinylm/README.md`): `<|bos|>`, then each
+//!   message as `<|role|>content<|end|>`, then `<|assistant|>`;
+//! - ChatML (SmolLM2): each message as `<|im_start|>role\ncontent<|im_end|>\n`,
+//!   then `<|im_start|>assistant\n`, with the template's default system
+//!   message first when the conversation does not start with one.
+//!
+//! Contents are tokenized one by one and joined with the template's ids,
+//! never rendered into one string first: a user who writes `<|system|>` in
+//! a message gets those characters, not the control token. (Byte-level
+//! pre-tokenizers split at the newline that ends ChatML's role line, so
+//! this gives the ids of tokenizing the rendered string: tests/smollm2.rs.)
 
 use std::fmt;
 
@@ -52,27 +61,62 @@ pub struct TemplateTokens {
     pub assistant: u32,
 }
 
-impl TemplateTokens {
-    fn role(&self, role: Role) -> u32 {
-        match role {
-            Role::System => self.system,
-            Role::User => self.user,
-            Role::Assistant => self.assistant,
+/// Where a model's template comes from: its six control tokens (tinylm),
+/// or ChatML's two and a default system message, completed from the
+/// tokenizer by [`super::chat::ChatModel::load`].
+#[derive(Debug, Clone, Copy)]
+pub enum TemplateSpec {
+    Tokens(TemplateTokens),
+    ChatMl {
+        start: u32,
+        end: u32,
+        default_system: &'static str,
+    },
+}
+
+/// A chat template as token ids (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    /// Opens the prompt.
+    pub begin: Vec<u32>,
+    /// Before a message's content: system, user, assistant. The assistant's
+    /// also opens the reply.
+    pub prefixes: [Vec<u32>; 3],
+    /// After a message's content.
+    pub suffix: Vec<u32>,
+    /// The content of the system message put first when the conversation
+    /// does not begin with one (the template's own default).
+    pub default_system: Option<Vec<u32>>,
+    /// Tokens that end a reply when generated.
+    pub controls: Vec<u32>,
+}
+
+impl From<TemplateTokens> for Template {
+    fn from(t: TemplateTokens) -> Self {
+        Template {
+            begin: vec![t.bos],
+            prefixes: [vec![t.system], vec![t.user], vec![t.assistant]],
+            suffix: vec![t.end],
+            default_system: None,
+            // `<|end|>` normally; a role token or `<|eos|>` means the model
+            // moved on.
+            controls: vec![t.bos, t.eos, t.end, t.system, t.user, t.assistant],
         }
     }
+}
 
-    /// Every control token: generating one of them ends the reply (`<|end|>`
-    /// normally; a role token or `<|eos|>` means the model moved on).
+impl Template {
+    fn prefix(&self, role: Role) -> &[u32] {
+        &self.prefixes[match role {
+            Role::System => 0,
+            Role::User => 1,
+            Role::Assistant => 2,
+        }]
+    }
+
+    /// Generating this token ends the reply.
     pub fn is_control(&self, id: u32) -> bool {
-        [
-            self.bos,
-            self.eos,
-            self.end,
-            self.system,
-            self.user,
-            self.assistant,
-        ]
-        .contains(&id)
+        self.controls.contains(&id)
     }
 }
 
@@ -112,7 +156,7 @@ impl fmt::Display for TemplateError {
 /// dropped first, whole; the system messages and the last message are never
 /// dropped (if those alone do not fit, it is an error, not a silent cut).
 pub fn render(
-    tokens: &TemplateTokens,
+    template: &Template,
     messages: &[Message],
     contents: &[Vec<u32>],
     budget: usize,
@@ -122,10 +166,18 @@ pub fn render(
         .iter()
         .rposition(|m| m.role != Role::System)
         .ok_or(TemplateError::NoTurns)?;
-    // <|role|> content <|end|>
-    let cost = |i: usize| contents[i].len() + 2;
-    // <|bos|> ... <|assistant|>
-    let mut total = 2 + (0..messages.len()).map(cost).sum::<usize>();
+    let wrapped = |role: Role, content: &[u32]| {
+        template.prefix(role).len() + content.len() + template.suffix.len()
+    };
+    let cost = |i: usize| wrapped(messages[i].role, &contents[i]);
+    let default_system = template
+        .default_system
+        .as_deref()
+        .filter(|_| messages.first().is_some_and(|m| m.role != Role::System));
+    let mut total = template.begin.len()
+        + default_system.map_or(0, |c| wrapped(Role::System, c))
+        + (0..messages.len()).map(cost).sum::<usize>()
+        + template.prefix(Role::Assistant).len();
     let mut dropped = vec![false; messages.len()];
     let mut dropped_messages = 0;
     for i in 0..messages.len() {
@@ -145,15 +197,21 @@ pub fn render(
         });
     }
     let mut ids = Vec::with_capacity(total);
-    ids.push(tokens.bos);
+    ids.extend_from_slice(&template.begin);
+    let mut push = |role: Role, content: &[u32]| {
+        ids.extend_from_slice(template.prefix(role));
+        ids.extend_from_slice(content);
+        ids.extend_from_slice(&template.suffix);
+    };
+    if let Some(content) = default_system {
+        push(Role::System, content);
+    }
     for (i, m) in messages.iter().enumerate() {
         if !dropped[i] {
-            ids.push(tokens.role(m.role));
-            ids.extend_from_slice(&contents[i]);
-            ids.push(tokens.end);
+            push(m.role, &contents[i]);
         }
     }
-    ids.push(tokens.assistant);
+    ids.extend_from_slice(template.prefix(Role::Assistant));
     Ok(Prompt {
         ids,
         dropped_messages,
@@ -164,7 +222,7 @@ pub fn render(
 mod tests {
     use super::*;
 
-    const T: TemplateTokens = TemplateTokens {
+    const TOKENS: TemplateTokens = TemplateTokens {
         bos: 0,
         eos: 1,
         system: 2,
@@ -172,6 +230,10 @@ mod tests {
         assistant: 4,
         end: 5,
     };
+
+    fn tinylm() -> Template {
+        Template::from(TOKENS)
+    }
 
     fn msg(role: Role) -> Message {
         Message {
@@ -184,7 +246,7 @@ mod tests {
     fn renders_the_trained_template() {
         let messages = [msg(Role::System), msg(Role::User)];
         let contents = [vec![10, 11], vec![12]];
-        let p = render(&T, &messages, &contents, 100).unwrap();
+        let p = render(&tinylm(), &messages, &contents, 100).unwrap();
         assert_eq!(p.ids, [0, 2, 10, 11, 5, 3, 12, 5, 4]);
         assert_eq!(p.dropped_messages, 0);
     }
@@ -199,15 +261,15 @@ mod tests {
         ];
         let contents = [vec![10], vec![20, 20], vec![30, 30], vec![40]];
         // Full: 2 + 3 + 4 + 4 + 3 = 16. Budget 12 drops the first user turn (4).
-        let p = render(&T, &messages, &contents, 12).unwrap();
+        let p = render(&tinylm(), &messages, &contents, 12).unwrap();
         assert_eq!(p.ids, [0, 2, 10, 5, 4, 30, 30, 5, 3, 40, 5, 4]);
         assert_eq!(p.dropped_messages, 1);
         // Budget 8: system + last turn only.
-        let p = render(&T, &messages, &contents, 8).unwrap();
+        let p = render(&tinylm(), &messages, &contents, 8).unwrap();
         assert_eq!(p.ids, [0, 2, 10, 5, 3, 40, 5, 4]);
         assert_eq!(p.dropped_messages, 2);
         assert_eq!(
-            render(&T, &messages, &contents, 7),
+            render(&tinylm(), &messages, &contents, 7),
             Err(TemplateError::TooLong {
                 needed: 8,
                 budget: 7
@@ -218,8 +280,60 @@ mod tests {
     #[test]
     fn a_conversation_needs_a_turn() {
         assert_eq!(
-            render(&T, &[msg(Role::System)], &[vec![1]], 100),
+            render(&tinylm(), &[msg(Role::System)], &[vec![1]], 100),
             Err(TemplateError::NoTurns)
+        );
+    }
+}
+
+#[cfg(test)]
+mod chatml_tests {
+    use super::*;
+
+    /// ChatML with start 1, end 2, "\n" = 198 and one-token role names.
+    fn chatml() -> Template {
+        Template {
+            begin: Vec::new(),
+            prefixes: [vec![1, 70, 198], vec![1, 71, 198], vec![1, 72, 198]],
+            suffix: vec![2, 198],
+            default_system: Some(vec![90, 91]),
+            controls: vec![0, 1, 2],
+        }
+    }
+
+    fn msg(role: Role) -> Message {
+        Message {
+            role,
+            content: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_default_system_message_comes_first_unless_one_is_given() {
+        let t = chatml();
+        let p = render(&t, &[msg(Role::User)], &[vec![10]], 100).unwrap();
+        assert_eq!(
+            p.ids,
+            [1, 70, 198, 90, 91, 2, 198, 1, 71, 198, 10, 2, 198, 1, 72, 198]
+        );
+        let p = render(
+            &t,
+            &[msg(Role::System), msg(Role::User)],
+            &[vec![5], vec![10]],
+            100,
+        )
+        .unwrap();
+        assert_eq!(
+            p.ids,
+            [1, 70, 198, 5, 2, 198, 1, 71, 198, 10, 2, 198, 1, 72, 198]
+        );
+        // The default counts against the budget and is never dropped.
+        assert_eq!(
+            render(&t, &[msg(Role::User)], &[vec![10]], 15),
+            Err(TemplateError::TooLong {
+                needed: 16,
+                budget: 15
+            })
         );
     }
 }

@@ -15,9 +15,12 @@ use worker::{
     SqlStorage, SqlStorageValue, State,
 };
 
+use super::shards::Chain;
 use crate::api::chat::{self, ChatTurn, RequestMeta, SSE_HEADERS};
 use crate::api::sessions::{self, SessionMeta, StoredMessage, TurnRequest};
+use crate::api::trace::Trace;
 use crate::api::{hex, ApiError, HttpRequest, HttpResponse, Route};
+use crate::registry::{InputSpec, ModelSpec};
 
 /// The Durable Object namespace binding of the sessions.
 const SESSIONS_BINDING: &str = "SESSIONS";
@@ -25,6 +28,8 @@ const SESSIONS_BINDING: &str = "SESSIONS";
 pub const SESSION_HEADER: &str = "x-session-id";
 /// Worker -> object: the id of a session being created.
 const NEW_SESSION_HEADER: &str = "x-edgeinfer-new-session";
+/// Worker -> object, worker -> shards: W3C trace context.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// Worker -> object: the caller's key digest, when API keys are on. Only the
 /// worker reaches the objects, and it builds their requests from scratch, so
 /// a client cannot set this header itself.
@@ -69,12 +74,63 @@ fn error_response(e: ApiError) -> Result<Response> {
     json_response(HttpResponse::error(e))
 }
 
+/// The request's trace: the caller's `traceparent`, or a new one.
+pub fn trace(traceparent: Option<&str>) -> Trace {
+    Trace::continue_or_start(traceparent, random_bytes::<24>())
+}
+
+/// The shard passes a turn of `spec` needs: none for a model this isolate
+/// runs; one per shard Worker for a sharded one (a 503 if one is down).
+async fn open_chain(
+    env: &Env,
+    spec: &'static ModelSpec,
+    trace: &Trace,
+) -> std::result::Result<Option<Chain>, ApiError> {
+    match spec.input {
+        InputSpec::ShardedChat { shards, .. } => {
+            Chain::open(env, spec.id, shards, trace).await.map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Runs one model pass on the shards if the turn needs one next.
+async fn run_pass(turn: &mut ChatTurn, chain: Option<&Chain>) -> std::result::Result<(), ApiError> {
+    let (Some(chain), Some(feed)) = (chain, turn.wants()) else {
+        return Ok(());
+    };
+    let started = super::clock();
+    let (logits, hops) = chain.forward(&feed).await?;
+    turn.supply(logits, super::clock() - started, &hops)
+}
+
+/// The whole reply of a turn that is not streamed.
+async fn complete(turn: &mut ChatTurn, chain: Option<&Chain>) -> HttpResponse {
+    if chain.is_some() {
+        loop {
+            if let Err(e) = run_pass(turn, chain).await {
+                return HttpResponse::error(e);
+            }
+            match turn.advance() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return HttpResponse::error(e),
+            }
+        }
+    }
+    turn.complete()
+}
+
 /// What a stream needs once the handler has returned: the reply in progress
 /// and, for a session, where to store the finished turn and the lock that
 /// keeps the session's other turns waiting until then.
 struct Streaming {
     turn: ChatTurn,
     store: Option<(SqlStorage, TurnRequest, OwnedMutexGuard<()>)>,
+    /// The shard passes of a sharded model, disposed with the stream.
+    chain: Option<Chain>,
+    /// The first event (the role chunk) is out: model passes may start.
+    started: bool,
 }
 
 /// A reply as `text/event-stream`, one event per model pass. Each pass waits
@@ -83,11 +139,32 @@ struct Streaming {
 fn stream_response(
     turn: ChatTurn,
     store: Option<(SqlStorage, TurnRequest, OwnedMutexGuard<()>)>,
+    chain: Option<Chain>,
 ) -> Result<Response> {
     let served = turn.served();
-    let events = stream::unfold(Streaming { turn, store }, |mut st| async move {
+    let streaming = Streaming {
+        turn,
+        store,
+        chain,
+        started: false,
+    };
+    let events = stream::unfold(streaming, |mut st| async move {
         worker::Delay::from(Duration::ZERO).await;
-        let event = st.turn.next_event()?;
+        if st.started {
+            if let Err(e) = run_pass(&mut st.turn, st.chain.as_ref()).await {
+                // The session keeps its history: this turn is not stored.
+                st.store = None;
+                let event = st.turn.fail(e);
+                return Some((Ok::<Vec<u8>, worker::Error>(event), st));
+            }
+        }
+        st.started = true;
+        let Some(event) = st.turn.next_event() else {
+            if let Some(chain) = st.chain.take() {
+                chain.close().await;
+            }
+            return None;
+        };
         if let (Some(reply), Some(_)) = (st.turn.reply(), &st.store) {
             // Complete: store the turn before the client sees its end.
             if let Some((sql, turn, guard)) = st.store.take() {
@@ -124,6 +201,7 @@ pub async fn serve(
     session_header: Option<&str>,
     owner: Option<&str>,
     env: &Env,
+    trace: &Trace,
 ) -> Result<Response> {
     if let Err(res) = route.check_method(req.method, req.path) {
         return json_response(res);
@@ -142,7 +220,7 @@ pub async fn serve(
                 if let Err(e) = sessions::check_id(&id) {
                     return error_response(e);
                 }
-                return forward(env, &id, req, None, owner).await;
+                return forward(env, &id, req, None, owner, trace).await;
             }
             let mut turn = match ChatTurn::start(
                 call.spec,
@@ -155,21 +233,29 @@ pub async fn serve(
                 Ok(turn) => turn,
                 Err(e) => return error_response(e),
             };
+            let chain = match open_chain(env, call.spec, trace).await {
+                Ok(chain) => chain,
+                Err(e) => return error_response(e),
+            };
             if call.stream {
-                stream_response(turn, None)
+                stream_response(turn, None, chain)
             } else {
-                json_response(turn.complete())
+                let res = complete(&mut turn, chain.as_ref()).await;
+                if let Some(chain) = chain {
+                    chain.close().await;
+                }
+                json_response(res)
             }
         }
         Route::Sessions => {
             let id = hex(&random_bytes::<16>());
-            forward(env, &id, req, Some(&id), owner).await
+            forward(env, &id, req, Some(&id), owner, trace).await
         }
         Route::Session(id) | Route::SessionMessages(id) => {
             if let Err(e) = sessions::check_id(id) {
                 return error_response(e);
             }
-            forward(env, id, req, None, owner).await
+            forward(env, id, req, None, owner, trace).await
         }
         _ => error_response(ApiError::internal("not a chat route")),
     }
@@ -182,6 +268,7 @@ async fn forward(
     req: &HttpRequest<'_>,
     new_id: Option<&str>,
     owner: Option<&str>,
+    trace: &Trace,
 ) -> Result<Response> {
     let Ok(namespace) = env.durable_object(SESSIONS_BINDING) else {
         return error_response(ApiError::unavailable(
@@ -194,6 +281,7 @@ async fn forward(
         headers.set("content-type", ct)?;
     }
     headers.set(SESSION_HEADER, id)?;
+    headers.set(TRACEPARENT_HEADER, &trace.header())?;
     if let Some(new_id) = new_id {
         headers.set(NEW_SESSION_HEADER, new_id)?;
     }
@@ -273,15 +361,18 @@ fn append_turn(sql: &SqlStorage, turn: &TurnRequest, reply: &chat::Reply) -> Res
 #[durable_object]
 pub struct ChatSession {
     state: State,
+    /// The worker's bindings: a sharded model's shard Workers.
+    env: Env,
     /// Held from the start of a turn until its reply is stored, so a second
     /// message waits and then sees the first turn in the history.
     turn_lock: Arc<Mutex<()>>,
 }
 
 impl DurableObject for ChatSession {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         ChatSession {
             state,
+            env,
             turn_lock: Arc::new(Mutex::new(())),
         }
     }
@@ -294,6 +385,7 @@ impl DurableObject for ChatSession {
         let new_id = req.headers().get(NEW_SESSION_HEADER)?;
         let owner = req.headers().get(OWNER_HEADER)?;
         let owner = owner.as_deref();
+        let trace = trace(req.headers().get(TRACEPARENT_HEADER)?.as_deref());
         let body = match method {
             Method::Get | Method::Delete => Vec::new(),
             _ => req.bytes().await.unwrap_or_default(),
@@ -350,12 +442,12 @@ impl DurableObject for ChatSession {
                 json_response(sessions::deleted(&id))
             }
             (Some(Route::SessionMessages(_)), _) => match sessions::parse_message(&request) {
-                Ok(turn) => self.take_turn(&id, owner, sql, turn).await,
+                Ok(turn) => self.take_turn(&id, owner, sql, turn, &trace).await,
                 Err(e) => error_response(e),
             },
             (Some(Route::ChatCompletions), _) => match chat::parse(&request, Some(&id)) {
                 Ok(call) => {
-                    self.take_turn(&id, owner, sql, sessions::turn_from_chat(call))
+                    self.take_turn(&id, owner, sql, sessions::turn_from_chat(call), &trace)
                         .await
                 }
                 Err(e) => error_response(e),
@@ -372,6 +464,7 @@ impl ChatSession {
         owner: Option<&str>,
         sql: SqlStorage,
         turn: TurnRequest,
+        trace: &Trace,
     ) -> Result<Response> {
         let guard = self.turn_lock.clone().lock_owned().await;
         let Some((meta, history)) = load(&sql)? else {
@@ -396,10 +489,17 @@ impl ChatSession {
             Ok(reply) => reply,
             Err(e) => return error_response(e),
         };
+        let chain = match open_chain(&self.env, prepared.spec, trace).await {
+            Ok(chain) => chain,
+            Err(e) => return error_response(e),
+        };
         if turn.stream {
-            return stream_response(reply, Some((sql, turn, guard)));
+            return stream_response(reply, Some((sql, turn, guard)), chain);
         }
-        let res = reply.complete();
+        let res = complete(&mut reply, chain.as_ref()).await;
+        if let Some(chain) = chain {
+            chain.close().await;
+        }
         if let Some(done) = reply.reply() {
             append_turn(&sql, &turn, &done)?;
         }

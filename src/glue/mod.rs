@@ -26,6 +26,7 @@ use wasm_bindgen::prelude::wasm_bindgen;
 
 mod chat;
 mod rate_limit;
+mod shards;
 
 /// The KV binding that caches inference answers (optional).
 const CACHE_BINDING: &str = "CACHE";
@@ -255,7 +256,16 @@ async fn serve(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
     ) = Route::parse(&path)
     {
         let session = req.headers().get(chat::SESSION_HEADER)?;
-        let res = chat::serve(route, &request, session.as_deref(), caller.owner(), env).await?;
+        let trace = chat::trace(req.headers().get(chat::TRACEPARENT_HEADER)?.as_deref());
+        let res = chat::serve(
+            route,
+            &request,
+            session.as_deref(),
+            caller.owner(),
+            env,
+            &trace,
+        )
+        .await?;
         line.write_response(&res)?;
         return Ok(res);
     }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod sse;
 
 use std::fs::File;
 use std::io::Read;
@@ -175,7 +176,80 @@ pub struct Bindings {
     /// Where the `ChatSession` objects keep their SQLite files; a fresh
     /// directory when `None`. Reusing one across restarts keeps the sessions.
     pub sessions_dir: Option<PathBuf>,
+    /// Serve the shard Workers of the sharded chat model too (built by
+    /// scripts/build-shards), bound to the front worker as wrangler.toml
+    /// binds them. Without them its requests get the 503 of a shard down.
+    pub shards: bool,
+    /// With `shards`: shards replaced by a Worker that fails, to test a
+    /// shard that is down or fails mid-reply.
+    pub broken_shards: Vec<(usize, BrokenShard)>,
 }
+
+/// How a stand-in shard fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokenShard {
+    /// Every `open` throws: the shard is down.
+    Down,
+    /// `open` works; every pass throws: it fails mid-reply.
+    FailsPasses,
+}
+
+/// One shard Worker as scripts/build-shards wrote it (build/shards/plan.json).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ShardPlan {
+    pub model: String,
+    pub index: usize,
+    pub binding: String,
+    pub script: String,
+    pub layers: [usize; 2],
+    pub weights_bytes: u64,
+    pub planned_memory_bytes: u64,
+    pub sessions: usize,
+}
+
+/// Builds the shard Workers when their inputs changed and returns the plan.
+pub fn shard_plan() -> Vec<ShardPlan> {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let status = Command::new(root().join("scripts/build-shards"))
+            .arg("--if-stale")
+            .current_dir(root())
+            .status()
+            .expect("run scripts/build-shards (did scripts/setup run?)");
+        assert!(status.success(), "scripts/build-shards failed");
+    });
+    let path = root().join("build/shards/plan.json");
+    let text = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_slice(&text).expect("build/shards/plan.json")
+}
+
+/// The files of shard `script` linked into `dir/<script>/` (hard links: the
+/// weights are tens of MB, and workerd resolves `embed` paths relative to
+/// its config).
+fn link_shard(dir: &Path, script: &str) {
+    let from = root().join("build/shards").join(script);
+    let to = dir.join(script);
+    std::fs::create_dir_all(&to).expect("create shard dir");
+    for file in ["entry.mjs", "shard.wasm", "weights.bin"] {
+        if std::fs::hard_link(from.join(file), to.join(file)).is_err() {
+            std::fs::copy(from.join(file), to.join(file))
+                .unwrap_or_else(|e| panic!("copy {script}/{file}: {e}"));
+        }
+    }
+}
+
+/// A Worker standing for a broken shard (`BrokenShard`, its kind in `MODE`).
+const BROKEN_SHARD: &str = "import { WorkerEntrypoint, RpcTarget } from \"cloudflare:workers\";\n\
+class Failing extends RpcTarget {\n\
+  forward() { throw new Error(\"this shard failed a pass (test)\"); }\n\
+}\n\
+export default class extends WorkerEntrypoint {\n\
+  open() {\n\
+    if (this.env.MODE === \"down\") throw new Error(\"this shard is down (test)\");\n\
+    return new Failing();\n\
+  }\n\
+  fetch() { return new Response(\"broken\", { status: 503 }); }\n\
+}\n";
 
 /// A workerd config serving `modules` on 127.0.0.1:`port`. workerd resolves
 /// `embed` paths relative to the config, so the modules are written next to
@@ -236,6 +310,41 @@ fn workerd_config(dir: &Path, port: u16, modules: &[Module], bindings: &Bindings
     }
     for (name, value) in &bindings.vars {
         binds.push_str(&format!("    (name = {name:?}, text = {value:?}),\n"));
+    }
+    if bindings.shards {
+        let date = compatibility_date();
+        for shard in shard_plan() {
+            let worker = format!("shard{}", shard.index);
+            binds.push_str(&format!(
+                "    (name = {:?}, service = {:?}),\n",
+                shard.binding, shard.script
+            ));
+            services.push_str(&format!(
+                ", (name = {:?}, worker = .{worker})",
+                shard.script
+            ));
+            if let Some((_, how)) = bindings
+                .broken_shards
+                .iter()
+                .find(|(i, _)| *i == shard.index)
+            {
+                std::fs::write(dir.join("broken.mjs"), BROKEN_SHARD).expect("write broken shard");
+                let mode = match how {
+                    BrokenShard::Down => "down",
+                    BrokenShard::FailsPasses => "fails",
+                };
+                extra.push_str(&format!(
+                    "const {worker} :Workerd.Worker = (\n  modules = [(name = \"broken.mjs\", esModule = embed \"broken.mjs\")],\n  bindings = [(name = \"MODE\", text = \"{mode}\")],\n  compatibilityDate = \"{date}\",\n);\n"
+                ));
+                continue;
+            }
+            link_shard(dir, &shard.script);
+            extra.push_str(&format!(
+                "const {worker} :Workerd.Worker = (\n  modules = [\n    (name = \"entry.mjs\", esModule = embed \"{s}/entry.mjs\"),\n    (name = \"shard.wasm\", wasm = embed \"{s}/shard.wasm\"),\n    (name = \"weights.bin\", data = embed \"{s}/weights.bin\"),\n  ],\n  bindings = [(name = \"MAX_PASSES\", text = \"{sessions}\")],\n  compatibilityDate = \"{date}\",\n);\n",
+                s = shard.script,
+                sessions = shard.sessions,
+            ));
+        }
     }
     let config = format!(
         r#"using Workerd = import "/workerd/workerd.capnp";

@@ -1,0 +1,182 @@
+// A shard Worker: one group of a model's layers (models/plan.rs), run by the
+// shard module (shard/src, the decoder engine alone) on the weights of this
+// shard's data module. scripts/build-shards puts this file, the module and
+// the weights of each planned shard into build/shards/<script>/.
+//
+// The front worker calls `open(traceparent)` once per turn over its service
+// binding and gets a `Pass` (an RpcTarget holding this shard's key/value
+// cache for the turn), then `forward(input)` once per model pass: token ids
+// (Uint32Array) into the first shard, hidden states (Float32Array) between
+// shards, logits out of the last. Calls on the stub are not new
+// invocations. This file moves bytes in and out of the module; it does no
+// math. It logs one JSON line per pass when the pass ends: trace id, layers,
+// calls, tokens and its own time, so a slow reply shows which isolate was
+// slow.
+import { WorkerEntrypoint, RpcTarget } from "cloudflare:workers";
+import shardModule from "./shard.wasm";
+import weights from "./weights.bin";
+
+// The module instance, made on the first pass of the isolate (not at
+// startup: copying tens of MB counts against the 1 s startup limit).
+let shard;
+let loadMs = 0;
+
+function text(e, ptr, len) {
+  return new TextDecoder().decode(new Uint8Array(e.memory.buffer, ptr, len));
+}
+
+function lastError(e) {
+  return text(e, e.error_ptr(), e.error_len());
+}
+
+// MAX_PASSES (the shard's wrangler.toml): generations one isolate holds at
+// once, what the plan budgeted its memory for.
+function instance(env) {
+  if (shard) return shard;
+  const started = performance.now();
+  const e = new WebAssembly.Instance(shardModule, {}).exports;
+  const bytes = new Uint8Array(weights);
+  const ptr = e.weights_alloc(bytes.length);
+  new Uint8Array(e.memory.buffer, ptr, bytes.length).set(bytes);
+  const maxPasses = Number.parseInt(env?.MAX_PASSES ?? "1", 10);
+  if (e.load(ptr, bytes.length, maxPasses > 0 ? maxPasses : 1) !== 0) {
+    throw new Error(`the shard's weights do not load: ${lastError(e)}`);
+  }
+  if (e.info() !== 0) throw new Error(lastError(e));
+  const info = JSON.parse(lastError(e));
+  shard = { e, info };
+  loadMs = performance.now() - started;
+  return shard;
+}
+
+function layers(info) {
+  return `${info.part.first_layer}..${info.part.end_layer}`;
+}
+
+// Open passes, oldest first, and the opens waiting for one to end.
+const openPasses = new Set();
+const waiting = [];
+// A pass unused this long is abandoned (its caller went away without
+// closing it): a new pass may take its place.
+const IDLE_MS = 60_000;
+// The longest an open waits for a free place before it is refused.
+const WAIT_MS = 5_000;
+
+function freed() {
+  waiting.shift()?.();
+}
+
+// A pass once the isolate has room for one more: waits for a pass to end
+// (bounded), and reclaims one left idle.
+async function newPass(traceparent, env) {
+  const { e } = instance(env);
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    const handle = e.open();
+    if (handle !== 0) return new Pass(handle, traceparent);
+    if (e.free_passes() !== 0) throw new Error(lastError(e));
+    const idle = [...openPasses].find((p) => Date.now() - p.lastUsed > IDLE_MS);
+    if (idle) {
+      idle.close();
+      continue;
+    }
+    const left = deadline - Date.now();
+    if (left <= 0) throw new Error(lastError(e));
+    await new Promise((resolve) => {
+      waiting.push(resolve);
+      setTimeout(resolve, left);
+    });
+  }
+}
+
+class Pass extends RpcTarget {
+  constructor(handle, traceparent) {
+    super();
+    const { info } = instance();
+    this.handle = handle;
+    this.lastUsed = Date.now();
+    openPasses.add(this);
+    this.trace = /^00-([0-9a-f]{32})-/.exec(traceparent ?? "")?.[1] ?? null;
+    this.layers = layers(info);
+    this.calls = 0;
+    this.tokens = 0;
+    this.ms = 0;
+    this.closed = false;
+  }
+
+  // One model pass: token ids or hidden states in; hidden states or
+  // logits out, with this shard's own time in ms.
+  forward(input) {
+    if (this.closed) throw new Error("this pass is closed");
+    const started = performance.now();
+    const { e, info } = instance();
+    const isTokens = input instanceof Uint32Array;
+    if (!isTokens && !(input instanceof Float32Array)) {
+      throw new TypeError("forward takes a Uint32Array of token ids or a Float32Array of hidden states");
+    }
+    const ptr = e.input_buffer(input.byteLength);
+    new Uint8Array(e.memory.buffer, ptr, input.byteLength).set(
+      new Uint8Array(input.buffer, input.byteOffset, input.byteLength),
+    );
+    let status;
+    try {
+      status = e.step(this.handle, isTokens ? 1 : 0, input.length);
+    } catch (err) {
+      // A trap leaves the instance unusable: the next pass gets a new one.
+      if (err instanceof WebAssembly.RuntimeError) shard = undefined;
+      throw err;
+    }
+    if (status !== 0) throw new Error(lastError(e));
+    const out = new Float32Array(e.memory.buffer, e.output_ptr(), e.output_len()).slice();
+    const ms = performance.now() - started;
+    this.calls += 1;
+    this.lastUsed = Date.now();
+    this.tokens += isTokens ? input.length : input.length / info.config.dims;
+    this.ms += ms;
+    return { out, ms };
+  }
+
+  // Ends the pass: frees its cache and logs it. The front calls this at
+  // the end of a turn; disposal of the stub calls it too.
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    openPasses.delete(this);
+    shard?.e.close(this.handle);
+    freed();
+    console.log(
+      JSON.stringify({
+        shard: true,
+        trace: this.trace,
+        layers: this.layers,
+        calls: this.calls,
+        tokens: this.tokens,
+        ms: Math.round(this.ms * 1000) / 1000,
+      }),
+    );
+  }
+
+  [Symbol.dispose]() {
+    this.close();
+  }
+}
+
+export default class extends WorkerEntrypoint {
+  open(traceparent) {
+    return newPass(traceparent, this.env);
+  }
+
+  // What this shard is, for operators: `GET /` on the shard Worker.
+  async fetch() {
+    try {
+      const { e, info } = instance(this.env);
+      if (e.info() !== 0) throw new Error(lastError(e));
+      return Response.json({ ...JSON.parse(lastError(e)), load_ms: loadMs, layers: layers(info) });
+    } catch (err) {
+      return Response.json(
+        { error: { type: "server_error", code: "shard_unavailable", message: String(err), param: null } },
+        { status: 503 },
+      );
+    }
+  }
+}

@@ -1,0 +1,162 @@
+//! The C interface of the shard module, for its JavaScript entry: buffers
+//! in linear memory that the entry fills and reads, and status codes (0 =
+//! done; otherwise the message is at `error_ptr`/`error_len`). One isolate
+//! runs one thread, so the state is a thread-local.
+
+use std::cell::RefCell;
+
+use crate::shard::{Input, Shard, ShardError};
+
+struct State {
+    shard: Shard,
+    input: Vec<u8>,
+    output: Vec<f32>,
+    error: String,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State {
+        shard: Shard::new(0),
+        input: Vec::new(),
+        output: Vec::new(),
+        error: String::new(),
+    });
+}
+
+fn with<T>(f: impl FnOnce(&mut State) -> T) -> T {
+    STATE.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// 0, or 1 with the error's text kept for `error_ptr`.
+fn status(state: &mut State, result: Result<(), ShardError>) -> u32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            state.error = e.to_string();
+            1
+        }
+    }
+}
+
+/// Memory for the weights, 16-byte aligned as the packed container needs,
+/// never freed (the model reads it in place for the isolate's life).
+#[no_mangle]
+pub extern "C" fn weights_alloc(len: usize) -> *mut u8 {
+    let words = vec![0u128; len.div_ceil(16)];
+    Box::leak(words.into_boxed_slice()).as_mut_ptr().cast()
+}
+
+/// Loads the weights written at `ptr` (from `weights_alloc(len)`), for at
+/// most `max_passes` generations at once: what the plan budgeted the
+/// isolate's memory for (models/plan.rs `Budget::sessions`; the shard's
+/// wrangler.toml passes it as `MAX_PASSES`).
+///
+/// # Safety
+/// `ptr` and `len` must be those of a `weights_alloc` call.
+#[no_mangle]
+pub unsafe extern "C" fn load(ptr: *const u8, len: usize, max_passes: usize) -> u32 {
+    // SAFETY: the caller passes the leaked allocation of `weights_alloc`,
+    // which lives for the rest of the instance.
+    let weights: &'static [u8] = unsafe { std::slice::from_raw_parts(ptr, len) };
+    with(|s| {
+        s.shard = Shard::new(max_passes);
+        let r = s.shard.load(weights);
+        status(s, r)
+    })
+}
+
+/// The shard's config and part as JSON, at `error_ptr` / `error_len` (the
+/// one text buffer), or the reason it has none.
+#[no_mangle]
+pub extern "C" fn info() -> u32 {
+    with(|s| match s.shard.info() {
+        Ok(info) => {
+            s.error = serde_json::to_string(&info).unwrap_or_default();
+            0
+        }
+        Err(e) => {
+            s.error = e.to_string();
+            1
+        }
+    })
+}
+
+/// Opens a pass: its handle (> 0), or 0 with the reason in the error text.
+#[no_mangle]
+pub extern "C" fn open() -> u32 {
+    with(|s| match s.shard.open() {
+        Ok(h) => h,
+        Err(e) => {
+            s.error = e.to_string();
+            0
+        }
+    })
+}
+
+/// Passes that may still be opened (0: as many are open as the plan allows).
+#[no_mangle]
+pub extern "C" fn free_passes() -> usize {
+    with(|s| s.shard.free_passes())
+}
+
+#[no_mangle]
+pub extern "C" fn close(handle: u32) {
+    with(|s| s.shard.close(handle))
+}
+
+/// A buffer of `bytes` for the next `step`'s input.
+#[no_mangle]
+pub extern "C" fn input_buffer(bytes: usize) -> *mut u8 {
+    with(|s| {
+        // u32 and f32 inputs: 4-byte aligned.
+        s.input.clear();
+        s.input.resize(bytes, 0);
+        s.input.as_mut_ptr()
+    })
+}
+
+/// Runs pass `handle` on the input buffer: `count` token ids (u32) when
+/// `tokens` is 1, else `count` floats of hidden states. The result is in
+/// the output buffer.
+#[no_mangle]
+pub extern "C" fn step(handle: u32, tokens: u32, count: usize) -> u32 {
+    with(|s| {
+        let bytes = &s.input[..(count * 4).min(s.input.len())];
+        let result = if tokens == 1 {
+            let ids: Vec<u32> = bytes
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            s.shard.step(handle, Input::Tokens(&ids))
+        } else {
+            let hidden: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            s.shard.step(handle, Input::Hidden(&hidden))
+        };
+        let result = result.map(|out| s.output = out);
+        status(s, result)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn output_ptr() -> *const f32 {
+    with(|s| s.output.as_ptr())
+}
+
+#[no_mangle]
+pub extern "C" fn output_len() -> usize {
+    with(|s| s.output.len())
+}
+
+/// The last error's text (or `info`'s JSON), UTF-8.
+#[no_mangle]
+pub extern "C" fn error_ptr() -> *const u8 {
+    with(|s| s.error.as_ptr())
+}
+
+#[no_mangle]
+pub extern "C" fn error_len() -> usize {
+    with(|s| s.error.len())
+}

@@ -1,0 +1,209 @@
+//! The shard Workers of a sharded model, seen from the front worker.
+//!
+//! A turn opens one pass on each shard (`open`, one invocation per shard
+//! over its service binding: a turn makes as many as the model has
+//! shards, far below the 32 a request may make) and gets back an
+//! `RpcTarget` stub that holds that shard's key/value cache for the turn.
+//! Each model pass then calls the stubs in chain order (calls on a stub are
+//! not new invocations): token ids into the first shard, hidden states from
+//! shard to shard, logits out of the last. Every call is bounded in time,
+//! so a shard that is down or stuck becomes an error, never a hang. The
+//! stubs are disposed when the turn ends, which frees the caches.
+//!
+//! This holds no model logic: the engine's `Decoder::stage` runs in each
+//! shard (shard/src), sampling and text here in the core.
+
+use std::time::Duration;
+
+use futures_util::future::{select, Either};
+use worker::js_sys::{self, Float32Array, Promise, Reflect, Uint32Array};
+use worker::wasm_bindgen::prelude::*;
+use worker::wasm_bindgen::JsCast;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{Delay, Env};
+
+use crate::api::trace::Trace;
+use crate::api::ApiError;
+use crate::spec::ShardSpec;
+
+/// Longest wait for a shard to open a pass (its first call in a cold
+/// isolate loads the weights: tens of ms).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for one shard's share of one pass (a long prompt's prefill
+/// is the slowest: ~2 s per 1,000 tokens per shard measured in workerd).
+const PASS_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[wasm_bindgen]
+extern "C" {
+    /// A shard Worker's entrypoint (shard/entry.mjs), over its binding.
+    #[wasm_bindgen(extends = js_sys::Object)]
+    type ShardEntry;
+    #[wasm_bindgen(method, catch)]
+    fn open(this: &ShardEntry, traceparent: &str) -> Result<Promise, JsValue>;
+
+    /// One turn's pass on one shard: an `RpcTarget` stub.
+    #[wasm_bindgen(extends = js_sys::Object)]
+    type ShardPass;
+    #[wasm_bindgen(method, catch)]
+    fn forward(this: &ShardPass, input: &JsValue) -> Result<Promise, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn close(this: &ShardPass) -> Result<Promise, JsValue>;
+}
+
+/// One turn's passes, one per shard, in chain order.
+pub struct Chain {
+    passes: Vec<(&'static ShardSpec, ShardPass)>,
+    model: &'static str,
+}
+
+fn describe(e: &JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+fn shard_error(model: &str, shard: &ShardSpec, what: &str) -> ApiError {
+    ApiError::unavailable(format!(
+        "model {model}: shard Worker {} (layers {}..{}, binding {}) {what}; retry shortly",
+        shard.script, shard.first_layer, shard.end_layer, shard.binding
+    ))
+    .with_code("shard_unavailable")
+}
+
+/// Awaits `promise`, at most `timeout`.
+async fn bounded(promise: Promise, timeout: Duration) -> Result<JsValue, String> {
+    let call = JsFuture::from(promise);
+    match select(call, Box::pin(Delay::from(timeout))).await {
+        Either::Left((Ok(v), _)) => Ok(v),
+        Either::Left((Err(e), _)) => Err(describe(&e)),
+        Either::Right(_) => Err(format!("did not answer within {} s", timeout.as_secs())),
+    }
+}
+
+impl Chain {
+    /// Opens a pass on every shard of `model`, passing `trace` on.
+    pub async fn open(
+        env: &Env,
+        model: &'static str,
+        shards: &'static [ShardSpec],
+        trace: &Trace,
+    ) -> Result<Chain, ApiError> {
+        let traceparent = trace.header();
+        let mut chain = Chain {
+            passes: Vec::with_capacity(shards.len()),
+            model,
+        };
+        for shard in shards {
+            match Self::open_one(env, model, shard, &traceparent).await {
+                Ok(pass) => chain.passes.push((shard, pass)),
+                Err(e) => {
+                    // The shards already open would hold their place until
+                    // reclaimed as idle.
+                    chain.close().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(chain)
+    }
+
+    async fn open_one(
+        env: &Env,
+        model: &str,
+        shard: &'static ShardSpec,
+        traceparent: &str,
+    ) -> Result<ShardPass, ApiError> {
+        let entry: ShardEntry = env
+            .service(shard.binding)
+            .map_err(|_| {
+                shard_error(
+                    model,
+                    shard,
+                    "is not bound to this worker (see wrangler.toml)",
+                )
+            })?
+            .into_rpc();
+        let promise = entry
+            .open(traceparent)
+            .map_err(|e| shard_error(model, shard, &describe(&e)))?;
+        let pass = bounded(promise, OPEN_TIMEOUT)
+            .await
+            .map_err(|e| shard_error(model, shard, &format!("could not open a pass: {e}")))?;
+        Ok(pass.unchecked_into())
+    }
+
+    /// One model pass over `tokens`: the next token's logits, and each
+    /// shard's own time (name for `Server-Timing`, ms).
+    pub async fn forward(
+        &self,
+        tokens: &[u32],
+    ) -> Result<(Vec<f32>, Vec<(&'static str, f64)>), ApiError> {
+        let mut x: JsValue = Uint32Array::from(tokens).into();
+        let mut hops = Vec::with_capacity(self.passes.len());
+        for (shard, pass) in &self.passes {
+            let promise = pass
+                .forward(&x)
+                .map_err(|e| shard_error(self.model, shard, &describe(&e)))?;
+            let out = bounded(promise, PASS_TIMEOUT)
+                .await
+                .map_err(|e| shard_error(self.model, shard, &format!("failed a pass: {e}")))?;
+            let field = |name: &str| Reflect::get(&out, &JsValue::from_str(name)).ok();
+            let (Some(values), Some(ms)) = (
+                field("out").and_then(|v| v.dyn_into::<Float32Array>().ok()),
+                field("ms").and_then(|v| v.as_f64()),
+            ) else {
+                return Err(shard_error(
+                    self.model,
+                    shard,
+                    "answered a pass with no floats",
+                ));
+            };
+            hops.push((shard.script, ms));
+            x = values.into();
+        }
+        let logits = x
+            .dyn_into::<Float32Array>()
+            .map_err(|_| ApiError::internal("a sharded model has no shards"))?
+            .to_vec();
+        Ok((logits, hops))
+    }
+}
+
+impl Chain {
+    /// Ends the turn's passes: each shard frees its cache and logs the pass
+    /// before the next turn may open one (a stub's disposal alone reaches
+    /// the shard later, if at all). A shard that does not answer is left
+    /// to free it when idle.
+    pub async fn close(mut self) {
+        for (_, pass) in std::mem::take(&mut self.passes) {
+            if let Ok(promise) = pass.close() {
+                let _ = bounded(promise, OPEN_TIMEOUT).await;
+            }
+            dispose(&pass);
+        }
+    }
+}
+
+/// Disposes a stub (`stub[Symbol.dispose]()`): the runtime may then drop
+/// the shard's side.
+fn dispose(pass: &ShardPass) {
+    let method = Reflect::get(&js_sys::global(), &"Symbol".into())
+        .and_then(|symbol| Reflect::get(&symbol, &"dispose".into()))
+        .and_then(|key| Reflect::get(pass, &key))
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+    if let Some(f) = method {
+        let _ = f.call0(pass);
+    }
+}
+
+impl Drop for Chain {
+    /// A turn dropped before [`Chain::close`] (a client that went away)
+    /// still disposes its stubs.
+    fn drop(&mut self) {
+        for (_, pass) in &self.passes {
+            dispose(pass);
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The sharded chat model (SmolLM2-135M-Instruct, cut by layers across
+//! shard Workers) through workerd: the front worker and every shard Worker
+//! in one workerd, bound as wrangler.toml binds them (scripts/build-shards
+//! builds the shards). What is checked:
+//! - greedy replies through the shards equal our engine run natively on the
+//!   same GGUF whole (same kernels in wasm and natively: the same ids), and
+//!   the prompt the front renders from messages is the reference's
+//!   (`apply_chat_template`) token for token;
+//! - streamed equals whole; `Server-Timing` names every shard hop; the
+//!   caller's `traceparent` reaches every shard's log line;
+//! - sessions converse on it;
+//! - a shard that is down is a 503 JSON before any stream, one that fails
+//!   mid-stream an `error` event and `[DONE]`, and the session keeps its
+//!   history either way.
+
+#[allow(dead_code)]
+#[path = "../models/check.rs"]
+mod check;
+#[path = "support/smollm2.rs"]
+mod smollm2;
+mod support;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use support::sse::{stream, stream_text};
+
+use support::{ensure, Bindings, BrokenShard, Client, Worker};
+
+use check::pack_gguf::Storage;
+use edgeinfer::decoder::engine::Decoder;
+use edgeinfer::decoder::sampling::argmax;
+
+const MODEL: &str = "smollm2-135m-instruct";
+/// Tokens per golden reply (the golden file has 32 per prompt).
+const MAX_TOKENS: usize = 24;
+/// The control tokens that end a reply (the tokenizer's special ids 0..=16).
+const CONTROLS: u32 = 17;
+
+/// Greedy tokens after `prompt`, natively, until a control token (which
+/// counts, as the API counts it) or `n` tokens.
+fn native_reply(decoder: &Decoder, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut cache = decoder.new_cache();
+    let mut logits = decoder.forward(&mut cache, prompt).expect("prompt");
+    let mut out = Vec::new();
+    while out.len() < n {
+        let next = argmax(&logits);
+        out.push(next);
+        if next < CONTROLS {
+            break;
+        }
+        logits = decoder.forward(&mut cache, &[next]).expect("step");
+    }
+    out
+}
+
+fn chat(c: &Client, body: &Value) -> Result<Value, Failed> {
+    let res = c.post_json("/v1/chat/completions", body);
+    ensure(res.status == 200, || {
+        format!(
+            "{body}: {} {}",
+            res.status,
+            String::from_utf8_lossy(&res.body)
+        )
+    })?;
+    Ok(res.json())
+}
+
+fn greedy_equals_the_native_engine(c: &Client) -> Result<(), Failed> {
+    let decoder = smollm2::decoder(Storage::AsStored);
+    let tokenizer =
+        tokenizers::Tokenizer::from_file(support::root().join("models/smollm2/tokenizer.json"))
+            .map_err(|e| e.to_string())?;
+    let cases = smollm2::golden()["greedy"]["cases"]
+        .as_array()
+        .ok_or("no cases")?;
+    ensure(cases.len() >= 10, || format!("{} cases", cases.len()))?;
+    for case in cases {
+        let prompt = smollm2::ids(&case["prompt_ids"]);
+        let expected = native_reply(&decoder, &prompt, MAX_TOKENS);
+        let text_ids: Vec<u32> = expected
+            .iter()
+            .copied()
+            .filter(|&t| t >= CONTROLS)
+            .collect();
+        let expected_text = tokenizer
+            .decode(&text_ids, true)
+            .map_err(|e| e.to_string())?;
+        let body = json!({ "model": MODEL, "messages": case["messages"], "temperature": 0,
+                           "max_tokens": MAX_TOKENS });
+        let reply = chat(c, &body)?;
+        let usage = &reply["usage"];
+        ensure(usage["prompt_tokens"] == prompt.len(), || {
+            format!(
+                "the front's prompt is not the reference's: {usage} vs {} ids",
+                prompt.len()
+            )
+        })?;
+        ensure(usage["completion_tokens"] == expected.len(), || {
+            format!(
+                "{} tokens natively, {usage} through the shards",
+                expected.len()
+            )
+        })?;
+        let content = reply["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("");
+        ensure(content == expected_text, || {
+            format!("through the shards {content:?}, natively {expected_text:?}")
+        })?;
+        let finish = if expected.last().is_some_and(|&t| t < CONTROLS) {
+            "stop"
+        } else {
+            "length"
+        };
+        ensure(reply["choices"][0]["finish_reason"] == finish, || {
+            format!("{reply}")
+        })?;
+    }
+    Ok(())
+}
+
+fn stream_equals_whole_with_hops_and_trace(c: &Client, worker: &Worker) -> Result<(), Failed> {
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let body = json!({ "model": MODEL, "temperature": 0, "max_tokens": 16,
+                       "messages": [{ "role": "user", "content": "Name three colors." }] });
+    let res = c.send_with_headers(
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("content-type", "application/json"),
+            ("traceparent", &format!("00-{trace_id}-00f067aa0ba902b7-01")),
+        ],
+        body.to_string().as_bytes(),
+    );
+    ensure(res.status == 200, || {
+        String::from_utf8_lossy(&res.body).into_owned()
+    })?;
+    let whole = res.json();
+    let timing = res.header("server-timing").unwrap_or("").to_string();
+    for shard in support::shard_plan() {
+        ensure(timing.contains(&format!("{};dur=", shard.script)), || {
+            format!("Server-Timing {timing:?} has no hop {}", shard.script)
+        })?;
+    }
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let s = stream(c, "/v1/chat/completions", &streamed);
+    ensure(s.status == 200, || format!("status {}", s.status))?;
+    let (text, finish, _) = stream_text(&s);
+    ensure(
+        text == whole["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("-"),
+        || format!("streamed {text:?}, whole {whole}"),
+    )?;
+    ensure(
+        finish.as_deref() == whole["choices"][0]["finish_reason"].as_str(),
+        || format!("{finish:?}"),
+    )?;
+    ensure(s.events.len() > 4, || format!("{} events", s.events.len()))?;
+    // Every shard logged its pass of the traced request (on dispose).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = worker.log_text();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("\"shard\":true") && l.contains(trace_id))
+            .collect();
+        if lines.len() >= support::shard_plan().len() {
+            for shard in support::shard_plan() {
+                let layers = format!("\"layers\":\"{}..{}\"", shard.layers[0], shard.layers[1]);
+                ensure(lines.iter().any(|l| l.contains(&layers)), || {
+                    format!("no log line of shard {layers} with the trace: {lines:?}")
+                })?;
+            }
+            return Ok(());
+        }
+        ensure(std::time::Instant::now() < deadline, || {
+            format!("shard log lines with the trace id: {lines:?}")
+        })?;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn session_converses(c: &Client) -> Result<(), Failed> {
+    let created = c.post_json(
+        "/v1/sessions",
+        &json!({ "model": MODEL, "defaults": { "temperature": 0, "max_tokens": 12 } }),
+    );
+    ensure(created.status == 201, || {
+        String::from_utf8_lossy(&created.body).into_owned()
+    })?;
+    let id = created.json()["id"].as_str().ok_or("no id")?.to_string();
+    for (turn, text) in ["Hi! My name is Ada.", "What is my name?"]
+        .into_iter()
+        .enumerate()
+    {
+        let res = c.post_json(
+            &format!("/v1/sessions/{id}/messages"),
+            &json!({ "content": text }),
+        );
+        ensure(res.status == 200, || {
+            String::from_utf8_lossy(&res.body).into_owned()
+        })?;
+        let usage = &res.json()["usage"];
+        // The second turn's prompt holds the first turn.
+        ensure(
+            turn == 0 || usage["prompt_tokens"].as_u64() > Some(40),
+            || format!("{usage}"),
+        )?;
+    }
+    let view = c.get(&format!("/v1/sessions/{id}")).json();
+    ensure(view["messages"].as_array().map(Vec::len) == Some(4), || {
+        format!("{view}")
+    })?;
+    Ok(())
+}
+
+/// A shard whose `open` fails (it is down): 503 JSON, stream or not, and a
+/// session turn stores nothing.
+fn shard_down(c: &Client) -> Result<(), Failed> {
+    let body = json!({ "model": MODEL, "messages": [{ "role": "user", "content": "Hi" }] });
+    for stream in [false, true] {
+        let mut b = body.clone();
+        b["stream"] = json!(stream);
+        let res = c.post_json("/v1/chat/completions", &b);
+        let error = res.expect_error(503);
+        ensure(error["code"] == "shard_unavailable", || format!("{error}"))?;
+        let message = error["message"].as_str().unwrap_or("");
+        ensure(
+            message.contains("edgeinfer-smollm2-135m-instruct-2"),
+            || message.to_string(),
+        )?;
+    }
+    let created = c.post_json("/v1/sessions", &json!({ "model": MODEL }));
+    let id = created.json()["id"].as_str().ok_or("no id")?.to_string();
+    let res = c.post_json(
+        &format!("/v1/sessions/{id}/messages"),
+        &json!({ "content": "Hi" }),
+    );
+    res.expect_error(503);
+    let view = c.get(&format!("/v1/sessions/{id}")).json();
+    ensure(view["messages"].as_array().map(Vec::len) == Some(0), || {
+        format!("{view}")
+    })?;
+    Ok(())
+}
+
+/// A shard that opens but fails its first pass: the stream has begun, so
+/// the failure is an `error` event, then `[DONE]`; nothing is stored.
+fn shard_fails_mid_stream(c: &Client) -> Result<(), Failed> {
+    let created = c.post_json("/v1/sessions", &json!({ "model": MODEL }));
+    let id = created.json()["id"].as_str().ok_or("no id")?.to_string();
+    let s = stream(
+        c,
+        &format!("/v1/sessions/{id}/messages"),
+        &json!({ "content": "Hi", "stream": true }),
+    );
+    ensure(s.status == 200, || format!("status {}", s.status))?;
+    let errors: Vec<&String> = s
+        .events
+        .iter()
+        .map(|(_, d)| d)
+        .filter(|d| d.contains("\"error\""))
+        .collect();
+    ensure(
+        errors.len() == 1 && errors[0].contains("shard_unavailable"),
+        || format!("{:?}", s.events),
+    )?;
+    ensure(
+        s.events.last().map(|e| e.1.as_str()) == Some("[DONE]"),
+        || format!("{:?}", s.events),
+    )?;
+    let view = c.get(&format!("/v1/sessions/{id}")).json();
+    ensure(view["messages"].as_array().map(Vec::len) == Some(0), || {
+        format!("{view}")
+    })?;
+    Ok(())
+}
+
+/// The servers: every shard up, shard 2 down, shard 1 failing its passes.
+struct Servers {
+    all: Worker,
+    down: Worker,
+    failing: Worker,
+}
+
+type Check = fn(&Servers) -> Result<(), Failed>;
+
+fn checks() -> Vec<(&'static str, Check)> {
+    vec![
+        ("greedy_through_the_shards_equals_the_native_engine", |s| {
+            greedy_equals_the_native_engine(&s.all.client())
+        }),
+        (
+            "stream_equals_whole_hops_in_server_timing_trace_in_shard_logs",
+            |s| stream_equals_whole_with_hops_and_trace(&s.all.client(), &s.all),
+        ),
+        ("session_converses_on_the_shards", |s| {
+            session_converses(&s.all.client())
+        }),
+        ("a_shard_down_is_a_503_and_nothing_is_stored", |s| {
+            shard_down(&s.down.client())
+        }),
+        ("a_shard_failing_mid_stream_is_an_error_event", |s| {
+            shard_fails_mid_stream(&s.failing.client())
+        }),
+    ]
+}
+
+fn main() {
+    let mut args = Arguments::from_args();
+    args.test_threads = Some(1);
+    let with = |broken| {
+        Worker::start_with(&Bindings {
+            shards: true,
+            broken_shards: broken,
+            ..Bindings::default()
+        })
+    };
+    let servers = (!args.list).then(|| {
+        Arc::new(Servers {
+            all: with(Vec::new()),
+            down: with(vec![(2, BrokenShard::Down)]),
+            failing: with(vec![(1, BrokenShard::FailsPasses)]),
+        })
+    });
+    let trials = checks()
+        .into_iter()
+        .map(|(name, check)| {
+            let servers = servers.clone();
+            Trial::test(name, move || {
+                check(servers.as_ref().expect("servers started"))
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if conclusion.has_failed() {
+        if let Some(s) = &servers {
+            eprintln!("--- workerd log ---\n{}", s.all.log_text());
+        }
+    }
+    drop(servers);
+    conclusion.exit();
+}
