@@ -8,7 +8,7 @@
 //! <out>/<script>/entry.mjs      shard/entry.mjs
 //! <out>/<script>/shard.wasm     the shard module (one build, every shard)
 //! <out>/<script>/weights.bin    this shard's packed part
-//! <out>/<script>/wrangler.toml  its name, modules and MAX_PASSES
+//! <out>/<script>/wrangler.toml  its name, modules and TOKEN_BUDGET
 //! <out>/plan.json               every shard: model, binding, layers, sizes
 //! ```
 //!
@@ -108,12 +108,11 @@ fn main() {
                  name = \"{script}\"\n\
                  main = \"entry.mjs\"\n\
                  compatibility_date = \"{date}\"\n\
-                 # Every shard has the same module; weights.bin is this shard's part.\n\
-                 rules = [{{ type = \"Data\", globs = [\"**/*.bin\"] }}]\n\
                  \n\
                  [vars]\n\
-                 # Generations one isolate holds at once (the plan's budget).\n\
-                 MAX_PASSES = \"{sessions}\"\n\
+                 # Tokens the open passes may reserve in all (context x sessions\n\
+                 # of the plan): the key/value cache memory the plan budgeted.\n\
+                 TOKEN_BUDGET = \"{budget}\"\n\
                  \n\
                  [observability]\n\
                  enabled = true\n",
@@ -122,7 +121,7 @@ fn main() {
                 end = s.layers.end,
                 emb = if s.embedding { ", the embedding" } else { "" },
                 head = if s.head { ", the final norm and head" } else { "" },
-                sessions = shards.sessions,
+                budget = context * shards.sessions,
             );
             write(&dir.join("wrangler.toml"), config.as_bytes());
             plan.push(serde_json::json!({
@@ -137,6 +136,7 @@ fn main() {
                 "planned_memory_bytes": s.memory,
                 "sessions": shards.sessions,
                 "context": context,
+                "token_budget": context * shards.sessions,
             }));
             eprintln!(
                 "shards: {script}: layers {}..{}{}{}, {:.1} MiB of weights, {:.1} MiB planned memory",

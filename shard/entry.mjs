@@ -3,7 +3,7 @@
 // shard's data module. scripts/build-shards puts this file, the module and
 // the weights of each planned shard into build/shards/<script>/.
 //
-// The front worker calls `open(traceparent)` once per turn over its service
+// The front worker calls `open(traceparent, tokens)` once per turn over its service
 // binding and gets a `Pass` (an RpcTarget holding this shard's key/value
 // cache for the turn), then `forward(input)` once per model pass: token ids
 // (Uint32Array) into the first shard, hidden states (Float32Array) between
@@ -29,8 +29,8 @@ function lastError(e) {
   return text(e, e.error_ptr(), e.error_len());
 }
 
-// MAX_PASSES (the shard's wrangler.toml): generations one isolate holds at
-// once, what the plan budgeted its memory for.
+// TOKEN_BUDGET (the shard's wrangler.toml): the tokens the open passes may
+// reserve in all, what the plan budgeted the isolate's caches for.
 function instance(env) {
   if (shard) return shard;
   const started = performance.now();
@@ -38,8 +38,8 @@ function instance(env) {
   const bytes = new Uint8Array(weights);
   const ptr = e.weights_alloc(bytes.length);
   new Uint8Array(e.memory.buffer, ptr, bytes.length).set(bytes);
-  const maxPasses = Number.parseInt(env?.MAX_PASSES ?? "1", 10);
-  if (e.load(ptr, bytes.length, maxPasses > 0 ? maxPasses : 1) !== 0) {
+  const budget = Number.parseInt(env?.TOKEN_BUDGET ?? "0", 10);
+  if (e.load(ptr, bytes.length, budget > 0 ? budget : 0) !== 0) {
     throw new Error(`the shard's weights do not load: ${lastError(e)}`);
   }
   if (e.info() !== 0) throw new Error(lastError(e));
@@ -66,15 +66,17 @@ function freed() {
   waiting.shift()?.();
 }
 
-// A pass once the isolate has room for one more: waits for a pass to end
-// (bounded), and reclaims one left idle.
-async function newPass(traceparent, env) {
-  const { e } = instance(env);
+// A pass of at most `tokens` fed tokens once the isolate's budget has room
+// for it: waits for passes to end (bounded), and reclaims one left idle.
+async function newPass(traceparent, tokens, env) {
+  const { e, info } = instance(env);
   const deadline = Date.now() + WAIT_MS;
+  const asked = Number.isInteger(tokens) && tokens > 0 ? tokens : info.config.context;
   for (;;) {
-    const handle = e.open();
+    const handle = e.open(asked);
     if (handle !== 0) return new Pass(handle, traceparent);
-    if (e.free_passes() !== 0) throw new Error(lastError(e));
+    // Refused for another reason than room (a reservation over the context).
+    if (asked <= e.free_tokens() || asked > info.budget_tokens) throw new Error(lastError(e));
     const idle = [...openPasses].find((p) => Date.now() - p.lastUsed > IDLE_MS);
     if (idle) {
       idle.close();
@@ -162,8 +164,9 @@ class Pass extends RpcTarget {
 }
 
 export default class extends WorkerEntrypoint {
-  open(traceparent) {
-    return newPass(traceparent, this.env);
+  // A turn's pass: `tokens` is the most it will feed (prompt + max_tokens).
+  open(traceparent, tokens) {
+    return newPass(traceparent, tokens, this.env);
   }
 
   // What this shard is, for operators: `GET /` on the shard Worker.

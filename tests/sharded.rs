@@ -217,6 +217,38 @@ fn session_converses(c: &Client) -> Result<(), Failed> {
     Ok(())
 }
 
+/// Two conversations at once: each shard admits both (their reservations
+/// fit its token budget) and both get the reply they get alone.
+fn concurrent_turns(c: &Client) -> Result<(), Failed> {
+    let body = |text: &str| {
+        json!({ "model": MODEL, "temperature": 0, "max_tokens": 12,
+                "messages": [{ "role": "user", "content": text }] })
+    };
+    let questions = ["What is 2 + 2?", "Name a fruit."];
+    let alone: Vec<Value> = questions
+        .iter()
+        .map(|q| chat(c, &body(q)))
+        .collect::<Result<_, _>>()?;
+    let together: Vec<Result<Value, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = questions
+            .iter()
+            .map(|q| scope.spawn(|| chat(c, &body(q)).map_err(|e| format!("{e:?}"))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    for (a, t) in alone.iter().zip(together) {
+        let t = t?;
+        ensure(
+            a["choices"][0]["message"] == t["choices"][0]["message"],
+            || format!("alone {a}, concurrently {t}"),
+        )?;
+    }
+    Ok(())
+}
+
 /// A shard whose `open` fails (it is down): 503 JSON, stream or not, and a
 /// session turn stores nothing.
 fn shard_down(c: &Client) -> Result<(), Failed> {
@@ -299,6 +331,9 @@ fn checks() -> Vec<(&'static str, Check)> {
         ),
         ("session_converses_on_the_shards", |s| {
             session_converses(&s.all.client())
+        }),
+        ("concurrent_turns_share_the_shards", |s| {
+            concurrent_turns(&s.all.client())
         }),
         ("a_shard_down_is_a_503_and_nothing_is_stored", |s| {
             shard_down(&s.down.client())

@@ -46,20 +46,20 @@ pub extern "C" fn weights_alloc(len: usize) -> *mut u8 {
     Box::leak(words.into_boxed_slice()).as_mut_ptr().cast()
 }
 
-/// Loads the weights written at `ptr` (from `weights_alloc(len)`), for at
-/// most `max_passes` generations at once: what the plan budgeted the
-/// isolate's memory for (models/plan.rs `Budget::sessions`; the shard's
-/// wrangler.toml passes it as `MAX_PASSES`).
+/// Loads the weights written at `ptr` (from `weights_alloc(len)`); the open
+/// passes will reserve at most `budget_tokens` in all: what the plan
+/// budgeted the isolate's key/value caches for (models/plan.rs, context x
+/// sessions; the shard's wrangler.toml passes it as `TOKEN_BUDGET`).
 ///
 /// # Safety
 /// `ptr` and `len` must be those of a `weights_alloc` call.
 #[no_mangle]
-pub unsafe extern "C" fn load(ptr: *const u8, len: usize, max_passes: usize) -> u32 {
+pub unsafe extern "C" fn load(ptr: *const u8, len: usize, budget_tokens: usize) -> u32 {
     // SAFETY: the caller passes the leaked allocation of `weights_alloc`,
     // which lives for the rest of the instance.
     let weights: &'static [u8] = unsafe { std::slice::from_raw_parts(ptr, len) };
     with(|s| {
-        s.shard = Shard::new(max_passes);
+        s.shard = Shard::new(budget_tokens);
         let r = s.shard.load(weights);
         status(s, r)
     })
@@ -81,10 +81,11 @@ pub extern "C" fn info() -> u32 {
     })
 }
 
-/// Opens a pass: its handle (> 0), or 0 with the reason in the error text.
+/// Opens a pass of at most `tokens` fed tokens: its handle (> 0), or 0
+/// with the reason in the error text.
 #[no_mangle]
-pub extern "C" fn open() -> u32 {
-    with(|s| match s.shard.open() {
+pub extern "C" fn open(tokens: usize) -> u32 {
+    with(|s| match s.shard.open(tokens) {
         Ok(h) => h,
         Err(e) => {
             s.error = e.to_string();
@@ -93,10 +94,10 @@ pub extern "C" fn open() -> u32 {
     })
 }
 
-/// Passes that may still be opened (0: as many are open as the plan allows).
+/// Tokens a new pass may still reserve.
 #[no_mangle]
-pub extern "C" fn free_passes() -> usize {
-    with(|s| s.shard.free_passes())
+pub extern "C" fn free_tokens() -> usize {
+    with(|s| s.shard.free_tokens())
 }
 
 #[no_mangle]

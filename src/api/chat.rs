@@ -592,6 +592,12 @@ impl ChatTurn {
         self.generation.wants()
     }
 
+    /// The most tokens the turn feeds the model: its prompt and its reply,
+    /// within the context (what a shard reserves cache memory for).
+    pub fn most_tokens(&self) -> usize {
+        self.generation.most_tokens()
+    }
+
     /// The logits of the pass [`ChatTurn::wants`] asked for, and the time
     /// it took (ms): each shard's own `hops` (name, ms) go into
     /// `Server-Timing` next to `inference`.

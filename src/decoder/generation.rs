@@ -96,6 +96,13 @@ impl<'m> Generation<'m> {
         }
     }
 
+    /// The most tokens this generation feeds the model: the prompt and
+    /// `max_tokens` of reply (the last sampled token is never fed), within
+    /// the context.
+    pub fn most_tokens(&self) -> usize {
+        (self.prompt_len + self.options.max_tokens.saturating_sub(1)).clamp(1, self.model.context())
+    }
+
     /// Whether the model runs here (else the caller runs each pass).
     pub fn is_local(&self) -> bool {
         self.model.is_local()

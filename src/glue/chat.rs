@@ -85,10 +85,13 @@ async fn open_chain(
     env: &Env,
     spec: &'static ModelSpec,
     trace: &Trace,
+    turn: &ChatTurn,
 ) -> std::result::Result<Option<Chain>, ApiError> {
     match spec.input {
         InputSpec::ShardedChat { shards, .. } => {
-            Chain::open(env, spec.id, shards, trace).await.map(Some)
+            Chain::open(env, spec.id, shards, trace, turn.most_tokens())
+                .await
+                .map(Some)
         }
         _ => Ok(None),
     }
@@ -233,7 +236,7 @@ pub async fn serve(
                 Ok(turn) => turn,
                 Err(e) => return error_response(e),
             };
-            let chain = match open_chain(env, call.spec, trace).await {
+            let chain = match open_chain(env, call.spec, trace, &turn).await {
                 Ok(chain) => chain,
                 Err(e) => return error_response(e),
             };
@@ -489,7 +492,7 @@ impl ChatSession {
             Ok(reply) => reply,
             Err(e) => return error_response(e),
         };
-        let chain = match open_chain(&self.env, prepared.spec, trace).await {
+        let chain = match open_chain(&self.env, prepared.spec, trace, &reply).await {
             Ok(chain) => chain,
             Err(e) => return error_response(e),
         };

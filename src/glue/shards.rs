@@ -39,7 +39,7 @@ extern "C" {
     #[wasm_bindgen(extends = js_sys::Object)]
     type ShardEntry;
     #[wasm_bindgen(method, catch)]
-    fn open(this: &ShardEntry, traceparent: &str) -> Result<Promise, JsValue>;
+    fn open(this: &ShardEntry, traceparent: &str, tokens: u32) -> Result<Promise, JsValue>;
 
     /// One turn's pass on one shard: an `RpcTarget` stub.
     #[wasm_bindgen(extends = js_sys::Object)]
@@ -82,12 +82,15 @@ async fn bounded(promise: Promise, timeout: Duration) -> Result<JsValue, String>
 }
 
 impl Chain {
-    /// Opens a pass on every shard of `model`, passing `trace` on.
+    /// Opens a pass of at most `tokens` fed tokens (the turn's prompt and
+    /// reply: what each shard reserves cache memory for) on every shard of
+    /// `model`, passing `trace` on.
     pub async fn open(
         env: &Env,
         model: &'static str,
         shards: &'static [ShardSpec],
         trace: &Trace,
+        tokens: usize,
     ) -> Result<Chain, ApiError> {
         let traceparent = trace.header();
         let mut chain = Chain {
@@ -95,7 +98,7 @@ impl Chain {
             model,
         };
         for shard in shards {
-            match Self::open_one(env, model, shard, &traceparent).await {
+            match Self::open_one(env, model, shard, &traceparent, tokens).await {
                 Ok(pass) => chain.passes.push((shard, pass)),
                 Err(e) => {
                     // The shards already open would hold their place until
@@ -113,6 +116,7 @@ impl Chain {
         model: &str,
         shard: &'static ShardSpec,
         traceparent: &str,
+        tokens: usize,
     ) -> Result<ShardPass, ApiError> {
         let entry: ShardEntry = env
             .service(shard.binding)
@@ -125,7 +129,7 @@ impl Chain {
             })?
             .into_rpc();
         let promise = entry
-            .open(traceparent)
+            .open(traceparent, u32::try_from(tokens).unwrap_or(u32::MAX))
             .map_err(|e| shard_error(model, shard, &describe(&e)))?;
         let pass = bounded(promise, OPEN_TIMEOUT)
             .await

@@ -205,6 +205,7 @@ pub struct ShardPlan {
     pub weights_bytes: u64,
     pub planned_memory_bytes: u64,
     pub sessions: usize,
+    pub token_budget: usize,
 }
 
 /// Builds the shard Workers when their inputs changed and returns the plan.
@@ -340,9 +341,9 @@ fn workerd_config(dir: &Path, port: u16, modules: &[Module], bindings: &Bindings
             }
             link_shard(dir, &shard.script);
             extra.push_str(&format!(
-                "const {worker} :Workerd.Worker = (\n  modules = [\n    (name = \"entry.mjs\", esModule = embed \"{s}/entry.mjs\"),\n    (name = \"shard.wasm\", wasm = embed \"{s}/shard.wasm\"),\n    (name = \"weights.bin\", data = embed \"{s}/weights.bin\"),\n  ],\n  bindings = [(name = \"MAX_PASSES\", text = \"{sessions}\")],\n  compatibilityDate = \"{date}\",\n);\n",
+                "const {worker} :Workerd.Worker = (\n  modules = [\n    (name = \"entry.mjs\", esModule = embed \"{s}/entry.mjs\"),\n    (name = \"shard.wasm\", wasm = embed \"{s}/shard.wasm\"),\n    (name = \"weights.bin\", data = embed \"{s}/weights.bin\"),\n  ],\n  bindings = [(name = \"TOKEN_BUDGET\", text = \"{budget}\")],\n  compatibilityDate = \"{date}\",\n);\n",
                 s = shard.script,
-                sessions = shard.sessions,
+                budget = shard.token_budget,
             ));
         }
     }
