@@ -5,8 +5,10 @@
 //!   reference tokenizer's ids on every golden text, chat-formatted ones too;
 //! - the engine on the file dequantized to float32 greedy-equals the
 //!   reference token for token on every golden prompt;
-//! - the shipped form (the file's Q4_1/Q8_0 blocks) keeps close: held-out
-//!   perplexity within 1% of the reference's (measured: +0.03%), and most greedy tokens equal.
+//! - the shipped form (the file's Q4_1/Q8_0 blocks, int16 activations)
+//!   keeps the reference's quality: held-out perplexity within 0.1%
+//!   (measured: -0.00%), greedy replies equal (measured: 12 of 12 whole);
+//! - the front worker's ChatML template gives the reference's prompt ids.
 //!
 //! The GGUF comes from scripts/setup (models/smollm2/fetch.py); without it
 //! these tests fail and say so.
@@ -87,6 +89,16 @@ fn the_chat_template_renders_the_references_prompts() {
             .collect();
         let expected = ids(case.get("ids").unwrap_or(&case["prompt_ids"]));
         let prompt = model.prompt(&messages, 0).expect("fits");
+        if messages.iter().any(|m| m.content.contains("<|")) {
+            // A control token's text in a message: the reference's template
+            // makes it the token (prompt injection); ours keeps it text, so
+            // the only control ids are the template's own: start and end of
+            // every message (the default system one too), and the reply's start.
+            let rendered = messages.len() + usize::from(messages[0].role != Role::System);
+            let controls = prompt.ids.iter().filter(|&&t| t < 17).count();
+            assert_eq!(controls, 2 * rendered + 1, "{}", case["messages"]);
+            continue;
+        }
         assert_eq!(prompt.ids, expected, "{}", case["messages"]);
     }
 }
@@ -131,8 +143,10 @@ fn float32_engine_greedy_equals_pytorch() {
 }
 
 /// The form that ships: the file's Q4_1/Q8_0 blocks with activations
-/// quantized per block. Its held-out perplexity is within 1% of the float32
-/// reference's, and its greedy tokens mostly follow the reference's.
+/// quantized per block to int16. Its held-out perplexity is within 0.1% of
+/// the float32 reference's (measured: 40.291 vs 40.292), and its greedy
+/// replies are the reference's (measured: 12/12 whole, 384/384 tokens; with
+/// int8 activations it was 5/12, 217/384, perplexity +0.03%).
 #[test]
 fn shipped_blocks_keep_the_reference_perplexity_and_replies() {
     let decoder = decoder(Storage::AsStored);
@@ -152,7 +166,10 @@ fn shipped_blocks_keep_the_reference_perplexity_and_replies() {
         "held-out perplexity: shipped blocks {ours:.3}, float32 reference {reference:.3} ({:+.2}%)",
         100.0 * (ours / reference - 1.0)
     );
-    assert!(ours <= reference * 1.01, "perplexity {ours} vs {reference}");
+    assert!(
+        ours <= reference * 1.001,
+        "perplexity {ours} vs {reference}"
+    );
 
     // Greedy: tokens equal up to the first divergence, over all prompts.
     let (mut same, mut total, mut whole) = (0, 0, 0);
@@ -166,5 +183,12 @@ fn shipped_blocks_keep_the_reference_perplexity_and_replies() {
         whole += usize::from(prefix == want.len());
     }
     eprintln!("greedy agreement of the shipped blocks: {same}/{total} tokens before the first divergence, {whole}/{} replies whole", cases.len());
-    assert!(same * 2 >= total, "{same}/{total}");
+    // A flip where the reference's top-1 margin is tiny is not a bug; more
+    // than one reply of twelve is.
+    assert!(
+        whole + 1 >= cases.len(),
+        "{whole}/{} replies whole",
+        cases.len()
+    );
+    assert!(same * 10 >= total * 9, "{same}/{total}");
 }

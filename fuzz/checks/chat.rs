@@ -51,7 +51,7 @@ pub fn check(data: &[u8]) {
             let ids = &prompt.ids;
             assert!(ids.len() <= budget, "{} > {budget}", ids.len());
             assert!(ids.starts_with(&tokens.begin));
-            assert!(ids.ends_with(&tokens.prefixes[2]));
+            assert!(ids.ends_with(&tokens.reply));
             let systems = messages.iter().filter(|m| m.role == Role::System).count();
             let kept = messages.len() - prompt.dropped_messages;
             assert!(kept > systems, "the last turn was dropped");
@@ -68,7 +68,7 @@ pub fn check(data: &[u8]) {
                     .filter(|_| messages[0].role != Role::System)
                     .map_or(0, |c| c.len() + role(Role::System));
                 let needed: usize = tokens.begin.len()
-                    + tokens.prefixes[Role::Assistant as usize].len()
+                    + tokens.reply.len()
                     + default_system
                     + messages
                         .iter()

@@ -66,9 +66,6 @@ impl ChatModel {
                         .map_err(|e| fail(format!("tokenizing the template: {e}")))
                 };
                 let newline = ids("\n")?;
-                let role = |name: &str| -> Result<Vec<u32>, CoreError> {
-                    Ok([vec![start], ids(&format!("{name}\n"))?].concat())
-                };
                 // Every special token ends a reply (<|im_end|> normally).
                 let mut controls: Vec<u32> = tokenizer
                     .get_added_tokens_decoder()
@@ -81,9 +78,11 @@ impl ChatModel {
                 controls.dedup();
                 Template {
                     begin: Vec::new(),
-                    prefixes: [role("system")?, role("user")?, role("assistant")?],
+                    prefixes: [vec![start], vec![start], vec![start]],
+                    texts: ["system\n".into(), "user\n".into(), "assistant\n".into()],
                     suffix: [vec![end], newline].concat(),
-                    default_system: Some(ids(default_system)?),
+                    reply: [vec![start], ids("assistant\n")?].concat(),
+                    default_system: Some(ids(&format!("system\n{default_system}"))?),
                     controls,
                 }
             }
@@ -144,7 +143,10 @@ impl ChatModel {
     pub fn prompt(&self, messages: &[Message], max_tokens: usize) -> Result<Prompt, CoreError> {
         let contents = messages
             .iter()
-            .map(|m| self.encode(&m.content))
+            .map(|m| match self.template.text(m.role) {
+                "" => self.encode(&m.content),
+                text => self.encode(&format!("{text}{}", m.content)),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let budget = self.context().saturating_sub(max_tokens);
         template::render(&self.template, messages, &contents, budget).map_err(CoreError::Prompt)

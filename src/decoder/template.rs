@@ -10,11 +10,13 @@
 //!   then `<|im_start|>assistant\n`, with the template's default system
 //!   message first when the conversation does not start with one.
 //!
-//! Contents are tokenized one by one and joined with the template's ids,
-//! never rendered into one string first: a user who writes `<|system|>` in
-//! a message gets those characters, not the control token. (Byte-level
-//! pre-tokenizers split at the newline that ends ChatML's role line, so
-//! this gives the ids of tokenizing the rendered string: tests/smollm2.rs.)
+//! Messages are tokenized one by one (with the text the template puts
+//! before their content: ChatML's `role\n`, since a content that starts
+//! with spaces joins that newline in one token) and joined with the
+//! template's control ids, never rendered into one string first: a user who
+//! writes `<|im_start|>` in a message gets those characters, not the control
+//! token. This gives the reference's `apply_chat_template` ids
+//! (tests/smollm2.rs).
 
 use std::fmt;
 
@@ -79,13 +81,16 @@ pub enum TemplateSpec {
 pub struct Template {
     /// Opens the prompt.
     pub begin: Vec<u32>,
-    /// Before a message's content: system, user, assistant. The assistant's
-    /// also opens the reply.
+    /// Control ids before a message: system, user, assistant.
     pub prefixes: [Vec<u32>; 3],
+    /// Text before a message's content, tokenized with it (per role).
+    pub texts: [String; 3],
     /// After a message's content.
     pub suffix: Vec<u32>,
-    /// The content of the system message put first when the conversation
-    /// does not begin with one (the template's own default).
+    /// What the prompt ends with: the opening of the reply.
+    pub reply: Vec<u32>,
+    /// The system message put first when the conversation does not begin
+    /// with one (the template's own default), tokenized with its text.
     pub default_system: Option<Vec<u32>>,
     /// Tokens that end a reply when generated.
     pub controls: Vec<u32>,
@@ -96,7 +101,9 @@ impl From<TemplateTokens> for Template {
         Template {
             begin: vec![t.bos],
             prefixes: [vec![t.system], vec![t.user], vec![t.assistant]],
+            texts: Default::default(),
             suffix: vec![t.end],
+            reply: vec![t.assistant],
             default_system: None,
             // `<|end|>` normally; a role token or `<|eos|>` means the model
             // moved on.
@@ -107,11 +114,12 @@ impl From<TemplateTokens> for Template {
 
 impl Template {
     fn prefix(&self, role: Role) -> &[u32] {
-        &self.prefixes[match role {
-            Role::System => 0,
-            Role::User => 1,
-            Role::Assistant => 2,
-        }]
+        &self.prefixes[role as usize]
+    }
+
+    /// The text a message of `role` is tokenized with, before its content.
+    pub fn text(&self, role: Role) -> &str {
+        &self.texts[role as usize]
     }
 
     /// Generating this token ends the reply.
@@ -151,7 +159,8 @@ impl fmt::Display for TemplateError {
     }
 }
 
-/// Renders `messages` (each content already tokenized, in `contents`) into
+/// Renders `messages` (each tokenized, with its role's text before its
+/// content, in `contents`) into
 /// prompt ids of at most `budget` tokens. The oldest non-system messages are
 /// dropped first, whole; the system messages and the last message are never
 /// dropped (if those alone do not fit, it is an error, not a silent cut).
@@ -177,7 +186,7 @@ pub fn render(
     let mut total = template.begin.len()
         + default_system.map_or(0, |c| wrapped(Role::System, c))
         + (0..messages.len()).map(cost).sum::<usize>()
-        + template.prefix(Role::Assistant).len();
+        + template.reply.len();
     let mut dropped = vec![false; messages.len()];
     let mut dropped_messages = 0;
     for i in 0..messages.len() {
@@ -211,7 +220,7 @@ pub fn render(
             push(m.role, &contents[i]);
         }
     }
-    ids.extend_from_slice(template.prefix(Role::Assistant));
+    ids.extend_from_slice(&template.reply);
     Ok(Prompt {
         ids,
         dropped_messages,
@@ -290,13 +299,16 @@ mod tests {
 mod chatml_tests {
     use super::*;
 
-    /// ChatML with start 1, end 2, "\n" = 198 and one-token role names.
+    /// ChatML with start 1, end 2, "\n" = 198 and one-token role names
+    /// (which the contents below stand for: 70 198 = "system\n").
     fn chatml() -> Template {
         Template {
             begin: Vec::new(),
-            prefixes: [vec![1, 70, 198], vec![1, 71, 198], vec![1, 72, 198]],
+            prefixes: [vec![1], vec![1], vec![1]],
+            texts: ["system\n".into(), "user\n".into(), "assistant\n".into()],
             suffix: vec![2, 198],
-            default_system: Some(vec![90, 91]),
+            reply: vec![1, 72, 198],
+            default_system: Some(vec![70, 198, 90, 91]),
             controls: vec![0, 1, 2],
         }
     }
@@ -311,7 +323,7 @@ mod chatml_tests {
     #[test]
     fn the_default_system_message_comes_first_unless_one_is_given() {
         let t = chatml();
-        let p = render(&t, &[msg(Role::User)], &[vec![10]], 100).unwrap();
+        let p = render(&t, &[msg(Role::User)], &[vec![71, 198, 10]], 100).unwrap();
         assert_eq!(
             p.ids,
             [1, 70, 198, 90, 91, 2, 198, 1, 71, 198, 10, 2, 198, 1, 72, 198]
@@ -319,7 +331,7 @@ mod chatml_tests {
         let p = render(
             &t,
             &[msg(Role::System), msg(Role::User)],
-            &[vec![5], vec![10]],
+            &[vec![70, 198, 5], vec![71, 198, 10]],
             100,
         )
         .unwrap();
@@ -329,7 +341,7 @@ mod chatml_tests {
         );
         // The default counts against the budget and is never dropped.
         assert_eq!(
-            render(&t, &[msg(Role::User)], &[vec![10]], 15),
+            render(&t, &[msg(Role::User)], &[vec![71, 198, 10]], 15),
             Err(TemplateError::TooLong {
                 needed: 16,
                 budget: 15
