@@ -49,6 +49,7 @@
 mod support;
 
 mod lm;
+mod sharded;
 
 // build.rs's packers: the bench packs the chat model as Q8 blocks too.
 #[path = "../models/check.rs"]
@@ -69,6 +70,8 @@ struct Args {
     load_seconds: u64,
     /// Only the native decoder rows (seconds, no worker).
     decoder_only: bool,
+    /// Only the sharded chat model's rows (front + shards in workerd).
+    sharded_only: bool,
     json: Option<String>,
 }
 
@@ -78,6 +81,7 @@ fn args() -> Args {
         requests: 300,
         load_seconds: 10,
         decoder_only: false,
+        sharded_only: false,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -98,6 +102,7 @@ fn args() -> Args {
             }
             "--json" => a.json = Some(it.next().expect("--json PATH")),
             "--decoder" => a.decoder_only = true,
+            "--sharded" => a.sharded_only = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -487,6 +492,17 @@ fn main() {
         println!("| metric | value |\n|---|---|");
         for (k, v) in lm::native_rows(a.requests) {
             println!("| {k} | {v} |");
+        }
+        return;
+    }
+    if a.sharded_only {
+        let (rows, json) = sharded::rows(a.runs);
+        println!("| metric | value |\n|---|---|");
+        for (k, v) in rows {
+            println!("| {k} | {v} |");
+        }
+        if let Some(path) = &a.json {
+            std::fs::write(path, serde_json::to_vec_pretty(&json).unwrap()).expect("write JSON");
         }
         return;
     }
@@ -908,6 +924,9 @@ fn main() {
         "\nedgeinfer bench: {} cold runs, {} warm requests per case\n",
         a.runs, a.requests
     );
+    // The sharded chat model last: its workerd runs the front and 4 shards.
+    let (sharded_rows, sharded_json) = sharded::rows(a.runs);
+    rows.extend(sharded_rows);
     println!("| metric | value |\n|---|---|");
     for (k, v) in &rows {
         println!("| {k} | {v} |");
@@ -953,6 +972,7 @@ fn main() {
             "load": load.iter().map(support::load::Report::json).collect::<Vec<_>>(),
             "autocannon": cannon.iter().map(|(name, r)| json!({"case": name, "result": r})).collect::<Vec<_>>(),
             "onnxruntime_web": ort,
+            "sharded": sharded_json,
             "cases": cases.iter().zip(&warm).zip(&natives).map(|((case, w), (first, n))| json!({
                 "name": case.name,
                 "path": case.path,

@@ -174,7 +174,14 @@ export default class extends WorkerEntrypoint {
     try {
       const { e, info } = instance(this.env);
       if (e.info() !== 0) throw new Error(lastError(e));
-      return Response.json({ ...JSON.parse(lastError(e)), load_ms: loadMs, layers: layers(info) });
+      return Response.json({
+        ...JSON.parse(lastError(e)),
+        layers: layers(info),
+        load_ms: loadMs,
+        // Linear memory only grows: its size now is the isolate's peak.
+        linear_memory_bytes: e.memory.buffer.byteLength,
+        weights_bytes: weights.byteLength,
+      });
     } catch (err) {
       return Response.json(
         { error: { type: "server_error", code: "shard_unavailable", message: String(err), param: null } },

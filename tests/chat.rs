@@ -450,7 +450,12 @@ fn chat_errors(c: &Client) -> Result<(), Failed> {
     Ok(())
 }
 
-fn create_session(c: &Client, body: Value) -> String {
+/// A session of `MODEL` unless `body` names a model (the default chat
+/// model, the sharded one, has its own checks in tests/sharded.rs).
+fn create_session(c: &Client, mut body: Value) -> String {
+    if body.get("model").is_none() {
+        body["model"] = json!(MODEL);
+    }
     let res = c.post_json("/v1/sessions", &body);
     assert_eq!(res.status, 201, "{}", String::from_utf8_lossy(&res.body));
     let v = res.json();
@@ -698,11 +703,14 @@ fn session_errors(c: &Client) -> Result<(), Failed> {
         )
         .expect_error(422);
     ensure(typo["param"] == "defaults.temprature", || format!("{typo}"))?;
-    // Under the character limit but too many tokens for the context: refused
-    // at creation, not at every turn.
+    // Under the character limit but too many tokens for the context (of
+    // this 256-token model): refused at creation, not at every turn.
     let long_system = "Now is the winter of our discontent made glorious summer. ".repeat(17);
     let e = c
-        .post_json("/v1/sessions", &json!({ "system": long_system }))
+        .post_json(
+            "/v1/sessions",
+            &json!({ "model": MODEL, "system": long_system }),
+        )
         .expect_error(413);
     ensure(e["code"] == "context_length_exceeded", || format!("{e}"))?;
     c.post_json("/v1/sessions", &json!({ "system": "x".repeat(5000) }))

@@ -139,7 +139,8 @@ fn timings_headers_usage_and_logs() -> Result<(), Failed> {
         )?;
     }
 
-    // A session turn streams: its headers name the model too.
+    // A session turn (the default chat model: the sharded one) streams: its
+    // headers name the model too.
     let session = c.post_json("/v1/sessions", &json!({})).json();
     let id = session["id"].as_str().unwrap_or_default();
     let turn = c.post_json(
@@ -151,7 +152,7 @@ fn timings_headers_usage_and_logs() -> Result<(), Failed> {
     })?;
     ensure(
         turn.header("x-edgeinfer-model")
-            .is_some_and(|m| m.starts_with("shakespeare-llama@")),
+            .is_some_and(|m| m.starts_with("smollm2-135m-instruct@")),
         || format!("{:?}", turn.header("x-edgeinfer-model")),
     )?;
 

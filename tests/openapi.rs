@@ -13,7 +13,7 @@ use std::process::Command;
 use edgeinfer::api::Route;
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{json, Value};
-use support::{ensure, Client, TempDir, Worker};
+use support::{ensure, Bindings, Client, TempDir, Worker};
 
 /// Methods a client may send; the ones a path does not serve must get 405.
 /// QUERY stands for the methods the worker crate does not know: it reads
@@ -280,10 +280,18 @@ fn main() {
     // One at a time: schemathesis alone on the worker keeps its run's timing
     // (and so its examples' deadlines) steady.
     args.test_threads = Some(1);
+    // Sessions that name no model get the small in-isolate one: the
+    // stateful phase fills sessions to their limits, and the default model
+    // re-prefills a session's whole history through its shard isolates
+    // every turn (seconds per turn at hundreds of tokens; tests/sharded.rs
+    // checks its sessions, scripts/bench its speed).
     let worker = if args.list {
         None
     } else {
-        Some(Worker::start())
+        Some(Worker::start_with(&Bindings {
+            vars: vec![("DEFAULT_CHAT_MODEL".into(), "shakespeare-llama".into())],
+            ..Bindings::default()
+        }))
     };
     let base = worker.as_ref().map(|w| w.base.clone()).unwrap_or_default();
     let trials: Vec<Trial> = checks()

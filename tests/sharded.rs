@@ -249,6 +249,54 @@ fn concurrent_turns(c: &Client) -> Result<(), Failed> {
     Ok(())
 }
 
+/// A client that hangs up mid-stream: nothing partial is stored, the
+/// session still converses, and every shard frees the abandoned pass's
+/// reservation (its `GET /` shows none left once the turns are over).
+fn interrupted_stream_frees_the_shards(c: &Client, worker: &Worker) -> Result<(), Failed> {
+    use std::io::{BufRead, BufReader};
+    let created = c.post_json("/v1/sessions", &json!({ "model": MODEL }));
+    let id = created.json()["id"].as_str().ok_or("no id")?.to_string();
+    {
+        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+        let res = agent
+            .post(format!("{}/v1/sessions/{id}/messages", c.base()))
+            .header("content-type", "application/json")
+            .send(
+                json!({ "content": "Tell me a long story.", "stream": true, "max_tokens": 200 })
+                    .to_string(),
+            )
+            .map_err(|e| e.to_string())?;
+        let mut reader = BufReader::new(res.into_body().into_reader());
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(|e| e.to_string())?;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let view = c.get(&format!("/v1/sessions/{id}")).json();
+    let stored = view["messages"].as_array().map(Vec::len).unwrap_or(9);
+    ensure(stored == 0 || stored == 2, || format!("{view}"))?;
+    let res = c.post_json(
+        &format!("/v1/sessions/{id}/messages"),
+        &json!({ "content": "Hi", "max_tokens": 4 }),
+    );
+    ensure(res.status == 200, || {
+        String::from_utf8_lossy(&res.body).into_owned()
+    })?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    for base in &worker.shards {
+        loop {
+            let info = Client::new(base).get("/").json();
+            if info["reserved_tokens"] == 0 && info["open_passes"] == 0 {
+                break;
+            }
+            ensure(std::time::Instant::now() < deadline, || {
+                format!("shard {base} still holds passes: {info}")
+            })?;
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
 /// A shard whose `open` fails (it is down): 503 JSON, stream or not, and a
 /// session turn stores nothing.
 fn shard_down(c: &Client) -> Result<(), Failed> {
@@ -335,6 +383,9 @@ fn checks() -> Vec<(&'static str, Check)> {
         ("concurrent_turns_share_the_shards", |s| {
             concurrent_turns(&s.all.client())
         }),
+        ("an_interrupted_stream_frees_the_shards", |s| {
+            interrupted_stream_frees_the_shards(&s.all.client(), &s.all)
+        }),
         ("a_shard_down_is_a_503_and_nothing_is_stored", |s| {
             shard_down(&s.down.client())
         }),
@@ -349,8 +400,8 @@ fn main() {
     args.test_threads = Some(1);
     let with = |broken| {
         Worker::start_with(&Bindings {
-            shards: true,
             broken_shards: broken,
+            shard_sockets: true,
             ..Bindings::default()
         })
     };

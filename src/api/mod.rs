@@ -337,7 +337,7 @@ pub fn validate(req: &HttpRequest<'_>) -> Result<(), ApiError> {
         Route::ChatCompletions => start_turn(&chat::parse(req, None)?).map(drop),
         Route::Sessions => {
             body_within_limit(req)?;
-            sessions::parse_create(req, "00000000000000000000000000000000", 0, None).map(drop)
+            sessions::parse_create(req, "00000000000000000000000000000000", 0, None, None).map(drop)
         }
         Route::Session(id) => sessions::check_id(id),
         Route::SessionMessages(id) => {

@@ -114,7 +114,7 @@ struct Defaults {
 const MIN_TURN_TOKENS: usize = 16;
 
 /// The first text-generation model: the default of a session.
-fn default_model() -> Result<&'static ModelSpec, ApiError> {
+fn first_chat_model() -> Result<&'static ModelSpec, ApiError> {
     registry::MODELS
         .iter()
         .find(|m| m.task == Task::TextGeneration)
@@ -134,11 +134,14 @@ fn chat_spec(name: &str) -> Result<&'static ModelSpec, ApiError> {
 }
 
 /// `POST /v1/sessions`: an optional body `{model, system, defaults}`.
+/// `default_model`: the deployer's choice for sessions that name none
+/// (`DEFAULT_CHAT_MODEL`), else the first text-generation model listed.
 pub fn parse_create(
     req: &HttpRequest<'_>,
     id: &str,
     created: u64,
     owner: Option<&str>,
+    default_model: Option<&str>,
 ) -> Result<SessionMeta, ApiError> {
     let body: CreateBody = if req.body.iter().all(u8::is_ascii_whitespace) && req.body_complete {
         CreateBody {
@@ -151,9 +154,15 @@ pub fn parse_create(
         json_body(req)?
     };
     no_unknown_fields(&body.unknown)?;
-    let spec = match &body.model {
-        Some(name) => chat_spec(name)?,
-        None => default_model()?,
+    let spec = match (&body.model, default_model) {
+        (Some(name), _) => chat_spec(name)?,
+        (None, Some(name)) => chat_spec(name).map_err(|e| {
+            ApiError::internal(format!(
+                "DEFAULT_CHAT_MODEL {name:?} is not a chat model of this worker: {}",
+                String::from_utf8_lossy(&e.body())
+            ))
+        })?,
+        (None, None) => first_chat_model()?,
     };
     let defaults = match body.defaults {
         Some(d) => {

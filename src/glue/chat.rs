@@ -366,6 +366,8 @@ pub struct ChatSession {
     state: State,
     /// The worker's bindings: a sharded model's shard Workers.
     env: Env,
+    /// `DEFAULT_CHAT_MODEL` (a var): the model of sessions that name none.
+    default_chat_model: Option<String>,
     /// Held from the start of a turn until its reply is stored, so a second
     /// message waits and then sees the first turn in the history.
     turn_lock: Arc<Mutex<()>>,
@@ -373,8 +375,14 @@ pub struct ChatSession {
 
 impl DurableObject for ChatSession {
     fn new(state: State, env: Env) -> Self {
+        let default_chat_model = env
+            .var("DEFAULT_CHAT_MODEL")
+            .ok()
+            .map(|v| v.to_string())
+            .filter(|v| !v.is_empty());
         ChatSession {
             state,
+            default_chat_model,
             env,
             turn_lock: Arc::new(Mutex::new(())),
         }
@@ -403,7 +411,13 @@ impl DurableObject for ChatSession {
         let sql = self.state.storage().sql();
         match (Route::parse(&path), new_id) {
             (Some(Route::Sessions), Some(new_id)) => {
-                let meta = match sessions::parse_create(&request, &new_id, now_seconds(), owner) {
+                let meta = match sessions::parse_create(
+                    &request,
+                    &new_id,
+                    now_seconds(),
+                    owner,
+                    self.default_chat_model.as_deref(),
+                ) {
                     Ok(meta) => meta,
                     Err(e) => return error_response(e),
                 };

@@ -203,10 +203,16 @@ fn dispose(pass: &ShardPass) {
 }
 
 impl Drop for Chain {
-    /// A turn dropped before [`Chain::close`] (a client that went away)
-    /// still disposes its stubs.
+    /// A turn dropped before [`Chain::close`] (a client that went away mid
+    /// stream) still ends its passes: the close calls are sent now (not
+    /// awaited: the turn is over), and the stubs disposed.
     fn drop(&mut self) {
         for (_, pass) in &self.passes {
+            if let Ok(promise) = pass.close() {
+                worker::wasm_bindgen_futures::spawn_local(async move {
+                    let _ = JsFuture::from(promise).await;
+                });
+            }
             dispose(pass);
         }
     }

@@ -38,10 +38,11 @@ await assert.rejects(
   (e) => e instanceof OpenAI.NotFoundError && /does not exist/.test(e.message),
 );
 // Chat: whole, then the same request streamed: same text, same usage.
-const chatModel = "shakespeare-llama";
+// The default chat model: SmolLM2-135M-Instruct, served by its shard Workers.
+const chatModel = "smollm2-135m-instruct";
 const messages = [
-  { role: "system", content: "A scene from Hamlet, by William Shakespeare." },
-  { role: "user", content: "Who's there?" },
+  { role: "system", content: "You are a helpful assistant. Answer briefly." },
+  { role: "user", content: "What is the capital of France?" },
 ];
 const whole = await client.chat.completions.create({ model: chatModel, messages, max_tokens: 30, temperature: 0 });
 assert.equal(whole.object, "chat.completion");
@@ -51,7 +52,7 @@ assert.ok(typeof reply.content === "string" && reply.content.length > 0, JSON.st
 assert.ok(["stop", "length"].includes(whole.choices[0].finish_reason));
 assert.equal(whole.usage.total_tokens, whole.usage.prompt_tokens + whole.usage.completion_tokens);
 assert.ok(whole.usage.cpu_ms > 0, `usage.cpu_ms: ${JSON.stringify(whole.usage)}`);
-assert.match(whole.model, /^shakespeare-llama@/);
+assert.match(whole.model, /^smollm2-135m-instruct@/);
 
 const stream = await client.chat.completions.create({
   model: chatModel, messages, max_tokens: 30, temperature: 0, stream: true,
@@ -76,9 +77,9 @@ assert.equal(usage?.completion_tokens, whole.usage.completion_tokens);
 assert.ok(chunks >= 3, `${chunks} chunks`);
 
 // A session named by header: the server keeps the history between calls.
-const session = await client.post("/sessions", { body: { system: "A scene from Macbeth, by William Shakespeare." } });
+const session = await client.post("/sessions", { body: { system: "You are a helpful assistant." } });
 const first = await client.chat.completions.create(
-  { model: chatModel, messages: [{ role: "user", content: "My lord." }], max_tokens: 10 },
+  { model: chatModel, messages: [{ role: "user", content: "Hi, I am Ada." }], max_tokens: 10 },
   { headers: { "X-Session-Id": session.id } },
 );
 const history = await client.get(`/sessions/${session.id}`);

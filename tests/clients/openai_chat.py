@@ -9,7 +9,8 @@ import sys
 
 import openai
 
-MODEL = "shakespeare-llama"
+# The default chat model: SmolLM2-135M-Instruct, served by its shard Workers.
+MODEL = "smollm2-135m-instruct"
 
 
 def check(cond, message):
@@ -23,8 +24,8 @@ def main():
 
     whole = client.chat.completions.create(
         model=MODEL,
-        messages=[{"role": "system", "content": "A scene from Hamlet, by William Shakespeare."},
-                  {"role": "user", "content": "Who's there?"}],
+        messages=[{"role": "system", "content": "You are a helpful assistant. Answer briefly."},
+                  {"role": "user", "content": "What is the capital of France?"}],
         max_tokens=30,
         temperature=0,
     )
@@ -36,8 +37,8 @@ def main():
 
     stream = client.chat.completions.create(
         model=MODEL,
-        messages=[{"role": "system", "content": "A scene from Hamlet, by William Shakespeare."},
-                  {"role": "user", "content": "Who's there?"}],
+        messages=[{"role": "system", "content": "You are a helpful assistant. Answer briefly."},
+                  {"role": "user", "content": "What is the capital of France?"}],
         max_tokens=30,
         temperature=0,
         stream=True,
@@ -58,12 +59,12 @@ def main():
     check(chunks >= 3, f"{chunks} chunks")
 
     # A session: history kept by the server between calls.
-    session = client.post("/sessions", body={"system": "A scene from Macbeth, by William Shakespeare."},
+    session = client.post("/sessions", body={"system": "You are a helpful assistant."},
                           cast_to=object)
     sid = session["id"]
-    first = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "My lord."}],
+    first = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi, I am Ada."}],
                                            max_tokens=10, extra_body={"session": sid})
-    second = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Speak."}],
+    second = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "What is my name?"}],
                                             max_tokens=10, extra_headers={"X-Session-Id": sid}, stream=True)
     streamed = "".join((c.choices[0].delta.content or "") for c in second if c.choices)
     history = client.get(f"/sessions/{sid}", cast_to=object)["messages"]

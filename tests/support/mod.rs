@@ -80,6 +80,8 @@ pub struct Worker {
     _state: TempDir,
     /// From spawning workerd to the first 200 from /healthz.
     pub startup: Duration,
+    /// With `Bindings::shard_sockets`: each shard Worker's own base URL.
+    pub shards: Vec<String>,
 }
 
 /// A directory removed on drop.
@@ -176,12 +178,16 @@ pub struct Bindings {
     /// Where the `ChatSession` objects keep their SQLite files; a fresh
     /// directory when `None`. Reusing one across restarts keeps the sessions.
     pub sessions_dir: Option<PathBuf>,
-    /// Serve the shard Workers of the sharded chat model too (built by
-    /// scripts/build-shards), bound to the front worker as wrangler.toml
+    /// Leave out the shard Workers of the sharded chat model (the default
+    /// chat model), which are otherwise served too (built by
+    /// scripts/build-shards) and bound to the front worker as wrangler.toml
     /// binds them. Without them its requests get the 503 of a shard down.
-    pub shards: bool,
-    /// With `shards`: shards replaced by a Worker that fails, to test a
-    /// shard that is down or fails mid-reply.
+    pub no_shards: bool,
+    /// Serve each shard Worker on a socket of its own too (the bench reads
+    /// its `GET /`: memory, load time); their bases are `Worker::shards`.
+    pub shard_sockets: bool,
+    /// Shards replaced by a Worker that fails, to test a shard that is down
+    /// or fails mid-reply.
     pub broken_shards: Vec<(usize, BrokenShard)>,
 }
 
@@ -255,7 +261,13 @@ export default class extends WorkerEntrypoint {\n\
 /// A workerd config serving `modules` on 127.0.0.1:`port`. workerd resolves
 /// `embed` paths relative to the config, so the modules are written next to
 /// it: the server runs a snapshot of the build.
-fn workerd_config(dir: &Path, port: u16, modules: &[Module], bindings: &Bindings) -> PathBuf {
+fn workerd_config(
+    dir: &Path,
+    port: u16,
+    modules: &[Module],
+    bindings: &Bindings,
+    shard_ports: &[u16],
+) -> PathBuf {
     let mut list = String::new();
     for m in modules {
         std::fs::write(dir.join(m.name), &m.bytes)
@@ -300,6 +312,8 @@ fn workerd_config(dir: &Path, port: u16, modules: &[Module], bindings: &Bindings
         ));
     }
     let mut extra = String::new();
+    let mut sockets =
+        format!("(name = \"http\", address = \"127.0.0.1:{port}\", http = (), service = \"main\")");
     if let Some(js) = &bindings.kv_service {
         std::fs::write(dir.join("kv.js"), js).expect("write kv service");
         binds.push_str("    (name = \"CACHE\", kvNamespace = \"kv\"),\n");
@@ -312,7 +326,8 @@ fn workerd_config(dir: &Path, port: u16, modules: &[Module], bindings: &Bindings
     for (name, value) in &bindings.vars {
         binds.push_str(&format!("    (name = {name:?}, text = {value:?}),\n"));
     }
-    if bindings.shards {
+    // Only the front worker binds shards (the bench also serves an empty one).
+    if !bindings.no_shards && has_sessions {
         let date = compatibility_date();
         for shard in shard_plan() {
             let worker = format!("shard{}", shard.index);
@@ -340,6 +355,12 @@ fn workerd_config(dir: &Path, port: u16, modules: &[Module], bindings: &Bindings
                 continue;
             }
             link_shard(dir, &shard.script);
+            if let Some(p) = shard_ports.get(shard.index) {
+                sockets.push_str(&format!(
+                    ", (name = \"{worker}\", address = \"127.0.0.1:{p}\", http = (), service = {:?})",
+                    shard.script
+                ));
+            }
             extra.push_str(&format!(
                 "const {worker} :Workerd.Worker = (\n  modules = [\n    (name = \"entry.mjs\", esModule = embed \"{s}/entry.mjs\"),\n    (name = \"shard.wasm\", wasm = embed \"{s}/shard.wasm\"),\n    (name = \"weights.bin\", data = embed \"{s}/weights.bin\"),\n  ],\n  bindings = [(name = \"TOKEN_BUDGET\", text = \"{budget}\")],\n  compatibilityDate = \"{date}\",\n);\n",
                 s = shard.script,
@@ -351,7 +372,7 @@ fn workerd_config(dir: &Path, port: u16, modules: &[Module], bindings: &Bindings
         r#"using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [{services}],
-  sockets = [(name = "http", address = "127.0.0.1:{port}", http = (), service = "main")],
+  sockets = [{sockets}],
 );
 const edgeinfer :Workerd.Worker = (
   modules = [
@@ -397,7 +418,7 @@ impl Worker {
     /// runtime of `wrangler dev` and of production) at a free port.
     pub fn start() -> Worker {
         ensure_built();
-        Self::start_modules(&built_modules())
+        Self::spawn_workerd(&built_modules(), &Bindings::default())
     }
 
     /// The built worker with `bindings`.
@@ -406,18 +427,41 @@ impl Worker {
         Self::spawn_workerd(&built_modules(), bindings)
     }
 
-    /// Serves any worker; the first module is the main one.
+    /// Serves any worker alone (no shard Workers); the first module is the
+    /// main one.
     pub fn start_modules(modules: &[Module]) -> Worker {
-        Self::spawn_workerd(modules, &Bindings::default())
+        Self::spawn_workerd(
+            modules,
+            &Bindings {
+                no_shards: true,
+                ..Bindings::default()
+            },
+        )
+    }
+
+    /// Serves `modules` with `bindings` (shard Workers included unless
+    /// `no_shards`, when the modules have the chat sessions: the front).
+    pub fn start_modules_with(modules: &[Module], bindings: &Bindings) -> Worker {
+        Self::spawn_workerd(modules, bindings)
     }
 
     fn spawn_workerd(modules: &[Module], bindings: &Bindings) -> Worker {
         let state = TempDir::new("workerd");
         let port = free_port();
-        let config = workerd_config(&state.0, port, modules, bindings);
+        let shard_ports: Vec<u16> = if bindings.shard_sockets && !bindings.no_shards {
+            shard_plan().iter().map(|_| free_port()).collect()
+        } else {
+            Vec::new()
+        };
+        let config = workerd_config(&state.0, port, modules, bindings, &shard_ports);
         let mut command = Command::new(workerd_bin());
         command.arg("serve").arg(&config).arg("--verbose");
-        Self::spawn(command, state, port)
+        let mut worker = Self::spawn(command, state, port);
+        worker.shards = shard_ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
+        worker
     }
 
     /// The built worker under `wrangler dev` (miniflare's KV, as users run it
@@ -473,6 +517,7 @@ impl Worker {
             log,
             _state: state,
             startup: Duration::ZERO,
+            shards: Vec::new(),
         };
         worker.wait_ready();
         worker.startup = spawned.elapsed();
