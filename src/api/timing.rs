@@ -103,9 +103,11 @@ pub struct Work {
 }
 
 /// CPU ms of a sharded model (SmolLM2-135M-Instruct) per token, summed
-/// over its shard isolates: measured in workerd by scripts/bench --decoder.
-pub const SHARDED_MS_PER_PROMPT_TOKEN: f64 = 8.0;
-pub const SHARDED_MS_PER_GENERATED_TOKEN: f64 = 28.0;
+/// over its shard isolates and the front's sampling: measured in workerd by
+/// `scripts/bench --sharded` (227 prompt tokens in 2,730 ms; 26.2 ms of
+/// shard time + 1.3 ms of sampling per generated token).
+pub const SHARDED_MS_PER_PROMPT_TOKEN: f64 = 12.0;
+pub const SHARDED_MS_PER_GENERATED_TOKEN: f64 = 27.5;
 
 /// Estimated CPU ms of `work` on `spec` in the worker, not counting a
 /// one-time model load (that shows as `init` in `Server-Timing`). Per-unit
