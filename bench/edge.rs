@@ -344,23 +344,13 @@ fn long_reply_seed() -> u64 {
 
 /// Milliseconds until the first content event of a streamed reply.
 fn time_to_first_token(c: &Client, body: &Value) -> f64 {
-    use std::io::{BufRead, BufReader};
-    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
-    let t = Instant::now();
-    let res = agent
-        .post(format!("{}/v1/chat/completions", c.base()))
-        .header("content-type", "application/json")
-        .send(body.to_string())
-        .expect("send");
-    let mut first = None;
-    for line in BufReader::new(res.into_body().into_reader()).lines() {
-        let line = line.expect("read");
-        if first.is_none() && line.contains("\"content\":\"") && !line.contains("\"content\":\"\"")
-        {
-            first = Some(ms(t.elapsed()));
-        }
-    }
-    first.expect("a content event")
+    let s = support::sse::stream(c, "/v1/chat/completions", body);
+    assert_eq!(s.status, 200, "{body}");
+    s.events
+        .iter()
+        .find(|(_, d)| d.contains("\"content\":\"") && !d.contains("\"content\":\"\""))
+        .map(|(t, _)| ms(*t))
+        .expect("a content event")
 }
 
 /// ms per generated token: (t(n tokens) - t(1 token)) / (n - 1), medians.

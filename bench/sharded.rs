@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 
 use super::support::sse::stream;
 use super::support::{self, Bindings, Client, Module, Worker};
-use super::{median, ms, node_json};
+use super::{median, ms, node_json, time_to_first_token as ttft};
 
 const MODEL: &str = "smollm2-135m-instruct";
 /// Workers Standard: dollars per million CPU-ms and per million requests.
@@ -67,17 +67,6 @@ fn turn_10() -> Value {
     }
     messages.push(json!({ "role": "user", "content": "Now summarize them in one sentence." }));
     Value::Array(messages)
-}
-
-/// Milliseconds until the first content event of a streamed reply.
-fn ttft(c: &Client, body: &Value) -> f64 {
-    let s = stream(c, "/v1/chat/completions", body);
-    assert_eq!(s.status, 200, "{body}");
-    s.events
-        .iter()
-        .find(|(_, d)| d.contains("\"content\":\"") && !d.contains("\"content\":\"\""))
-        .map(|(t, _)| ms(*t))
-        .expect("a content event")
 }
 
 /// `Server-Timing` of a whole reply: (inference ms, the shards' ms summed,

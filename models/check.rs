@@ -283,26 +283,20 @@ pub fn shard_plan(m: &ModelEntry, gguf: &pack_gguf::Gguf) -> Result<Vec<plan::Sh
 /// The Worker binding (front worker) and script name of shard `i` of model
 /// `id`: `SMOLLM2_135M_INSTRUCT_0`, `edgeinfer-smollm2-135m-instruct-0`.
 pub fn shard_names(id: &str, i: usize) -> (String, String) {
-    let binding: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let script: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    // ASCII letters and digits kept (in `case`), anything else `other`.
+    let spell = |case: fn(&char) -> char, other: char| -> String {
+        id.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    case(&c)
+                } else {
+                    other
+                }
+            })
+            .collect()
+    };
+    let binding = spell(char::to_ascii_uppercase, '_');
+    let script = spell(char::to_ascii_lowercase, '-');
     (format!("{binding}_{i}"), format!("edgeinfer-{script}-{i}"))
 }
 
