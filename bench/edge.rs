@@ -299,7 +299,7 @@ fn bundle() -> (u64, u64, String) {
     );
     let line = text
         .lines()
-        .find(|l| l.starts_with("bundle:"))
+        .find(|l| l.starts_with("bundle edgeinfer:"))
         .expect("bundle line")
         .to_string();
     let nums: Vec<u64> = line
