@@ -3,12 +3,16 @@
 // shard's data module. scripts/build-shards puts this file, the module and
 // the weights of each planned shard into build/shards/<script>/.
 //
-// The front worker calls `open(traceparent, tokens)` once per turn over its service
-// binding and gets a `Pass` (an RpcTarget holding this shard's key/value
-// cache for the turn), then `forward(input)` once per model pass: token ids
-// (Uint32Array) into the first shard, hidden states (Float32Array) between
-// shards, logits out of the last. Calls on the stub are not new
-// invocations. This file moves bytes in and out of the module; it does no
+// The front worker calls `begin(traceparent, tokens, prompt, scope)` once
+// per turn over its service binding and gets `{ pass, cached }`: a `Pass`
+// (an RpcTarget holding this shard's key/value cache for the turn) and how
+// many of the prompt's first tokens that cache already holds (kept from an
+// earlier turn of the conversation, shard/src/shard.rs). Then
+// `forward(input, at)` once per model pass: token ids (Uint32Array) into
+// the first shard, hidden states (Float32Array) between shards, logits out
+// of the last, the input's first row at position `at`. Calls on the stub
+// are not new invocations. `close(fed)` ends the turn and keeps the cache
+// for a next turn that starts with the `fed` ids. This file moves bytes in and out of the module; it does no
 // math. It logs one JSON line per pass when the pass ends: trace id, layers,
 // calls, tokens and its own time, so a slow reply shows which isolate was
 // slow.
@@ -66,15 +70,33 @@ function freed() {
   waiting.shift()?.();
 }
 
-// A pass of at most `tokens` fed tokens once the isolate's budget has room
-// for it: waits for passes to end (bounded), and reclaims one left idle.
-async function newPass(traceparent, tokens, env) {
+// Writes `words` (a Uint32Array) and then `bytes` into the module's input
+// buffer.
+function writeInput(e, words, bytes = new Uint8Array(0)) {
+  const ptr = e.input_buffer(words.byteLength + bytes.length);
+  const view = new Uint8Array(e.memory.buffer, ptr, words.byteLength + bytes.length);
+  view.set(new Uint8Array(words.buffer, words.byteOffset, words.byteLength));
+  view.set(bytes, words.byteLength);
+}
+
+// A pass of at most `tokens` fed tokens for `prompt` (token ids) in `scope`
+// (the caller's key: kept caches are matched within it) once the isolate's
+// budget has room for it: waits for passes to end (bounded), and reclaims
+// one left idle.
+async function newPass(traceparent, tokens, prompt, scope, env) {
   const { e, info } = instance(env);
   const deadline = Date.now() + WAIT_MS;
   const asked = Number.isInteger(tokens) && tokens > 0 ? tokens : info.config.context;
+  const ids = prompt instanceof Uint32Array ? prompt : new Uint32Array(0);
+  const scopeBytes = new TextEncoder().encode(typeof scope === "string" ? scope : "");
   for (;;) {
-    const handle = e.open(asked);
-    if (handle !== 0) return new Pass(handle, traceparent);
+    // Rewritten on every try: another pass may have used the buffer.
+    writeInput(e, ids, scopeBytes);
+    const handle = e.open(asked, ids.length, scopeBytes.length);
+    if (handle !== 0) {
+      const cached = e.cached();
+      return { pass: new Pass(handle, traceparent, cached), cached };
+    }
     // Refused for another reason than room (a reservation over the context).
     if (asked <= e.free_tokens() || asked > info.budget_tokens) throw new Error(lastError(e));
     const idle = [...openPasses].find((p) => Date.now() - p.lastUsed > IDLE_MS);
@@ -92,10 +114,13 @@ async function newPass(traceparent, tokens, env) {
 }
 
 class Pass extends RpcTarget {
-  constructor(handle, traceparent) {
+  constructor(handle, traceparent, cached) {
     super();
     const { info } = instance();
     this.handle = handle;
+    this.reused = cached;
+    // The next input's position, if the caller does not say.
+    this.position = cached;
     this.lastUsed = Date.now();
     openPasses.add(this);
     this.trace = /^00-([0-9a-f]{32})-/.exec(traceparent ?? "")?.[1] ?? null;
@@ -106,9 +131,9 @@ class Pass extends RpcTarget {
     this.closed = false;
   }
 
-  // One model pass: token ids or hidden states in; hidden states or
-  // logits out, with this shard's own time in ms.
-  forward(input) {
+  // One model pass: token ids or hidden states in, the first at position
+  // `at`; hidden states or logits out, with this shard's own time in ms.
+  forward(input, at) {
     if (this.closed) throw new Error("this pass is closed");
     const started = performance.now();
     const { e, info } = instance();
@@ -116,13 +141,11 @@ class Pass extends RpcTarget {
     if (!isTokens && !(input instanceof Float32Array)) {
       throw new TypeError("forward takes a Uint32Array of token ids or a Float32Array of hidden states");
     }
-    const ptr = e.input_buffer(input.byteLength);
-    new Uint8Array(e.memory.buffer, ptr, input.byteLength).set(
-      new Uint8Array(input.buffer, input.byteOffset, input.byteLength),
-    );
+    writeInput(e, input);
+    const position = Number.isInteger(at) && at >= 0 ? at : this.position;
     let status;
     try {
-      status = e.step(this.handle, isTokens ? 1 : 0, input.length);
+      status = e.step(this.handle, position, isTokens ? 1 : 0, input.length);
     } catch (err) {
       // A trap leaves the instance unusable: the next pass gets a new one.
       if (err instanceof WebAssembly.RuntimeError) shard = undefined;
@@ -131,20 +154,28 @@ class Pass extends RpcTarget {
     if (status !== 0) throw new Error(lastError(e));
     const out = new Float32Array(e.memory.buffer, e.output_ptr(), e.output_len()).slice();
     const ms = performance.now() - started;
+    const rows = isTokens ? input.length : input.length / info.config.dims;
     this.calls += 1;
     this.lastUsed = Date.now();
-    this.tokens += isTokens ? input.length : input.length / info.config.dims;
+    this.position = position + rows;
+    this.tokens += rows;
     this.ms += ms;
     return { out, ms };
   }
 
-  // Ends the pass: frees its cache and logs it. The front calls this at
-  // the end of a turn; disposal of the stub calls it too.
-  close() {
+  // Ends the pass and logs it. With `fed` (a Uint32Array: every token id
+  // the turn fed, prompt first) its cache is kept for a next turn that
+  // starts with them; else freed. The front calls this at the end of a
+  // turn; disposal of the stub (or reclaiming it idle) frees it.
+  close(fed) {
     if (this.closed) return;
     this.closed = true;
     openPasses.delete(this);
-    shard?.e.close(this.handle);
+    if (shard) {
+      const keep = fed instanceof Uint32Array ? fed : new Uint32Array(0);
+      writeInput(shard.e, keep);
+      shard.e.close(this.handle, keep.length);
+    }
     freed();
     console.log(
       JSON.stringify({
@@ -153,6 +184,7 @@ class Pass extends RpcTarget {
         layers: this.layers,
         calls: this.calls,
         tokens: this.tokens,
+        reused: this.reused,
         ms: Math.round(this.ms * 1000) / 1000,
       }),
     );
@@ -164,9 +196,16 @@ class Pass extends RpcTarget {
 }
 
 export default class extends WorkerEntrypoint {
-  // A turn's pass: `tokens` is the most it will feed (prompt + max_tokens).
-  open(traceparent, tokens) {
-    return newPass(traceparent, tokens, this.env);
+  // A turn's pass: `tokens` is the most it will feed (prompt + max_tokens),
+  // `prompt` its prompt's token ids, `scope` the caller's key (or "").
+  begin(traceparent, tokens, prompt, scope) {
+    return newPass(traceparent, tokens, prompt, scope, this.env);
+  }
+
+  // The pass alone, no cache kept: what a front worker deployed before
+  // `begin` calls while the shards it binds are already newer.
+  async open(traceparent, tokens) {
+    return (await newPass(traceparent, tokens, undefined, "", this.env)).pass;
   }
 
   // What this shard is, for operators: `GET /` on the shard Worker.

@@ -8,7 +8,9 @@
 //!   (`apply_chat_template`) token for token;
 //! - streamed equals whole; `Server-Timing` names every shard hop; the
 //!   caller's `traceparent` reaches every shard's log line;
-//! - sessions converse on it;
+//! - sessions converse on it; a conversation's next turn feeds only what
+//!   is new (the shards kept the last turn's cache), answers as it would
+//!   from nothing, and another caller's key never starts from it;
 //! - a shard that is down is a 503 JSON before any stream, one that fails
 //!   mid-stream an `error` event and `[DONE]`, and the session keeps its
 //!   history either way.
@@ -75,6 +77,7 @@ fn greedy_equals_the_native_engine(c: &Client) -> Result<(), Failed> {
         .as_array()
         .ok_or("no cases")?;
     ensure(cases.len() >= 10, || format!("{} cases", cases.len()))?;
+    let mut cached = Vec::new();
     for case in cases {
         let prompt = smollm2::ids(&case["prompt_ids"]);
         let expected = native_reply(&decoder, &prompt, MAX_TOKENS);
@@ -90,6 +93,7 @@ fn greedy_equals_the_native_engine(c: &Client) -> Result<(), Failed> {
                            "max_tokens": MAX_TOKENS });
         let reply = chat(c, &body)?;
         let usage = &reply["usage"];
+        cached.push(usage["prompt_tokens_details"]["cached_tokens"].as_u64());
         ensure(usage["prompt_tokens"] == prompt.len(), || {
             format!(
                 "the front's prompt is not the reference's: {usage} vs {} ids",
@@ -117,6 +121,12 @@ fn greedy_equals_the_native_engine(c: &Client) -> Result<(), Failed> {
             format!("{reply}")
         })?;
     }
+    // Every case starts with the default system prompt: after the first,
+    // the shards continue from it, and the replies above are unchanged.
+    ensure(
+        cached[1..].iter().all(|&c| c.is_some_and(|c| c > 0)),
+        || format!("cached prompt tokens per case: {cached:?}"),
+    )?;
     Ok(())
 }
 
@@ -214,6 +224,83 @@ fn session_converses(c: &Client) -> Result<(), Failed> {
     ensure(view["messages"].as_array().map(Vec::len) == Some(4), || {
         format!("{view}")
     })?;
+    Ok(())
+}
+
+fn cached_tokens(usage: &Value) -> Option<u64> {
+    usage["prompt_tokens_details"]["cached_tokens"].as_u64()
+}
+
+/// API keys on: a session's second turn starts from the first turn's cache
+/// (all of its prompt at least) and answers what the same conversation
+/// gets from nothing, which is what another key gets: kept caches are
+/// matched only within the caller's key.
+fn next_turn_feeds_only_what_is_new(base: &str) -> Result<(), Failed> {
+    let a = Client::new(base).with_header("authorization", "Bearer key-alpha");
+    let b = Client::new(base).with_header("authorization", "Bearer key-beta");
+    let created = a.post_json(
+        "/v1/sessions",
+        &json!({ "model": MODEL, "defaults": { "temperature": 0, "max_tokens": 12 } }),
+    );
+    ensure(created.status == 201, || {
+        String::from_utf8_lossy(&created.body).into_owned()
+    })?;
+    let id = created.json()["id"].as_str().ok_or("no id")?.to_string();
+    let mut usages = Vec::new();
+    let mut last = Value::Null;
+    for text in ["Hi! My name is Ada and I like tea.", "What do I like?"] {
+        let res = a.post_json(
+            &format!("/v1/sessions/{id}/messages"),
+            &json!({ "content": text }),
+        );
+        ensure(res.status == 200, || {
+            String::from_utf8_lossy(&res.body).into_owned()
+        })?;
+        last = res.json();
+        usages.push(last["usage"].clone());
+    }
+    let first_prompt = usages[0]["prompt_tokens"].as_u64().unwrap_or(0);
+    let cached = cached_tokens(&usages[1]).unwrap_or(0);
+    ensure(
+        first_prompt > 0
+            && cached >= first_prompt
+            && cached < usages[1]["prompt_tokens"].as_u64().unwrap_or(0),
+        || format!("turn 1 {}, turn 2 {}", usages[0], usages[1]),
+    )?;
+    // The same conversation, sent whole: from nothing under another key
+    // (even the system prompt), from the kept cache under the same one.
+    let view = a.get(&format!("/v1/sessions/{id}")).json();
+    let mut messages: Vec<Value> = view["messages"]
+        .as_array()
+        .ok_or("no messages")?
+        .iter()
+        .map(|m| json!({ "role": m["role"], "content": m["content"] }))
+        .collect();
+    messages.pop();
+    let body = json!({ "model": MODEL, "messages": messages, "temperature": 0, "max_tokens": 12 });
+    let other = chat(&b, &body)?;
+    ensure(cached_tokens(&other["usage"]) == Some(0), || {
+        format!(
+            "another key's request started from a kept cache: {}",
+            other["usage"]
+        )
+    })?;
+    let same = chat(&a, &body)?;
+    ensure(cached_tokens(&same["usage"]) > Some(first_prompt), || {
+        format!("{}", same["usage"])
+    })?;
+    let content = |v: &Value| v["choices"][0]["message"]["content"].clone();
+    let session_reply = last["choices"][0]["message"]["content"].clone();
+    ensure(
+        content(&other) == session_reply && content(&same) == session_reply,
+        || {
+            format!(
+                "from nothing {}, kept {}, session {session_reply}",
+                content(&other),
+                content(&same)
+            )
+        },
+    )?;
     Ok(())
 }
 
@@ -359,9 +446,11 @@ fn shard_fails_mid_stream(c: &Client) -> Result<(), Failed> {
     Ok(())
 }
 
-/// The servers: every shard up, shard 2 down, shard 1 failing its passes.
+/// The servers: every shard up (with and without API keys), shard 2 down,
+/// shard 1 failing its passes.
 struct Servers {
     all: Worker,
+    keyed: Worker,
     down: Worker,
     failing: Worker,
 }
@@ -379,6 +468,9 @@ fn checks() -> Vec<(&'static str, Check)> {
         ),
         ("session_converses_on_the_shards", |s| {
             session_converses(&s.all.client())
+        }),
+        ("a_conversations_next_turn_feeds_only_what_is_new", |s| {
+            next_turn_feeds_only_what_is_new(&s.keyed.base)
         }),
         ("concurrent_turns_share_the_shards", |s| {
             concurrent_turns(&s.all.client())
@@ -408,6 +500,10 @@ fn main() {
     let servers = (!args.list).then(|| {
         Arc::new(Servers {
             all: with(Vec::new()),
+            keyed: Worker::start_with(&Bindings {
+                vars: vec![("API_KEYS".into(), "key-alpha,key-beta".into())],
+                ..Bindings::default()
+            }),
             down: with(vec![(2, BrokenShard::Down)]),
             failing: with(vec![(1, BrokenShard::FailsPasses)]),
         })

@@ -12,6 +12,8 @@ struct State {
     input: Vec<u8>,
     output: Vec<f32>,
     error: String,
+    /// `cached` of the last pass opened.
+    cached: usize,
 }
 
 thread_local! {
@@ -20,6 +22,7 @@ thread_local! {
         input: Vec::new(),
         output: Vec::new(),
         error: String::new(),
+        cached: 0,
     });
 }
 
@@ -81,17 +84,44 @@ pub extern "C" fn info() -> u32 {
     })
 }
 
+/// The input buffer's first `count` little-endian words.
+fn words(input: &[u8], count: usize) -> Vec<u32> {
+    input
+        .chunks_exact(4)
+        .take(count)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
 /// Opens a pass of at most `tokens` fed tokens: its handle (> 0), or 0
-/// with the reason in the error text.
+/// with the reason in the error text. The input buffer holds its prompt
+/// (`prompt_count` token ids) and then its scope (`scope_len` bytes of
+/// UTF-8); `cached` then tells how much of the prompt its cache holds.
 #[no_mangle]
-pub extern "C" fn open(tokens: usize) -> u32 {
-    with(|s| match s.shard.open(tokens) {
-        Ok(h) => h,
-        Err(e) => {
-            s.error = e.to_string();
-            0
+pub extern "C" fn open(tokens: usize, prompt_count: usize, scope_len: usize) -> u32 {
+    with(|s| {
+        let prompt = words(&s.input, prompt_count);
+        let from = (prompt_count * 4).min(s.input.len());
+        let to = (from + scope_len).min(s.input.len());
+        let scope = String::from_utf8_lossy(&s.input[from..to]).into_owned();
+        match s.shard.open(tokens, &scope, &prompt) {
+            Ok(opened) => {
+                s.cached = opened.cached;
+                opened.handle
+            }
+            Err(e) => {
+                s.error = e.to_string();
+                0
+            }
         }
     })
+}
+
+/// How many of its prompt's first tokens the last opened pass's cache
+/// holds: its first input starts there.
+#[no_mangle]
+pub extern "C" fn cached() -> usize {
+    with(|s| s.cached)
 }
 
 /// Tokens a new pass may still reserve.
@@ -100,9 +130,15 @@ pub extern "C" fn free_tokens() -> usize {
     with(|s| s.shard.free_tokens())
 }
 
+/// Ends pass `handle`; with `keep_count` > 0, keeps its cache for a later
+/// prompt that starts with the `keep_count` token ids in the input buffer
+/// (the ids it was fed).
 #[no_mangle]
-pub extern "C" fn close(handle: u32) {
-    with(|s| s.shard.close(handle))
+pub extern "C" fn close(handle: u32, keep_count: usize) {
+    with(|s| {
+        let keep = (keep_count > 0).then(|| words(&s.input, keep_count));
+        s.shard.close(handle, keep.as_deref());
+    })
 }
 
 /// A buffer of `bytes` for the next `step`'s input.
@@ -116,25 +152,21 @@ pub extern "C" fn input_buffer(bytes: usize) -> *mut u8 {
     })
 }
 
-/// Runs pass `handle` on the input buffer: `count` token ids (u32) when
-/// `tokens` is 1, else `count` floats of hidden states. The result is in
-/// the output buffer.
+/// Runs pass `handle` on the input buffer, its first row at position
+/// `at`: `count` token ids (u32) when `tokens` is 1, else `count` floats of
+/// hidden states. The result is in the output buffer.
 #[no_mangle]
-pub extern "C" fn step(handle: u32, tokens: u32, count: usize) -> u32 {
+pub extern "C" fn step(handle: u32, at: usize, tokens: u32, count: usize) -> u32 {
     with(|s| {
-        let bytes = &s.input[..(count * 4).min(s.input.len())];
         let result = if tokens == 1 {
-            let ids: Vec<u32> = bytes
-                .chunks_exact(4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            s.shard.step(handle, Input::Tokens(&ids))
+            let ids = words(&s.input, count);
+            s.shard.step(handle, at, Input::Tokens(&ids))
         } else {
-            let hidden: Vec<f32> = bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            let hidden: Vec<f32> = words(&s.input, count)
+                .into_iter()
+                .map(f32::from_bits)
                 .collect();
-            s.shard.step(handle, Input::Hidden(&hidden))
+            s.shard.step(handle, at, Input::Hidden(&hidden))
         };
         let result = result.map(|out| s.output = out);
         status(s, result)

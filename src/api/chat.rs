@@ -411,12 +411,19 @@ pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub total_tokens: usize,
+    /// OpenAI's field: how much of the prompt was not computed again.
+    pub prompt_tokens_details: PromptTokensDetails,
     /// Oldest messages left out because the conversation outgrew the
     /// model's context (never the system message or the last message).
     pub dropped_messages: usize,
     /// Estimated CPU ms of the prompt and the generation in the worker
     /// (see api::timing).
     pub cpu_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: usize,
 }
 
 #[derive(Serialize)]
@@ -502,6 +509,8 @@ pub struct ChatTurn {
     generating_ms: f64,
     /// Per shard Worker of a sharded model: its own time, summed.
     hops: Vec<(&'static str, f64)>,
+    /// The prompt's first tokens the model did not have to feed again.
+    cached_tokens: usize,
 }
 
 impl ChatTurn {
@@ -534,6 +543,7 @@ impl ChatTurn {
             timings,
             generating_ms: 0.0,
             hops: Vec::new(),
+            cached_tokens: 0,
         })
     }
 
@@ -558,7 +568,7 @@ impl ChatTurn {
         let completion = self.generation.completion_tokens();
         let work = Work {
             inputs: 1,
-            tokens: prompt,
+            tokens: prompt - self.cached_tokens,
             generated: completion,
             ..Work::default()
         };
@@ -566,6 +576,9 @@ impl ChatTurn {
             prompt_tokens: prompt,
             completion_tokens: completion,
             total_tokens: prompt + completion,
+            prompt_tokens_details: PromptTokensDetails {
+                cached_tokens: self.cached_tokens,
+            },
             dropped_messages: self.dropped_messages,
             cpu_ms: timing::estimate_cpu_ms(self.spec, &work),
         }
@@ -596,6 +609,19 @@ impl ChatTurn {
     /// within the context (what a shard reserves cache memory for).
     pub fn most_tokens(&self) -> usize {
         self.generation.most_tokens()
+    }
+
+    /// The prompt's token ids.
+    pub fn prompt(&self) -> &[u32] {
+        self.generation.prompt()
+    }
+
+    /// How many of the prompt's first tokens the model's shards already
+    /// held (kept from the conversation's last turn): reported as
+    /// `usage.prompt_tokens_details.cached_tokens` and not counted as
+    /// prompt work in `cpu_ms`.
+    pub fn set_cached_tokens(&mut self, cached: usize) {
+        self.cached_tokens = cached.min(self.generation.prompt_tokens());
     }
 
     /// The logits of the pass [`ChatTurn::wants`] asked for, and the time

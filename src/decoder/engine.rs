@@ -250,6 +250,23 @@ impl KvCache {
         self.len == 0
     }
 
+    /// Forgets every token from position `len` on: the cache then holds
+    /// what feeding only the first `len` tokens would have left (each
+    /// position's keys and values depend on the tokens before it alone),
+    /// so a conversation's next turn can continue from the history it
+    /// shares with the last one instead of feeding it again.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        for (keys, values) in &mut self.layers {
+            let row = keys.len() / self.len.max(1);
+            keys.truncate(len * row);
+            values.truncate(len * row);
+        }
+        self.len = len;
+    }
+
     /// Bytes held (what a generation costs the isolate beyond the model).
     pub fn bytes(&self) -> usize {
         self.layers
@@ -363,6 +380,44 @@ impl Decoder {
         KvCache {
             layers: vec![(Vec::new(), Vec::new()); self.blocks.len()],
             len: 0,
+        }
+    }
+
+    /// Gives `cache` room for exactly `tokens` tokens (or the ones it
+    /// holds, if more): a shard sizes each pass's cache to its reservation,
+    /// so the isolate holds what its budget admitted and never the slack of
+    /// a growing vector.
+    pub fn size_cache(&self, cache: &mut KvCache, tokens: usize) {
+        let want = tokens.max(cache.len) * self.config.kv_heads * self.config.head_dim;
+        for (keys, values) in &mut cache.layers {
+            for rows in [keys, values] {
+                if rows.capacity() != want {
+                    let mut sized = Vec::with_capacity(want);
+                    sized.extend_from_slice(rows);
+                    *rows = sized;
+                }
+            }
+        }
+    }
+
+    /// A new cache of the first `len` tokens of `cache` (or all it holds),
+    /// with room for `tokens`: another conversation that starts alike
+    /// continues from it while `cache` stays whole.
+    pub fn cache_prefix(&self, cache: &KvCache, len: usize, tokens: usize) -> KvCache {
+        let len = len.min(cache.len);
+        let row = self.config.kv_heads * self.config.head_dim;
+        let copy = |rows: &Vec<f32>| {
+            let mut out = Vec::with_capacity(tokens.max(len) * row);
+            out.extend_from_slice(&rows[..len * row]);
+            out
+        };
+        KvCache {
+            layers: cache
+                .layers
+                .iter()
+                .map(|(k, v)| (copy(k), copy(v)))
+                .collect(),
+            len,
         }
     }
 

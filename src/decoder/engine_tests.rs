@@ -367,6 +367,32 @@ fn the_cache_gives_the_logits_of_one_pass_whatever_the_chunks() {
 }
 
 #[test]
+fn a_truncated_cache_continues_as_if_only_its_tokens_were_fed() {
+    let (decoder, model) = build(config(RopeStyle::HalfSplit), 3, true, Format::I8, 4);
+    let history: Vec<u32> = (0..16).map(|i| (i * 7 + 3) % 52).collect();
+    let mut cache = decoder.new_cache();
+    decoder.forward(&mut cache, &history).unwrap();
+    cache.truncate(99);
+    assert_eq!(cache.len(), 16);
+    cache.truncate(10);
+    assert_eq!(cache.len(), 10);
+    // The next turn shares the first 10 tokens and then differs.
+    let next = [&history[..10], &[1, 2, 3][..]].concat();
+    let continued = decoder.forward(&mut cache, &next[10..]).unwrap();
+    let fresh = decoder.forward(&mut decoder.new_cache(), &next).unwrap();
+    assert!(worst(&continued, &reference(&model, &next)) < 1e-3);
+    assert!(
+        worst(
+            &continued,
+            &fresh.iter().map(|&v| f64::from(v)).collect::<Vec<_>>()
+        ) < 1e-5
+    );
+    cache.truncate(0);
+    assert!(cache.is_empty() && cache.bytes() > 0);
+    assert_eq!(decoder.forward(&mut cache, &next).unwrap(), fresh);
+}
+
+#[test]
 fn bad_input_is_refused_and_leaves_the_cache_as_it_was() {
     let (decoder, _) = build(config(RopeStyle::HalfSplit), 1, true, Format::F32, 5);
     let mut cache = decoder.new_cache();

@@ -112,6 +112,12 @@ impl<'m> Generation<'m> {
         self.prompt_len
     }
 
+    /// The prompt's token ids (what a sharded model's shards match their
+    /// kept caches against).
+    pub fn prompt(&self) -> &[u32] {
+        &self.tokens[..self.prompt_len]
+    }
+
     pub fn completion_tokens(&self) -> usize {
         self.sampled
     }

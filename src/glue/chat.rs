@@ -80,25 +80,37 @@ pub fn trace(traceparent: Option<&str>) -> Trace {
 }
 
 /// The shard passes a turn of `spec` needs: none for a model this isolate
-/// runs; one per shard Worker for a sharded one (a 503 if one is down).
+/// runs; one per shard Worker for a sharded one (a 503 if one is down),
+/// continuing from the caches the shards kept of `owner`'s earlier turns.
 async fn open_chain(
     env: &Env,
     spec: &'static ModelSpec,
     trace: &Trace,
-    turn: &ChatTurn,
+    turn: &mut ChatTurn,
+    owner: Option<&str>,
 ) -> std::result::Result<Option<Chain>, ApiError> {
-    match spec.input {
-        InputSpec::ShardedChat { shards, .. } => {
-            Chain::open(env, spec.id, shards, trace, turn.most_tokens())
-                .await
-                .map(Some)
-        }
-        _ => Ok(None),
-    }
+    let InputSpec::ShardedChat { shards, .. } = spec.input else {
+        return Ok(None);
+    };
+    let chain = Chain::open(
+        env,
+        spec.id,
+        shards,
+        trace,
+        turn.most_tokens(),
+        turn.prompt(),
+        owner.unwrap_or(""),
+    )
+    .await?;
+    turn.set_cached_tokens(chain.cached());
+    Ok(Some(chain))
 }
 
 /// Runs one model pass on the shards if the turn needs one next.
-async fn run_pass(turn: &mut ChatTurn, chain: Option<&Chain>) -> std::result::Result<(), ApiError> {
+async fn run_pass(
+    turn: &mut ChatTurn,
+    chain: Option<&mut Chain>,
+) -> std::result::Result<(), ApiError> {
     let (Some(chain), Some(feed)) = (chain, turn.wants()) else {
         return Ok(());
     };
@@ -108,10 +120,10 @@ async fn run_pass(turn: &mut ChatTurn, chain: Option<&Chain>) -> std::result::Re
 }
 
 /// The whole reply of a turn that is not streamed.
-async fn complete(turn: &mut ChatTurn, chain: Option<&Chain>) -> HttpResponse {
+async fn complete(turn: &mut ChatTurn, mut chain: Option<&mut Chain>) -> HttpResponse {
     if chain.is_some() {
         loop {
-            if let Err(e) = run_pass(turn, chain).await {
+            if let Err(e) = run_pass(turn, chain.as_deref_mut()).await {
                 return HttpResponse::error(e);
             }
             match turn.advance() {
@@ -154,7 +166,7 @@ fn stream_response(
     let events = stream::unfold(streaming, |mut st| async move {
         worker::Delay::from(Duration::ZERO).await;
         if st.started {
-            if let Err(e) = run_pass(&mut st.turn, st.chain.as_ref()).await {
+            if let Err(e) = run_pass(&mut st.turn, st.chain.as_mut()).await {
                 // The session keeps its history: this turn is not stored.
                 st.store = None;
                 let event = st.turn.fail(e);
@@ -236,14 +248,14 @@ pub async fn serve(
                 Ok(turn) => turn,
                 Err(e) => return error_response(e),
             };
-            let chain = match open_chain(env, call.spec, trace, &turn).await {
+            let mut chain = match open_chain(env, call.spec, trace, &mut turn, owner).await {
                 Ok(chain) => chain,
                 Err(e) => return error_response(e),
             };
             if call.stream {
                 stream_response(turn, None, chain)
             } else {
-                let res = complete(&mut turn, chain.as_ref()).await;
+                let res = complete(&mut turn, chain.as_mut()).await;
                 if let Some(chain) = chain {
                     chain.close().await;
                 }
@@ -506,14 +518,14 @@ impl ChatSession {
             Ok(reply) => reply,
             Err(e) => return error_response(e),
         };
-        let chain = match open_chain(&self.env, prepared.spec, trace, &reply).await {
+        let mut chain = match open_chain(&self.env, prepared.spec, trace, &mut reply, owner).await {
             Ok(chain) => chain,
             Err(e) => return error_response(e),
         };
         if turn.stream {
             return stream_response(reply, Some((sql, turn, guard)), chain);
         }
-        let res = complete(&mut reply, chain.as_ref()).await;
+        let res = complete(&mut reply, chain.as_mut()).await;
         if let Some(chain) = chain {
             chain.close().await;
         }

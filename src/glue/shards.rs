@@ -1,21 +1,25 @@
 //! The shard Workers of a sharded model, seen from the front worker.
 //!
-//! A turn opens one pass on each shard (`open`, one invocation per shard
+//! A turn opens one pass on each shard (`begin`, one invocation per shard
 //! over its service binding: a turn makes as many as the model has
 //! shards, far below the 32 a request may make) and gets back an
-//! `RpcTarget` stub that holds that shard's key/value cache for the turn.
+//! `RpcTarget` stub that holds that shard's key/value cache for the turn,
+//! with how much of the prompt that cache already holds: a shard keeps a
+//! finished turn's cache for the conversation's next turn
+//! (shard/src/shard.rs). The chain feeds from where every shard has it.
 //! Each model pass then calls the stubs in chain order (calls on a stub are
 //! not new invocations): token ids into the first shard, hidden states from
 //! shard to shard, logits out of the last. Every call is bounded in time,
-//! so a shard that is down or stuck becomes an error, never a hang. The
-//! stubs are disposed when the turn ends, which frees the caches.
+//! so a shard that is down or stuck becomes an error, never a hang. A turn
+//! that ends well tells each shard the ids it fed, to keep its cache; one
+//! that fails or is dropped frees them.
 //!
 //! This holds no model logic: the engine's `Decoder::stage` runs in each
 //! shard (shard/src), sampling and text here in the core.
 
 use std::time::Duration;
 
-use futures_util::future::{select, Either};
+use futures_util::future::{join_all, select, Either};
 use worker::js_sys::{self, Float32Array, Promise, Reflect, Uint32Array};
 use worker::wasm_bindgen::prelude::*;
 use worker::wasm_bindgen::JsCast;
@@ -39,21 +43,33 @@ extern "C" {
     #[wasm_bindgen(extends = js_sys::Object)]
     type ShardEntry;
     #[wasm_bindgen(method, catch)]
-    fn open(this: &ShardEntry, traceparent: &str, tokens: u32) -> Result<Promise, JsValue>;
+    fn begin(
+        this: &ShardEntry,
+        traceparent: &str,
+        tokens: u32,
+        prompt: &Uint32Array,
+        scope: &str,
+    ) -> Result<Promise, JsValue>;
 
     /// One turn's pass on one shard: an `RpcTarget` stub.
     #[wasm_bindgen(extends = js_sys::Object)]
     type ShardPass;
     #[wasm_bindgen(method, catch)]
-    fn forward(this: &ShardPass, input: &JsValue) -> Result<Promise, JsValue>;
+    fn forward(this: &ShardPass, input: &JsValue, at: u32) -> Result<Promise, JsValue>;
     #[wasm_bindgen(method, catch)]
-    fn close(this: &ShardPass) -> Result<Promise, JsValue>;
+    fn close(this: &ShardPass, fed: &JsValue) -> Result<Promise, JsValue>;
 }
 
 /// One turn's passes, one per shard, in chain order.
 pub struct Chain {
     passes: Vec<(&'static ShardSpec, ShardPass)>,
     model: &'static str,
+    /// The prompt's first tokens every shard's cache holds.
+    cached: usize,
+    /// Every token id fed so far, the prompt's cached start included.
+    fed: Vec<u32>,
+    /// A pass failed: the shards' caches may disagree, none is kept.
+    failed: bool,
 }
 
 fn describe(e: &JsValue) -> String {
@@ -83,30 +99,51 @@ async fn bounded(promise: Promise, timeout: Duration) -> Result<JsValue, String>
 
 impl Chain {
     /// Opens a pass of at most `tokens` fed tokens (the turn's prompt and
-    /// reply: what each shard reserves cache memory for) on every shard of
-    /// `model`, passing `trace` on.
+    /// reply: what each shard reserves cache memory for) for `prompt` on
+    /// every shard of `model` at once (cold shards load their weights side
+    /// by side), passing `trace` on. `scope` is the caller's key digest (or
+    /// empty): a shard matches kept caches only within it.
     pub async fn open(
         env: &Env,
         model: &'static str,
         shards: &'static [ShardSpec],
         trace: &Trace,
         tokens: usize,
+        prompt: &[u32],
+        scope: &str,
     ) -> Result<Chain, ApiError> {
         let traceparent = trace.header();
+        let prompt_ids = Uint32Array::from(prompt);
+        let opened = join_all(shards.iter().map(|shard| {
+            Self::open_one(env, model, shard, &traceparent, tokens, &prompt_ids, scope)
+        }))
+        .await;
         let mut chain = Chain {
             passes: Vec::with_capacity(shards.len()),
             model,
+            cached: prompt.len(),
+            fed: Vec::with_capacity(tokens),
+            failed: false,
         };
-        for shard in shards {
-            match Self::open_one(env, model, shard, &traceparent, tokens).await {
-                Ok(pass) => chain.passes.push((shard, pass)),
-                Err(e) => {
-                    // The shards already open would hold their place until
-                    // reclaimed as idle.
-                    chain.close().await;
-                    return Err(e);
+        let mut error = None;
+        for (shard, result) in shards.iter().zip(opened) {
+            match result {
+                Ok((pass, cached)) => {
+                    chain.cached = chain.cached.min(cached);
+                    chain.passes.push((shard, pass));
                 }
+                Err(e) => error = error.or(Some(e)),
             }
+        }
+        if let Some(e) = error {
+            // The shards that did open would hold their place until
+            // reclaimed as idle.
+            chain.failed = true;
+            chain.close().await;
+            return Err(e);
+        }
+        if chain.passes.is_empty() {
+            chain.cached = 0;
         }
         Ok(chain)
     }
@@ -117,7 +154,9 @@ impl Chain {
         shard: &'static ShardSpec,
         traceparent: &str,
         tokens: usize,
-    ) -> Result<ShardPass, ApiError> {
+        prompt: &Uint32Array,
+        scope: &str,
+    ) -> Result<(ShardPass, usize), ApiError> {
         let entry: ShardEntry = env
             .service(shard.binding)
             .map_err(|_| {
@@ -129,25 +168,68 @@ impl Chain {
             })?
             .into_rpc();
         let promise = entry
-            .open(traceparent, u32::try_from(tokens).unwrap_or(u32::MAX))
+            .begin(
+                traceparent,
+                u32::try_from(tokens).unwrap_or(u32::MAX),
+                prompt,
+                scope,
+            )
             .map_err(|e| shard_error(model, shard, &describe(&e)))?;
-        let pass = bounded(promise, OPEN_TIMEOUT)
+        let opened = bounded(promise, OPEN_TIMEOUT)
             .await
             .map_err(|e| shard_error(model, shard, &format!("could not open a pass: {e}")))?;
-        Ok(pass.unchecked_into())
+        let field = |name: &str| Reflect::get(&opened, &JsValue::from_str(name)).ok();
+        match (field("pass"), field("cached").and_then(|v| v.as_f64())) {
+            // A stub is a callable proxy: not undefined is all it shows.
+            (Some(pass), Some(cached)) if !pass.is_undefined() && cached >= 0.0 => {
+                Ok((pass.unchecked_into(), cached as usize))
+            }
+            _ => Err(shard_error(
+                model,
+                shard,
+                "answered `begin` with no pass (is it older than this worker?)",
+            )),
+        }
+    }
+
+    /// How many of the prompt's first tokens every shard already held: the
+    /// first pass feeds only the rest.
+    pub fn cached(&self) -> usize {
+        self.cached
     }
 
     /// One model pass over `tokens`: the next token's logits, and each
     /// shard's own time (name for `Server-Timing`, ms).
     pub async fn forward(
-        &self,
+        &mut self,
         tokens: &[u32],
     ) -> Result<(Vec<f32>, Vec<(&'static str, f64)>), ApiError> {
+        // The first pass is the prompt: the shards hold its cached start.
+        let skip = if self.fed.is_empty() {
+            self.cached.min(tokens.len().saturating_sub(1))
+        } else {
+            0
+        };
+        let at = self.fed.len() + skip;
+        let result = self.run(&tokens[skip..], at).await;
+        match &result {
+            Ok(_) => self.fed.extend_from_slice(tokens),
+            Err(_) => self.failed = true,
+        }
+        result
+    }
+
+    async fn run(
+        &self,
+        tokens: &[u32],
+        at: usize,
+    ) -> Result<(Vec<f32>, Vec<(&'static str, f64)>), ApiError> {
         let mut x: JsValue = Uint32Array::from(tokens).into();
+        let at = u32::try_from(at).unwrap_or(u32::MAX);
         let mut hops = Vec::with_capacity(self.passes.len());
         for (shard, pass) in &self.passes {
             let promise = pass
-                .forward(&x)
+                .forward(&x, at)
                 .map_err(|e| shard_error(self.model, shard, &describe(&e)))?;
             let out = bounded(promise, PASS_TIMEOUT)
                 .await
@@ -175,13 +257,19 @@ impl Chain {
 }
 
 impl Chain {
-    /// Ends the turn's passes: each shard frees its cache and logs the pass
-    /// before the next turn may open one (a stub's disposal alone reaches
-    /// the shard later, if at all). A shard that does not answer is left
-    /// to free it when idle.
+    /// Ends the turn's passes before the next turn may open one (a stub's
+    /// disposal alone reaches the shard later, if at all): each shard keeps
+    /// its cache for the conversation's next turn (or frees it, if a pass
+    /// failed) and logs the pass. A shard that does not answer is left to
+    /// free it when idle.
     pub async fn close(mut self) {
+        let fed: JsValue = if self.failed {
+            JsValue::UNDEFINED
+        } else {
+            Uint32Array::from(&self.fed[..]).into()
+        };
         for (_, pass) in std::mem::take(&mut self.passes) {
-            if let Ok(promise) = pass.close() {
+            if let Ok(promise) = pass.close(&fed) {
                 let _ = bounded(promise, OPEN_TIMEOUT).await;
             }
             dispose(&pass);
@@ -208,7 +296,7 @@ impl Drop for Chain {
     /// awaited: the turn is over), and the stubs disposed.
     fn drop(&mut self) {
         for (_, pass) in &self.passes {
-            if let Ok(promise) = pass.close() {
+            if let Ok(promise) = pass.close(&JsValue::UNDEFINED) {
                 worker::wasm_bindgen_futures::spawn_local(async move {
                     let _ = JsFuture::from(promise).await;
                 });

@@ -251,9 +251,9 @@ class Failing extends RpcTarget {\n\
   forward() { throw new Error(\"this shard failed a pass (test)\"); }\n\
 }\n\
 export default class extends WorkerEntrypoint {\n\
-  open() {\n\
+  begin() {\n\
     if (this.env.MODE === \"down\") throw new Error(\"this shard is down (test)\");\n\
-    return new Failing();\n\
+    return { pass: new Failing(), cached: 0 };\n\
   }\n\
   fetch() { return new Response(\"broken\", { status: 503 }); }\n\
 }\n";
@@ -643,6 +643,8 @@ impl Reply {
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// Sent with every request (`Client::with_header`).
+    headers: Vec<(String, String)>,
 }
 
 impl Client {
@@ -654,7 +656,20 @@ impl Client {
         Client {
             base: base.to_string(),
             agent: config.into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// The same client, sending `name: value` with every request (an API
+    /// key, say).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// What [`Client::with_header`] added.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
     }
 
     pub fn base(&self) -> &str {
@@ -687,10 +702,11 @@ impl Client {
     }
 
     pub fn try_get(&self, path: &str) -> Result<Reply, ureq::Error> {
-        self.agent
-            .get(format!("{}{path}", self.base))
-            .call()
-            .map(Self::read)
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        for (name, value) in &self.headers {
+            req = req.header(name, value);
+        }
+        req.call().map(Self::read)
     }
 
     pub fn get(&self, path: &str) -> Reply {
@@ -717,6 +733,9 @@ impl Client {
             .uri(format!("{}{path}", self.base));
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
+        }
+        for (name, value) in &self.headers {
+            req = req.header(name, value);
         }
         let req = req.body(body.to_vec()).expect("build request");
         self.agent.run(req).map(Self::read)
@@ -814,6 +833,9 @@ impl Client {
             .uri(format!("{}{path}", self.base));
         for (name, value) in headers {
             req = req.header(*name, *value);
+        }
+        for (name, value) in &self.headers {
+            req = req.header(name, value);
         }
         let req = req.body(body.to_vec()).expect("build request");
         self.agent

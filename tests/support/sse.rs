@@ -22,11 +22,13 @@ pub fn stream(c: &Client, path: &str, body: &Value) -> Events {
         .build()
         .into();
     let started = Instant::now();
-    let res = agent
+    let mut req = agent
         .post(format!("{}{path}", c.base()))
-        .header("content-type", "application/json")
-        .send(body.to_string())
-        .expect("send");
+        .header("content-type", "application/json");
+    for (name, value) in c.headers() {
+        req = req.header(name, value);
+    }
+    let res = req.send(body.to_string()).expect("send");
     let status = res.status().as_u16();
     let content_type = res
         .headers()
