@@ -439,7 +439,7 @@ fn chat_errors(c: &Client) -> Result<(), Failed> {
         .expect_error(415);
     let r = c.send("GET", path, None, b"");
     r.expect_error(405);
-    ensure(r.header("allow") == Some("POST"), || {
+    ensure(r.header("allow") == Some("POST, OPTIONS"), || {
         format!("{:?}", r.headers)
     })?;
     // The isolate still serves; top_p 0 is accepted (the most likely token).
@@ -739,9 +739,10 @@ fn session_errors(c: &Client) -> Result<(), Failed> {
     c.send("GET", &path, None, b"").expect_error(405);
     let r = c.send("PATCH", &format!("/v1/sessions/{id}"), None, b"");
     r.expect_error(405);
-    ensure(r.header("allow") == Some("GET, DELETE"), || {
-        format!("{:?}", r.headers)
-    })?;
+    ensure(
+        r.header("allow") == Some("GET, HEAD, DELETE, OPTIONS"),
+        || format!("{:?}", r.headers),
+    )?;
     // Nothing was stored by the refused requests.
     ensure(history(c, &id).is_empty(), || {
         "a refused request stored something".into()

@@ -8,7 +8,7 @@ mod support;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{json, Value};
-use support::{Client, Worker};
+use support::{Bindings, Client, Worker};
 
 /// lande sums in f64, tract in f32 (see models/lande/to_onnx.py).
 const PROB_TOLERANCE: f64 = 2e-4;
@@ -18,6 +18,8 @@ type Check = fn(&Client) -> Result<(), Failed>;
 fn checks() -> Vec<(&'static str, Check)> {
     vec![
         ("healthz", healthz),
+        ("cors_preflight_and_headers_for_any_origin", cors_any_origin),
+        ("head_wherever_get_is_served", head_like_get),
         ("models_list", models_list),
         ("model_by_id", model_by_id),
         ("classify_french", classify_french),
@@ -344,6 +346,10 @@ fn main() {
         })
         .collect();
     trials.push(Trial::test(
+        "cors_only_for_the_configured_origins",
+        cors_configured,
+    ));
+    trials.push(Trial::test(
         "built_module_links_no_tract",
         no_tract_in_module,
     ));
@@ -416,6 +422,166 @@ fn nonblank_cases(golden: &Value) -> Result<Vec<&Value>, Failed> {
         .iter()
         .filter(|c| !c["text"].as_str().unwrap_or("").trim().is_empty())
         .collect())
+}
+
+const ORIGIN: &str = "https://app.example";
+
+/// A browser's preflight of an OpenAI-style call: the methods, the headers
+/// its client sends (echoed: a wildcard does not cover `authorization`);
+/// then the answers themselves carry the origin, streams and errors too.
+/// By default (`CORS_ALLOW_ORIGINS` unset) any origin may call.
+fn cors_any_origin(c: &Client) -> Result<(), Failed> {
+    let asked = "authorization, content-type, x-stainless-os";
+    let res = c.send_with_headers(
+        "OPTIONS",
+        "/v1/chat/completions",
+        &[
+            ("origin", ORIGIN),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", asked),
+        ],
+        b"",
+    );
+    check(
+        res.status == 204 && res.body.is_empty(),
+        format!("preflight {}", res.status),
+    )?;
+    for (name, want) in [
+        ("access-control-allow-origin", "*"),
+        ("access-control-allow-methods", "POST, OPTIONS"),
+        ("access-control-allow-headers", asked),
+        ("allow", "POST, OPTIONS"),
+    ] {
+        check(
+            res.header(name) == Some(want),
+            format!("{name}: {:?}", res.header(name)),
+        )?;
+    }
+    let unknown = c.send_with_headers("OPTIONS", "/v1/nope", &[("origin", ORIGIN)], b"");
+    check(
+        unknown.status == 404,
+        format!("OPTIONS of no route: {}", unknown.status),
+    )?;
+    let body = br#"{"model":"lande","input":"Bonjour tout le monde"}"#;
+    let headers = [("origin", ORIGIN), ("content-type", "application/json")];
+    let stream = br#"{"model":"shakespeare-llama","messages":[{"role":"user","content":"Hi"}],"max_tokens":2,"stream":true}"#;
+    for (method, path, body) in [
+        ("GET", "/v1/models", &b""[..]),
+        ("POST", "/v1/classify", &body[..]),
+        ("POST", "/v1/classify", &b"{"[..]),
+        ("POST", "/v1/chat/completions", &stream[..]),
+    ] {
+        let res = c.send_with_headers(method, path, &headers, body);
+        check(
+            res.header("access-control-allow-origin") == Some("*")
+                && res.header("access-control-expose-headers") == Some("*"),
+            format!("{method} {path} {}: {:?}", res.status, res.headers),
+        )?;
+    }
+    let plain = c.get("/v1/models");
+    check(
+        plain.header("access-control-allow-origin").is_none(),
+        "no Origin, no CORS headers",
+    )?;
+    Ok(())
+}
+
+/// `CORS_ALLOW_ORIGINS` set to a list: those origins are echoed (with
+/// `Vary: Origin`), any other gets no CORS headers, so the browser keeps
+/// the answer from the page; an empty value turns CORS off.
+fn cors_configured() -> Result<(), Failed> {
+    let start = |origins: &str| {
+        Worker::start_with(&Bindings {
+            vars: vec![("CORS_ALLOW_ORIGINS".into(), origins.into())],
+            ..Bindings::default()
+        })
+    };
+    let w = start("https://app.example/, http://localhost:5173");
+    let c = w.client();
+    let preflight = |origin: &str| {
+        c.send_with_headers(
+            "OPTIONS",
+            "/v1/embeddings",
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+            ],
+            b"",
+        )
+    };
+    for origin in [ORIGIN, "http://localhost:5173"] {
+        let res = preflight(origin);
+        check(
+            res.status == 204
+                && res.header("access-control-allow-origin") == Some(origin)
+                && res.header("vary") == Some("origin"),
+            format!("{origin}: {:?}", res.headers),
+        )?;
+    }
+    let other = preflight("https://evil.example");
+    check(
+        other.status == 204 && other.header("access-control-allow-origin").is_none(),
+        format!("another origin: {:?}", other.headers),
+    )?;
+    let get = c.send_with_headers("GET", "/v1/models", &[("origin", ORIGIN)], b"");
+    check(
+        get.header("access-control-allow-origin") == Some(ORIGIN),
+        format!("{:?}", get.headers),
+    )?;
+    drop(w);
+    let off = start("");
+    let res = off
+        .client()
+        .send_with_headers("GET", "/v1/models", &[("origin", ORIGIN)], b"");
+    check(
+        res.status == 200 && res.header("access-control-allow-origin").is_none(),
+        format!("CORS off: {:?}", res.headers),
+    )?;
+    Ok(())
+}
+
+/// `HEAD` answers what `GET` does, without the body: the status, the
+/// content type, the model headers; a session's (in its object) too.
+fn head_like_get(c: &Client) -> Result<(), Failed> {
+    for path in [
+        "/healthz",
+        "/v1/models",
+        "/v1/models/lande",
+        "/openapi.json",
+        "/",
+    ] {
+        let get = c.get(path);
+        let head = c.send("HEAD", path, None, b"");
+        check(
+            head.status == get.status
+                && head.body.is_empty()
+                && head.header("content-type") == get.header("content-type"),
+            format!(
+                "HEAD {path}: {} {:?} vs GET {}",
+                head.status, head.headers, get.status
+            ),
+        )?;
+    }
+    check(
+        c.send("HEAD", "/v1/models/nope", None, b"").status == 404,
+        "HEAD of no model",
+    )?;
+    check(
+        c.send("HEAD", "/v1/classify", None, b"").status == 405,
+        "HEAD of a POST route",
+    )?;
+    let created = c.post_json(
+        "/v1/sessions",
+        &serde_json::json!({ "model": "shakespeare-llama" }),
+    );
+    check(created.status == 201, format!("create {}", created.status))?;
+    let id = created.json()["id"].as_str().unwrap_or("").to_string();
+    let head = c.send("HEAD", &format!("/v1/sessions/{id}"), None, b"");
+    check(
+        head.status == 200 && head.body.is_empty(),
+        format!("HEAD session {}", head.status),
+    )?;
+    Ok(())
 }
 
 fn check(cond: bool, msg: impl Into<String>) -> Result<(), Failed> {
@@ -757,11 +923,11 @@ fn unknown_route(c: &Client) -> Result<(), Failed> {
 
 fn wrong_method(c: &Client) -> Result<(), Failed> {
     for (method, path, allow) in [
-        ("GET", "/v1/classify", "POST"),
-        ("PUT", "/v1/classify", "POST"),
-        ("DELETE", "/v1/models", "GET"),
-        ("POST", "/healthz", "GET"),
-        ("PATCH", "/v1/models/lande", "GET"),
+        ("GET", "/v1/classify", "POST, OPTIONS"),
+        ("PUT", "/v1/classify", "POST, OPTIONS"),
+        ("DELETE", "/v1/models", "GET, HEAD, OPTIONS"),
+        ("POST", "/healthz", "GET, HEAD, OPTIONS"),
+        ("PATCH", "/v1/models/lande", "GET, HEAD, OPTIONS"),
     ] {
         let res = c.send(method, path, Some("application/json"), b"{}");
         res.expect_error(405);

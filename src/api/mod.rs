@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cache;
 pub mod chat;
 mod classify;
+pub mod cors;
 mod embeddings;
 mod error;
 pub mod limits;
@@ -223,22 +224,32 @@ impl<'a> Route<'a> {
         }
     }
 
-    /// The methods the route accepts, as the `Allow` header lists them.
+    /// The methods the route accepts, as the `Allow` header lists them:
+    /// `HEAD` wherever `GET` is, and `OPTIONS` everywhere (a browser's
+    /// preflight, see [`cors`]).
     pub fn allow(&self) -> &'static str {
         match self {
             Route::Playground
             | Route::OpenApi
             | Route::Health
             | Route::Models
-            | Route::Model(_) => "GET",
-            Route::Session(_) => "GET, DELETE",
+            | Route::Model(_) => "GET, HEAD, OPTIONS",
+            Route::Session(_) => "GET, HEAD, DELETE, OPTIONS",
             Route::Classify
             | Route::Embeddings
             | Route::Similarity
             | Route::ChatCompletions
             | Route::Sessions
-            | Route::SessionMessages(_) => "POST",
+            | Route::SessionMessages(_) => "POST, OPTIONS",
         }
+    }
+
+    /// The answer to `OPTIONS`: no content, the route's methods.
+    pub fn options(&self) -> HttpResponse {
+        let mut res = HttpResponse::json(204, &());
+        res.body.clear();
+        res.headers.push(("allow", self.allow().to_string()));
+        res
     }
 
     /// The 405 answer when `method` is not one the route accepts.
@@ -274,6 +285,18 @@ pub fn handle_with(req: &HttpRequest<'_>, ctx: &Context<'_>) -> HttpResponse {
     if let Err(res) = route.check_method(req.method, req.path) {
         return res;
     }
+    if req.method == "OPTIONS" {
+        return route.options();
+    }
+    let mut res = serve_route(route, req, ctx);
+    // HEAD: what GET answers, headers only.
+    if req.method == "HEAD" {
+        res.body.clear();
+    }
+    res
+}
+
+fn serve_route(route: Route<'_>, req: &HttpRequest<'_>, ctx: &Context<'_>) -> HttpResponse {
     let result = match route {
         Route::Playground => Ok(HttpResponse::page(PLAYGROUND, "text/html; charset=utf-8")),
         Route::OpenApi => Ok(HttpResponse::page(OPENAPI, "application/json")),
@@ -320,6 +343,9 @@ pub fn validate(req: &HttpRequest<'_>) -> Result<(), ApiError> {
             req.path,
             route.allow(),
         ));
+    }
+    if req.method == "OPTIONS" {
+        return Ok(());
     }
     match route {
         Route::Playground | Route::OpenApi => Ok(()),

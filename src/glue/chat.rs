@@ -306,7 +306,7 @@ async fn forward(
     let mut init = RequestInit::new();
     init.with_method(Method::from(req.method.to_string()))
         .with_headers(headers);
-    if req.method != "GET" && req.method != "DELETE" {
+    if !matches!(req.method, "GET" | "HEAD" | "DELETE") {
         init.with_body(Some(js_sys::Uint8Array::from(req.body).into()));
     }
     let inner = Request::new_with_init(&format!("https://session{}", req.path), &init)?;
@@ -410,7 +410,7 @@ impl DurableObject for ChatSession {
         let owner = owner.as_deref();
         let trace = trace(req.headers().get(TRACEPARENT_HEADER)?.as_deref());
         let body = match method {
-            Method::Get | Method::Delete => Vec::new(),
+            Method::Get | Method::Head | Method::Delete => Vec::new(),
             _ => req.bytes().await.unwrap_or_default(),
         };
         let request = HttpRequest {
@@ -446,13 +446,15 @@ impl DurableObject for ChatSession {
                 )?;
                 json_response(sessions::view(201, &meta, &[]))
             }
-            (Some(Route::Session(_)), _) if method == Method::Get => match load(&sql)? {
-                Some((meta, messages)) => match meta.check_owner(owner) {
-                    Ok(()) => json_response(sessions::view(200, &meta, &messages)),
-                    Err(e) => error_response(e),
-                },
-                None => error_response(sessions::not_found(&id)),
-            },
+            (Some(Route::Session(_)), _) if matches!(method, Method::Get | Method::Head) => {
+                match load(&sql)? {
+                    Some((meta, messages)) => match meta.check_owner(owner) {
+                        Ok(()) => json_response(sessions::view(200, &meta, &messages)),
+                        Err(e) => error_response(e),
+                    },
+                    None => error_response(sessions::not_found(&id)),
+                }
+            }
             (Some(Route::Session(_)), _) if method == Method::Delete => {
                 // Waits for a turn in progress, so its reply is not stored
                 // into a session that was just erased.

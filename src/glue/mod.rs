@@ -15,6 +15,7 @@ use worker::{
 };
 
 use crate::api::auth::{self, ApiKeys, Caller};
+use crate::api::cors::{Cors, Preflight};
 use crate::api::timing::server_timing;
 use crate::api::variants::Variants;
 use crate::api::{
@@ -153,8 +154,25 @@ fn cache_write(ctx: &worker::Context, kv: KvStore, key: String, body: Vec<u8>, t
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: worker::Context) -> Result<Response> {
-    match serve(req, &env, &ctx).await {
-        Ok(res) => Ok(res),
+    // What the answer's CORS headers and a HEAD's empty body depend on,
+    // read before `serve` takes the request.
+    let origin = req.headers().get("origin").ok().flatten();
+    let asked_headers = req
+        .headers()
+        .get("access-control-request-headers")
+        .ok()
+        .flatten();
+    let preflight = (req.method() == Method::Options
+        && req
+            .headers()
+            .has("access-control-request-method")
+            .unwrap_or(false))
+    .then(|| Route::parse(&req.path()).map(|r| r.allow()))
+    .flatten();
+    let head = req.inner().method() == "HEAD";
+    let res = serve(req, &env, &ctx).await;
+    let res: Response = match res {
+        Ok(res) => res,
         // Reading the body or building the response failed in the runtime
         // (e.g. the client went away): still answer with the JSON contract.
         Err(e) => {
@@ -165,11 +183,50 @@ async fn fetch(req: Request, env: Env, ctx: worker::Context) -> Result<Response>
             );
             let headers = Headers::new();
             headers.set("content-type", "application/json")?;
-            Ok(Response::from_bytes(error.body())?
+            Response::from_bytes(error.body())?
                 .with_status(500)
-                .with_headers(headers))
+                .with_headers(headers)
         }
+    };
+    let cors = cors_config(&env).headers(
+        origin.as_deref(),
+        preflight.map(|allow| Preflight {
+            allow,
+            headers: asked_headers.as_deref(),
+        }),
+    );
+    finish(res, &cors, head)
+}
+
+/// `CORS_ALLOW_ORIGINS`, read once per isolate (vars are fixed for its life).
+fn cors_config(env: &Env) -> &'static Cors {
+    static CORS: OnceLock<Cors> = OnceLock::new();
+    CORS.get_or_init(|| {
+        Cors::parse(
+            env.var("CORS_ALLOW_ORIGINS")
+                .ok()
+                .map(|v| v.to_string())
+                .as_deref(),
+        )
+    })
+}
+
+/// Adds `extra` headers to an answer (a session object's too, whose
+/// headers cannot be changed in place), and drops the body of a HEAD's.
+fn finish(res: Response, extra: &[(&'static str, String)], head: bool) -> Result<Response> {
+    if extra.is_empty() && !head {
+        return Ok(res);
     }
+    let headers = Headers::new();
+    for (name, value) in res.headers().entries() {
+        headers.append(&name, &value)?;
+    }
+    for (name, value) in extra {
+        headers.append(name, value)?;
+    }
+    let status = res.status_code();
+    let res = if head { Response::empty()? } else { res };
+    Ok(res.with_status(status).with_headers(headers))
 }
 
 /// Who is calling, and whether they may: the 401 or 429 to answer otherwise.
@@ -224,6 +281,15 @@ async fn serve(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
         cache: "off",
         cache_error: None,
     };
+    // A preflight carries no key: it is answered before keys and limits.
+    if method_sent == "OPTIONS" {
+        let res = match Route::parse(&path) {
+            Some(route) => route.options(),
+            None => HttpResponse::error(ApiError::no_route(&path)),
+        };
+        line.write(res.status, None, None);
+        return respond(&res, None);
+    }
     #[cfg(feature = "test-panic")]
     if path == "/__test/panic" {
         panic!("test-panic: a panic on the request path, on purpose");
