@@ -15,8 +15,8 @@
 //! keeps turn 10 as quick to answer as turn 1. Kept caches live in the
 //! budget's free room and are dropped, least recently used first, when a
 //! pass needs it: they never delay or refuse one. They are matched only
-//! within the scope they were kept in (the caller's API key), so one
-//! caller cannot time another's prompts.
+//! within the scope they were kept in (the caller's API key), so with
+//! keys on one caller cannot time another's prompts.
 
 use serde::Serialize;
 use thiserror::Error;
