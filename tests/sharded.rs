@@ -193,7 +193,8 @@ fn stream_equals_whole_with_hops_and_trace(c: &Client, worker: &Worker) -> Resul
     }
 }
 
-fn session_converses(c: &Client) -> Result<(), Failed> {
+/// A session on the sharded model, greedy, 12 tokens per reply: its id.
+fn greedy_session(c: &Client) -> Result<String, Failed> {
     let created = c.post_json(
         "/v1/sessions",
         &json!({ "model": MODEL, "defaults": { "temperature": 0, "max_tokens": 12 } }),
@@ -201,7 +202,11 @@ fn session_converses(c: &Client) -> Result<(), Failed> {
     ensure(created.status == 201, || {
         String::from_utf8_lossy(&created.body).into_owned()
     })?;
-    let id = created.json()["id"].as_str().ok_or("no id")?.to_string();
+    Ok(created.json()["id"].as_str().ok_or("no id")?.to_string())
+}
+
+fn session_converses(c: &Client) -> Result<(), Failed> {
+    let id = greedy_session(c)?;
     for (turn, text) in ["Hi! My name is Ada.", "What is my name?"]
         .into_iter()
         .enumerate()
@@ -238,14 +243,7 @@ fn cached_tokens(usage: &Value) -> Option<u64> {
 fn next_turn_feeds_only_what_is_new(base: &str) -> Result<(), Failed> {
     let a = Client::new(base).with_header("authorization", "Bearer key-alpha");
     let b = Client::new(base).with_header("authorization", "Bearer key-beta");
-    let created = a.post_json(
-        "/v1/sessions",
-        &json!({ "model": MODEL, "defaults": { "temperature": 0, "max_tokens": 12 } }),
-    );
-    ensure(created.status == 201, || {
-        String::from_utf8_lossy(&created.body).into_owned()
-    })?;
-    let id = created.json()["id"].as_str().ok_or("no id")?.to_string();
+    let id = greedy_session(&a)?;
     let mut usages = Vec::new();
     let mut last = Value::Null;
     for text in ["Hi! My name is Ada and I like tea.", "What do I like?"] {
