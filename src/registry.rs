@@ -117,7 +117,18 @@ pub fn chat_model(spec: &'static ModelSpec) -> Result<(&'static ChatModel, bool)
     }
 }
 
-fn wrong_task(spec: &ModelSpec, wanted: &'static str) -> CoreError {
+/// The text-generation model named `name` (`id` or `id@version`).
+pub fn chat_spec(name: &str) -> Result<&'static ModelSpec, CoreError> {
+    let spec = find(name)?;
+    if spec.task != Task::TextGeneration {
+        return Err(wrong_task(spec, "text generation"));
+    }
+    Ok(spec)
+}
+
+/// The one error for a model asked to do what it does not: every route
+/// and loader builds it here, so the message is the same everywhere.
+pub fn wrong_task(spec: &ModelSpec, wanted: &'static str) -> CoreError {
     CoreError::WrongTask {
         model: spec.id.to_string(),
         task: spec.task.as_str(),

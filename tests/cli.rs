@@ -55,6 +55,7 @@ fn api_post(path: &str, body: &Value) -> Value {
         content_type: Some("application/json"),
         body: &bytes,
         body_complete: true,
+        session: None,
     });
     assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
     serde_json::from_slice(&res.body).expect("response JSON")

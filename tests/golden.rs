@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 // build.rs's checks and packers: the fp32 reference decoder is packed by
 // the same code that packs the shipped one.
+mod support;
+
 #[path = "../models/check.rs"]
 #[allow(dead_code)]
 mod check;
@@ -33,8 +35,7 @@ struct Case {
 }
 
 fn golden() -> Golden {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/lande/golden.json");
-    serde_json::from_slice(&std::fs::read(path).expect("read golden")).expect("parse golden")
+    serde_json::from_value(crate::support::golden("lande")).expect("parse golden")
 }
 
 #[test]
@@ -160,8 +161,7 @@ mod minilm {
     }
 
     pub fn golden() -> Golden {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/minilm/golden.json");
-        serde_json::from_slice(&std::fs::read(path).expect("read golden")).expect("parse golden")
+        serde_json::from_value(crate::support::golden("minilm")).expect("parse golden")
     }
 
     #[test]
@@ -252,8 +252,7 @@ mod profanity {
     }
 
     fn golden() -> Golden {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/profanity/golden.json");
-        serde_json::from_slice(&std::fs::read(path).expect("read golden")).expect("parse golden")
+        serde_json::from_value(crate::support::golden("profanity")).expect("parse golden")
     }
 
     #[test]
@@ -315,9 +314,8 @@ mod sentiment {
     }
 
     /// One version of the head against its own export's golden file.
-    fn check(version: &str, dir: &str) {
-        let path = format!("{}/models/{dir}/golden.json", env!("CARGO_MANIFEST_DIR"));
-        let g: Golden = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    fn check(version: &str, golden: serde_json::Value) {
+        let g: Golden = serde_json::from_value(golden).unwrap();
         assert!(g.cases.len() >= 200, "{} cases", g.cases.len());
         let spec = registry::find(&format!("{ID}@{version}")).unwrap();
         assert_eq!(
@@ -346,13 +344,13 @@ mod sentiment {
 
     #[test]
     fn predictions_and_accuracy_match_the_reference() {
-        check("1.0.0", "sentiment");
+        check("1.0.0", crate::support::golden("sentiment"));
     }
 
     /// The A/B variant (balanced class weights), same bar.
     #[test]
     fn the_balanced_variant_matches_its_reference() {
-        check("1.1.0", "sentiment-balanced");
+        check("1.1.0", crate::support::golden("sentiment-balanced"));
     }
 }
 
@@ -402,8 +400,7 @@ mod tinylm {
     }
 
     fn golden() -> Golden {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tinylm/golden.json");
-        serde_json::from_slice(&std::fs::read(path).expect("read golden")).expect("parse golden")
+        serde_json::from_value(crate::support::golden("tinylm")).expect("parse golden")
     }
 
     fn shipped() -> &'static ChatModel {
@@ -588,39 +585,45 @@ mod tinylm {
     }
 }
 
+/// Every model the manifest embeds is compared with its reference: its
+/// `golden` file (sha256-checked by build.rs) is read by a test through
+/// `support::golden("<dir>")`, here or in tests/support/smollm2.rs (the
+/// instruct model, whose tests need its GGUF and its shard Workers). The
+/// list comes from the manifest, so a model added there without a golden
+/// test fails here.
 #[test]
 fn every_embedded_model_has_a_golden_test() {
-    let covered = [
-        "lande",
-        minilm::ID,
-        profanity::ID,
-        sentiment::ID,
-        tinylm::ID,
-        // Its golden tests need the GGUF and the shard Workers: natively in
-        // tests/smollm2.rs, through workerd in tests/sharded.rs.
-        "smollm2-135m-instruct",
-    ];
-    // A second version of an id needs its own check: only sentiment has one.
-    for spec in registry::MODELS {
-        let versions: Vec<&str> = registry::MODELS
-            .iter()
-            .filter(|m| m.id == spec.id)
-            .map(|m| m.version)
-            .collect();
-        let checked: &[&str] = if spec.id == sentiment::ID {
-            &["1.0.0", "1.1.0"]
-        } else {
-            &[spec.version]
-        };
-        assert_eq!(
-            versions, checked,
-            "versions of {} with a golden check",
-            spec.id
-        );
+    let root = support::root();
+    let manifest =
+        check::parse_manifest(&std::fs::read_to_string(root.join("models/manifest.toml")).unwrap())
+            .unwrap();
+    let sources: String = ["tests/golden.rs", "tests/support/smollm2.rs"]
+        .iter()
+        .map(|f| std::fs::read_to_string(root.join(f)).unwrap())
+        .collect();
+    let embedded: Vec<String> = registry::MODELS
+        .iter()
+        .map(|m| m.qualified_name())
+        .collect();
+    let listed: Vec<String> = manifest
+        .model
+        .iter()
+        .map(|m| format!("{}@{}", m.id, m.version))
+        .collect();
+    assert_eq!(embedded, listed, "the registry is the manifest's models");
+    for m in &manifest.model {
+        let dir = m.golden.strip_suffix("/golden.json").unwrap_or_else(|| {
+            panic!(
+                "{}: golden file {} is not <dir>/golden.json",
+                m.id, m.golden
+            )
+        });
         assert!(
-            covered.contains(&spec.id),
-            "model {} has no golden test in tests/golden.rs",
-            spec.id
+            sources.contains(&format!("support::golden(\"{dir}\")")),
+            "model {}@{} has no golden test: no test reads models/{}",
+            m.id,
+            m.version,
+            m.golden
         );
     }
 }

@@ -6,14 +6,12 @@
 
 mod support;
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Failed, Trial};
 use serde_json::{json, Value};
-use support::{Bindings, Client, Worker};
+use support::{Bindings, Check, Client, Worker};
 
 /// lande sums in f64, tract in f32 (see models/lande/to_onnx.py).
 const PROB_TOLERANCE: f64 = 2e-4;
-
-type Check = fn(&Client) -> Result<(), Failed>;
 
 fn checks() -> Vec<(&'static str, Check)> {
     vec![
@@ -328,45 +326,17 @@ fn no_cache_without_kv(c: &Client) -> Result<(), Failed> {
 }
 
 fn main() {
-    let mut args = Arguments::from_args();
-    // In order, one at a time: the last check must come after every hostile one.
-    args.test_threads = Some(1);
-    // Start the worker only when some test will run (not for --list).
-    let worker = if args.list {
-        None
-    } else {
-        Some(Worker::start())
-    };
-    let base = worker.as_ref().map(|w| w.base.clone()).unwrap_or_default();
-    let mut trials: Vec<Trial> = checks()
-        .into_iter()
-        .map(|(name, check)| {
-            let base = base.clone();
-            Trial::test(name, move || check(&Client::new(&base)))
-        })
-        .collect();
-    trials.push(Trial::test(
-        "cors_only_for_the_configured_origins",
-        cors_configured,
-    ));
-    trials.push(Trial::test(
-        "built_module_links_no_tract",
-        no_tract_in_module,
-    ));
-    // After every hostile request above, the same isolate still serves.
-    let base_after = base.clone();
-    trials.push(Trial::test(
-        "zz_still_serving_after_bad_requests",
-        move || classify_french(&Client::new(&base_after)),
-    ));
-    let conclusion = libtest_mimic::run(&args, trials);
-    if conclusion.has_failed() {
-        if let Some(w) = &worker {
-            eprintln!("--- workerd log ---\n{}", w.log_text());
-        }
-    }
-    drop(worker);
-    conclusion.exit();
+    support::run_checks(&Bindings::default(), checks(), |base| {
+        let base = base.to_string();
+        vec![
+            Trial::test("cors_only_for_the_configured_origins", cors_configured),
+            Trial::test("built_module_links_no_tract", no_tract_in_module),
+            // After every hostile request above, the same isolate still serves.
+            Trial::test("zz_still_serving_after_bad_requests", move || {
+                classify_french(&Client::new(&base))
+            }),
+        ]
+    })
 }
 
 /// No model runtime in the worker: every default model runs on our engines.

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use edgeinfer::api::Route;
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::Failed;
 use serde_json::{json, Value};
-use support::{ensure, Bindings, Client, TempDir, Worker};
+use support::{ensure, Bindings, Check, Client, TempDir};
 
 /// Methods a client may send; the ones a path does not serve must get 405.
 /// QUERY stands for the methods the worker crate does not know: it reads
@@ -263,8 +263,6 @@ fn schemathesis(c: &Client) -> Result<(), Failed> {
     })
 }
 
-type Check = fn(&Client) -> Result<(), Failed>;
-
 fn checks() -> Vec<(&'static str, Check)> {
     vec![
         ("served_as_is", served_as_is),
@@ -276,37 +274,16 @@ fn checks() -> Vec<(&'static str, Check)> {
 }
 
 fn main() {
-    let mut args = Arguments::from_args();
-    // One at a time: schemathesis alone on the worker keeps its run's timing
-    // (and so its examples' deadlines) steady.
-    args.test_threads = Some(1);
     // Sessions that name no model get the small in-isolate one: the
     // stateful phase fills sessions to their limits, and the default model
     // re-prefills a session's whole history through its shard isolates
     // every turn (seconds per turn at hundreds of tokens; tests/sharded.rs
-    // checks its sessions, scripts/bench its speed).
-    let worker = if args.list {
-        None
-    } else {
-        Some(Worker::start_with(&Bindings {
-            vars: vec![("DEFAULT_CHAT_MODEL".into(), "shakespeare-llama".into())],
-            ..Bindings::default()
-        }))
+    // checks its sessions, scripts/bench its speed). One check at a time:
+    // schemathesis alone on the worker keeps its run's timing (and so its
+    // examples' deadlines) steady.
+    let bindings = Bindings {
+        vars: vec![("DEFAULT_CHAT_MODEL".into(), "shakespeare-llama".into())],
+        ..Bindings::default()
     };
-    let base = worker.as_ref().map(|w| w.base.clone()).unwrap_or_default();
-    let trials: Vec<Trial> = checks()
-        .into_iter()
-        .map(|(name, check)| {
-            let base = base.clone();
-            Trial::test(name, move || check(&Client::new(&base)))
-        })
-        .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
-    if conclusion.has_failed() {
-        if let Some(w) = &worker {
-            eprintln!("--- workerd log ---\n{}", w.log_text());
-        }
-    }
-    drop(worker);
-    conclusion.exit();
+    support::run_checks(&bindings, checks(), |_| Vec::new())
 }

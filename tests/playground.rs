@@ -8,8 +8,8 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
-use libtest_mimic::{Arguments, Failed, Trial};
-use support::{ensure, Client, Worker};
+use libtest_mimic::{Failed, Trial};
+use support::{ensure, Bindings, Client};
 
 /// The page's budget: one small document, no build step.
 const MAX_PAGE_BYTES: usize = 32 * 1024;
@@ -123,27 +123,12 @@ fn browser(base: &str) -> Result<(), Failed> {
 }
 
 fn main() {
-    let mut args = Arguments::from_args();
-    args.test_threads = Some(1);
-    let worker = if args.list {
-        None
-    } else {
-        Some(Worker::start())
-    };
-    let base = worker.as_ref().map(|w| w.base.clone()).unwrap_or_default();
-    let http_base = base.clone();
-    let trials = vec![
-        Trial::test("page_is_self_contained_html", move || {
-            page_is_self_contained(&Client::new(&http_base))
-        }),
-        Trial::test("browser_playground", move || browser(&base)),
-    ];
-    let conclusion = libtest_mimic::run(&args, trials);
-    if conclusion.has_failed() {
-        if let Some(w) = &worker {
-            eprintln!("--- workerd log ---\n{}", w.log_text());
-        }
-    }
-    drop(worker);
-    conclusion.exit();
+    support::run_checks(
+        &Bindings::default(),
+        vec![("page_is_self_contained_html", page_is_self_contained)],
+        |base| {
+            let base = base.to_string();
+            vec![Trial::test("browser_playground", move || browser(&base))]
+        },
+    )
 }

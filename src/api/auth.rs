@@ -14,14 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use super::{hex, HttpResponse};
-
-/// The 401 answer, with the challenge RFC 6750 asks for.
-pub fn refusal(e: ApiError) -> HttpResponse {
-    let mut res = HttpResponse::error(e);
-    res.headers.push(("www-authenticate", "Bearer".to_string()));
-    res
-}
+use super::hex;
 
 /// The configured keys, as digests.
 #[derive(Debug, Clone, Default)]

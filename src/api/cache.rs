@@ -5,10 +5,13 @@
 //! encoder's for a head on embeddings) and the request in canonical form, so
 //! an entry can only ever answer the model version that produced it.
 
+use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{hex, parse::json_body, Context, HttpRequest, Route, Served};
+use super::request::{Resolved, Stateless};
+use super::variants::Arm;
+use super::{hex, HttpResponse, Served};
 use crate::registry::{InputSpec, ModelSpec, MODELS};
 
 /// Default lifetime of a cache entry, when `CACHE_TTL_SECONDS` is unset.
@@ -26,36 +29,63 @@ pub struct CacheKey {
     pub served: Served,
 }
 
-/// The cache key of a request, or `None` when the request is not cacheable
-/// (not an inference route, or a body that will be refused anyway). The
-/// model is resolved in `ctx`, so each arm of an A/B split has its own entries.
-pub fn key(req: &HttpRequest<'_>, ctx: &Context<'_>) -> Option<CacheKey> {
-    let route = match Route::parse(req.path)? {
-        Route::Classify => "classify",
-        Route::Embeddings => "embeddings",
-        Route::Similarity => "similarity",
-        _ => return None,
-    };
-    if req.method != "POST" {
-        return None;
+/// The cache key of a parsed request, or `None` when it is not cacheable
+/// (not an inference route). The model was resolved when the request was
+/// parsed, so each arm of an A/B split has its own entries.
+pub fn key(call: &Stateless<'_>) -> Option<CacheKey> {
+    match call {
+        Stateless::Classify(c) => key_of("classify", c),
+        Stateless::Embeddings(c) => key_of("embeddings", c),
+        Stateless::Similarity(c) => key_of("similarity", c),
+        _ => None,
     }
-    let mut body: Value = json_body(req).ok()?;
-    let (spec, arm) = ctx.resolve(body.get("model")?.as_str()?).ok()?;
+}
+
+fn key_of<T: Serialize>(route: &str, call: &Resolved<T>) -> Option<CacheKey> {
+    let mut body = serde_json::to_value(&call.body).ok()?;
     // `id` and `id@version` ask for the same bytes: one entry serves both.
-    body["model"] = Value::String(spec.qualified_name());
-    // serde_json's map is ordered by key, so field order does not matter.
+    body["model"] = Value::String(call.spec.qualified_name());
+    // serde_json's map is ordered by key: one text per request.
     let canonical = body.to_string();
     let mut hash = Sha256::new();
     hash.update(route.as_bytes());
     hash.update([0]);
     hash.update(canonical.as_bytes());
     Some(CacheKey {
-        key: format!("v1:{route}:{}:{}", fingerprint(spec), hex(&hash.finalize())),
-        served: Served {
-            arm,
-            ..Served::new(spec, false)
-        },
+        key: format!(
+            "v2:{route}:{}:{}",
+            fingerprint(call.spec),
+            hex(&hash.finalize())
+        ),
+        served: served(call.spec, call.arm),
     })
+}
+
+fn served(spec: &'static ModelSpec, arm: Option<Arm>) -> Served {
+    Served {
+        arm,
+        ..Served::new(spec, false)
+    }
+}
+
+/// The answer to a request found in the cache.
+pub fn hit(key: &CacheKey, body: Vec<u8>) -> HttpResponse {
+    let mut res = HttpResponse::json(200, &());
+    res.body = body;
+    res.model = Some(Box::new(key.served.clone()));
+    res.headers.push(("x-edgeinfer-cache", "hit".into()));
+    res
+}
+
+/// A fresh answer to a cacheable request: what to store (only a 200 is:
+/// an error may depend on a limit or a model that changes), marking the
+/// answer a miss. `None` for anything else, unmarked.
+pub fn miss(res: &mut HttpResponse) -> Option<Vec<u8>> {
+    if res.status != 200 {
+        return None;
+    }
+    res.headers.push(("x-edgeinfer-cache", "miss".into()));
+    Some(res.body.clone())
 }
 
 /// The sha256 of everything the model's answer depends on.
@@ -85,19 +115,23 @@ mod tests {
     use super::*;
     use crate::registry;
 
+    use crate::api::{parse, Call, Context, HttpRequest};
+
+    /// The key of `req` parsed in `ctx`.
+    fn key_in(req: &HttpRequest<'_>, ctx: &Context<'_>) -> Option<CacheKey> {
+        match parse(req, ctx).ok()?.call {
+            Call::Stateless(call) => super::key(&call),
+            _ => None,
+        }
+    }
+
     /// The key with no A/B split in force.
     fn key(req: &HttpRequest<'_>) -> Option<CacheKey> {
-        super::key(req, &Context::default())
+        key_in(req, &Context::default())
     }
 
     fn req<'a>(path: &'a str, body: &'a str) -> HttpRequest<'a> {
-        HttpRequest {
-            method: "POST",
-            path,
-            content_type: Some("application/json"),
-            body: body.as_bytes(),
-            body_complete: true,
-        }
+        HttpRequest::post_json(path, body.as_bytes())
     }
 
     #[test]
@@ -145,6 +179,16 @@ mod tests {
     }
 
     #[test]
+    fn only_answers_are_stored() {
+        let mut ok = HttpResponse::json(200, &serde_json::json!({"a": 1}));
+        assert_eq!(miss(&mut ok), Some(ok.body.clone()));
+        assert!(ok.headers.contains(&("x-edgeinfer-cache", "miss".into())));
+        let mut refused = HttpResponse::error(crate::api::ApiError::invalid("no"));
+        assert_eq!(miss(&mut refused), None);
+        assert!(refused.headers.is_empty());
+    }
+
+    #[test]
     fn ttl_has_a_default_and_a_floor() {
         assert_eq!(ttl_seconds(None), DEFAULT_TTL_SECONDS);
         assert_eq!(ttl_seconds(Some("3600")), 3600);
@@ -166,7 +210,7 @@ mod tests {
                 subject: Some(subject),
                 ..Context::default()
             };
-            let k = super::key(&req("/v1/classify", body), &ctx).unwrap();
+            let k = key_in(&req("/v1/classify", body), &ctx).unwrap();
             keys.insert(k.served.model.clone(), k.key);
         }
         assert_eq!(keys.len(), 2, "{keys:?}");

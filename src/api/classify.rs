@@ -3,15 +3,16 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::embeddings::truncated_inputs;
 use super::error::ApiError;
 use super::limits::DEFAULT_TOP_K;
-use super::parse::{input_texts, json_body};
-use super::timing::{self, Timings, Work};
-use super::{Context, HttpRequest, HttpResponse, Mode, Served};
-use crate::error::CoreError;
+use super::parse::input_texts;
+use super::request::Resolved;
+use super::timing::{self, Work};
+use super::{HttpResponse, Mode, Served};
 use crate::registry;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifyRequest {
     /// `id` or `id@version`, as listed by `GET /v1/models`.
@@ -39,7 +40,7 @@ pub struct Classification {
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct Usage {
+pub struct ClassifyUsage {
     pub inputs: usize,
     /// Unicode scalar values across all inputs.
     pub characters: usize,
@@ -60,24 +61,18 @@ pub struct ClassifyResponse {
     pub model_version: String,
     pub model_sha256: String,
     pub data: Vec<Classification>,
-    pub usage: Usage,
+    pub usage: ClassifyUsage,
 }
 
-pub(super) fn serve(
-    req: &HttpRequest<'_>,
-    mode: Mode,
-    ctx: &Context<'_>,
-) -> Result<HttpResponse, ApiError> {
-    let mut timings = Timings::start(ctx.clock);
-    let body: ClassifyRequest = json_body(req)?;
-    let (spec, arm) = ctx.resolve(&body.model)?;
+pub(super) fn serve(call: Resolved<ClassifyRequest>, mode: Mode) -> Result<HttpResponse, ApiError> {
+    let Resolved {
+        body,
+        spec,
+        arm,
+        mut timings,
+    } = call;
     if !spec.task.classifies() {
-        return Err(CoreError::WrongTask {
-            model: body.model.clone(),
-            task: spec.task.as_str(),
-            wanted: "classification",
-        }
-        .into());
+        return Err(registry::wrong_task(spec, "classification").into());
     }
     let labels = spec.labels.len();
     let top_k = match body.top_k {
@@ -110,14 +105,7 @@ pub(super) fn serve(
     timings.lap("inference");
     let tokens = (!classified.tokenized.is_empty()).then(|| {
         let t = &classified.tokenized;
-        (
-            t.iter().map(|t| t.ids.len()).sum(),
-            t.iter()
-                .enumerate()
-                .filter(|(_, t)| t.truncated)
-                .map(|(i, _)| i)
-                .collect(),
-        )
+        (t.iter().map(|t| t.ids.len()).sum(), truncated_inputs(t))
     });
     let data = classified
         .scores
@@ -161,7 +149,7 @@ pub(super) fn serve(
         model_version: spec.version.into(),
         model_sha256: spec.sha256.into(),
         data,
-        usage: Usage {
+        usage: ClassifyUsage {
             inputs: texts.len(),
             characters,
             prompt_tokens: tokens.as_ref().map(|t| t.0),

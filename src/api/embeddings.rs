@@ -7,13 +7,15 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::limits::MAX_TOTAL_TOKENS;
-use super::parse::{input_texts, json_body};
+use super::parse::input_texts;
+use super::request::Resolved;
 use super::timing::{self, Timings, Work};
-use super::{Context, HttpRequest, HttpResponse, Mode, Served};
+use super::variants::Arm;
+use super::{HttpResponse, Mode, Served};
 use crate::encoder::{SentenceEncoder, Tokenized};
 use crate::registry::{self, ModelSpec};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingsRequest {
     pub model: String,
@@ -26,7 +28,6 @@ pub struct EmbeddingsRequest {
     pub dimensions: Option<u64>,
     /// OpenAI's end-user id; accepted (clients send it) and ignored.
     #[serde(default)]
-    #[allow(dead_code)]
     pub user: Option<String>,
 }
 
@@ -69,14 +70,19 @@ impl TokenUsage {
             cpu_ms: timing::estimate_cpu_ms(spec, &work),
             prompt_tokens: tokens,
             total_tokens: tokens,
-            truncated_inputs: tokenized
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| t.truncated)
-                .map(|(i, _)| i)
-                .collect(),
+            truncated_inputs: truncated_inputs(tokenized),
         }
     }
+}
+
+/// Indices of the inputs cut to the model's token limit.
+pub(super) fn truncated_inputs(tokenized: &[Tokenized]) -> Vec<usize> {
+    tokenized
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.truncated)
+        .map(|(i, _)| i)
+        .collect()
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -89,14 +95,13 @@ pub struct EmbeddingsResponse {
     pub usage: TokenUsage,
 }
 
-/// The encoder that serves `model` (after any A/B split), or the 404/422
-/// that says why not; a load is timed as `init`.
+/// The encoder of `spec`, or the 422 that says it is not one; a load is
+/// timed as `init`.
 pub(super) fn encoder_for(
-    model: &str,
-    ctx: &Context<'_>,
+    spec: &'static ModelSpec,
+    arm: Option<Arm>,
     timings: &mut Timings,
 ) -> Result<(&'static SentenceEncoder, Served), ApiError> {
-    let (spec, arm) = ctx.resolve(model)?;
     timings.lap("parse");
     let (encoder, loaded_now) = registry::encoder(spec)?;
     timings.lap_if(loaded_now, "init");
@@ -141,12 +146,15 @@ fn base64_f32(values: &[f32]) -> String {
 }
 
 pub(super) fn serve(
-    req: &HttpRequest<'_>,
+    call: Resolved<EmbeddingsRequest>,
     mode: Mode,
-    ctx: &Context<'_>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut timings = Timings::start(ctx.clock);
-    let body: EmbeddingsRequest = json_body(req)?;
+    let Resolved {
+        body,
+        spec,
+        arm,
+        mut timings,
+    } = call;
     let base64 = match body.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -157,7 +165,7 @@ pub(super) fn serve(
             .with_param("encoding_format"))
         }
     };
-    let (encoder, served) = encoder_for(&body.model, ctx, &mut timings)?;
+    let (encoder, served) = encoder_for(spec, arm, &mut timings)?;
     let spec = encoder.spec();
     if let Some(d) = body.dimensions {
         if d != encoder.dims() as u64 {

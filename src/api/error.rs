@@ -19,6 +19,9 @@ pub struct ApiError {
     pub param: Option<String>,
     /// Detail for the log only (never sent to the client).
     pub internal: Option<String>,
+    /// Headers the answer must carry for a client to act on it: `Allow` on
+    /// a 405, `Retry-After` on a 429, `WWW-Authenticate` on a 401.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 #[derive(Serialize)]
@@ -49,7 +52,13 @@ impl ApiError {
             message: message.into(),
             param: None,
             internal: None,
+            headers: Vec::new(),
         }
+    }
+
+    fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 
     /// Replaces the stable code (e.g. `session_full` for a 413).
@@ -111,24 +120,26 @@ impl ApiError {
         )
     }
 
-    /// 405, with the methods the route accepts (the caller sends them in `Allow`).
-    pub fn method_not_allowed(method: &str, path: &str, allow: &str) -> Self {
+    /// 405, with the methods the route accepts in `Allow`.
+    pub fn method_not_allowed(method: &str, path: &str, allow: &'static str) -> Self {
         Self::new(
             405,
             "invalid_request_error",
             "method_not_allowed",
             format!("{method} is not allowed on `{path}`; use {allow}"),
         )
+        .with_header("allow", allow)
     }
 
-    /// 401: no API key, or not one of the configured keys (the caller adds
-    /// `WWW-Authenticate`).
+    /// 401: no API key, or not one of the configured keys; `WWW-Authenticate`
+    /// names the scheme to use.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(401, "invalid_request_error", "invalid_api_key", message)
+            .with_header("www-authenticate", "Bearer")
     }
 
-    /// 429: the caller's rate limit is spent; retry after `retry_after` seconds
-    /// (the caller sends them in `Retry-After`).
+    /// 429: the caller's rate limit is spent; `Retry-After` says when the
+    /// next request will be admitted.
     pub fn rate_limited(retry_after: u64, per_minute: u32, burst: u32) -> Self {
         Self::new(
             429,
@@ -136,6 +147,7 @@ impl ApiError {
             "rate_limit_exceeded",
             format!("rate limit of {per_minute} requests per minute (bursts of {burst}) reached; retry after {retry_after} s"),
         )
+        .with_header("retry-after", retry_after.to_string())
     }
 
     /// 500: something on our side failed; `detail` is logged only.

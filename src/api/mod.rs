@@ -7,13 +7,16 @@ pub mod auth;
 pub mod cache;
 pub mod chat;
 mod classify;
+pub mod config;
 pub mod cors;
 mod embeddings;
 mod error;
+pub mod host;
 pub mod limits;
 mod models;
 mod parse;
 pub mod rate_limit;
+pub mod request;
 pub mod sessions;
 mod similarity;
 pub mod timing;
@@ -25,12 +28,17 @@ pub use embeddings::{Embedding, EmbeddingData, EmbeddingsResponse, TokenUsage};
 pub use error::ApiError;
 pub use models::{ModelList, ModelObject};
 pub use parse::{body_within_limit, kind};
+pub use request::{parse, Call, Parsed, SessionRequest, Stateless};
 pub use similarity::{Match, SimilarityResponse};
 
-use serde::Serialize;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::CoreError;
 use crate::registry::{self, ModelSpec};
+use chat::{ChatTurn, RequestMeta};
+use sessions::{MemoryStore, SessionAnswer, SessionStore, Shared};
 use timing::Clock;
 use variants::{Arm, Variants};
 
@@ -39,7 +47,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A request as the glue hands it over.
+/// A request as the host hands it over.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpRequest<'a> {
     pub method: &'a str,
@@ -47,31 +55,71 @@ pub struct HttpRequest<'a> {
     pub path: &'a str,
     pub content_type: Option<&'a str>,
     pub body: &'a [u8],
-    /// False when the glue stopped reading because the body passed
+    /// False when the host stopped reading because the body passed
     /// [`limits::MAX_BODY_BYTES`]: the request is answered 413 unread.
     pub body_complete: bool,
+    /// The `X-Session-Id` header: a chat completion's session, as an
+    /// alternative to its `session` field.
+    pub session: Option<&'a str>,
 }
 
-/// What the host gives a request besides its bytes.
+impl<'a> HttpRequest<'a> {
+    /// A complete `application/json` POST of `body` to `path`.
+    pub fn post_json(path: &'a str, body: &'a [u8]) -> Self {
+        HttpRequest {
+            method: "POST",
+            path,
+            content_type: Some("application/json"),
+            body,
+            body_complete: true,
+            session: None,
+        }
+    }
+
+    /// A bodiless request.
+    pub fn bodiless(method: &'a str, path: &'a str) -> Self {
+        HttpRequest {
+            method,
+            path,
+            content_type: None,
+            body: &[],
+            body_complete: true,
+            session: None,
+        }
+    }
+}
+
+/// What the host gives a request besides its bytes: its clock, time and
+/// randomness (the core has none of its own), who is calling, and the
+/// deployment's settings that shape an answer.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     /// The isolate's clock, for `Server-Timing` and `usage.cpu_ms`.
     pub clock: Clock,
+    /// Unix seconds, for `created` fields.
+    pub now: fn() -> u64,
+    /// Fills a buffer with random bytes: session and reply ids, seeds.
+    pub random: fn(&mut [u8]),
     /// The A/B splits in force (`MODEL_VARIANTS`).
     pub variants: Option<&'a Variants>,
-    /// What a split hashes on: the API key's digest, else the client IP.
+    /// What a split hashes on ([`variants::subject`]).
     pub subject: Option<&'a str>,
+    /// The caller's API key digest, when keys are on: sessions belong to it.
+    pub owner: Option<&'a str>,
+    /// The model of sessions that name none (`DEFAULT_CHAT_MODEL`).
+    pub default_chat_model: Option<&'a str>,
 }
 
 impl Default for Context<'_> {
     fn default() -> Self {
         Context {
-            #[cfg(not(target_arch = "wasm32"))]
-            clock: timing::native_clock,
-            #[cfg(target_arch = "wasm32")]
-            clock: timing::frozen_clock,
+            clock: host::CLOCK,
+            now: host::now,
+            random: host::random,
             variants: None,
             subject: None,
+            owner: None,
+            default_chat_model: None,
         }
     }
 }
@@ -163,10 +211,44 @@ impl HttpResponse {
     pub fn error(e: ApiError) -> Self {
         HttpResponse {
             status: e.status,
-            headers: Vec::new(),
             body: e.body(),
-            internal_error: e.internal.clone(),
+            headers: e.headers,
+            internal_error: e.internal,
             model: None,
+        }
+    }
+
+    /// A streamed reply's headers around `body`, its events.
+    pub fn events(body: Vec<u8>, served: Served) -> Self {
+        HttpResponse {
+            status: 200,
+            headers: chat::SSE_HEADERS
+                .iter()
+                .map(|&(k, v)| (k, v.to_string()))
+                .collect(),
+            body,
+            internal_error: None,
+            model: Some(Box::new(served)),
+        }
+    }
+}
+
+/// Which model made an answer, as the inference routes' bodies say it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRef {
+    /// The model's id.
+    pub model: String,
+    pub model_version: String,
+    /// The sha256 of the embedded weights that answered.
+    pub model_sha256: String,
+}
+
+impl ModelRef {
+    pub fn of(spec: &ModelSpec) -> Self {
+        ModelRef {
+            model: spec.id.into(),
+            model_version: spec.version.into(),
+            model_sha256: spec.sha256.into(),
         }
     }
 }
@@ -252,15 +334,13 @@ impl<'a> Route<'a> {
         res
     }
 
-    /// The 405 answer when `method` is not one the route accepts.
-    pub fn check_method(&self, method: &str, path: &str) -> Result<(), HttpResponse> {
+    /// The 405 (with `Allow`) when `method` is not one the route accepts.
+    pub fn check_method(&self, method: &str, path: &str) -> Result<(), ApiError> {
         let allow = self.allow();
         if allow.split(", ").any(|m| m == method) {
             return Ok(());
         }
-        let mut res = HttpResponse::error(ApiError::method_not_allowed(method, path, allow));
-        res.headers.push(("allow", allow.to_string()));
-        Err(res)
+        Err(ApiError::method_not_allowed(method, path, allow))
     }
 }
 
@@ -271,146 +351,119 @@ const PLAYGROUND: &str = include_str!("../playground/index.html");
 /// The OpenAPI 3.1 description of every route; tests/openapi.rs keeps it true.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// Serves one request with no A/B splits and the host's default clock.
-/// Never panics on any input.
+/// The sessions `handle` keeps for this process.
+static NATIVE_SESSIONS: Mutex<MemoryStore> = Mutex::new(MemoryStore::new());
+
+/// Serves one request with no A/B splits, the host's clock and randomness,
+/// and this process's sessions in memory. Never panics on any input.
 pub fn handle(req: &HttpRequest<'_>) -> HttpResponse {
-    handle_with(req, &Context::default())
+    handle_with(req, &Context::default(), &mut Shared(&NATIVE_SESSIONS))
 }
 
-/// Serves one request in `ctx`. Never panics on any input.
-pub fn handle_with(req: &HttpRequest<'_>, ctx: &Context<'_>) -> HttpResponse {
-    let Some(route) = Route::parse(req.path) else {
-        return HttpResponse::error(ApiError::no_route(req.path));
+/// Serves one request in `ctx`, its sessions in `store`. Never panics on
+/// any input.
+pub fn handle_with(
+    req: &HttpRequest<'_>,
+    ctx: &Context<'_>,
+    store: &mut dyn SessionStore,
+) -> HttpResponse {
+    let parsed = match parse(req, ctx) {
+        Ok(parsed) => parsed,
+        Err(e) => return HttpResponse::error(e),
     };
-    if let Err(res) = route.check_method(req.method, req.path) {
-        return res;
-    }
-    if req.method == "OPTIONS" {
-        return route.options();
-    }
-    let mut res = serve_route(route, req, ctx);
+    let mut res = match parsed.call {
+        Call::Stateless(call) => serve_stateless(call, Mode::Serve),
+        Call::Chat(call) => match ChatTurn::start(call.plan(), RequestMeta::draw(ctx)) {
+            Ok(turn) => answer_here(turn, None),
+            Err(e) => HttpResponse::error(e),
+        },
+        Call::Session(request) => {
+            let call = request.into_call(ctx);
+            match sessions::serve(call, store, RequestMeta::draw(ctx)) {
+                Ok(SessionAnswer::Done(res)) => res,
+                Ok(SessionAnswer::Turn(turn)) => answer_here(*turn, Some(store)),
+                Err(e) => HttpResponse::error(e),
+            }
+        }
+    };
     // HEAD: what GET answers, headers only.
-    if req.method == "HEAD" {
+    if parsed.head {
         res.body.clear();
     }
     res
 }
 
-fn serve_route(route: Route<'_>, req: &HttpRequest<'_>, ctx: &Context<'_>) -> HttpResponse {
-    let result = match route {
-        Route::Playground => Ok(HttpResponse::page(PLAYGROUND, "text/html; charset=utf-8")),
-        Route::OpenApi => Ok(HttpResponse::page(OPENAPI, "application/json")),
-        Route::Health => Ok(HttpResponse::json(200, &Health::current())),
-        Route::Models => Ok(HttpResponse::json(200, &ModelList::all())),
-        Route::Model(id) => ModelObject::find(id)
+/// Answers a call that needs no store and no host I/O: the pages, the
+/// model list, and the inference routes (run, or in [`Mode::Validate`]
+/// stopped before their model runs).
+pub fn serve_stateless(call: Stateless<'_>, mode: Mode) -> HttpResponse {
+    try_stateless(call, mode).unwrap_or_else(HttpResponse::error)
+}
+
+fn try_stateless(call: Stateless<'_>, mode: Mode) -> Result<HttpResponse, ApiError> {
+    let validated = |res: HttpResponse| match mode {
+        Mode::Serve => res,
+        Mode::Validate => HttpResponse::validated(),
+    };
+    match call {
+        Stateless::Options(route) => Ok(route.options()),
+        Stateless::Playground => Ok(validated(HttpResponse::page(
+            PLAYGROUND,
+            "text/html; charset=utf-8",
+        ))),
+        Stateless::OpenApi => Ok(validated(HttpResponse::page(OPENAPI, "application/json"))),
+        Stateless::Health => Ok(HttpResponse::json(200, &Health::current())),
+        Stateless::Models => Ok(HttpResponse::json(200, &ModelList::all())),
+        Stateless::Model(id) => ModelObject::find(id)
             .map(|m| HttpResponse::json(200, &m))
             .map_err(ApiError::from),
-        Route::Classify => classify::serve(req, Mode::Serve, ctx),
-        Route::Embeddings => embeddings::serve(req, Mode::Serve, ctx),
-        Route::Similarity => similarity::serve(req, Mode::Serve, ctx),
-        // The worker streams these itself (see `glue`); natively they run to
-        // the end in one answer, with a fixed id and seed.
-        Route::ChatCompletions => serve_chat_here(req),
-        Route::Sessions | Route::Session(_) | Route::SessionMessages(_) => {
-            Err(ApiError::unavailable(
-                "sessions live in the ChatSession Durable Object: run the worker (scripts/dev)",
-            ))
-        }
-    };
-    result.unwrap_or_else(HttpResponse::error)
+        Stateless::Classify(call) => classify::serve(call, mode),
+        Stateless::Embeddings(call) => embeddings::serve(call, mode),
+        Stateless::Similarity(call) => similarity::serve(call, mode),
+    }
+}
+
+/// A reply generated here to the end: one `chat.completion`, or every
+/// event in one body. A model whose weights live in shard Workers needs
+/// the worker's glue to run its passes.
+fn answer_here(mut turn: ChatTurn, store: Option<&mut dyn SessionStore>) -> HttpResponse {
+    if turn.shards().is_some() {
+        return HttpResponse::error(ApiError::unavailable(format!(
+            "model `{}` runs across shard Workers: serve it with the worker (scripts/dev), or use a model this host runs (GET /v1/models)",
+            turn.model_name()
+        )));
+    }
+    if !turn.streams() {
+        return turn.complete(store);
+    }
+    let body = turn.all_events(store);
+    HttpResponse::events(body, turn.served())
 }
 
 /// How far a route goes with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
+pub enum Mode {
     /// All the way: run the model and answer.
     Serve,
     /// Every check and the tokenization, then stop before the model runs.
     Validate,
 }
 
-/// Puts `req` through every check its route makes before a model runs
-/// (routing, method, content type, JSON, fields, limits, model lookup,
-/// tokenization, the chat template), and returns the error it would get.
-/// This is the surface a client controls, so it is what the fuzzers drive
-/// (fuzz/fuzz_targets/requests.rs), millions of times, without paying for
-/// inference on every input.
+/// Puts `req` through every check its route makes before a model runs or
+/// a store is read (routing, method, content type, JSON, fields, limits,
+/// model lookup, tokenization, the chat template), and returns the error
+/// it would get. This is the surface a client controls, so it is what the
+/// fuzzers drive (fuzz/fuzz_targets/requests.rs), millions of times,
+/// without paying for inference on every input.
 pub fn validate(req: &HttpRequest<'_>) -> Result<(), ApiError> {
-    let route = Route::parse(req.path).ok_or_else(|| ApiError::no_route(req.path))?;
-    if route.check_method(req.method, req.path).is_err() {
-        return Err(ApiError::method_not_allowed(
-            req.method,
-            req.path,
-            route.allow(),
-        ));
-    }
-    if req.method == "OPTIONS" {
-        return Ok(());
-    }
-    match route {
-        Route::Playground | Route::OpenApi => Ok(()),
-        Route::Health | Route::Models | Route::Model(_) => {
-            let res = handle(req);
-            match res.status {
-                200 => Ok(()),
-                _ => Err(ApiError::not_found("model_not_found", "no such model")),
-            }
-        }
-        Route::Classify => classify::serve(req, Mode::Validate, &Context::default()).map(drop),
-        Route::Embeddings => embeddings::serve(req, Mode::Validate, &Context::default()).map(drop),
-        Route::Similarity => similarity::serve(req, Mode::Validate, &Context::default()).map(drop),
+    let ctx = Context::default();
+    match parse(req, &ctx)?.call {
+        Call::Stateless(call) => try_stateless(call, Mode::Validate).map(drop),
         // Building the prompt is the last step before the model runs.
-        Route::ChatCompletions => start_turn(&chat::parse(req, None)?).map(drop),
-        Route::Sessions => {
-            body_within_limit(req)?;
-            sessions::parse_create(req, "00000000000000000000000000000000", 0, None, None).map(drop)
-        }
-        Route::Session(id) => sessions::check_id(id),
-        Route::SessionMessages(id) => {
-            sessions::check_id(id)?;
-            body_within_limit(req)?;
-            sessions::parse_message(req).map(drop)
-        }
+        Call::Chat(call) => ChatTurn::start(call.plan(), RequestMeta::draw(&ctx)).map(drop),
+        // The rest needs the session's history.
+        Call::Session(_) => Ok(()),
     }
-}
-
-/// A sessionless turn with a fixed id and seed (no clock or randomness here).
-fn start_turn(call: &chat::ChatCall) -> Result<chat::ChatTurn, ApiError> {
-    let meta = chat::RequestMeta {
-        id: "chatcmpl-native".into(),
-        created: 0,
-        seed: 0,
-        clock: Context::default().clock,
-    };
-    chat::ChatTurn::start(
-        call.spec,
-        &call.messages,
-        &call.generation,
-        call.include_usage,
-        None,
-        meta,
-    )
-}
-
-/// A chat completion without a session, answered whole (`stream: true`
-/// gives every event in one body).
-fn serve_chat_here(req: &HttpRequest<'_>) -> Result<HttpResponse, ApiError> {
-    let call = chat::parse(req, None)?;
-    if let Some(id) = &call.session {
-        return Err(sessions::not_found(id));
-    }
-    let mut turn = start_turn(&call)?;
-    if !call.stream {
-        return Ok(turn.complete());
-    }
-    let mut res = HttpResponse::json(200, &());
-    res.body = turn.all_events();
-    res.headers = chat::SSE_HEADERS
-        .iter()
-        .map(|&(k, v)| (k, v.to_string()))
-        .collect();
-    res.model = Some(Box::new(turn.served()));
-    Ok(res)
 }
 
 #[derive(Serialize)]

@@ -2,6 +2,8 @@
 //! deserves: 415 not JSON, 413 too big, 400 not UTF-8 or not JSON, 422 JSON of
 //! the wrong shape.
 
+use std::collections::BTreeMap;
+
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 use serde_json::Value;
@@ -113,6 +115,17 @@ pub fn input_texts(input: &Value) -> Result<Vec<&str>, ApiError> {
         }
     }
     Ok(texts)
+}
+
+/// Refuses fields no route knows, naming them.
+pub fn no_unknown_fields(unknown: &BTreeMap<String, Value>) -> Result<(), ApiError> {
+    match unknown.keys().next() {
+        None => Ok(()),
+        Some(field) => Err(ApiError::invalid(format!(
+            "unknown field `{field}`; docs/api.md lists the fields this route accepts"
+        ))
+        .with_param(field.clone())),
+    }
 }
 
 /// How an error message names the JSON type a client sent.

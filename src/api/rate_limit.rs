@@ -5,7 +5,6 @@
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::HttpResponse;
 
 /// Burst size when `RATE_LIMIT_BURST` is not set (wrangler.toml sets both
 /// variables; without `RATE_LIMIT_PER_MINUTE` limiting is off).
@@ -49,14 +48,8 @@ impl RateLimit {
     }
 
     /// The 429 for a caller whose next token comes in `retry_after` seconds.
-    pub fn refusal(&self, retry_after: u64) -> HttpResponse {
-        let mut res = HttpResponse::error(ApiError::rate_limited(
-            retry_after,
-            self.per_minute,
-            self.burst,
-        ));
-        res.headers.push(("retry-after", retry_after.to_string()));
-        res
+    pub fn refusal(&self, retry_after: u64) -> ApiError {
+        ApiError::rate_limited(retry_after, self.per_minute, self.burst)
     }
 }
 
@@ -185,7 +178,7 @@ mod tests {
             per_minute: 60,
             burst: 5,
         };
-        let res = limit.refusal(7);
+        let res = crate::api::HttpResponse::error(limit.refusal(7));
         assert_eq!(res.status, 429);
         assert!(res.headers.contains(&("retry-after", "7".to_string())));
         let body: serde_json::Value = serde_json::from_slice(&res.body).unwrap();

@@ -7,12 +7,12 @@ use serde_json::Value;
 use super::embeddings::{encoder_for, tokenize_within_limit, TokenUsage};
 use super::error::ApiError;
 use super::limits::MAX_INPUTS;
-use super::parse::{input_texts, json_body};
-use super::timing::Timings;
-use super::{Context, HttpRequest, HttpResponse, Mode};
+use super::parse::input_texts;
+use super::request::Resolved;
+use super::{HttpResponse, Mode};
 use crate::encoder::cosine;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimilarityRequest {
     pub model: String,
@@ -44,13 +44,16 @@ pub struct SimilarityResponse {
 }
 
 pub(super) fn serve(
-    req: &HttpRequest<'_>,
+    call: Resolved<SimilarityRequest>,
     mode: Mode,
-    ctx: &Context<'_>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut timings = Timings::start(ctx.clock);
-    let body: SimilarityRequest = json_body(req)?;
-    let (encoder, served) = encoder_for(&body.model, ctx, &mut timings)?;
+    let Resolved {
+        body,
+        spec,
+        arm,
+        mut timings,
+    } = call;
+    let (encoder, served) = encoder_for(spec, arm, &mut timings)?;
     let spec = encoder.spec();
     let query = match &body.query {
         Value::String(_) => input_texts(&body.query).map_err(|e| e.with_param("query"))?,

@@ -129,6 +129,12 @@ impl Variants {
     }
 }
 
+/// What a split hashes on: the caller's API key digest, so a key stays on
+/// one arm wherever it calls from; without keys, the client's IP.
+pub fn subject<'a>(owner: Option<&'a str>, client_ip: Option<&'a str>) -> Option<&'a str> {
+    owner.or(client_ip)
+}
+
 /// The arm of `subject` in the experiment on `model`: the first 8 bytes of
 /// sha256(model, subject) as a fraction of 2^64, below `fraction` = variant.
 fn arm_of(model: &str, subject: &str, fraction: f64) -> Arm {

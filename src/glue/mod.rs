@@ -14,14 +14,14 @@ use worker::{
     Result,
 };
 
-use crate::api::auth::{self, ApiKeys, Caller};
-use crate::api::cors::{Cors, Preflight};
+use crate::api::auth::{self, Caller};
+use crate::api::config::Config;
+use crate::api::cors::Preflight;
 use crate::api::timing::server_timing;
-use crate::api::variants::Variants;
 use crate::api::{
     self, cache,
     limits::{MAX_BODY_BYTES, MAX_DRAINED_BYTES},
-    ApiError, Context, HttpRequest, HttpResponse, Route, Served,
+    variants, ApiError, Call, Context, HttpRequest, HttpResponse, Mode, Route, Served,
 };
 use wasm_bindgen::prelude::wasm_bindgen;
 
@@ -49,34 +49,52 @@ pub(crate) fn clock() -> f64 {
     performance_now()
 }
 
+/// Unix seconds.
+fn now_seconds() -> u64 {
+    (js_sys::Date::now() / 1000.0) as u64
+}
+
+/// `crypto.getRandomValues`. It cannot fail in workerd; if it ever did, the
+/// bytes would stay as they are and the failure is logged, rather than a
+/// request panicking.
+pub(crate) fn random(out: &mut [u8]) {
+    if let Err(e) = getrandom03::fill(out) {
+        console_error!(
+            "{}",
+            serde_json::json!({ "random": "crypto.getRandomValues failed", "error": e.to_string() })
+        );
+    }
+}
+
+/// The host's clock, time and randomness, with no caller or settings.
+pub(crate) fn context() -> Context<'static> {
+    Context {
+        clock,
+        now: now_seconds,
+        random,
+        ..Context::default()
+    }
+}
+
 /// True until this isolate has started serving its first request.
 static COLD: AtomicBool = AtomicBool::new(true);
 
-/// `MODEL_VARIANTS`, parsed once per isolate (vars are fixed for its life).
-/// A broken configuration is logged and serves every caller the model they
-/// asked for, rather than failing every request.
-fn variants(env: &Env) -> Option<&'static Variants> {
-    static VARIANTS: OnceLock<Option<Variants>> = OnceLock::new();
-    VARIANTS
-        .get_or_init(|| {
-            let var = env.var("MODEL_VARIANTS").ok().map(|v| v.to_string());
-            match Variants::parse(var.as_deref()) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    console_error!("{}", serde_json::json!({ "config": e }));
-                    None
-                }
-            }
-        })
-        .as_ref()
-}
-
-/// What an A/B split hashes on: the caller's key digest, else the client IP.
-fn split_subject(caller: &Caller, req: &Request) -> Option<String> {
-    match caller.owner() {
-        Some(digest) => Some(digest.to_string()),
-        None => req.headers().get("cf-connecting-ip").ok().flatten(),
-    }
+/// The settings, read once per isolate (vars and secrets are fixed for its
+/// life); what was wrong with them is logged then.
+fn config(env: &Env) -> &'static Config {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let config = Config::read(|name| {
+            env.var(name)
+                .ok()
+                .map(|v| v.to_string())
+                .or_else(|| env.secret(name).ok().map(|v| v.to_string()))
+        });
+        for problem in &config.problems {
+            console_error!("{}", serde_json::json!({ "config": problem }));
+        }
+        config
+    })
 }
 
 /// The headers that say which model answered and where the time went.
@@ -105,7 +123,9 @@ pub(crate) fn set_served_headers(
 /// [`MAX_DRAINED_BYTES`]: a connection whose body was left unread cannot carry
 /// the client's next request, and local servers (workerd, `wrangler dev`)
 /// then reset it or answer 503. Beyond that bound the 413 goes out anyway.
-async fn read_body(req: &mut Request) -> Result<(Vec<u8>, bool)> {
+/// A body that stops arriving midway is a 400 that says so, not an empty
+/// body or a 500.
+async fn read_body(req: &mut Request) -> std::result::Result<(Vec<u8>, bool), ApiError> {
     let mut body = Vec::new();
     // A request without a body (a POST with no Content-Length) has no stream:
     // that is an empty body, which the API answers with its 400.
@@ -114,7 +134,9 @@ async fn read_body(req: &mut Request) -> Result<(Vec<u8>, bool)> {
     };
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
+        let chunk = chunk.map_err(|e| {
+            ApiError::malformed(format!("the body could not be read to its end: {e}"))
+        })?;
         seen += chunk.len();
         if seen <= MAX_BODY_BYTES {
             body.extend_from_slice(&chunk);
@@ -188,7 +210,7 @@ async fn fetch(req: Request, env: Env, ctx: worker::Context) -> Result<Response>
                 .with_headers(headers)
         }
     };
-    let cors = cors_config(&env).headers(
+    let cors = config(&env).cors.headers(
         origin.as_deref(),
         preflight.map(|allow| Preflight {
             allow,
@@ -196,19 +218,6 @@ async fn fetch(req: Request, env: Env, ctx: worker::Context) -> Result<Response>
         }),
     );
     finish(res, &cors, head)
-}
-
-/// `CORS_ALLOW_ORIGINS`, read once per isolate (vars are fixed for its life).
-fn cors_config(env: &Env) -> &'static Cors {
-    static CORS: OnceLock<Cors> = OnceLock::new();
-    CORS.get_or_init(|| {
-        Cors::parse(
-            env.var("CORS_ALLOW_ORIGINS")
-                .ok()
-                .map(|v| v.to_string())
-                .as_deref(),
-        )
-    })
 }
 
 /// Adds `extra` headers to an answer (a session object's too, whose
@@ -229,36 +238,29 @@ fn finish(res: Response, extra: &[(&'static str, String)], head: bool) -> Result
     Ok(res.with_status(status).with_headers(headers))
 }
 
-/// Who is calling, and whether they may: the 401 or 429 to answer otherwise.
-/// Both come before the body is read, so a refused caller costs nothing more.
+/// Who is calling, and whether they may: the 401 or 429 otherwise. Both
+/// come before the body is read, so a refused caller costs nothing more.
 async fn admit(
     req: &Request,
     path: &str,
     env: &Env,
-) -> Result<std::result::Result<Caller, HttpResponse>> {
-    // Secrets are fixed for an isolate's life: parse (and hash) them once.
-    static KEYS: std::sync::OnceLock<ApiKeys> = std::sync::OnceLock::new();
-    let keys = KEYS.get_or_init(|| {
-        let secret = env.secret("API_KEYS").ok().map(|s| s.to_string());
-        ApiKeys::parse(secret.as_deref())
-    });
+    config: &Config,
+) -> Result<std::result::Result<Caller, ApiError>> {
     let authorization = req.headers().get("authorization")?;
-    let caller = match keys.authorize(path, authorization.as_deref()) {
+    let caller = match config.keys.authorize(path, authorization.as_deref()) {
         Ok(caller) => caller,
-        Err(e) => return Ok(Err(auth::refusal(e))),
+        Err(e) => return Ok(Err(e)),
     };
     if !auth::guarded(path) {
         return Ok(Ok(caller));
     }
-    let limit = match rate_limit::configured(env) {
+    let limit = match &config.rate_limit {
         Ok(Some(limit)) => limit,
         Ok(None) => return Ok(Ok(caller)),
-        Err(e) => return Ok(Err(HttpResponse::error(ApiError::internal(e)))),
+        Err(e) => return Ok(Err(ApiError::internal(e.clone()))),
     };
     let bucket = rate_limit::bucket_for(&caller, req);
-    Ok(rate_limit::take(env, &limit, &bucket)
-        .await
-        .map(|()| caller))
+    Ok(rate_limit::take(env, limit, &bucket).await.map(|()| caller))
 }
 
 async fn serve(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Response> {
@@ -273,14 +275,7 @@ async fn serve(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
     // as GET, which would let it through the GET routes instead of a 405.
     let method_sent = req.inner().method();
     let path = req.path();
-    let mut line = LogLine {
-        method: &method_sent,
-        path: &path,
-        started,
-        isolate,
-        cache: "off",
-        cache_error: None,
-    };
+    let mut line = LogLine::request(&method_sent, &path, started, isolate);
     // A preflight carries no key: it is answered before keys and limits.
     if method_sent == "OPTIONS" {
         let res = match Route::parse(&path) {
@@ -294,17 +289,28 @@ async fn serve(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
     if path == "/__test/panic" {
         panic!("test-panic: a panic on the request path, on purpose");
     }
-    let caller = match admit(&req, &path, env).await? {
+    let config = config(env);
+    let caller = match admit(&req, &path, env, config).await? {
         Ok(caller) => caller,
-        Err(res) => {
+        Err(e) => {
+            let res = HttpResponse::error(e);
             line.write(res.status, None, res.internal_error.as_deref());
             return respond(&res, None);
         }
     };
     let content_type = req.headers().get("content-type")?;
-    let (body, body_complete) = match method {
-        Method::Get | Method::Head | Method::Options => (Vec::new(), true),
-        _ => read_body(&mut req).await?,
+    let session = req.headers().get(SESSION_HEADER)?;
+    let read = match method {
+        Method::Get | Method::Head | Method::Options => Ok((Vec::new(), true)),
+        _ => read_body(&mut req).await,
+    };
+    let (body, body_complete) = match read {
+        Ok(read) => read,
+        Err(e) => {
+            let res = HttpResponse::error(e);
+            line.write(res.status, None, None);
+            return respond(&res, None);
+        }
     };
     let request = HttpRequest {
         method: &method_sent,
@@ -312,110 +318,168 @@ async fn serve(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
         content_type: content_type.as_deref(),
         body: &body,
         body_complete,
+        session: session.as_deref(),
     };
-
-    if let Some(
-        route @ (Route::ChatCompletions
-        | Route::Sessions
-        | Route::Session(_)
-        | Route::SessionMessages(_)),
-    ) = Route::parse(&path)
-    {
-        let session = req.headers().get(chat::SESSION_HEADER)?;
-        let trace = chat::trace(req.headers().get(chat::TRACEPARENT_HEADER)?.as_deref());
-        let res = chat::serve(
-            route,
-            &request,
-            session.as_deref(),
-            caller.owner(),
-            env,
-            &trace,
-        )
-        .await?;
-        line.write_response(&res)?;
-        return Ok(res);
-    }
-
-    let subject = split_subject(&caller, &req);
+    let client_ip = req.headers().get("cf-connecting-ip")?;
     let api_ctx = Context {
-        clock,
-        variants: variants(env),
-        subject: subject.as_deref(),
+        variants: config.variants.as_ref(),
+        subject: variants::subject(caller.owner(), client_ip.as_deref()),
+        owner: caller.owner(),
+        default_chat_model: config.default_chat_model.as_deref(),
+        ..context()
     };
-    let kv = env.kv(CACHE_BINDING).ok();
-    let key = kv.as_ref().and_then(|_| cache::key(&request, &api_ctx));
-    let mut cache_ms = None;
-    if let (Some(kv), Some(key)) = (&kv, &key) {
-        let asked = clock();
-        let read = cache_read(kv, &key.key).await;
-        cache_ms = Some(clock() - asked);
-        match read {
-            Ok(Some(hit)) => {
-                let mut res = HttpResponse::json(200, &());
-                res.body = hit;
-                res.model = Some(Box::new(key.served.clone()));
-                res.headers.push(("x-edgeinfer-cache", "hit".into()));
-                line.cache = "hit";
-                line.write(200, res.model.as_deref(), None);
-                return respond(&res, cache_ms);
+    // The one parse of the request; everything below takes its values.
+    let parsed = match api::parse(&request, &api_ctx) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let res = HttpResponse::error(e);
+            line.write(res.status, None, res.internal_error.as_deref());
+            return respond(&res, None);
+        }
+    };
+    let trace = || {
+        chat::trace(
+            req.headers()
+                .get(chat::TRACEPARENT_HEADER)
+                .ok()
+                .flatten()
+                .as_deref(),
+        )
+    };
+    match parsed.call {
+        Call::Stateless(call) => {
+            let kv = env.kv(CACHE_BINDING).ok();
+            let key = kv.as_ref().and_then(|_| cache::key(&call));
+            let mut cache_ms = None;
+            if let (Some(kv), Some(key)) = (&kv, &key) {
+                let asked = clock();
+                let read = cache_read(kv, &key.key).await;
+                cache_ms = Some(clock() - asked);
+                match read {
+                    Ok(Some(hit)) => {
+                        let res = cache::hit(key, hit);
+                        line.cache = "hit";
+                        line.write(200, res.model.as_deref(), None);
+                        return respond(&res, cache_ms);
+                    }
+                    Ok(None) => {}
+                    Err(e) => line.cache_error = Some(e),
+                }
             }
-            Ok(None) => {}
-            Err(e) => line.cache_error = Some(e),
+            let mut res = api::serve_stateless(call, Mode::Serve);
+            if let (Some(kv), Some(key)) = (kv, key) {
+                if let Some(stored) = cache::miss(&mut res) {
+                    line.cache = "miss";
+                    cache_write(ctx, kv, key.key, stored, config.cache_ttl_seconds);
+                }
+            }
+            line.write(
+                res.status,
+                res.model.as_deref(),
+                res.internal_error.as_deref(),
+            );
+            respond(&res, cache_ms)
+        }
+        Call::Chat(call) => chat::serve_chat(call, &api_ctx, env, &trace(), line).await,
+        Call::Session(request) => {
+            let res = chat::forward(env, &request.into_call(&api_ctx), &trace()).await?;
+            line.write_forwarded(&res)?;
+            Ok(res)
         }
     }
-
-    let mut res = api::handle_with(&request, &api_ctx);
-    // Only answers are cached, so only answers say how the cache went.
-    if key.is_some() && res.status == 200 {
-        line.cache = "miss";
-        res.headers.push(("x-edgeinfer-cache", "miss".into()));
-    }
-    if let (Some(kv), Some(key), 200) = (kv, key, res.status) {
-        let ttl = cache::ttl_seconds(
-            env.var("CACHE_TTL_SECONDS")
-                .ok()
-                .map(|v| v.to_string())
-                .as_deref(),
-        );
-        cache_write(ctx, kv, key.key, res.body.clone(), ttl);
-    }
-    line.write(
-        res.status,
-        res.model.as_deref(),
-        res.internal_error.as_deref(),
-    );
-    respond(&res, cache_ms)
 }
 
+/// The header naming a session, as an alternative to the `session` field.
+const SESSION_HEADER: &str = "x-session-id";
+
 /// One JSON line per request, for Workers Logs (`[observability]` in
-/// wrangler.toml): what was asked, who answered, how long it took.
-struct LogLine<'a> {
-    method: &'a str,
-    path: &'a str,
+/// wrangler.toml): what was asked, who answered, how long it took. A
+/// session turn's object writes a line of its own when the reply is done,
+/// with the tokens it took.
+pub(crate) struct LogLine {
+    /// Method and route, for a request's line; the session, for a turn's.
+    what: What,
     started: f64,
-    /// `cold` for an isolate's first request, else `warm`.
-    isolate: &'static str,
     cache: &'static str,
     cache_error: Option<String>,
 }
 
-impl LogLine<'_> {
-    fn write(&self, status: u16, served: Option<&Served>, error: Option<&str>) {
-        let line = serde_json::json!({
-            "method": self.method,
-            "route": self.path,
+enum What {
+    Request {
+        method: String,
+        path: String,
+        /// `cold` for an isolate's first request, else `warm`.
+        isolate: &'static str,
+    },
+    Turn {
+        session: String,
+    },
+}
+
+impl LogLine {
+    fn request(method: &str, path: &str, started: f64, isolate: &'static str) -> Self {
+        LogLine {
+            what: What::Request {
+                method: method.to_string(),
+                path: path.to_string(),
+                isolate,
+            },
+            started,
+            cache: "off",
+            cache_error: None,
+        }
+    }
+
+    /// The line of a session's turn, written by its object.
+    pub(crate) fn turn(session: &str) -> Self {
+        LogLine {
+            what: What::Turn {
+                session: session.to_string(),
+            },
+            started: clock(),
+            cache: "off",
+            cache_error: None,
+        }
+    }
+
+    pub(crate) fn write(&self, status: u16, served: Option<&Served>, error: Option<&str>) {
+        self.emit(self.fields(status, served, error), status);
+    }
+
+    fn fields(
+        &self,
+        status: u16,
+        served: Option<&Served>,
+        error: Option<&str>,
+    ) -> serde_json::Value {
+        let mut line = serde_json::json!({
             "status": status,
             "ms": clock() - self.started,
             "model": served.map(|s| &s.model),
             "variant": served.and_then(|s| s.arm).map(|a| a.as_str()),
             "tokens": served.and_then(|s| s.tokens),
             "cpu_ms": served.and_then(|s| s.cpu_ms),
-            "model_loaded": served.is_some_and(|s| s.loaded),
-            "isolate": self.isolate,
-            "cache": self.cache,
-            "cache_error": self.cache_error,
+            "model_loaded": served.map(|s| s.loaded),
             "error": error,
         });
+        match &self.what {
+            What::Request {
+                method,
+                path,
+                isolate,
+            } => {
+                line["method"] = method.as_str().into();
+                line["route"] = path.as_str().into();
+                line["isolate"] = (*isolate).into();
+                line["cache"] = self.cache.into();
+                line["cache_error"] = self.cache_error.clone().into();
+            }
+            What::Turn { session } => line["session"] = session.as_str().into(),
+        }
+        line
+    }
+
+    fn emit(&self, line: serde_json::Value, status: u16) {
         if status >= 500 || self.cache_error.is_some() {
             console_error!("{line}");
         } else {
@@ -423,23 +487,26 @@ impl LogLine<'_> {
         }
     }
 
-    /// The line of a response the chat glue built (the model is in its headers).
-    fn write_response(&self, res: &Response) -> Result<()> {
-        let headers = res.headers();
-        let served = match headers.get("x-edgeinfer-model")? {
+    /// The line of a request a session's object answered: the model is in
+    /// its headers (the object's own line has the tokens and the load).
+    fn write_forwarded(&self, res: &Response) -> Result<()> {
+        let served = match res.headers().get("x-edgeinfer-model")? {
             Some(model) => crate::registry::find(&model)
                 .ok()
                 .map(|spec| Served::new(spec, false)),
             None => None,
         };
-        self.write(res.status_code(), served.as_ref(), None);
+        let status = res.status_code();
+        let mut line = self.fields(status, served.as_ref(), None);
+        line["model_loaded"] = serde_json::Value::Null;
+        self.emit(line, status);
         Ok(())
     }
 }
 
 /// The response for `res`: JSON (unless the route set its own type), the
 /// model headers when a model answered, and the cache read's time.
-fn respond(res: &HttpResponse, cache_ms: Option<f64>) -> Result<Response> {
+pub(crate) fn respond(res: &HttpResponse, cache_ms: Option<f64>) -> Result<Response> {
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
     if let Some(served) = &res.model {

@@ -15,31 +15,18 @@ use std::cell::Cell;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
 use crate::api::rate_limit::{self, RateLimit, TokenBucket};
-use crate::api::HttpResponse;
+use crate::api::ApiError;
 
 const LIMITER_BINDING: &str = "RATE_LIMITER";
 /// Object -> worker: seconds until the next token, on a refusal.
 const RETRY_HEADER: &str = "retry-after";
-
-/// The limit from `[vars]`; `Ok(None)` when limiting is off.
-pub fn configured(env: &Env) -> std::result::Result<Option<RateLimit>, String> {
-    let var = |name: &str| env.var(name).ok().map(|v| v.to_string());
-    RateLimit::from_vars(
-        var("RATE_LIMIT_PER_MINUTE").as_deref(),
-        var("RATE_LIMIT_BURST").as_deref(),
-    )
-}
 
 /// Takes a token from `bucket`'s object: `Ok(())`, or the 429 to answer.
 /// Without the binding (an old wrangler.toml) requests are not limited. When
 /// the object cannot be reached or fails, the request is served and the
 /// failure logged: the limiter protects the service, it must not take it down
 /// (nor answer a client 500 for our own fault).
-pub async fn take(
-    env: &Env,
-    limit: &RateLimit,
-    bucket: &str,
-) -> std::result::Result<(), HttpResponse> {
+pub async fn take(env: &Env, limit: &RateLimit, bucket: &str) -> std::result::Result<(), ApiError> {
     let Ok(namespace) = env.durable_object(LIMITER_BINDING) else {
         return Ok(());
     };
@@ -83,7 +70,7 @@ impl DurableObject for RateLimiter {
     fn new(_state: State, env: Env) -> Self {
         RateLimiter {
             // A malformed variable was already refused by the worker.
-            limit: configured(&env).ok().flatten(),
+            limit: super::config(&env).rate_limit.clone().ok().flatten(),
             bucket: Cell::new(None),
         }
     }

@@ -29,6 +29,15 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The reference outputs of a model: `models/<dir>/golden.json`, as the
+/// manifest lists it (tests/golden.rs checks every model has a test that
+/// reads its file through here).
+pub fn golden(dir: &str) -> serde_json::Value {
+    let path = root().join("models").join(dir).join("golden.json");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The SmolLM2-135M-Instruct GGUF from its PyPI package, where
 /// models/smollm2/export.sh puts it (`EDGEINFER_MODELS` or the user's cache;
 /// scripts/setup runs it). Its sha256 is checked by that script.
@@ -897,4 +906,40 @@ fn read_response(reader: &mut impl std::io::BufRead) -> u16 {
             return status;
         }
     }
+}
+
+/// A check of a test binary that shares one worker.
+pub type Check = fn(&Client) -> Result<(), libtest_mimic::Failed>;
+
+/// The `main` of a test binary whose checks speak to one worker served with
+/// `bindings`: each check in order, one at a time (some come after every
+/// hostile one, some time a stream), then `more`, which make their own
+/// servers or wait for the shared one's base (passed in). The worker is
+/// started only when a check will run (not for `--list`), and its log is
+/// printed when one failed.
+pub fn run_checks(
+    bindings: &Bindings,
+    checks: Vec<(&'static str, Check)>,
+    more: impl FnOnce(&str) -> Vec<libtest_mimic::Trial>,
+) -> ! {
+    let mut args = libtest_mimic::Arguments::from_args();
+    args.test_threads = Some(1);
+    let worker = (!args.list).then(|| Worker::start_with(bindings));
+    let base = worker.as_ref().map(|w| w.base.clone()).unwrap_or_default();
+    let mut trials: Vec<libtest_mimic::Trial> = checks
+        .into_iter()
+        .map(|(name, check)| {
+            let base = base.clone();
+            libtest_mimic::Trial::test(name, move || check(&Client::new(&base)))
+        })
+        .collect();
+    trials.extend(more(&base));
+    let conclusion = libtest_mimic::run(&args, trials);
+    if conclusion.has_failed() {
+        if let Some(w) = &worker {
+            eprintln!("--- workerd log ---\n{}", w.log_text());
+        }
+    }
+    drop(worker);
+    conclusion.exit()
 }

@@ -16,10 +16,7 @@ use super::check::pack_gguf::{Gguf, Storage};
 
 pub fn golden() -> &'static Value {
     static GOLDEN: OnceLock<Value> = OnceLock::new();
-    GOLDEN.get_or_init(|| {
-        let path = super::support::root().join("models/smollm2/golden.json");
-        serde_json::from_slice(&std::fs::read(path).expect("read golden")).expect("parse golden")
-    })
+    GOLDEN.get_or_init(|| super::support::golden("smollm2"))
 }
 
 pub fn gguf_bytes() -> &'static [u8] {

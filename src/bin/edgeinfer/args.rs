@@ -33,7 +33,8 @@ pub enum Command {
     Embed(EmbedArgs),
     /// A chat reply from the Shakespeare model.
     ///
-    /// With MESSAGE, prints the reply. Input lines: "message" or
+    /// With MESSAGE, prints the reply; with --session FILE too, the reply
+    /// continues the conversation kept in FILE, and this turn is added to it. Input lines: "message" or
     /// {"messages": [{"role", "content"}, ...], "max_tokens"?, "temperature"?, "seed"?, "id"?, ...}.
     Chat(ChatArgs),
     /// List the embedded models.
@@ -99,9 +100,21 @@ pub struct ChatArgs {
     /// seed, as the worker does.
     #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub seed: Option<i64>,
-    /// A system message before the user's (for MESSAGE and plain-string lines).
+    /// A system message before the user's (for MESSAGE and plain-string
+    /// lines; with --session, the new session's system prompt).
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
+    /// Keep the conversation in FILE (JSON, created if missing): the reply
+    /// sees every earlier turn there, as a `POST /v1/sessions/{id}/messages`
+    /// does. A new file takes --model and --system; an existing one keeps
+    /// its own.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "message",
+        conflicts_with = "input"
+    )]
+    pub session: Option<PathBuf>,
     #[command(flatten)]
     pub batch: BatchArgs,
     /// The user's message; the reply is printed as text (instead of --input).

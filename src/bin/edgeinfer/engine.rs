@@ -19,44 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::input::Job;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Classify,
-    Embed,
-    Chat,
-}
-
-impl Route {
-    pub fn path(self) -> &'static str {
-        match self {
-            Route::Classify => "/v1/classify",
-            Route::Embed => "/v1/embeddings",
-            Route::Chat => "/v1/chat/completions",
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Route::Classify => "classify",
-            Route::Embed => "embed",
-            Route::Chat => "chat",
-        }
-    }
-
-    /// What a line should look like, for error messages.
-    pub fn line_shape(self) -> &'static str {
-        match self {
-            Route::Classify | Route::Embed => "{\"input\": \"text\"}",
-            Route::Chat => "{\"messages\": [{\"role\": \"user\", \"content\": \"...\"}]}",
-        }
-    }
-
-    /// Lines that may share one request.
-    fn batches(self) -> bool {
-        self != Route::Chat
-    }
-}
+use crate::route::ApiRoute;
 
 /// What becomes of one line: the result's fields, or the API's status and
 /// error object.
@@ -72,6 +35,7 @@ pub fn call(method: &str, path: &str, body: &[u8]) -> HttpResponse {
         content_type: Some("application/json"),
         body,
         body_complete: true,
+        session: None,
     };
     catch_unwind(AssertUnwindSafe(|| api::handle(&req))).unwrap_or_else(|_| {
         HttpResponse::error(ApiError::internal("the request panicked; see stderr"))
@@ -110,14 +74,14 @@ struct Budget {
 }
 
 impl Budget {
-    fn for_fields(route: Route, fields: &Map<String, Value>) -> Self {
+    fn for_fields(route: ApiRoute, fields: &Map<String, Value>) -> Self {
         let fields_bytes = serde_json::to_vec(fields).map_or(0, |b| b.len());
         Budget {
             texts: match route {
                 // The encoder runs text by text (no batch math to share) at
                 // ~0.5 s a text natively: small requests spread over threads.
-                Route::Embed => EMBED_TEXTS,
-                Route::Classify | Route::Chat => MAX_INPUTS,
+                ApiRoute::Embed => EMBED_TEXTS,
+                ApiRoute::Classify | ApiRoute::Chat => MAX_INPUTS,
             },
             bytes: MAX_BODY_BYTES.saturating_sub(fields_bytes + 64),
             tokens: fields
@@ -169,7 +133,7 @@ fn token_limit(input: &InputSpec) -> Option<usize> {
 /// input alone, never on `--jobs`: lande scores a batch as one matrix, and
 /// its last digit can depend on the batch's shape, so the same file must
 /// always make the same requests to give the same bytes.
-fn plan(route: Route, window: &[Job]) -> Vec<Unit> {
+fn plan(route: ApiRoute, window: &[Job]) -> Vec<Unit> {
     let valid: Vec<usize> = (0..window.len())
         .filter(|&i| window[i].work.is_ok())
         .collect();
@@ -224,7 +188,7 @@ struct ListedUsage {
 
 /// Sends `jobs` (all with the same fields) as one request; splits it when
 /// refused. Returns each job's outcome, in `jobs` order.
-fn run_batch(route: Route, window: &[Job], jobs: &[usize]) -> Vec<Outcome> {
+fn run_batch(route: ApiRoute, window: &[Job], jobs: &[usize]) -> Vec<Outcome> {
     let work = |i: usize| window[i].work.as_ref().expect("planned jobs are valid");
     let mut body = work(jobs[0]).fields.clone();
     let texts: Vec<Value> = jobs
@@ -295,7 +259,7 @@ struct ChoiceMessage {
 fn run_chat(job: &Job) -> Outcome {
     let work = job.work.as_ref().expect("planned jobs are valid");
     let bytes = serde_json::to_vec(&work.fields).unwrap_or_default();
-    let res = call("POST", Route::Chat.path(), &bytes);
+    let res = call("POST", ApiRoute::Chat.path(), &bytes);
     if res.status != 200 {
         return Err((res.status, error_object(&res.body)));
     }
@@ -315,17 +279,17 @@ fn run_chat(job: &Job) -> Outcome {
     Ok(out)
 }
 
-fn run_unit(route: Route, window: &[Job], unit: &Unit) -> Vec<Outcome> {
+fn run_unit(route: ApiRoute, window: &[Job], unit: &Unit) -> Vec<Outcome> {
     match route {
-        Route::Chat => unit.jobs.iter().map(|&i| run_chat(&window[i])).collect(),
-        Route::Classify | Route::Embed => run_batch(route, window, &unit.jobs),
+        ApiRoute::Chat => unit.jobs.iter().map(|&i| run_chat(&window[i])).collect(),
+        ApiRoute::Classify | ApiRoute::Embed => run_batch(route, window, &unit.jobs),
     }
 }
 
 /// Runs a window of jobs on `threads` threads; outcomes come back in window
 /// order. `tick(done, failed)` is called as lines finish.
 pub fn process(
-    route: Route,
+    route: ApiRoute,
     window: &[Job],
     threads: usize,
     tick: &(dyn Fn(usize, usize) + Sync),

@@ -2,16 +2,14 @@
 //! request. A line that cannot become a request is kept as an error in its
 //! place, so the output has exactly one line per input line.
 
-use std::collections::hash_map::RandomState;
 use std::fs::File;
-use std::hash::BuildHasher as _;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 use edgeinfer::api::{kind, ApiError};
 use serde_json::{Map, Value};
 
-use crate::engine::Route;
+use crate::route::ApiRoute;
 
 /// One input line (or one TEXT argument), ready for the engine.
 #[derive(Debug)]
@@ -40,19 +38,10 @@ pub struct Defaults {
     pub fields: Map<String, Value>,
     /// Chat: a system message before a plain-string line's user message.
     pub system: Option<String>,
-    /// Chat without `--seed`: a fresh random seed per reply, as the worker
-    /// draws one per request (the API's native default is a fixed 0).
-    pub random_seed: bool,
-}
-
-/// A random seed from the standard library's per-process random keys: no
-/// dependency for what is only a default.
-fn random_seed() -> i64 {
-    RandomState::new().hash_one(0u8) as i64
 }
 
 /// Parses one raw line (without its newline).
-pub fn parse_line(route: Route, line: usize, raw: &[u8], defaults: &Defaults) -> Job {
+pub fn parse_line(route: ApiRoute, line: usize, raw: &[u8], defaults: &Defaults) -> Job {
     let mut job = Job {
         line,
         id: Value::from(line),
@@ -88,7 +77,7 @@ pub fn parse_line(route: Route, line: usize, raw: &[u8], defaults: &Defaults) ->
 }
 
 /// A TEXT argument: the same as a JSONL line holding that string.
-pub fn from_argument(route: Route, position: usize, text: String, defaults: &Defaults) -> Job {
+pub fn from_argument(route: ApiRoute, position: usize, text: String, defaults: &Defaults) -> Job {
     Job {
         line: position,
         id: Value::from(position),
@@ -96,13 +85,13 @@ pub fn from_argument(route: Route, position: usize, text: String, defaults: &Def
     }
 }
 
-fn from_string(route: Route, text: String, defaults: &Defaults) -> Work {
+fn from_string(route: ApiRoute, text: String, defaults: &Defaults) -> Work {
     match route {
-        Route::Classify | Route::Embed => Work {
+        ApiRoute::Classify | ApiRoute::Embed => Work {
             fields: defaults.fields.clone(),
             text: Some(text),
         },
-        Route::Chat => {
+        ApiRoute::Chat => {
             let mut messages = Vec::new();
             if let Some(system) = &defaults.system {
                 messages.push(serde_json::json!({"role": "system", "content": system}));
@@ -117,12 +106,12 @@ fn from_string(route: Route, text: String, defaults: &Defaults) -> Work {
 }
 
 fn from_object(
-    route: Route,
+    route: ApiRoute,
     mut fields: Map<String, Value>,
     defaults: &Defaults,
 ) -> Result<Work, ApiError> {
     match route {
-        Route::Classify | Route::Embed => {
+        ApiRoute::Classify | ApiRoute::Embed => {
             let text = match fields.remove("input") {
                 Some(Value::String(text)) => text,
                 Some(other) => {
@@ -148,7 +137,7 @@ fn from_object(
                 text: Some(text),
             })
         }
-        Route::Chat => {
+        ApiRoute::Chat => {
             if !fields.contains_key("messages") {
                 return Err(ApiError::invalid(format!(
                     "the line has no `messages`; send {}",
@@ -180,9 +169,6 @@ fn with_chat_defaults(fields: &mut Map<String, Value>, defaults: &Defaults) {
             continue;
         }
         fields.entry(k.clone()).or_insert_with(|| v.clone());
-    }
-    if defaults.random_seed && !fields.contains_key("seed") {
-        fields.insert("seed".into(), Value::from(random_seed()));
     }
 }
 

@@ -13,9 +13,11 @@ use edgeinfer::api::{self, HttpRequest, ModelList};
 use serde_json::{json, Value};
 
 use crate::args::{BatchArgs, ChatArgs, ClassifyArgs, Cli, Command, EmbedArgs, ModelsArgs};
-use crate::engine::{self, Route};
+use crate::engine;
 use crate::input::{self, Defaults, Job, Source};
 use crate::progress::Progress;
+use crate::route::ApiRoute;
+use crate::session;
 
 /// Why the tool stops before or during a batch (bad lines never do).
 enum Failure {
@@ -53,11 +55,11 @@ fn io_error<'a>(what: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> Fail
 /// `api::validate`, so a bad `--model` or `--temperature` stops the run with
 /// the API's own message instead of failing every line. Also loads the
 /// model, whose time is then reported apart from the rate.
-fn probe(route: Route, defaults: &Defaults) -> Result<Duration, Failure> {
+fn probe(route: ApiRoute, defaults: &Defaults) -> Result<Duration, Failure> {
     let mut body = defaults.fields.clone();
     match route {
-        Route::Classify | Route::Embed => body.insert("input".into(), json!("probe")),
-        Route::Chat => body.insert(
+        ApiRoute::Classify | ApiRoute::Embed => body.insert("input".into(), json!("probe")),
+        ApiRoute::Chat => body.insert(
             "messages".into(),
             json!([{"role": "user", "content": "probe"}]),
         ),
@@ -69,6 +71,7 @@ fn probe(route: Route, defaults: &Defaults) -> Result<Duration, Failure> {
         content_type: Some("application/json"),
         body: &bytes,
         body_complete: true,
+        session: None,
     };
     let start = Instant::now();
     api::validate(&req).map_err(|e| {
@@ -95,19 +98,18 @@ fn classify(a: ClassifyArgs) -> Result<(), Failure> {
     if let Some(k) = a.top_k {
         defaults.fields.insert("top_k".into(), json!(k));
     }
-    run_batch_command(Route::Classify, defaults, &a.batch, a.texts)
+    run_batch_command(ApiRoute::Classify, defaults, &a.batch, a.texts)
 }
 
 fn embed(a: EmbedArgs) -> Result<(), Failure> {
     let mut defaults = Defaults::default();
     defaults.fields.insert("model".into(), json!(a.model));
-    run_batch_command(Route::Embed, defaults, &a.batch, a.texts)
+    run_batch_command(ApiRoute::Embed, defaults, &a.batch, a.texts)
 }
 
 fn chat(a: ChatArgs) -> Result<(), Failure> {
     let mut defaults = Defaults {
         system: a.system,
-        random_seed: a.seed.is_none(),
         ..Defaults::default()
     };
     defaults.fields.insert("model".into(), json!(a.model));
@@ -121,12 +123,15 @@ fn chat(a: ChatArgs) -> Result<(), Failure> {
         }
     }
     let Some(message) = a.message else {
-        return run_batch_command(Route::Chat, defaults, &a.batch, Vec::new());
+        return run_batch_command(ApiRoute::Chat, defaults, &a.batch, Vec::new());
     };
+    if let Some(path) = &a.session {
+        return session_turn(path, &defaults, &message, a.batch.output.as_deref());
+    }
     // One message: the reply as text, for a person at a terminal.
-    probe(Route::Chat, &defaults)?;
-    let job = input::from_argument(Route::Chat, 1, message, &defaults);
-    let outcome = engine::process(Route::Chat, std::slice::from_ref(&job), 1, &|_, _| {})
+    probe(ApiRoute::Chat, &defaults)?;
+    let job = input::from_argument(ApiRoute::Chat, 1, message, &defaults);
+    let outcome = engine::process(ApiRoute::Chat, std::slice::from_ref(&job), 1, &|_, _| {})
         .pop()
         .expect("one outcome per job");
     match outcome {
@@ -145,6 +150,33 @@ fn chat(a: ChatArgs) -> Result<(), Failure> {
                 .to_string(),
         )),
     }
+}
+
+/// One turn of the conversation in `path`, its reply printed as text.
+fn session_turn(
+    path: &Path,
+    defaults: &Defaults,
+    message: &str,
+    output: Option<&Path>,
+) -> Result<(), Failure> {
+    let mut new_session = serde_json::Map::new();
+    let mut fields = defaults.fields.clone();
+    if let Some(model) = fields.remove("model") {
+        new_session.insert("model".into(), model);
+    }
+    if let Some(system) = &defaults.system {
+        new_session.insert("system".into(), json!(system));
+    }
+    let reply = session::take_turn(path, &new_session, message, &fields).map_err(|e| match e {
+        session::TurnError::Refused(status, message) if status < 500 => Failure::Usage(message),
+        session::TurnError::Refused(_, message) | session::TurnError::File(message) => {
+            Failure::Io(message)
+        }
+    })?;
+    let mut out = open_output(output)?;
+    writeln!(out, "{reply}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::Io(format!("writing the reply: {e}")))
 }
 
 fn models(a: ModelsArgs) -> Result<(), Failure> {
@@ -191,12 +223,12 @@ fn open_output(path: Option<&Path>) -> Result<Box<dyn Write>, Failure> {
 
 /// classify, embed and chat over TEXT arguments or a JSONL file.
 fn run_batch_command(
-    route: Route,
+    route: ApiRoute,
     defaults: Defaults,
     batch: &BatchArgs,
     texts: Vec<String>,
 ) -> Result<(), Failure> {
-    let what = if route == Route::Chat {
+    let what = if route == ApiRoute::Chat {
         "MESSAGE"
     } else {
         "TEXT arguments"
@@ -268,8 +300,8 @@ fn run_batch_command(
     // the requests (and so the bytes out) depend on the input alone; it
     // holds enough full requests to keep several threads busy.
     let window_jobs = match route {
-        Route::Chat => 4 * threads,
-        Route::Classify | Route::Embed => 32 * MAX_INPUTS,
+        ApiRoute::Chat => 4 * threads,
+        ApiRoute::Classify | ApiRoute::Embed => 32 * MAX_INPUTS,
     };
     let mut line = 0;
     let mut at_end = false;

@@ -1,0 +1,159 @@
+//! What each session route does to a [`SessionStore`]. The worker's front
+//! isolate parses the request, then sends the session's Durable Object a
+//! [`SessionCall`]: the parsed operation, not the client's bytes, so the
+//! object never parses or validates a request again.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    deleted, not_found, view, Session, SessionMeta, SessionStore, StoredMessage, TurnRequest,
+};
+use crate::api::chat::{ChatTurn, Record, RequestMeta, TurnPlan};
+use crate::api::error::ApiError;
+use crate::api::limits::{MAX_SESSION_BYTES, MAX_SESSION_MESSAGES};
+use crate::api::HttpResponse;
+use crate::decoder::template::{Message, Role};
+use crate::registry::{self, ModelSpec};
+
+/// One operation on one session, by one caller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionCall {
+    pub id: String,
+    /// The caller's key digest, when API keys are on.
+    pub owner: Option<String>,
+    pub op: SessionOp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum SessionOp {
+    /// `POST /v1/sessions`, checked and given its id, time and owner.
+    Create { meta: SessionMeta },
+    /// `GET /v1/sessions/{id}`.
+    Get,
+    /// `DELETE /v1/sessions/{id}`.
+    Delete,
+    /// `POST /v1/sessions/{id}/messages`, or a chat completion naming it.
+    Turn { turn: TurnRequest },
+}
+
+/// What a session operation comes to: an answer, or a reply to generate
+/// (which stores the turn when it is complete, see [`ChatTurn`]).
+pub enum SessionAnswer {
+    Done(HttpResponse),
+    Turn(Box<ChatTurn>),
+}
+
+/// Carries out `call` on `store`. `meta` is the reply's id, time and seed,
+/// for a turn. A session another key owns is answered like one that does
+/// not exist.
+pub fn serve(
+    call: SessionCall,
+    store: &mut dyn SessionStore,
+    meta: RequestMeta,
+) -> Result<SessionAnswer, ApiError> {
+    let SessionCall { id, owner, op } = call;
+    let owned = |store: &dyn SessionStore| -> Result<Session, ApiError> {
+        let session = store.load(&id)?.ok_or_else(|| not_found(&id))?;
+        session.meta.check_owner(owner.as_deref())?;
+        Ok(session)
+    };
+    let answer = match op {
+        SessionOp::Create { meta } => {
+            store.create(&meta)?;
+            let session = Session {
+                meta,
+                messages: Vec::new(),
+            };
+            view(201, &session)
+        }
+        SessionOp::Get => view(200, &owned(store)?),
+        SessionOp::Delete => {
+            owned(store)?;
+            store.delete(&id)?;
+            deleted(&id)
+        }
+        SessionOp::Turn { turn } => {
+            let session = owned(store)?;
+            let plan = plan_turn(&session, turn)?;
+            return Ok(SessionAnswer::Turn(Box::new(ChatTurn::start(plan, meta)?)));
+        }
+    };
+    Ok(SessionAnswer::Done(answer))
+}
+
+/// Checks the session's limits and assembles system prompt, history and the
+/// new messages.
+fn plan_turn(session: &Session, turn: TurnRequest) -> Result<TurnPlan, ApiError> {
+    let Session {
+        meta,
+        messages: history,
+    } = session;
+    let count = history.len() + turn.new_messages.len() + 1;
+    if count > MAX_SESSION_MESSAGES {
+        return Err(session_full(format!(
+            "this turn would make {count} stored messages; a session holds at most {MAX_SESSION_MESSAGES}"
+        )));
+    }
+    let bytes: usize = history.iter().map(|m| m.content.len()).sum::<usize>()
+        + turn
+            .new_messages
+            .iter()
+            .map(|m| m.content.len())
+            .sum::<usize>();
+    if bytes > MAX_SESSION_BYTES {
+        return Err(session_full(format!(
+            "the session holds {bytes} bytes of text with this turn; the limit is {MAX_SESSION_BYTES}"
+        )));
+    }
+    let spec = match turn.model {
+        Some(spec) => spec,
+        None => session_model(&meta.model)?,
+    };
+    let mut conversation = Vec::with_capacity(history.len() + turn.new_messages.len() + 1);
+    if let Some(system) = turn.system_override.as_ref().or(meta.system.as_ref()) {
+        conversation.push(Message {
+            role: Role::System,
+            content: system.clone(),
+        });
+    }
+    for m in history {
+        conversation.push(stored_message(m)?);
+    }
+    conversation.extend(turn.new_messages.iter().cloned());
+    Ok(TurnPlan {
+        spec,
+        messages: conversation,
+        generation: turn.generation.or(&meta.defaults),
+        stream: turn.stream,
+        include_usage: turn.include_usage,
+        record: Some(Record {
+            session: meta.id.clone(),
+            messages: turn.new_messages,
+        }),
+    })
+}
+
+/// The session's model: its `id@version`, else (after an upgrade replaced
+/// that version) the same id's current one.
+fn session_model(name: &str) -> Result<&'static ModelSpec, ApiError> {
+    registry::chat_spec(name)
+        .or_else(|_| registry::chat_spec(name.split('@').next().unwrap_or_default()))
+        .map_err(ApiError::from)
+}
+
+fn stored_message(m: &StoredMessage) -> Result<Message, ApiError> {
+    let role = Role::parse(&m.role)
+        .ok_or_else(|| ApiError::internal(format!("stored role {:?}", m.role)))?;
+    Ok(Message {
+        role,
+        content: m.content.clone(),
+    })
+}
+
+fn session_full(message: String) -> ApiError {
+    ApiError::too_large(format!(
+        "{message}; start a new session (POST /v1/sessions) or delete this one"
+    ))
+    .with_code("session_full")
+}
