@@ -3,7 +3,7 @@
 //!
 //! lande: the featurizer must reproduce lande's features bit for bit, top-1 must
 //! equal lande's on every golden sentence, and every probability must be within
-//! PROB_TOLERANCE (lande sums in f64, tract in f32; measured worst 9.8e-5).
+//! PROB_TOLERANCE (lande sums in f64, our dense engine in f32; measured worst 9.8e-5).
 
 use edgeinfer::registry;
 use serde::Deserialize;
@@ -136,7 +136,7 @@ fn model_matches_lande_top1_and_probabilities() {
 /// 0.97). They are also compared with onnxruntime running the very graph we
 /// embed, to the same bar: the two runtimes' int8 kernels differ (measured
 /// between them: mean cosine 0.9945, min 0.9739, on very short texts such as
-/// "thanks"; tract is the closer of the two to fp32, mean 0.9951 vs 0.9947).
+/// "thanks"; ours is the closer of the two to fp32, mean 0.9951 vs 0.9947).
 mod minilm {
     use edgeinfer::encoder::cosine;
     use edgeinfer::registry;
@@ -282,7 +282,7 @@ mod profanity {
 
 /// sentiment: a logistic-regression head on all-minilm-l6-v2 embeddings,
 /// checked on held-out labelled tweets against onnxruntime running the shipped
-/// encoder + head. tract's and onnxruntime's int8 encoders differ a little
+/// encoder + head. Our and onnxruntime's int8 encoders differ a little
 /// (see `minilm`), which moves near-tie predictions, so the bar is: top-1
 /// agrees with onnxruntime on >= 90% (fp32 vs int8 encoder agree on 97.4% in
 /// the export), and accuracy on the labels is within 3 points of

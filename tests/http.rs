@@ -10,7 +10,7 @@ use libtest_mimic::{Failed, Trial};
 use serde_json::{json, Value};
 use support::{Bindings, Check, Client, Worker};
 
-/// lande sums in f64, tract in f32 (see models/lande/to_onnx.py).
+/// lande sums in f64, our dense engine in f32 (see models/lande/to_onnx.py).
 const PROB_TOLERANCE: f64 = 2e-4;
 
 fn checks() -> Vec<(&'static str, Check)> {

@@ -9,7 +9,7 @@ use super::limits::DEFAULT_TOP_K;
 use super::parse::input_texts;
 use super::request::Resolved;
 use super::timing::{self, Work};
-use super::{HttpResponse, Mode, Served};
+use super::{HttpResponse, Mode, ModelRef, Served};
 use crate::registry;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,9 +57,8 @@ pub struct ClassifyUsage {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct ClassifyResponse {
     pub object: String,
-    pub model: String,
-    pub model_version: String,
-    pub model_sha256: String,
+    #[serde(flatten)]
+    pub model: ModelRef,
     pub data: Vec<Classification>,
     pub usage: ClassifyUsage,
 }
@@ -145,9 +144,7 @@ pub(super) fn serve(call: Resolved<ClassifyRequest>, mode: Mode) -> Result<HttpR
     let cpu_ms = timing::estimate_cpu_ms(spec, &work);
     let response = ClassifyResponse {
         object: "list".into(),
-        model: spec.id.into(),
-        model_version: spec.version.into(),
-        model_sha256: spec.sha256.into(),
+        model: ModelRef::of(spec),
         data,
         usage: ClassifyUsage {
             inputs: texts.len(),

@@ -11,7 +11,7 @@ use super::parse::input_texts;
 use super::request::Resolved;
 use super::timing::{self, Timings, Work};
 use super::variants::Arm;
-use super::{HttpResponse, Mode, Served};
+use super::{HttpResponse, Mode, ModelRef, Served};
 use crate::encoder::{SentenceEncoder, Tokenized};
 use crate::registry::{self, ModelSpec};
 
@@ -89,9 +89,8 @@ pub(super) fn truncated_inputs(tokenized: &[Tokenized]) -> Vec<usize> {
 pub struct EmbeddingsResponse {
     pub object: String,
     pub data: Vec<Embedding>,
-    pub model: String,
-    pub model_version: String,
-    pub model_sha256: String,
+    #[serde(flatten)]
+    pub model: ModelRef,
     pub usage: TokenUsage,
 }
 
@@ -203,9 +202,7 @@ pub(super) fn serve(
     let response = EmbeddingsResponse {
         object: "list".into(),
         data,
-        model: spec.id.into(),
-        model_version: spec.version.into(),
-        model_sha256: spec.sha256.into(),
+        model: ModelRef::of(spec),
         usage: TokenUsage::of(&tokenized, spec),
     };
     let mut res = HttpResponse::json(200, &response);

@@ -10,8 +10,6 @@ use crate::error::CoreError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: u16,
-    /// OpenAI-style error type: `invalid_request_error`, `not_found_error`, `server_error`.
-    pub kind: &'static str,
     /// A stable machine-readable code, e.g. `model_not_found`.
     pub code: &'static str,
     pub message: String,
@@ -45,14 +43,27 @@ impl ApiError {
         code: &'static str,
         message: impl Into<String>,
     ) -> Self {
-        ApiError {
+        let e = ApiError {
             status,
-            kind,
             code,
             message: message.into(),
             param: None,
             internal: None,
             headers: Vec::new(),
+        };
+        debug_assert_eq!(e.kind(), kind, "the type of a {status}");
+        e
+    }
+
+    /// OpenAI-style error type, which follows from the status:
+    /// `not_found_error`, `rate_limit_error`, `server_error`, else
+    /// `invalid_request_error`.
+    pub fn kind(&self) -> &'static str {
+        match self.status {
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            500.. => "server_error",
+            _ => "invalid_request_error",
         }
     }
 
@@ -166,7 +177,7 @@ impl ApiError {
     pub fn body(&self) -> Vec<u8> {
         let body = Body {
             error: Detail {
-                kind: self.kind,
+                kind: self.kind(),
                 code: self.code,
                 message: &self.message,
                 param: self.param.as_deref(),

@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::limits::MAX_INPUTS;
 use super::parse::input_texts;
 use super::request::Resolved;
-use super::{HttpResponse, Mode};
+use super::{HttpResponse, Mode, ModelRef};
 use crate::encoder::cosine;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -35,9 +35,8 @@ pub struct Match {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct SimilarityResponse {
     pub object: String,
-    pub model: String,
-    pub model_version: String,
-    pub model_sha256: String,
+    #[serde(flatten)]
+    pub model: ModelRef,
     /// Best first; ties keep the documents' order.
     pub data: Vec<Match>,
     pub usage: TokenUsage,
@@ -118,9 +117,7 @@ pub(super) fn serve(
     data.truncate(top_k);
     let response = SimilarityResponse {
         object: "list".into(),
-        model: spec.id.into(),
-        model_version: spec.version.into(),
-        model_sha256: spec.sha256.into(),
+        model: ModelRef::of(spec),
         data,
         usage: TokenUsage::of(&tokenized, spec),
     };
