@@ -34,6 +34,7 @@ fn checks() -> Vec<(&'static str, Check)> {
         ),
         ("session_limits_413_nothing_lost", session_limits),
         ("session_errors_4xx", session_errors),
+        ("session_turn_keeps_a_64_bit_seed", session_seed_exact),
         ("openai_python_client", openai_python_client),
     ]
 }
@@ -474,6 +475,28 @@ fn send_message(c: &Client, id: &str, body: Value) -> Value {
     let res = c.post_json(&format!("/v1/sessions/{id}/messages"), &body);
     assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
     res.json()
+}
+
+/// A turn travels to its session's object as parsed JSON: a seed near
+/// 2^63 must arrive exact (JavaScript numbers would round it, and a sampled
+/// reply would change): the session's reply equals the same conversation's
+/// sessionless one, sampled with the same seed.
+fn session_seed_exact(c: &Client) -> Result<(), Failed> {
+    let seed = 9_223_372_036_854_775_806_i64;
+    let sampling = json!({ "max_tokens": 16, "temperature": 1.0, "seed": seed });
+    let id = create_session(c, json!({}));
+    let mut body = sampling.clone();
+    body["content"] = json!("Good morrow!");
+    let turn = send_message(c, &id, body);
+    let mut whole = sampling;
+    whole["model"] = json!(MODEL);
+    whole["messages"] = json!([{ "role": "user", "content": "Good morrow!" }]);
+    let alone = c.post_json("/v1/chat/completions", &whole).json();
+    let text = |v: &Value| v["choices"][0]["message"]["content"].clone();
+    ensure(
+        text(&turn) == text(&alone) && text(&turn).is_string(),
+        || format!("{turn} vs {alone}"),
+    )
 }
 
 fn session_lifecycle(c: &Client) -> Result<(), Failed> {

@@ -348,6 +348,8 @@ impl SessionStore for SqlStore {
         Ok(())
     }
 
+    /// The rows only; the object then wipes its whole storage (see
+    /// `ChatSession::fetch`).
     fn delete(&mut self, _id: &str) -> std::result::Result<(), StoreError> {
         self.sql.exec("DELETE FROM message", None).map_err(failed)?;
         self.sql.exec("DELETE FROM session", None).map_err(failed)?;
@@ -359,6 +361,7 @@ impl SessionStore for SqlStore {
 /// one at a time.
 #[durable_object]
 pub struct ChatSession {
+    state: State,
     /// The schema is made when the object starts; a failure there is kept
     /// and answered (500) on every call rather than panicking.
     store: std::result::Result<SqlStore, String>,
@@ -373,6 +376,7 @@ impl DurableObject for ChatSession {
     fn new(state: State, env: Env) -> Self {
         ChatSession {
             store: SqlStore::open(state.storage().sql()).map_err(|e| e.to_string()),
+            state,
             env,
             turn_lock: Arc::new(Mutex::new(())),
         }
@@ -380,7 +384,10 @@ impl DurableObject for ChatSession {
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let trace = trace(req.headers().get(TRACEPARENT_HEADER)?.as_deref());
-        let call: SessionCall = match req.json().await {
+        // Read as bytes and parsed by serde_json: `Request::json` goes
+        // through JavaScript numbers, which round a 64-bit seed.
+        let bytes = req.bytes().await?;
+        let call: SessionCall = match serde_json::from_slice(&bytes) {
             Ok(call) => call,
             Err(e) => {
                 return refuse(ApiError::internal(format!(
@@ -404,8 +411,20 @@ impl DurableObject for ChatSession {
         };
         let owner = call.owner.clone();
         let line = LogLine::turn(&call.id);
+        let deleting = matches!(call.op, SessionOp::Delete);
         match sessions::serve(call, &mut store, RequestMeta::draw(&super::context())) {
-            Ok(SessionAnswer::Done(res)) => super::respond(&res, None),
+            Ok(SessionAnswer::Done(res)) => {
+                if deleting && res.status == 200 {
+                    // The rows are gone; this also wipes the database files,
+                    // so no deleted text lingers in free pages or the WAL.
+                    // The empty schema is made again for the next call.
+                    self.state.storage().delete_all().await?;
+                    if let Err(e) = SqlStore::open(self.state.storage().sql()) {
+                        return refuse(ApiError::internal(e.to_string()));
+                    }
+                }
+                super::respond(&res, None)
+            }
             Ok(SessionAnswer::Turn(turn)) => {
                 let held = guard.map(|guard| Held {
                     store,
