@@ -8,6 +8,7 @@ use crate::dense::Dense;
 use crate::encoder::{SentenceEncoder, Tokenized};
 use crate::error::CoreError;
 use crate::ngrams::NgramFeaturizer;
+use crate::packed::FormatError;
 use crate::spec::{InputSpec, ModelSpec};
 use crate::tfidf::TfidfModel;
 
@@ -61,9 +62,9 @@ impl Classifier {
         spec: &'static ModelSpec,
         encoder: Option<&'static SentenceEncoder>,
     ) -> Result<Self, CoreError> {
-        let err = |reason: String| CoreError::ModelLoad {
+        let err = |reason: FormatError| CoreError::ModelLoad {
             model: spec.id,
-            reason,
+            reason: reason.to_string(),
         };
         let (featurizer, width) = match spec.input {
             InputSpec::CharNgrams { vocab, features } => {
@@ -75,12 +76,7 @@ impl Classifier {
                 (Featurizer::Embeddings(encoder), dims)
             }
             InputSpec::TfidfWords { vocab, unicode } => {
-                let model = TfidfModel::load(spec.artifact, vocab, unicode).map_err(|reason| {
-                    CoreError::ModelLoad {
-                        model: spec.id,
-                        reason,
-                    }
-                })?;
+                let model = TfidfModel::load(spec.artifact, vocab, unicode).map_err(err)?;
                 return Ok(Classifier {
                     spec,
                     scorer: Scorer::Tfidf(Box::new(model)),
@@ -95,12 +91,12 @@ impl Classifier {
         };
         let network = Dense::parse(spec.artifact).map_err(err)?;
         if network.inputs() != width || network.outputs() != spec.labels.len() {
-            return Err(err(format!(
+            return Err(err(FormatError(format!(
                 "the network maps {} features to {} scores; the manifest says {width} and {} labels",
                 network.inputs(),
                 network.outputs(),
                 spec.labels.len()
-            )));
+            ))));
         }
         Ok(Classifier {
             spec,
@@ -216,7 +212,7 @@ impl Classifier {
             .run(features)
             .map_err(|reason| CoreError::Inference {
                 model: self.spec.id,
-                reason,
+                reason: reason.to_string(),
             })
     }
 }

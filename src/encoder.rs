@@ -69,7 +69,7 @@ impl SentenceEncoder {
             .chunks_exact(4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        let bert = Bert::parse(spec.artifact).map_err(fail)?;
+        let bert = Bert::parse(spec.artifact).map_err(|e| fail(e.to_string()))?;
         if bert.dims() != dims || bert.max_positions() < max_tokens {
             return Err(fail(format!(
                 "packed weights are {} wide for {} positions; the manifest says {dims} and {max_tokens}",
@@ -165,7 +165,7 @@ impl SentenceEncoder {
             return Err(err("a text produced no tokens".into()));
         }
         let rows = self.table_rows(text)?;
-        let embedding = self.bert.embed(&rows).map_err(err)?;
+        let embedding = self.bert.embed(&rows).map_err(|e| err(e.to_string()))?;
         debug_assert_eq!(embedding.len(), self.dims);
         Ok(embedding)
     }

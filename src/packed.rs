@@ -18,6 +18,34 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Packed bytes that are not what their reader expects. build.rs packed
+/// and checked every artifact, so this is a build bug, never a client's
+/// doing; the engines' loaders all report it (no bare strings), and the
+/// registry turns it into a model-load error. Plain `std` (this file is
+/// also compiled into build.rs, which has no `thiserror`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatError(pub String);
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+impl From<String> for FormatError {
+    fn from(what: String) -> Self {
+        FormatError(what)
+    }
+}
+
+impl From<&str> for FormatError {
+    fn from(what: &str) -> Self {
+        FormatError(what.to_string())
+    }
+}
+
 /// Every array starts at a multiple of this many bytes (the widest SIMD load).
 pub const ALIGN: usize = 16;
 
@@ -43,21 +71,23 @@ pub fn open<H: serde::de::DeserializeOwned>(
     bytes: &'static [u8],
     magic: &[u8; 8],
     what: &str,
-) -> Result<(H, Data), String> {
+) -> Result<(H, Data), FormatError> {
     if bytes.as_ptr() as usize % ALIGN != 0 {
-        return Err(format!(
+        return Err(FormatError(format!(
             "the packed {what} is not {ALIGN}-byte aligned in memory"
-        ));
+        )));
     }
     let rest = bytes
         .strip_prefix(magic)
-        .ok_or_else(|| format!("not a packed {what} (bad magic): rebuild"))?;
+        .ok_or_else(|| FormatError(format!("not a packed {what} (bad magic): rebuild")))?;
     let len = rest
         .get(..4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or("truncated header")?;
-    let json = rest.get(4..4 + len).ok_or("truncated header")?;
-    let header = serde_json::from_slice(json).map_err(|e| format!("header: {e}"))?;
+        .ok_or_else(|| FormatError("truncated header".into()))?;
+    let json = rest
+        .get(4..4 + len)
+        .ok_or_else(|| FormatError("truncated header".into()))?;
+    let header = serde_json::from_slice(json).map_err(|e| FormatError(format!("header: {e}")))?;
     let start = data_start(len);
     let bytes = bytes.get(start..).unwrap_or_default();
     Ok((header, Data { bytes }))
@@ -70,7 +100,7 @@ fn data_start(header_len: usize) -> usize {
 impl Data {
     /// The bytes of `span` as `len` elements of `size` bytes, when it is
     /// exactly that, aligned and in bounds.
-    fn get(&self, span: Span, len: usize, size: usize) -> Result<&'static [u8], String> {
+    fn get(&self, span: Span, len: usize, size: usize) -> Result<&'static [u8], FormatError> {
         let end = len
             .checked_mul(size)
             .and_then(|n| span.offset.checked_add(n));
@@ -78,23 +108,23 @@ impl Data {
             Some(end) if span.len == len && span.offset % ALIGN == 0 && end <= self.bytes.len() => {
                 Ok(&self.bytes[span.offset..end])
             }
-            _ => Err(format!(
+            _ => Err(FormatError(format!(
                 "the array at {} ({} elements) is not {len} elements of {size} bytes in bounds",
                 span.offset, span.len
-            )),
+            ))),
         }
     }
 
-    pub fn f32s(&self, span: Span, len: usize) -> Result<&'static [f32], String> {
+    pub fn f32s(&self, span: Span, len: usize) -> Result<&'static [f32], FormatError> {
         // Aligned (checked) and every bit pattern is a valid f32.
         Ok(bytemuck::cast_slice(self.get(span, len, 4)?))
     }
 
-    pub fn i8s(&self, span: Span, len: usize) -> Result<&'static [i8], String> {
+    pub fn i8s(&self, span: Span, len: usize) -> Result<&'static [i8], FormatError> {
         Ok(bytemuck::cast_slice(self.get(span, len, 1)?))
     }
 
-    pub fn u8s(&self, span: Span, len: usize) -> Result<&'static [u8], String> {
+    pub fn u8s(&self, span: Span, len: usize) -> Result<&'static [u8], FormatError> {
         self.get(span, len, 1)
     }
 }

@@ -8,6 +8,7 @@
 //! `\w` counts combining marks. The math is f64 over sparse counts, as
 //! scikit-learn computes it (see `models/profanity/SPEC.md`).
 
+use super::packed::FormatError;
 use std::collections::HashMap;
 
 use serde::Deserialize;
@@ -50,7 +51,7 @@ pub struct PythonText {
 const CAPITAL_SIGMA: char = '\u{03a3}';
 
 impl PythonText {
-    fn from_json(bytes: &[u8]) -> Result<Self, String> {
+    fn from_json(bytes: &[u8]) -> Result<Self, FormatError> {
         let t: UnicodeTables = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         let mut lower = HashMap::with_capacity(t.lower.len());
         for entry in t.lower {
@@ -143,35 +144,39 @@ const MAGIC: &[u8; 8] = b"EIPROF01";
 impl TfidfModel {
     /// Reads `weights.bin` (layout in `models/profanity/SPEC.md`), the
     /// vocabulary (JSON array, index = column) and CPython's text tables.
-    pub fn load(weights: &[u8], vocab_json: &[u8], unicode_json: &[u8]) -> Result<Self, String> {
-        let terms: Vec<String> =
-            serde_json::from_slice(vocab_json).map_err(|e| format!("vocabulary: {e}"))?;
-        let text =
-            PythonText::from_json(unicode_json).map_err(|e| format!("unicode tables: {e}"))?;
-        let u32_at = |at: usize| -> Result<usize, String> {
+    pub fn load(
+        weights: &[u8],
+        vocab_json: &[u8],
+        unicode_json: &[u8],
+    ) -> Result<Self, FormatError> {
+        let terms: Vec<String> = serde_json::from_slice(vocab_json)
+            .map_err(|e| FormatError(format!("vocabulary: {e}")))?;
+        let text = PythonText::from_json(unicode_json)
+            .map_err(|e| FormatError(format!("unicode tables: {e}")))?;
+        let u32_at = |at: usize| -> Result<usize, FormatError> {
             weights
                 .get(at..at + 4)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-                .ok_or_else(|| "weights.bin is truncated".to_string())
+                .ok_or_else(|| FormatError::from("weights.bin is truncated"))
         };
         if weights.get(..8) != Some(&MAGIC[..]) {
             return Err("weights.bin does not start with EIPROF01".into());
         }
         let (v, k) = (u32_at(8)?, u32_at(12)?);
         if v != terms.len() || k == 0 {
-            return Err(format!(
+            return Err(FormatError(format!(
                 "weights.bin has {v} terms and {k} folds; the vocabulary has {} terms",
                 terms.len()
-            ));
+            )));
         }
         let floats: Vec<f64> = weights[16..]
             .chunks_exact(8)
             .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
             .collect();
         if floats.len() != v * (k + 1) + 3 * k || weights[16..].len() % 8 != 0 {
-            return Err(format!(
+            return Err(FormatError(format!(
                 "weights.bin has the wrong size for {v} terms and {k} folds"
-            ));
+            )));
         }
         let (table, tail) = floats.split_at(v * (k + 1));
         let idf: Vec<f64> = table.chunks_exact(k + 1).map(|row| row[0]).collect();

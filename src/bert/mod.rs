@@ -10,8 +10,9 @@ pub use crate::packed::Span;
 
 pub mod format;
 
+use crate::error::InputError;
 use crate::kernels;
-use crate::packed::{self, Data};
+use crate::packed::{self, Data, FormatError};
 use format::{Header, Linear, Norm, Weights, MAGIC};
 
 /// A packed encoder, borrowed from the embedded bytes.
@@ -24,7 +25,7 @@ pub struct Bert {
 impl Bert {
     /// Reads the header and checks every array once, so that running never
     /// indexes out of bounds.
-    pub fn parse(bytes: &'static [u8]) -> Result<Bert, String> {
+    pub fn parse(bytes: &'static [u8]) -> Result<Bert, FormatError> {
         let (header, data) = packed::open(bytes, MAGIC, "encoder")?;
         let bert = Bert { data, header };
         bert.validate()?;
@@ -44,22 +45,22 @@ impl Bert {
         self.header.max_positions
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), FormatError> {
         let h = &self.header;
         let d = h.dims;
-        let want = |span: Span, len: usize, what: &str| -> Result<(), String> {
+        let want = |span: Span, len: usize, what: &str| -> Result<(), FormatError> {
             match what {
                 "u8" => self.data.u8s(span, len).map(|_| ()),
                 _ => self.data.f32s(span, len).map(|_| ()),
             }
         };
         let norm = |n: &Norm| want(n.gamma, d, "f32").and(want(n.beta, d, "f32"));
-        let linear = |l: &Linear, k: usize, n: usize| -> Result<(), String> {
+        let linear = |l: &Linear, k: usize, n: usize| -> Result<(), FormatError> {
             if l.inputs != k || l.outputs != n || k % 8 != 0 || n % 4 != 0 {
-                return Err(format!(
+                return Err(FormatError(format!(
                     "a {}x{} linear where {k}x{n} was expected",
                     l.inputs, l.outputs
-                ));
+                )));
             }
             want(l.bias, n, "f32")?;
             match &l.weights {
@@ -105,12 +106,15 @@ impl Bert {
     /// The unit-length sentence embedding of one text, given the table row
     /// of each of its tokens (at most [`Bert::max_positions`], each below
     /// [`Bert::table_rows`]).
-    pub fn embed(&self, rows: &[u32]) -> Result<Vec<f32>, String> {
+    pub fn embed(&self, rows: &[u32]) -> Result<Vec<f32>, InputError> {
         let h = &self.header;
         let d = h.dims;
         let t = rows.len();
         if t == 0 || t > h.max_positions {
-            return Err(format!("{t} tokens; 1 to {} fit", h.max_positions));
+            return Err(InputError(format!(
+                "{t} tokens; 1 to {} fit",
+                h.max_positions
+            )));
         }
         let table = self.u8s(h.embedding.table);
         let positions = self.f32s(h.positions);
@@ -120,7 +124,7 @@ impl Bert {
             let row = row as usize;
             let q = table
                 .get(row * d..(row + 1) * d)
-                .ok_or_else(|| format!("token row {row} is outside the table"))?;
+                .ok_or_else(|| InputError(format!("token row {row} is outside the table")))?;
             let p = &positions[pos * d..(pos + 1) * d];
             x.extend(
                 q.iter()

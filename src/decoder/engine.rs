@@ -13,13 +13,13 @@ use thiserror::Error;
 use super::format::{Config, Header, Matrix as MatrixSpec, Part, RopeStyle, Weights, MAGIC};
 use crate::kernels;
 use crate::kernels::blocks::{BlockWeights, Quantized, BLOCK};
-use crate::packed::{self, Data};
+use crate::packed::{self, Data, FormatError};
 
 #[derive(Debug, Error, PartialEq)]
 pub enum DecoderError {
     /// The packed bytes are not a decoder this engine runs (a build bug).
     #[error("malformed packed decoder: {0}")]
-    Malformed(String),
+    Malformed(#[from] FormatError),
     #[error("no tokens to feed")]
     NoTokens,
     #[error("token id {token} is outside the vocabulary of {vocab}")]
@@ -95,22 +95,22 @@ impl Matrix {
         rows: usize,
         cols: usize,
         what: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, FormatError> {
         if spec.rows != rows || spec.cols != cols {
-            return Err(format!(
+            return Err(FormatError(format!(
                 "{what} is {}x{}, the config says {rows}x{cols}",
                 spec.rows, spec.cols
-            ));
+            )));
         }
         let n = rows * cols;
-        let named = |e: String| format!("{what}: {e}");
+        let named = |e: FormatError| FormatError(format!("{what}: {e}"));
         Ok(match &spec.weights {
             Weights::F32 { values } => {
                 // The tiled float kernel's shape (reference models only).
                 if cols % 8 != 0 || rows % 4 != 0 {
-                    return Err(format!(
+                    return Err(FormatError(format!(
                         "{what}: float32 {rows}x{cols} is not a multiple of 4x8"
-                    ));
+                    )));
                 }
                 Matrix::F32 {
                     values: data.f32s(*values, n).map_err(named)?,
@@ -191,13 +191,13 @@ impl Matrix {
     }
 }
 
-fn whole_blocks(cols: usize, what: &str) -> Result<(), String> {
+fn whole_blocks(cols: usize, what: &str) -> Result<(), FormatError> {
     if cols % BLOCK == 0 {
         Ok(())
     } else {
-        Err(format!(
+        Err(FormatError(format!(
             "{what}: {cols} columns are not whole blocks of {BLOCK}"
-        ))
+        )))
     }
 }
 
@@ -281,10 +281,10 @@ impl Decoder {
     /// alignment), so running never indexes out of bounds. Microseconds:
     /// nothing is copied.
     pub fn parse(bytes: &'static [u8]) -> Result<Decoder, DecoderError> {
-        Self::parse_inner(bytes).map_err(DecoderError::Malformed)
+        Ok(Self::parse_inner(bytes)?)
     }
 
-    fn parse_inner(bytes: &'static [u8]) -> Result<Decoder, String> {
+    fn parse_inner(bytes: &'static [u8]) -> Result<Decoder, FormatError> {
         let (h, data): (Header, Data) = packed::open(bytes, MAGIC, "decoder")?;
         let (c, part) = (h.config, h.part);
         if c.dims == 0
@@ -298,7 +298,7 @@ impl Decoder {
             || c.rope.theta.is_nan()
             || c.rope.theta <= 1.0
         {
-            return Err(format!("bad config {c:?}"));
+            return Err(FormatError(format!("bad config {c:?}")));
         }
         let tied = part.predicts && h.head.is_none();
         if part.first_layer > part.end_layer
@@ -309,16 +309,19 @@ impl Decoder {
             || h.final_norm.is_some() != part.predicts
             || (!part.predicts && h.head.is_some())
         {
-            return Err(format!(
+            return Err(FormatError(format!(
                 "{part:?} does not match the packed parts ({} layers, embedding {}, final norm {}, head {})",
                 h.layers.len(),
                 h.embedding.is_some(),
                 h.final_norm.is_some(),
                 h.head.is_some()
-            ));
+            )));
         }
         let (d, qd, kvd) = (c.dims, c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let norm = |span, what: &str| data.f32s(span, d).map_err(|e| format!("{what}: {e}"));
+        let norm = |span, what: &str| {
+            data.f32s(span, d)
+                .map_err(|e| FormatError(format!("{what}: {e}")))
+        };
         let mut blocks = Vec::with_capacity(h.layers.len());
         for (l, i) in h.layers.iter().zip(part.first_layer..) {
             let m = |spec, rows, cols, what: &str| {

@@ -9,8 +9,10 @@ pub use crate::packed::Span;
 
 pub mod format;
 
+use crate::error::InputError;
 use crate::kernels;
 use crate::packed;
+use crate::packed::FormatError;
 use format::{Header, MAGIC};
 
 #[derive(Debug)]
@@ -34,7 +36,7 @@ struct Layer {
 impl Dense {
     /// Reads the header and checks every array once (bounds, alignment,
     /// layer widths chaining), so running never indexes out of bounds.
-    pub fn parse(bytes: &'static [u8]) -> Result<Dense, String> {
+    pub fn parse(bytes: &'static [u8]) -> Result<Dense, FormatError> {
         let (header, data): (Header, _) = packed::open(bytes, MAGIC, "dense network")?;
         let mut width = header.layers.first().map(|l| l.inputs).ok_or("no layers")?;
         let mut arrays = Vec::with_capacity(header.layers.len());
@@ -43,7 +45,7 @@ impl Dense {
             let bias = data.f32s(l.bias, l.outputs);
             match (weight, bias) {
                 (Ok(w), Ok(b)) if l.inputs == width && l.outputs > 0 => arrays.push((w, b)),
-                _ => return Err(format!("layer {i} is malformed")),
+                _ => return Err(FormatError(format!("layer {i} is malformed"))),
             }
             width = l.outputs;
         }
@@ -89,13 +91,13 @@ impl Dense {
     }
 
     /// The outputs of each row of `features` (`rows x inputs`, row-major).
-    pub fn run(&self, features: &[f32]) -> Result<Vec<Vec<f32>>, String> {
+    pub fn run(&self, features: &[f32]) -> Result<Vec<Vec<f32>>, InputError> {
         let width = self.inputs();
         if features.len() % width != 0 {
-            return Err(format!(
+            return Err(InputError(format!(
                 "{} features is not a multiple of {width}",
                 features.len()
-            ));
+            )));
         }
         let rows = features.len() / width;
         // Rows of `width` live values in a buffer `stride` wide, zeros after.
@@ -145,6 +147,6 @@ mod tests {
         let json = br#"{"layers":[{"inputs":2,"outputs":1,"weight":{"offset":4096,"len":2},"bias":{"offset":0,"len":1},"relu":false}],"softmax":false}"#;
         bad.extend_from_slice(&(json.len() as u32).to_le_bytes());
         bad.extend_from_slice(json);
-        assert!(Dense::parse(leak(&bad)).unwrap_err().contains("layer 0"));
+        assert!(Dense::parse(leak(&bad)).unwrap_err().0.contains("layer 0"));
     }
 }
