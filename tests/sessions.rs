@@ -54,6 +54,24 @@ fn say(store: &mut dyn SessionStore, ctx: &Context<'_>, id: &str, content: &str)
     )
 }
 
+/// A fresh store holding one new session that is told to be brief.
+fn brief_session() -> (MemoryStore, Context<'static>, String) {
+    let mut store = MemoryStore::new();
+    let ctx = Context::default();
+    let id = create(&mut store, &ctx, "Be brief.");
+    (store, ctx, id)
+}
+
+/// A short streamed turn of session `id`.
+fn say_streamed(store: &mut dyn SessionStore, ctx: &Context<'_>, id: &str) -> HttpResponse {
+    post(
+        store,
+        ctx,
+        &format!("/v1/sessions/{id}/messages"),
+        &json!({"content": "Hail.", "stream": true, "max_tokens": 6}),
+    )
+}
+
 fn messages(store: &mut dyn SessionStore, ctx: &Context<'_>, id: &str) -> Vec<Value> {
     let res = get(store, ctx, "GET", &format!("/v1/sessions/{id}"));
     assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
@@ -115,9 +133,7 @@ fn a_turn_sees_the_history_and_is_stored_with_its_reply() {
 
 #[test]
 fn a_chat_completion_naming_the_session_is_a_turn_of_it() {
-    let mut store = MemoryStore::new();
-    let ctx = Context::default();
-    let id = create(&mut store, &ctx, "Be brief.");
+    let (mut store, ctx, id) = brief_session();
     let res = post(
         &mut store,
         &ctx,
@@ -141,15 +157,8 @@ fn a_chat_completion_naming_the_session_is_a_turn_of_it() {
 
 #[test]
 fn a_streamed_turn_is_stored_before_its_end_goes_out() {
-    let mut store = MemoryStore::new();
-    let ctx = Context::default();
-    let id = create(&mut store, &ctx, "Be brief.");
-    let res = post(
-        &mut store,
-        &ctx,
-        &format!("/v1/sessions/{id}/messages"),
-        &json!({"content": "Hail.", "stream": true, "max_tokens": 6}),
-    );
+    let (mut store, ctx, id) = brief_session();
+    let res = say_streamed(&mut store, &ctx, &id);
     assert_eq!(res.status, 200);
     let body = String::from_utf8(res.body).unwrap();
     assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
@@ -198,12 +207,7 @@ fn a_turn_that_cannot_be_stored_is_not_answered_as_done() {
     assert_eq!(json_of(&res)["error"]["code"], "internal_error");
     assert!(res.internal_error.unwrap().contains("the disk is full"));
 
-    let res = post(
-        &mut store,
-        &ctx,
-        &format!("/v1/sessions/{id}/messages"),
-        &json!({"content": "Hail.", "stream": true, "max_tokens": 6}),
-    );
+    let res = say_streamed(&mut store, &ctx, &id);
     let body = String::from_utf8(res.body).unwrap();
     let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
     // The reply's last chunk is replaced by the error; no finish_reason
@@ -247,9 +251,7 @@ fn a_session_belongs_to_the_key_that_made_it() {
 
 #[test]
 fn limits_and_bad_ids() {
-    let mut store = MemoryStore::new();
-    let ctx = Context::default();
-    let id = create(&mut store, &ctx, "Be brief.");
+    let (mut store, ctx, id) = brief_session();
     // Fill the session to one short of its message limit directly.
     let row = |role: &str| StoredMessage {
         role: role.into(),
@@ -293,9 +295,7 @@ fn limits_and_bad_ids() {
 
 #[test]
 fn delete_erases_and_head_answers_without_a_body() {
-    let mut store = MemoryStore::new();
-    let ctx = Context::default();
-    let id = create(&mut store, &ctx, "Be brief.");
+    let (mut store, ctx, id) = brief_session();
     let path = format!("/v1/sessions/{id}");
     let head = get(&mut store, &ctx, "HEAD", &path);
     assert_eq!(head.status, 200);
