@@ -49,6 +49,7 @@
 mod support;
 
 mod lm;
+mod platforms;
 mod sharded;
 
 // build.rs's packers: the bench packs the chat model as Q8 blocks too.
@@ -72,6 +73,8 @@ struct Args {
     decoder_only: bool,
     /// Only the sharded chat model's rows (front + shards in workerd).
     sharded_only: bool,
+    /// Only workerd next to Deno (the same build on both servers).
+    platforms_only: bool,
     json: Option<String>,
 }
 
@@ -82,6 +85,7 @@ fn args() -> Args {
         load_seconds: 10,
         decoder_only: false,
         sharded_only: false,
+        platforms_only: false,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -103,6 +107,7 @@ fn args() -> Args {
             "--json" => a.json = Some(it.next().expect("--json PATH")),
             "--decoder" => a.decoder_only = true,
             "--sharded" => a.sharded_only = true,
+            "--deno" => a.platforms_only = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -499,6 +504,18 @@ fn main() {
         return;
     }
     support::ensure_built();
+    if a.platforms_only {
+        let (rows, table, json) = platforms::rows(&cases(), a.runs, a.requests);
+        println!("| metric | value |\n|---|---|");
+        for (k, v) in rows {
+            println!("| {k} | {v} |");
+        }
+        println!("\n{table}");
+        if let Some(path) = &a.json {
+            std::fs::write(path, serde_json::to_vec_pretty(&json).unwrap()).expect("write JSON");
+        }
+        return;
+    }
     let (raw, gzip, wrangler_line) = bundle();
     let modules = support::built_modules();
     let wasm = modules.iter().find(|m| m.kind == "wasm");
@@ -725,6 +742,8 @@ fn main() {
         })
         .collect();
     let ort = ort_web(&cases, a.requests);
+    let (platform_rows, platform_table, platform_json) =
+        platforms::rows(&cases, a.runs, a.requests);
 
     let natives: Vec<(f64, (f64, f64))> = cases
         .iter()
@@ -923,11 +942,13 @@ fn main() {
     // The sharded chat model last: its workerd runs the front and 4 shards.
     let (sharded_rows, sharded_json) = sharded::rows(a.runs);
     rows.extend(sharded_rows);
+    rows.extend(platform_rows);
     println!("| metric | value |\n|---|---|");
     for (k, v) in &rows {
         println!("| {k} | {v} |");
     }
     println!("\n{table}");
+    println!("{platform_table}");
     println!("{cannon_table}");
     for report in &load {
         println!(
@@ -969,6 +990,7 @@ fn main() {
             "autocannon": cannon.iter().map(|(name, r)| json!({"case": name, "result": r})).collect::<Vec<_>>(),
             "onnxruntime_web": ort,
             "sharded": sharded_json,
+            "workerd_and_deno": platform_json,
             "cases": cases.iter().zip(&warm).zip(&natives).map(|((case, w), (first, n))| json!({
                 "name": case.name,
                 "path": case.path,

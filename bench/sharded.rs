@@ -194,6 +194,11 @@ fn shard_startup(shard: &support::ShardPlan) -> f64 {
             bytes: read("entry.mjs"),
         },
         Module {
+            name: "pass.mjs",
+            kind: "esModule",
+            bytes: read("pass.mjs"),
+        },
+        Module {
             name: "shard.wasm",
             kind: "wasm",
             bytes: read("shard.wasm"),
@@ -343,7 +348,7 @@ pub fn rows(runs: usize) -> (Vec<(String, String)>, Value) {
     for (shard, base) in plan.iter().zip(&w.shards) {
         let info = Client::new(base).get("/").json();
         let dir = support::root().join("build/shards").join(&shard.script);
-        let files: Vec<_> = ["entry.mjs", "shard.wasm", "weights.bin"]
+        let files: Vec<_> = ["entry.mjs", "pass.mjs", "shard.wasm", "weights.bin"]
             .iter()
             .map(|f| dir.join(f))
             .collect();
@@ -351,7 +356,7 @@ pub fn rows(runs: usize) -> (Vec<(String, String)>, Value) {
         let raw: u64 = files.iter().map(|p| size(p)).sum();
         let gz = gzip_bytes(&files);
         let linear = info["linear_memory_bytes"].as_f64().unwrap_or(0.0);
-        let memory = linear + size(&files[1]) as f64 + size(&files[2]) as f64;
+        let memory = linear + size(&files[2]) as f64 + size(&files[3]) as f64;
         let startup = median((0..runs).map(|_| shard_startup(shard)).collect());
         shard_rows.push((
             format!(

@@ -217,7 +217,7 @@ fn rate_limit_per_ip_without_keys() -> Result<(), Failed> {
 }
 
 fn panic_costs_one_request() -> Result<(), Failed> {
-    let w = Worker::start_modules(&support::test_panic_modules());
+    let w = Worker::start_test_panic();
     let c = w.client();
     let before = lande(&c, &[]);
     ensure(before.status == 200, || text(&before))?;

@@ -6,7 +6,7 @@
 //! to the key that made it, limits are enforced, and delete erases.
 
 use edgeinfer::api::sessions::{
-    MemoryStore, Session, SessionMeta, SessionStore, StoreError, StoredMessage,
+    MemoryStore, Session, SessionMeta, SessionStore, Staged, StoreError, StoredMessage, Write,
 };
 use edgeinfer::api::{self, Context, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
@@ -361,4 +361,71 @@ fn validate_names_the_real_failure_of_the_model_routes() {
     assert_eq!((e.status, e.code), (405, "method_not_allowed"));
     assert!(api::validate(&HttpRequest::bodiless("GET", "/healthz")).is_ok());
     assert!(api::validate(&HttpRequest::bodiless("HEAD", "/v1/models/lande")).is_ok());
+}
+
+/// Applies a staged call's writes to `store`, as the Deno server's KV
+/// commit does to its entries.
+fn replay(writes: Vec<Write>, id: &str, store: &mut dyn SessionStore) {
+    for write in writes {
+        match write {
+            Write::Create { meta } => store.create(&meta).unwrap(),
+            Write::Append { rows } => store.append(id, &rows).unwrap(),
+            Write::Delete => store.delete(id).unwrap(),
+        }
+    }
+}
+
+/// A host whose storage only answers asynchronously (Deno KV) runs each
+/// call over a `Staged` copy of its session and commits the writes after:
+/// those writes, replayed, must hold exactly what the call did, turn by
+/// turn (whole and streamed), and a delete.
+#[test]
+fn staged_writes_hold_what_each_call_did() {
+    let ctx = Context::default();
+    let mut direct = MemoryStore::new();
+    let mut committed = MemoryStore::new();
+    let created = post(
+        &mut direct,
+        &ctx,
+        "/v1/sessions",
+        &json!({"model": MODEL, "system": "Be brief."}),
+    );
+    let id = json_of(&created)["id"].as_str().unwrap().to_string();
+    let mut staged = Staged::new(&id, None);
+    staged
+        .create(&direct.load(&id).unwrap().unwrap().meta)
+        .unwrap();
+    replay(staged.take_writes(), &id, &mut committed);
+    for content in ["Hail.", "What news from the court?"] {
+        let mut call = Staged::new(&id, committed.load(&id).unwrap());
+        let here = say(&mut direct, &ctx, &id, content);
+        let there = say(&mut call, &ctx, &id, content);
+        assert_eq!((here.status, there.status), (200, 200));
+        assert_eq!(
+            json_of(&here)["choices"][0]["message"],
+            json_of(&there)["choices"][0]["message"]
+        );
+        let writes = call.take_writes();
+        assert!(
+            matches!(&writes[..], [Write::Append { rows }] if rows.len() == 2),
+            "{writes:?}"
+        );
+        replay(writes, &id, &mut committed);
+        assert_eq!(committed.load(&id).unwrap(), call.load(&id).unwrap());
+    }
+    let mut call = Staged::new(&id, committed.load(&id).unwrap());
+    let streamed = say_streamed(&mut call, &ctx, &id);
+    assert_eq!(streamed.status, 200);
+    replay(call.take_writes(), &id, &mut committed);
+    let history: Vec<Value> = messages(&mut committed, &ctx, &id);
+    assert_eq!(history.len(), 6, "{history:?}");
+    // A copy holds one session: another id is a store failure, not a miss.
+    assert!(call.load(&"0".repeat(32)).is_err());
+    let mut call = Staged::new(&id, committed.load(&id).unwrap());
+    let res = get(&mut call, &ctx, "DELETE", &format!("/v1/sessions/{id}"));
+    assert_eq!(res.status, 200);
+    let writes = call.take_writes();
+    assert_eq!(writes, vec![Write::Delete]);
+    replay(writes, &id, &mut committed);
+    assert_eq!(committed.load(&id).unwrap(), None);
 }

@@ -16,7 +16,9 @@ use crate::registry::{InputSpec, ModelSpec, MODELS};
 
 /// Default lifetime of a cache entry, when `CACHE_TTL_SECONDS` is unset.
 pub const DEFAULT_TTL_SECONDS: u64 = 24 * 60 * 60;
-/// KV refuses expirations shorter than a minute.
+/// Workers KV refuses expirations shorter than a minute (a store that
+/// says it takes shorter ones, as Deno KV does, gets the configured TTL:
+/// see [`stored_ttl`]).
 pub const MIN_TTL_SECONDS: u64 = 60;
 /// How long a cache read may take before the request is served uncached.
 pub const READ_TIMEOUT_MS: u64 = 250;
@@ -104,10 +106,17 @@ fn fingerprint(spec: &ModelSpec) -> String {
 }
 
 /// The entry lifetime from the `CACHE_TTL_SECONDS` variable: whole seconds,
-/// at least KV's minimum; unset or unreadable means the default.
+/// at least one; unset or unreadable means the default.
 pub fn ttl_seconds(var: Option<&str>) -> u64 {
     var.and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(DEFAULT_TTL_SECONDS, |s| s.max(MIN_TTL_SECONDS))
+        .map_or(DEFAULT_TTL_SECONDS, |s| s.max(1))
+}
+
+/// The lifetime an entry is stored with: the configured one, raised to the
+/// store's shortest (`store_minimum`, when the store states one; else
+/// Workers KV's [`MIN_TTL_SECONDS`]).
+pub fn stored_ttl(configured: u64, store_minimum: Option<u64>) -> u64 {
+    configured.max(store_minimum.unwrap_or(MIN_TTL_SECONDS))
 }
 
 #[cfg(test)]
@@ -192,7 +201,11 @@ mod tests {
     fn ttl_has_a_default_and_a_floor() {
         assert_eq!(ttl_seconds(None), DEFAULT_TTL_SECONDS);
         assert_eq!(ttl_seconds(Some("3600")), 3600);
-        assert_eq!(ttl_seconds(Some("5")), MIN_TTL_SECONDS);
+        assert_eq!(ttl_seconds(Some("5")), 5);
+        assert_eq!(ttl_seconds(Some("0")), 1);
+        assert_eq!(stored_ttl(5, None), MIN_TTL_SECONDS);
+        assert_eq!(stored_ttl(5, Some(0)), 5);
+        assert_eq!(stored_ttl(3600, None), 3600);
         assert_eq!(ttl_seconds(Some("soon")), DEFAULT_TTL_SECONDS);
     }
 

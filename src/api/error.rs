@@ -83,6 +83,12 @@ impl ApiError {
         Self::new(404, "not_found_error", code, message)
     }
 
+    /// 409: the thing changed under the request (a session another server
+    /// stored a turn in meanwhile); nothing was changed, retrying is safe.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(409, "invalid_request_error", code, message)
+    }
+
     /// 503: a binding this route needs is not configured.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "server_error", "unavailable", message)

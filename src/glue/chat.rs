@@ -1,7 +1,8 @@
 //! Chat in the Workers runtime: replies streamed as server-sent events, the
 //! passes of a sharded model run on its shard Workers, and the
 //! `ChatSession` Durable Object, whose SQLite storage is one
-//! [`SessionStore`]. What a turn is, which limits apply, what is stored
+//! [`SessionStore`] (and, under the Deno server, the host's KV another:
+//! [`session_kv`]). What a turn is, which limits apply, what is stored
 //! and when, are [`api::chat`] / [`api::sessions`] decisions; this file
 //! only moves bytes, rows and tokens.
 
@@ -16,6 +17,7 @@ use worker::{
     SqlStorage, SqlStorageValue, State,
 };
 
+use super::session_kv::{self, KvStore, SessionKv};
 use super::shards::Chain;
 use super::LogLine;
 use crate::api::chat::{ChatCall, ChatTurn, RequestMeta, SSE_HEADERS};
@@ -80,8 +82,45 @@ async fn run_pass(
 /// A session's storage and the lock that keeps its other turns waiting
 /// until this one is stored (or has failed).
 struct Held {
-    store: SqlStore,
+    store: ObjectStore,
     _turn: OwnedMutexGuard<()>,
+}
+
+/// Where an object keeps its session: its SQLite database (workerd), or
+/// the host's KV (Deno), whose writes wait in memory until
+/// [`ObjectStore::flush`].
+enum ObjectStore {
+    Sql(SqlStore),
+    Kv(KvStore),
+}
+
+impl ObjectStore {
+    fn store(&mut self) -> &mut dyn SessionStore {
+        match self {
+            ObjectStore::Sql(store) => store,
+            ObjectStore::Kv(store) => store,
+        }
+    }
+
+    /// Makes the writes so far durable: SQLite's already are.
+    async fn flush(&mut self) -> std::result::Result<(), ApiError> {
+        match self {
+            ObjectStore::Sql(_) => Ok(()),
+            ObjectStore::Kv(store) => store.flush().await,
+        }
+    }
+}
+
+/// Flushes `held`'s writes, if it has any, and answers `res` if they
+/// are durable, the failure if not.
+async fn flushed(held: Option<&mut Held>, res: HttpResponse) -> HttpResponse {
+    match held {
+        Some(held) if res.status < 300 => match held.store.flush().await {
+            Ok(()) => res,
+            Err(e) => HttpResponse::error(e),
+        },
+        _ => res,
+    }
 }
 
 /// A turn's reply: streamed, or whole. The turn stores itself (in `held`'s
@@ -108,6 +147,7 @@ async fn reply(
     }
     let mut chain = chain;
     let res = complete(&mut turn, chain.as_mut(), held.as_mut()).await;
+    let res = flushed(held.as_mut(), res).await;
     if let Some(chain) = chain {
         chain.close().await;
     }
@@ -121,7 +161,7 @@ async fn reply(
 }
 
 fn store_of(held: Option<&mut Held>) -> Option<&mut dyn SessionStore> {
-    held.map(|h| &mut h.store as &mut dyn SessionStore)
+    held.map(|h| h.store.store())
 }
 
 /// The whole reply of a turn that is not streamed.
@@ -182,7 +222,15 @@ fn stream_response(
             }
         }
         st.started = true;
-        match st.turn.next_event(store_of(st.held.as_mut())) {
+        let mut event = st.turn.next_event(store_of(st.held.as_mut()));
+        // The turn was stored before its end: make that durable before the
+        // end goes out, or end with the failure instead.
+        if let (Some(_), Some(held)) = (&event, st.held.as_mut()) {
+            if let Err(e) = held.store.flush().await {
+                event = Some(st.turn.fail(e));
+            }
+        }
+        match event {
             Some(event) => Some((Ok(event), st)),
             None => {
                 st.held = None;
@@ -359,12 +407,21 @@ impl SessionStore for SqlStore {
 
 /// One chat session: its history in this object's SQLite storage, its turns
 /// one at a time.
+/// Where an object's session lives, as found when it starts.
+enum Storage {
+    /// The object's SQLite database. The schema is made when the object
+    /// starts; a failure there is kept and answered (500) on every call
+    /// rather than panicking.
+    Sql(std::result::Result<SqlStore, String>),
+    /// The host's KV (the Deno server binds `SESSION_KV`; its objects have
+    /// no SQLite storage).
+    Kv(SessionKv),
+}
+
 #[durable_object]
 pub struct ChatSession {
     state: State,
-    /// The schema is made when the object starts; a failure there is kept
-    /// and answered (500) on every call rather than panicking.
-    store: std::result::Result<SqlStore, String>,
+    storage: Storage,
     /// The worker's bindings: a sharded model's shard Workers.
     env: Env,
     /// Held from the start of a turn until its reply is stored, so a second
@@ -374,8 +431,12 @@ pub struct ChatSession {
 
 impl DurableObject for ChatSession {
     fn new(state: State, env: Env) -> Self {
+        let storage = match session_kv::binding(&env) {
+            Some(kv) => Storage::Kv(kv),
+            None => Storage::Sql(SqlStore::open(state.storage().sql()).map_err(|e| e.to_string())),
+        };
         ChatSession {
-            store: SqlStore::open(state.storage().sql()).map_err(|e| e.to_string()),
+            storage,
             state,
             env,
             turn_lock: Arc::new(Mutex::new(())),
@@ -395,10 +456,6 @@ impl DurableObject for ChatSession {
                 )))
             }
         };
-        let mut store = match &self.store {
-            Ok(store) => store.clone(),
-            Err(e) => return refuse(ApiError::internal(e.clone())),
-        };
         // A turn, and a delete, wait for a turn in progress: a second
         // message then sees the first in the history, and a session is not
         // erased while a reply is about to be stored in it. (A read needs
@@ -409,12 +466,25 @@ impl DurableObject for ChatSession {
             }
             SessionOp::Create { .. } | SessionOp::Get => None,
         };
+        // Read under the lock: a turn that waited sees the one before it.
+        let mut store = match &self.storage {
+            Storage::Sql(Ok(store)) => ObjectStore::Sql(store.clone()),
+            Storage::Sql(Err(e)) => return refuse(ApiError::internal(e.clone())),
+            Storage::Kv(kv) => match KvStore::open(kv.clone(), &call.id).await {
+                Ok(store) => ObjectStore::Kv(store),
+                Err(e) => return refuse(e.into()),
+            },
+        };
         let owner = call.owner.clone();
         let line = LogLine::turn(&call.id);
         let deleting = matches!(call.op, SessionOp::Delete);
-        match sessions::serve(call, &mut store, RequestMeta::draw(&super::context())) {
+        match sessions::serve(call, store.store(), RequestMeta::draw(&super::context())) {
             Ok(SessionAnswer::Done(res)) => {
-                if deleting && res.status == 200 {
+                let res = match store.flush().await {
+                    Ok(()) => res,
+                    Err(e) => return refuse(e),
+                };
+                if deleting && res.status == 200 && matches!(store, ObjectStore::Sql(_)) {
                     // The rows are gone; this also wipes the database files,
                     // so no deleted text lingers in free pages or the WAL.
                     // The empty schema is made again for the next call.

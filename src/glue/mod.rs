@@ -27,6 +27,7 @@ use wasm_bindgen::prelude::wasm_bindgen;
 
 mod chat;
 mod rate_limit;
+mod session_kv;
 mod shards;
 
 /// The KV binding that caches inference answers (optional).
@@ -156,6 +157,15 @@ async fn cache_read(kv: &KvStore, key: &str) -> std::result::Result<Option<Vec<u
         Either::Left((result, _)) => result.map_err(|e| e.to_string()),
         Either::Right(_) => Err(format!("no answer within {} ms", cache::READ_TIMEOUT_MS)),
     }
+}
+
+/// The shortest lifetime the `CACHE` binding takes, when it says
+/// (`minExpirationTtl`: the Deno server's, over Deno KV, takes any);
+/// Workers KV does not, and takes a minute at least.
+fn kv_min_ttl(env: &Env) -> Option<u64> {
+    let kv = js_sys::Reflect::get(env, &CACHE_BINDING.into()).ok()?;
+    let min = js_sys::Reflect::get(&kv, &"minExpirationTtl".into()).ok()?;
+    min.as_f64().map(|s| s.max(0.0) as u64)
 }
 
 /// Stores an answer after the response has gone out; a failure is logged only.
@@ -370,7 +380,8 @@ async fn serve(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
             if let (Some(kv), Some(key)) = (kv, key) {
                 if let Some(stored) = cache::miss(&mut res) {
                     line.cache = "miss";
-                    cache_write(ctx, kv, key.key, stored, config.cache_ttl_seconds);
+                    let ttl = cache::stored_ttl(config.cache_ttl_seconds, kv_min_ttl(env));
+                    cache_write(ctx, kv, key.key, stored, ttl);
                 }
             }
             line.write(

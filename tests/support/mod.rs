@@ -1,5 +1,6 @@
 //! Test harness: builds the worker when its inputs changed, serves it with
-//! workerd on 127.0.0.1 at a free port, waits until it answers, and stops its
+//! workerd (or, with `EDGEINFER_SERVER=deno`, the Deno server of the same
+//! build) on 127.0.0.1 at a free port, waits until it answers, and stops its
 //! whole process group when dropped, also when a test fails.
 
 #![allow(dead_code)]
@@ -72,6 +73,41 @@ fn build_worker(args: &[&str]) {
         .status()
         .expect("run scripts/build-worker (did scripts/setup run?)");
     assert!(status.success(), "scripts/build-worker {args:?} failed");
+}
+
+/// The server the tests speak to: the built worker on workerd, or the same
+/// build under Deno (build/deno/main.mjs). The checks are the same; a
+/// check of something only one of them has is marked with [`only_on`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    Workerd,
+    Deno,
+}
+
+impl Server {
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Workerd => "workerd",
+            Server::Deno => "deno",
+        }
+    }
+}
+
+/// `EDGEINFER_SERVER`: `workerd` (the default) or `deno`.
+pub fn server() -> Server {
+    match std::env::var("EDGEINFER_SERVER").as_deref() {
+        Err(_) | Ok("") | Ok("workerd") => Server::Workerd,
+        Ok("deno") => Server::Deno,
+        Ok(other) => panic!("EDGEINFER_SERVER={other}: expected workerd or deno"),
+    }
+}
+
+/// `trial`, ignored (and so listed as such) unless the tests speak to
+/// `server`: for what only one platform has (a KV service standing in for
+/// a failing one, shard Workers on sockets of their own, wrangler's KV).
+pub fn only_on(server: Server, trial: libtest_mimic::Trial) -> libtest_mimic::Trial {
+    let other = self::server() != server;
+    trial.with_ignored_flag(other)
 }
 
 pub fn free_port() -> u16 {
@@ -246,7 +282,7 @@ fn link_shard(dir: &Path, script: &str) {
     let from = root().join("build/shards").join(script);
     let to = dir.join(script);
     std::fs::create_dir_all(&to).expect("create shard dir");
-    for file in ["entry.mjs", "shard.wasm", "weights.bin"] {
+    for file in ["entry.mjs", "pass.mjs", "shard.wasm", "weights.bin"] {
         if std::fs::hard_link(from.join(file), to.join(file)).is_err() {
             std::fs::copy(from.join(file), to.join(file))
                 .unwrap_or_else(|e| panic!("copy {script}/{file}: {e}"));
@@ -371,7 +407,7 @@ fn workerd_config(
                 ));
             }
             extra.push_str(&format!(
-                "const {worker} :Workerd.Worker = (\n  modules = [\n    (name = \"entry.mjs\", esModule = embed \"{s}/entry.mjs\"),\n    (name = \"shard.wasm\", wasm = embed \"{s}/shard.wasm\"),\n    (name = \"weights.bin\", data = embed \"{s}/weights.bin\"),\n  ],\n  bindings = [(name = \"TOKEN_BUDGET\", text = \"{budget}\")],\n  compatibilityDate = \"{date}\",\n);\n",
+                "const {worker} :Workerd.Worker = (\n  modules = [\n    (name = \"entry.mjs\", esModule = embed \"{s}/entry.mjs\"),\n    (name = \"pass.mjs\", esModule = embed \"{s}/pass.mjs\"),\n    (name = \"shard.wasm\", wasm = embed \"{s}/shard.wasm\"),\n    (name = \"weights.bin\", data = embed \"{s}/weights.bin\"),\n  ],\n  bindings = [(name = \"TOKEN_BUDGET\", text = \"{budget}\")],\n  compatibilityDate = \"{date}\",\n);\n",
                 s = shard.script,
                 budget = shard.token_budget,
             ));
@@ -412,6 +448,32 @@ pub fn client_python() -> Option<PathBuf> {
     python.exists().then_some(python)
 }
 
+/// Deno, from the npm package in package-lock.json.
+pub fn deno_bin() -> PathBuf {
+    let bin = root().join("node_modules/.bin/deno");
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/setup",
+        bin.display()
+    );
+    bin
+}
+
+/// `deno --version`'s first line.
+pub fn deno_version() -> String {
+    Command::new(deno_bin())
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
 pub fn workerd_bin() -> PathBuf {
     let bin = root().join("node_modules/@cloudflare/workerd-linux-64/bin/workerd");
     assert!(
@@ -423,17 +485,136 @@ pub fn workerd_bin() -> PathBuf {
 }
 
 impl Worker {
-    /// Builds if needed, then serves the worker with `workerd serve` (the
-    /// runtime of `wrangler dev` and of production) at a free port.
+    /// Builds if needed, then serves the worker at a free port with
+    /// [`server`]: `workerd serve` (the runtime of `wrangler dev` and of
+    /// production), or Deno.
     pub fn start() -> Worker {
-        ensure_built();
-        Self::spawn_workerd(&built_modules(), &Bindings::default())
+        Self::start_with(&Bindings::default())
     }
 
     /// The built worker with `bindings`.
     pub fn start_with(bindings: &Bindings) -> Worker {
+        Self::start_on(server(), bindings)
+    }
+
+    /// The built worker with `bindings` on `server` (the bench runs both).
+    pub fn start_on(server: Server, bindings: &Bindings) -> Worker {
         ensure_built();
-        Self::spawn_workerd(&built_modules(), bindings)
+        match server {
+            Server::Workerd => Self::spawn_workerd(&built_modules(), bindings),
+            Server::Deno => Self::spawn_deno(&root().join("build"), bindings),
+        }
+    }
+
+    /// A Deno program alone (`source`, which must listen on 127.0.0.1 at
+    /// `PORT` and answer /healthz): the bench's empty server.
+    pub fn start_deno_script(source: &str) -> Worker {
+        let state = TempDir::new("deno-script");
+        let port = free_port();
+        let script = state.0.join("server.mjs");
+        std::fs::write(&script, source).expect("write the script");
+        let mut command = Command::new(deno_bin());
+        command
+            .args(["run", "--no-prompt", "--allow-env=PORT"])
+            .arg(format!("--allow-net=127.0.0.1:{port}"))
+            .arg(&script)
+            .env("PORT", port.to_string())
+            .env("DENO_NO_UPDATE_CHECK", "1");
+        Self::spawn(command, state, port)
+    }
+
+    /// Resident memory of the server's processes (the runtime and all it
+    /// holds), from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        fn tree(pid: u32) -> Vec<u32> {
+            let mut all = vec![pid];
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                all.extend(tree(child));
+            }
+            all
+        }
+        tree(self.child.id())
+            .into_iter()
+            .filter_map(|pid| {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                let kb: u64 = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some(kb * 1024)
+            })
+            .sum()
+    }
+
+    /// The `test-panic` build (a route that panics), on [`server`].
+    pub fn start_test_panic() -> Worker {
+        match server() {
+            Server::Workerd => Self::start_modules(&test_panic_modules()),
+            Server::Deno => {
+                build_worker(&["--if-stale", "--test-panic"]);
+                Self::spawn_deno(
+                    &root().join("target/test-panic-worker"),
+                    &Bindings {
+                        no_shards: true,
+                        ..Bindings::default()
+                    },
+                )
+            }
+        }
+    }
+
+    /// Serves the Deno server of the build in `build` (its deno/main.mjs)
+    /// with `bindings`: vars as environment variables, the cache and the
+    /// sessions in a Deno KV file (in `sessions_dir`, when set, so a
+    /// restart keeps them).
+    fn spawn_deno(build: &Path, bindings: &Bindings) -> Worker {
+        assert!(
+            bindings.kv_service.is_none()
+                && !bindings.shard_sockets
+                && bindings.broken_shards.is_empty(),
+            "a KV service, shard sockets and broken shards are workerd's: mark the check only_on(Server::Workerd)"
+        );
+        let state = TempDir::new("deno");
+        let port = free_port();
+        let kv_dir = bindings
+            .sessions_dir
+            .clone()
+            .unwrap_or_else(|| state.0.join("kv"));
+        std::fs::create_dir_all(&kv_dir).expect("create the KV directory");
+        let mut command = Command::new(deno_bin());
+        command
+            .arg("run")
+            .args(["--no-prompt", "--unstable-kv", "--allow-env"])
+            .arg("--config")
+            .arg(build.join("deno/deno.json"))
+            .arg(format!("--allow-net=127.0.0.1:{port}"))
+            .arg(format!(
+                "--allow-read={},{},{}",
+                build.display(),
+                root().join("build/shards").display(),
+                kv_dir.display()
+            ))
+            .arg(format!("--allow-write={}", kv_dir.display()))
+            .arg(build.join("deno/main.mjs"))
+            .env("PORT", port.to_string())
+            .env("EDGEINFER_ADDRESS", "127.0.0.1")
+            .env("EDGEINFER_KV", kv_dir.join("edgeinfer.sqlite3"))
+            .env("DENO_NO_UPDATE_CHECK", "1");
+        if bindings.no_shards {
+            command.env("EDGEINFER_SHARDS", "off");
+        } else {
+            shard_plan();
+        }
+        for (name, value) in &bindings.vars {
+            command.env(name, value);
+        }
+        Self::spawn(command, state, port)
     }
 
     /// Serves any worker alone (no shard Workers); the first module is the
@@ -539,7 +720,8 @@ impl Worker {
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
-                    "the server (workerd) exited ({status}) before serving:\n{}",
+                    "the server ({}) exited ({status}) before serving:\n{}",
+                    server().name(),
                     self.log_text()
                 );
             }
@@ -937,7 +1119,7 @@ pub fn run_checks(
     let conclusion = libtest_mimic::run(&args, trials);
     if conclusion.has_failed() {
         if let Some(w) = &worker {
-            eprintln!("--- workerd log ---\n{}", w.log_text());
+            eprintln!("--- {} log ---\n{}", server().name(), w.log_text());
         }
     }
     drop(worker);

@@ -14,7 +14,7 @@ mod store;
 
 pub use parse::{parse_create, parse_message, turn_from_chat, NewSession, TurnRequest};
 pub use serve::{serve, SessionAnswer, SessionCall, SessionOp};
-pub use store::{MemoryStore, Session, SessionStore, Shared, StoreError};
+pub use store::{MemoryStore, Session, SessionStore, Shared, Staged, StoreError, Write};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,9 @@
 //! Where sessions are kept: a small trait the session logic is written
 //! against, so it runs the same over the `ChatSession` Durable Object's
-//! SQLite storage in the worker and over [`MemoryStore`] natively (the
-//! CLI, the tests, the fuzzers).
+//! SQLite storage in the worker, over [`MemoryStore`] natively (the CLI,
+//! the tests, the fuzzers), and over [`Staged`] where the storage only
+//! answers asynchronously (Deno KV): the session is read before the call
+//! and the call's writes are committed after it.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -141,5 +143,105 @@ impl SessionStore for Shared<'_> {
 
     fn delete(&mut self, id: &str) -> Result<(), StoreError> {
         self.lock().delete(id)
+    }
+}
+
+/// One session read before a call, and the writes the call made to it, in
+/// order: for a host whose storage is asynchronous (Deno KV), which the
+/// synchronous [`SessionStore`] cannot await. The host loads the session,
+/// runs the call over this, then commits [`Staged::take_writes`] in one
+/// atomic write per entry, checked against the version it read; a write
+/// that fails there is answered as a store failure, as a failed SQLite
+/// statement is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Staged {
+    id: String,
+    session: Option<Session>,
+    writes: Vec<Write>,
+}
+
+/// A change to one session, as [`Staged`] records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Write {
+    Create {
+        meta: SessionMeta,
+    },
+    /// One turn's rows: stored together or not at all.
+    Append {
+        rows: Vec<StoredMessage>,
+    },
+    Delete,
+}
+
+impl Staged {
+    /// Session `id` as the host read it (`None`: there is none).
+    pub fn new(id: &str, session: Option<Session>) -> Self {
+        Staged {
+            id: id.to_string(),
+            session,
+            writes: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The writes made since the last call, oldest first.
+    pub fn take_writes(&mut self) -> Vec<Write> {
+        std::mem::take(&mut self.writes)
+    }
+
+    fn check(&self, id: &str) -> Result<(), StoreError> {
+        if id == self.id {
+            Ok(())
+        } else {
+            Err(StoreError(format!(
+                "this store holds session {}, not {id}",
+                self.id
+            )))
+        }
+    }
+}
+
+impl SessionStore for Staged {
+    fn create(&mut self, meta: &SessionMeta) -> Result<(), StoreError> {
+        self.check(&meta.id)?;
+        if self.session.is_some() {
+            return Err(StoreError(format!("session {} exists already", meta.id)));
+        }
+        self.session = Some(Session {
+            meta: meta.clone(),
+            messages: Vec::new(),
+        });
+        self.writes.push(Write::Create { meta: meta.clone() });
+        Ok(())
+    }
+
+    fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        self.check(id)?;
+        Ok(self.session.clone())
+    }
+
+    fn append(&mut self, id: &str, rows: &[StoredMessage]) -> Result<(), StoreError> {
+        self.check(id)?;
+        let session = self
+            .session
+            .as_mut()
+            .ok_or_else(|| StoreError(format!("session {id} is gone")))?;
+        session.messages.extend_from_slice(rows);
+        self.writes.push(Write::Append {
+            rows: rows.to_vec(),
+        });
+        Ok(())
+    }
+
+    fn delete(&mut self, id: &str) -> Result<(), StoreError> {
+        self.check(id)?;
+        if self.session.take().is_some() {
+            self.writes.push(Write::Delete);
+        }
+        Ok(())
     }
 }
