@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use libtest_mimic::{Failed, Trial};
 use serde_json::{json, Value};
 use support::sse::{stream, stream_text};
-use support::{ensure, Bindings, Check, Client, TempDir, Worker};
+use support::{ensure, Bindings, Check, Client, Server, TempDir, Worker};
 
 const MODEL: &str = "shakespeare-llama";
 
@@ -835,15 +835,79 @@ fn restart_keeps_history() -> Result<(), Failed> {
     c.send("DELETE", &format!("/v1/sessions/{id}"), None, b"");
     ensure(c.get(&format!("/v1/sessions/{id}")).status == 404, || {
         "a deleted session still answers".into()
+    })
+}
+
+/// Two Deno servers on one Deno KV (as Deno Deploy's isolates share one):
+/// each process has its own session objects, so two turns of one session
+/// sent to both at once are not queued; the later commit finds the session
+/// changed and is refused with 409 `session_busy`, and the history holds the
+/// earlier turn whole and nothing of the refused one. Sent again, it is
+/// stored after the first.
+fn session_turns_from_two_deno_processes() -> Result<(), Failed> {
+    let storage = TempDir::new("sessions-shared");
+    let bindings = Bindings {
+        sessions_dir: Some(storage.0.clone()),
+        no_shards: true,
+        ..Bindings::default()
+    };
+    let (one, two) = (Worker::start_with(&bindings), Worker::start_with(&bindings));
+    let id = create_session(&one.client(), json!({}));
+    // Long enough replies (a fixed seed that runs to max_tokens) that the
+    // two turns overlap.
+    let turn = |i: usize| json!({ "content": format!("Message number {i}."), "max_tokens": 200,
+                                   "temperature": 2.0, "top_k": 0, "seed": 1 });
+    let sent: Vec<_> = [one.base.clone(), two.base.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(i, base)| {
+            let (id, body) = (id.clone(), turn(i));
+            std::thread::spawn(move || {
+                Client::new(&base).post_json(&format!("/v1/sessions/{id}/messages"), &body)
+            })
+        })
+        .collect();
+    let replies: Vec<support::Reply> = sent.into_iter().map(|t| t.join().unwrap()).collect();
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    ensure(statuses.contains(&200) && statuses.contains(&409), || {
+        format!("expected one 200 and one 409, got {statuses:?}")
     })?;
+    let refused = replies.iter().position(|r| r.status == 409).unwrap_or(0);
+    let e = replies[refused].expect_error(409);
+    ensure(e["code"] == "session_busy", || format!("{e}"))?;
+    let h = history(&two.client(), &id);
+    ensure(
+        h.len() == 2 && h[0]["content"] == format!("Message number {}.", 1 - refused),
+        || format!("{h:?}"),
+    )?;
+    let again = [&one, &two][refused].client();
+    send_message(&again, &id, turn(refused));
+    let h = history(&one.client(), &id);
+    ensure(
+        h.len() == 4 && h[2]["content"] == format!("Message number {refused}."),
+        || format!("{h:?}"),
+    )
+}
+
+/// Deleting really empties the object's storage: no message text is left
+/// in its SQLite files (the object wipes them). Only on workerd: Deno KV has
+/// no such wipe, its SQLite file keeps deleted bytes in free pages and its
+/// WAL until they are reused (docs/deno.md).
+fn delete_leaves_no_text_on_disk() -> Result<(), Failed> {
+    let storage = TempDir::new("sessions-erase");
+    let w = Worker::start_with(&Bindings {
+        sessions_dir: Some(storage.0.clone()),
+        ..Bindings::default()
+    });
+    let c = w.client();
+    let id = create_session(&c, json!({}));
+    send_message(
+        &c,
+        &id,
+        json!({ "content": "My lord, the queen is dead.", "max_tokens": 4 }),
+    );
+    c.send("DELETE", &format!("/v1/sessions/{id}"), None, b"");
     drop(w);
-    // On workerd, deleting really empties the object's storage: no message
-    // text is left in its SQLite files (the object wipes them). Deno KV has
-    // no such wipe: its SQLite file keeps deleted bytes in free pages and
-    // its WAL until they are reused (docs/deno.md).
-    if support::server() != support::Server::Workerd {
-        return Ok(());
-    }
     let mut leftovers = Vec::new();
     for entry in walk(&storage.0) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
@@ -871,9 +935,22 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 fn main() {
     support::run_checks(&Bindings::default(), checks(), |_| {
-        vec![Trial::test(
-            "session_restart_keeps_history_and_delete_erases",
-            restart_keeps_history,
-        )]
+        vec![
+            Trial::test(
+                "session_restart_keeps_history_and_delete_erases",
+                restart_keeps_history,
+            ),
+            support::only_on(
+                Server::Workerd,
+                Trial::test("session_delete_leaves_no_text_on_disk", delete_leaves_no_text_on_disk),
+            ),
+            support::only_on(
+                Server::Deno,
+                Trial::test(
+                    "session_turns_from_two_deno_processes",
+                    session_turns_from_two_deno_processes,
+                ),
+            ),
+        ]
     })
 }
