@@ -855,8 +855,10 @@ fn session_turns_from_two_deno_processes() -> Result<(), Failed> {
     let id = create_session(&one.client(), json!({}));
     // Long enough replies (a fixed seed that runs to max_tokens) that the
     // two turns overlap.
-    let turn = |i: usize| json!({ "content": format!("Message number {i}."), "max_tokens": 200,
-                                   "temperature": 2.0, "top_k": 0, "seed": 1 });
+    let turn = |i: usize| {
+        json!({ "content": format!("Message number {i}."), "max_tokens": 200,
+                                   "temperature": 2.0, "top_k": 0, "seed": 1 })
+    };
     let sent: Vec<_> = [one.base.clone(), two.base.clone()]
         .into_iter()
         .enumerate()
@@ -942,7 +944,10 @@ fn main() {
             ),
             support::only_on(
                 Server::Workerd,
-                Trial::test("session_delete_leaves_no_text_on_disk", delete_leaves_no_text_on_disk),
+                Trial::test(
+                    "session_delete_leaves_no_text_on_disk",
+                    delete_leaves_no_text_on_disk,
+                ),
             ),
             support::only_on(
                 Server::Deno,

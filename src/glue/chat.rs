@@ -91,14 +91,14 @@ struct Held {
 /// [`ObjectStore::flush`].
 enum ObjectStore {
     Sql(SqlStore),
-    Kv(KvStore),
+    Kv(Box<KvStore>),
 }
 
 impl ObjectStore {
     fn store(&mut self) -> &mut dyn SessionStore {
         match self {
             ObjectStore::Sql(store) => store,
-            ObjectStore::Kv(store) => store,
+            ObjectStore::Kv(store) => &mut **store,
         }
     }
 
@@ -471,7 +471,7 @@ impl DurableObject for ChatSession {
             Storage::Sql(Ok(store)) => ObjectStore::Sql(store.clone()),
             Storage::Sql(Err(e)) => return refuse(ApiError::internal(e.clone())),
             Storage::Kv(kv) => match KvStore::open(kv.clone(), &call.id).await {
-                Ok(store) => ObjectStore::Kv(store),
+                Ok(store) => ObjectStore::Kv(Box::new(store)),
                 Err(e) => return refuse(e.into()),
             },
         };

@@ -147,7 +147,7 @@ impl KvStore {
 
 fn is_conflict(e: &JsValue) -> bool {
     e.dyn_ref::<js_sys::Error>()
-        .is_some_and(|e| String::from(e.name()) == "Conflict")
+        .is_some_and(|e| e.name() == "Conflict")
 }
 
 impl SessionStore for KvStore {

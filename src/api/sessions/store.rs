@@ -165,7 +165,7 @@ pub struct Staged {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Write {
     Create {
-        meta: SessionMeta,
+        meta: Box<SessionMeta>,
     },
     /// One turn's rows: stored together or not at all.
     Append {
@@ -215,7 +215,9 @@ impl SessionStore for Staged {
             meta: meta.clone(),
             messages: Vec::new(),
         });
-        self.writes.push(Write::Create { meta: meta.clone() });
+        self.writes.push(Write::Create {
+            meta: Box::new(meta.clone()),
+        });
         Ok(())
     }
 
