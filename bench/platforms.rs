@@ -1,6 +1,7 @@
 //! The same build on both servers, side by side in one run: workerd and
 //! the Deno server (build/deno/main.mjs, the same wasm module), each
-//! without the shard Workers, each started afresh for every cold figure.
+//! without the shard Workers and without a cache, each started afresh for
+//! every cold figure.
 //!
 //! - startup: spawn to the first 200 from /healthz, next to an empty server
 //!   of the same runtime (an empty Worker; `Deno.serve` answering "ok").
@@ -25,11 +26,18 @@ use super::{
 
 const SERVERS: [Server; 2] = [Server::Workerd, Server::Deno];
 
+/// Both without a cache: workerd here has no `CACHE` binding, and the Deno
+/// server leaves its Deno KV cache out, so every answer is computed.
 fn start(server: Server) -> Worker {
+    let vars = match server {
+        Server::Workerd => Vec::new(),
+        Server::Deno => vec![("EDGEINFER_CACHE".to_string(), "off".to_string())],
+    };
     Worker::start_on(
         server,
         &Bindings {
             no_shards: true,
+            vars,
             ..Bindings::default()
         },
     )

@@ -327,11 +327,36 @@ fn no_cache_without_kv(c: &Client) -> Result<(), Failed> {
     }
 }
 
+/// `EDGEINFER_CACHE=off` (the bench's setting) leaves the Deno server's
+/// cache out: the same request twice is computed twice, as by a Worker
+/// without a `CACHE` binding.
+fn deno_cache_off() -> Result<(), Failed> {
+    let w = Worker::start_with(&Bindings {
+        vars: vec![("EDGEINFER_CACHE".into(), "off".into())],
+        ..Bindings::default()
+    });
+    let c = w.client();
+    for _ in 0..2 {
+        let res = c.post_json(
+            "/v1/classify",
+            &json!({"model": "lande", "input": "Hallo Welt"}),
+        );
+        check(res.status == 200, format!("status {}", res.status))?;
+        let cache = res.header("x-edgeinfer-cache");
+        check(cache.is_none(), format!("x-edgeinfer-cache {cache:?}"))?;
+    }
+    Ok(())
+}
+
 fn main() {
     support::run_checks(&Bindings::default(), checks(), |base| {
         let base = base.to_string();
         vec![
             Trial::test("cors_only_for_the_configured_origins", cors_configured),
+            support::only_on(
+                support::Server::Deno,
+                Trial::test("deno_cache_off_computes_every_answer", deno_cache_off),
+            ),
             Trial::test("built_module_links_no_tract", no_tract_in_module),
             // After every hostile request above, the same isolate still serves.
             Trial::test("zz_still_serving_after_bad_requests", move || {

@@ -15,7 +15,9 @@
 //   EDGEINFER_KV: the Deno KV file; unset, Deno's default (on Deno Deploy,
 //     the deployment's KV);
 //   EDGEINFER_SHARDS: "off" leaves the shard Workers out (a sharded model
-//     then answers 503, as on workerd with a shard down).
+//     then answers 503, as on workerd with a shard down);
+//   EDGEINFER_CACHE: "off" leaves the cache out (every answer computed, as
+//     by a Worker without a CACHE binding; sessions stay in Deno KV).
 
 import Worker, * as exports from "./index.js";
 import { DurableObjectNamespace } from "./objects.mjs";
@@ -40,7 +42,7 @@ const kvPath = setting("EDGEINFER_KV", undefined);
 const kv = await Deno.openKv(kvPath);
 
 const bindings = {
-  CACHE: new KvNamespace(kv),
+  ...(setting("EDGEINFER_CACHE", "on") === "off" ? {} : { CACHE: new KvNamespace(kv) }),
   SESSION_KV: new SessionKv(kv),
   ...(setting("EDGEINFER_SHARDS", "on") === "off" ? {} : await shardBindings()),
 };
