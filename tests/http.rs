@@ -47,6 +47,8 @@ fn checks() -> Vec<(&'static str, Check)> {
         ("no_cache_header_without_kv", no_cache_without_kv),
         ("golden_profanity_through_workerd", golden_profanity),
         ("openai_npm_client", openai_npm_client),
+        ("vercel_ai_sdk_client", ai_sdk_client),
+        ("langchain_client", langchain_client),
     ]
 }
 
@@ -1047,20 +1049,35 @@ fn golden_profanity(c: &Client) -> Result<(), Failed> {
     check(worst <= 1e-5, format!("max |p - package| = {worst}"))
 }
 
-/// The official `openai` npm package (pinned in package.json), unmodified
-/// but for its base URL: see tests/clients/openai.mjs.
-fn openai_npm_client(c: &Client) -> Result<(), Failed> {
+/// A client's script from tests/clients/ (its npm packages pinned in
+/// package.json), run against this worker.
+fn node_client(c: &Client, script: &str) -> Result<(), Failed> {
     let out = std::process::Command::new("node")
-        .arg(support::root().join("tests/clients/openai.mjs"))
+        .arg(support::root().join("tests/clients").join(script))
         .arg(c.base())
         .current_dir(support::root())
         .output()?;
     check(
         out.status.success(),
         format!(
-            "the openai client failed:\n{}{}",
+            "tests/clients/{script} failed:\n{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// The official `openai` npm package, unmodified but for its base URL.
+fn openai_npm_client(c: &Client) -> Result<(), Failed> {
+    node_client(c, "openai.mjs")
+}
+
+/// The Vercel AI SDK with its OpenAI-compatible provider.
+fn ai_sdk_client(c: &Client) -> Result<(), Failed> {
+    node_client(c, "ai_sdk.mjs")
+}
+
+/// LangChain's `@langchain/openai` chat model and embeddings.
+fn langchain_client(c: &Client) -> Result<(), Failed> {
+    node_client(c, "langchain.mjs")
 }
