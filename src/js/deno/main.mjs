@@ -93,17 +93,7 @@ async function serve(request, info) {
   // bucket without API keys): never what the client sent.
   const headers = new Headers(request.headers);
   headers.set("cf-connecting-ip", info.remoteAddr.hostname);
-  // Built from the parts, not from `request`: copying a request copies its
-  // signal, which Deno 2.9 warns about at every start (its abort-on-success
-  // is legacy). The worker reads no signal; a client that goes away cancels
-  // the response stream, which stops a generation as on workerd.
-  const forwarded = new Request(request.url, {
-    method: request.method,
-    headers,
-    body: request.body,
-    redirect: request.redirect,
-    duplex: "half",
-  });
+  const forwarded = new Request(request, { headers });
   let fail;
   const aborted = new Promise((_, reject) => {
     fail = reject;
