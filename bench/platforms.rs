@@ -14,6 +14,12 @@
 //!   whole runtime: V8, the module, its linear memory), and the linear
 //!   memory the worker reports.
 //!
+//! - Deno's own: its bundle (the wasm and build/deno/, raw and gzip), and a
+//!   Deno server with the sharded model's shards in its process: startup,
+//!   its first chat reply (the shards' weights loaded on the way) and its
+//!   resident memory after it (workerd's shard isolates have their figures
+//!   in bench/sharded.rs).
+//!
 //! Servers are run one after the other, alternating, so a slow moment of
 //! the shared machine falls on both alike.
 
@@ -137,6 +143,29 @@ pub fn rows(
             .as_u64()
             .unwrap_or(0);
     }
+    let deno_files: Vec<std::path::PathBuf> =
+        std::iter::once(support::root().join("build/index_bg.wasm"))
+            .chain(
+                std::fs::read_dir(support::root().join("build/deno"))
+                    .expect("build/deno")
+                    .filter_map(|e| e.ok().map(|e| e.path())),
+            )
+            .collect();
+    let deno_raw: u64 = deno_files
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let deno_gzip = super::sharded::gzip_bytes(&deno_files);
+    let sharded = Worker::start_on(Server::Deno, &Bindings::default());
+    let reply_ms = timed_post(
+        &sharded.client(),
+        "/v1/chat/completions",
+        &json!({"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "temperature": 0, "max_tokens": 8}),
+    );
+    let sharded_startup = ms(sharded.startup);
+    let sharded_rss = sharded.rss_bytes();
+    drop(sharded);
     let [wd, dn] = &measured[..] else {
         unreachable!("two servers")
     };
@@ -173,6 +202,17 @@ pub fn rows(
             ),
         ),
     ];
+    rows.push((
+        "Deno: bundle (index_bg.wasm + build/deno/), raw / gzip".into(),
+        format!("{:.2} / {:.2} MiB", mib(deno_raw), mib(deno_gzip)),
+    ));
+    rows.push((
+        "Deno with the sharded model's 4 shards in process: startup / first chat reply (shards loaded) / resident memory after it".into(),
+        format!(
+            "{sharded_startup:.1} ms / {reply_ms:.1} ms / {:.1} MiB",
+            mib(sharded_rss)
+        ),
+    ));
     for ((model, w), (_, d)) in wd.cold.iter().zip(&dn.cold) {
         rows.push((
             format!("workerd vs Deno: cold first request, {model} (median)"),
@@ -204,6 +244,8 @@ pub fn rows(
     };
     let json = json!({
         "deno": support::deno_version(),
+        "deno_bundle_bytes": {"raw": deno_raw, "gzip": deno_gzip},
+        "deno_sharded": {"startup_ms": sharded_startup, "first_chat_reply_ms": reply_ms, "resident_bytes": sharded_rss},
         "workerd": report(wd),
         "deno_server": report(dn),
         "warm_p50_ratio_deno_over_workerd": cases.iter().zip(wd.warm.iter().zip(&dn.warm)).map(|(c, (w, d))| json!({"case": c.name, "ratio": d.0 / w.0})).collect::<Vec<_>>(),

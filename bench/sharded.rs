@@ -162,7 +162,8 @@ fn timed(c: &Client, body: &Value) -> (f64, f64, f64, f64) {
     )
 }
 
-fn gzip_bytes(paths: &[std::path::PathBuf]) -> u64 {
+/// Bytes of `paths` concatenated and gzipped (-9), as an upload is sized.
+pub(super) fn gzip_bytes(paths: &[std::path::PathBuf]) -> u64 {
     let cat = paths
         .iter()
         .map(|p| format!("'{}'", p.display()))
