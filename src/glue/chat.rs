@@ -405,8 +405,6 @@ impl SessionStore for SqlStore {
     }
 }
 
-/// One chat session: its history in this object's SQLite storage, its turns
-/// one at a time.
 /// Where an object's session lives, as found when it starts.
 enum Storage {
     /// The object's SQLite database. The schema is made when the object
@@ -418,6 +416,8 @@ enum Storage {
     Kv(SessionKv),
 }
 
+/// One chat session: its history in this object's storage (SQLite, or the
+/// host's KV), its turns one at a time.
 #[durable_object]
 pub struct ChatSession {
     state: State,
