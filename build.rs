@@ -1,13 +1,12 @@
 //! Turns `models/manifest.toml` into the embedded model registry.
 //!
 //! Everything that can be wrong with a model is found here, at build time, so
-//! that an isolate never starts with weights it cannot run (see
-//! `models/check.rs`). The verified bytes are copied to `OUT_DIR`, so what is
+//! that an isolate never starts with weights it cannot run (the pipeline
+//! crate, `pipeline/src/lib.rs`). The verified bytes are copied to `OUT_DIR`, so what is
 //! embedded is exactly what was verified, and `OUT_DIR/registry.rs` is
 //! generated for `src/registry.rs` to include.
 
-#[path = "models/check.rs"]
-mod check;
+use edgeinfer_pipeline as check;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -19,10 +18,6 @@ fn main() {
     let models_dir = root.join("models");
     let manifest_path = models_dir.join("manifest.toml");
     println!("cargo:rerun-if-changed={}", manifest_path.display());
-    println!(
-        "cargo:rerun-if-changed={}",
-        models_dir.join("check.rs").display()
-    );
 
     let text = std::fs::read_to_string(&manifest_path).unwrap_or_else(|e| {
         fail(&format!(

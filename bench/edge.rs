@@ -53,9 +53,7 @@ mod platforms;
 mod sharded;
 
 // build.rs's packers: the bench packs the chat model as Q8 blocks too.
-#[path = "../models/check.rs"]
-#[allow(dead_code)]
-mod check;
+use edgeinfer_pipeline as check;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -429,13 +427,12 @@ fn embedded_bytes(spec: &edgeinfer::registry::ModelSpec) -> usize {
 /// The manifest's artifact path of a model (the file build.rs packed).
 fn onnx_path(id: &str) -> Option<String> {
     let text = std::fs::read_to_string(support::root().join("models/manifest.toml")).ok()?;
-    let manifest: toml::Value = toml::from_str(&text).ok()?;
-    manifest["model"]
-        .as_array()?
-        .iter()
-        .find(|m| m["id"].as_str() == Some(id))?["artifact"]
-        .as_str()
-        .map(String::from)
+    let manifest = check::parse_manifest(&text).ok()?;
+    manifest
+        .model
+        .into_iter()
+        .find(|m| m.id == id)
+        .map(|m| m.artifact)
 }
 
 /// autocannon (npm) against one route: `connections` clients sending

@@ -6,8 +6,8 @@
 use std::time::Instant;
 
 use edgeinfer::decoder::chat::ChatModel;
-use edgeinfer::decoder::engine::Decoder;
 use edgeinfer::decoder::template::{Message, Role};
+use edgeinfer_engine::decoder::Decoder;
 use serde_json::{json, Value};
 
 use super::{median, ms, support};
@@ -25,7 +25,7 @@ pub fn q8_decoder() -> Decoder {
     let onnx = std::fs::read(support::root().join("models/tinylm/model.onnx"))
         .expect("read the ONNX file");
     let (packed, _, _) = super::check::pack_llama::pack_as_q8_blocks(&onnx).expect("packs");
-    Decoder::parse(edgeinfer::packed::leak_aligned(&packed)).expect("parses")
+    Decoder::parse(edgeinfer_engine::packed::leak_aligned(&packed)).expect("parses")
 }
 
 /// The prompt ids the chat route builds for one user message.
@@ -127,7 +127,7 @@ pub fn ort_web(
 /// scores, softmax, values) is what the pass spends beyond those. Medians in
 /// microseconds: (pass, matrix products, norms + SwiGLU).
 pub fn token_parts(past: usize, runs: usize) -> (f64, f64, f64) {
-    use edgeinfer::kernels;
+    use edgeinfer_engine::kernels;
     let decoder = model().decoder();
     let c = *decoder.config();
     let prompt: Vec<u32> = (0..past as u32).map(|i| 7 + (i * 131) % 4000).collect();
@@ -295,7 +295,8 @@ pub fn instruct_rows(runs: usize) -> Vec<(String, String)> {
     let packed = gguf
         .pack(super::check::pack_gguf::Storage::AsStored)
         .expect("packs");
-    let decoder = Decoder::parse(edgeinfer::packed::leak_aligned(&packed.bytes)).expect("loads");
+    let decoder =
+        Decoder::parse(edgeinfer_engine::packed::leak_aligned(&packed.bytes)).expect("loads");
     let prompt: Vec<u32> = (0..50).map(|i| 1000 + 37 * i).collect();
     let runs = runs.clamp(1, 5);
     let prefill = median(

@@ -1,4 +1,4 @@
-// A shard Worker's logic: one group of a model's layers (models/plan.rs),
+// A shard Worker's logic: one group of a model's layers (pipeline/src/plan.rs),
 // run by the shard module (shard/src, the decoder engine alone) on the
 // weights of this shard. scripts/build-shards puts this file, entry.mjs,
 // the module and the weights of each planned shard into

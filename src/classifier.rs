@@ -4,13 +4,13 @@
 //! counter or a sentence encoder whose embeddings feed a small head
 //! (sentiment, ...).
 
-use crate::dense::Dense;
 use crate::encoder::{SentenceEncoder, Tokenized};
 use crate::error::CoreError;
-use crate::ngrams::NgramFeaturizer;
-use crate::packed::FormatError;
 use crate::spec::{InputSpec, ModelSpec};
-use crate::tfidf::TfidfModel;
+use edgeinfer_engine::dense::Dense;
+use edgeinfer_engine::ngrams::NgramFeaturizer;
+use edgeinfer_engine::packed::FormatError;
+use edgeinfer_engine::tfidf::TfidfModel;
 
 /// The scores of one input, in label order (they sum to 1).
 pub type Scores = Vec<f32>;

@@ -7,9 +7,9 @@
 
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::bert::Bert;
 use crate::error::CoreError;
 use crate::spec::{InputSpec, ModelSpec};
+use edgeinfer_engine::bert::Bert;
 
 /// One text as the model sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -112,7 +112,7 @@ impl From<ChatMl> for TemplateSpec {
     }
 }
 
-/// One shard Worker of a sharded model, in chain order (models/plan.rs).
+/// One shard Worker of a sharded model, in chain order (pipeline/src/plan.rs).
 #[derive(Debug, Clone, Copy)]
 pub struct ShardSpec {
     /// The front worker's service binding to it.

@@ -1,15 +1,13 @@
-//! The GGUF packer (models/pack_gguf.rs) and the engine's 4-bit blocks on a
+//! The GGUF packer (pipeline/src/pack_gguf.rs) and the engine's 4-bit blocks on a
 //! small synthetic Llama GGUF written here: the file's Q4_1/Q8_0 blocks run
 //! close to the same file dequantized to float32, and what the engine does
 //! not implement is refused by name.
 
-#[allow(dead_code)]
-#[path = "../models/check.rs"]
-mod check;
+use edgeinfer_pipeline as check;
 
 use check::pack_gguf::{Gguf, Storage};
-use edgeinfer::decoder::engine::Decoder;
-use edgeinfer::packed::leak_aligned;
+use edgeinfer_engine::decoder::Decoder;
+use edgeinfer_engine::packed::leak_aligned;
 use gguf_rs_lib::prelude::{GGUFBuilder, GGUFTensorType, MetadataValue};
 
 const DIMS: usize = 64;

@@ -12,9 +12,7 @@ use serde::Deserialize;
 // the same code that packs the shipped one.
 mod support;
 
-#[path = "../models/check.rs"]
-#[allow(dead_code)]
-mod check;
+use edgeinfer_pipeline as check;
 
 const PROB_TOLERANCE: f32 = 2e-4;
 
@@ -56,7 +54,7 @@ fn golden_set_is_large_and_varied() {
 fn normalization_matches_lande() {
     for case in golden().cases {
         assert_eq!(
-            edgeinfer::ngrams::normalize(&case.text),
+            edgeinfer_engine::ngrams::normalize(&case.text),
             case.normalized,
             "text {:?}",
             case.text
@@ -362,10 +360,10 @@ mod sentiment {
 /// neither do these decodings (control tokens are ordinary tokens here).
 mod tinylm {
     use edgeinfer::decoder::chat::ChatModel;
-    use edgeinfer::decoder::engine::Decoder;
     use edgeinfer::decoder::sampling::argmax;
     use edgeinfer::decoder::template::{Message, Role};
     use edgeinfer::registry::{self, InputSpec};
+    use edgeinfer_engine::decoder::Decoder;
     use serde::Deserialize;
 
     pub const ID: &str = "shakespeare-llama";
@@ -419,7 +417,7 @@ mod tinylm {
         else {
             panic!("{ID} is a chat model")
         };
-        let packed = edgeinfer::packed::leak_aligned(packed);
+        let packed = edgeinfer_engine::packed::leak_aligned(packed);
         ChatModel::load(spec.id, packed, tokenizer, template.into()).expect("the model loads")
     }
 

@@ -2,9 +2,7 @@
 //! what the manifest says, the weights load with the right shapes, and each
 //! kind of broken model is refused with a message naming the model and the fix.
 
-#[path = "../models/check.rs"]
-#[allow(dead_code)]
-mod check;
+use edgeinfer_pipeline as check;
 
 use std::path::PathBuf;
 

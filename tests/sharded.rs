@@ -15,9 +15,7 @@
 //!   mid-stream an `error` event and `[DONE]`, and the session keeps its
 //!   history either way.
 
-#[allow(dead_code)]
-#[path = "../models/check.rs"]
-mod check;
+use edgeinfer_pipeline as check;
 #[path = "support/smollm2.rs"]
 mod smollm2;
 mod support;
@@ -30,8 +28,8 @@ use support::sse::{stream, stream_text};
 use support::{ensure, Bindings, BrokenShard, Client, Worker};
 
 use check::pack_gguf::Storage;
-use edgeinfer::decoder::engine::Decoder;
 use edgeinfer::decoder::sampling::argmax;
+use edgeinfer_engine::decoder::Decoder;
 
 const MODEL: &str = "smollm2-135m-instruct";
 /// Tokens per golden reply (the golden file has 32 per prompt).

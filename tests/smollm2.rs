@@ -13,15 +13,13 @@
 //! The GGUF comes from scripts/setup (models/smollm2/fetch.py); without it
 //! these tests fail and say so.
 
-#[allow(dead_code)]
-#[path = "../models/check.rs"]
-mod check;
+use edgeinfer_pipeline as check;
 #[path = "support/smollm2.rs"]
 mod smollm2;
 mod support;
 
 use check::pack_gguf::Storage;
-use edgeinfer::decoder::engine::Decoder;
+use edgeinfer_engine::decoder::Decoder;
 use smollm2::{decoder, golden, greedy, ids};
 
 /// Negative log-likelihood (nats, summed) of `ids[1..]` given what precedes

@@ -51,7 +51,7 @@ pub extern "C" fn weights_alloc(len: usize) -> *mut u8 {
 
 /// Loads the weights written at `ptr` (from `weights_alloc(len)`); the open
 /// passes will reserve at most `budget_tokens` in all: what the plan
-/// budgeted the isolate's key/value caches for (models/plan.rs, context x
+/// budgeted the isolate's key/value caches for (pipeline/src/plan.rs, context x
 /// sessions; the shard's wrangler.toml passes it as `TOKEN_BUDGET`).
 ///
 /// # Safety

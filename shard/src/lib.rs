@@ -1,27 +1,18 @@
 //! One shard of a Llama-family decoder cut across Workers by layers
-//! (models/plan.rs): the edgeinfer decoder engine and its kernels, compiled
+//! (pipeline/src/plan.rs): the edgeinfer decoder engine and its kernels, compiled
 //! alone into a small wasm module that every shard Worker shares. Its
 //! weights are not embedded in the module but given once per isolate (the
 //! shard Worker's data module, copied into linear memory), so one build
 //! serves every shard of every model.
 //!
-//! The engine's sources are the worker's own (`#[path]`, as build.rs shares
-//! the packed formats): a shard runs exactly the code the whole model runs,
-//! which is what makes a chain of shards give the whole model's logits bit
-//! for bit (src/decoder/engine_tests.rs).
+//! The engine is the `edgeinfer-engine` crate the worker runs too: a shard
+//! runs exactly the code the whole model runs, which is what makes a chain
+//! of shards give the whole model's logits bit for bit
+//! (engine/src/decoder/engine_tests.rs).
 //!
 //! [`Shard`] is the state of one isolate: the model part and the passes open
 //! on it (one per generation, each with its key/value cache). [`abi`] is
 //! the C interface the JavaScript entry calls; it holds no logic.
-
-#[path = "../../src/kernels/mod.rs"]
-#[allow(dead_code)]
-pub mod kernels;
-#[path = "../../src/packed.rs"]
-#[allow(dead_code)]
-pub mod packed;
-
-pub mod decoder;
 
 mod abi;
 mod shard;

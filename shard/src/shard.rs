@@ -4,7 +4,7 @@
 //! Memory is admitted in tokens: each pass reserves, when it opens, the
 //! most tokens it will feed (its prompt plus its reply's `max_tokens`),
 //! and the reservations of the open passes never exceed the isolate's
-//! budget (`context x sessions` of the plan, models/plan.rs): many short
+//! budget (`context x sessions` of the plan, pipeline/src/plan.rs): many short
 //! chats at once, or one as long as the context, never more key/value
 //! cache than the plan gave the isolate.
 //!
@@ -21,8 +21,8 @@
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::decoder::engine::{Decoder, DecoderError, KvCache, StageInput};
-use crate::decoder::format::{Config, Part};
+use edgeinfer_engine::decoder::format::{Config, Part};
+use edgeinfer_engine::decoder::{Decoder, DecoderError, KvCache, StageInput};
 
 #[derive(Debug, Error, PartialEq)]
 pub enum ShardError {
@@ -220,13 +220,13 @@ impl Shard {
             // asked again): a copy of the start, the kept one stays whole.
             Some((shared, _, i)) => {
                 self.kept[i].used = self.clock;
-                decoder.cache_prefix(&self.kept[i].cache, shared, tokens)
+                self.kept[i].cache.prefix(shared, tokens)
             }
             None => decoder.new_cache(),
         };
         // The pass holds exactly what it reserved; the kept caches give up
         // what it needs, oldest first.
-        decoder.size_cache(&mut cache, tokens);
+        cache.reserve_exact(tokens);
         while self.reserved() + tokens + self.kept_tokens() > self.budget_tokens {
             let Some(oldest) = (0..self.kept.len()).min_by_key(|&i| self.kept[i].used) else {
                 break;
@@ -257,13 +257,13 @@ impl Shard {
             return;
         };
         let mut pass = self.passes.swap_remove(i);
-        let (Some(ids), Some(decoder)) = (keep, self.decoder.as_ref()) else {
+        let Some(ids) = keep else {
             return;
         };
         if ids.is_empty() || ids.len() != pass.cache.len() {
             return;
         }
-        decoder.size_cache(&mut pass.cache, ids.len());
+        pass.cache.reserve_exact(ids.len());
         self.clock += 1;
         self.kept.push(Kept {
             scope: pass.scope,
@@ -317,8 +317,8 @@ mod tests {
 
     /// A config-only part (no layers) is enough for the bookkeeping.
     fn shard(budget: usize) -> Shard {
-        use crate::decoder::format::{Header, Rope, RopeStyle, MAGIC};
-        use crate::packed::{leak_aligned, Packer};
+        use edgeinfer_engine::decoder::format::{Header, Rope, RopeStyle, MAGIC};
+        use edgeinfer_engine::packed::{leak_aligned, Packer};
         let config = Config {
             vocab: 8,
             dims: 4,

@@ -491,7 +491,7 @@ impl Health {
             version: env!("CARGO_PKG_VERSION"),
             models: crate::registry::MODELS.len(),
             wasm_memory_bytes: memory,
-            kernels: crate::kernels::active(),
+            kernels: edgeinfer_engine::kernels::active(),
         }
     }
 }

@@ -112,7 +112,7 @@ pub const SHARDED_MS_PER_GENERATED_TOKEN: f64 = 27.5;
 /// Estimated CPU ms of `work` on `spec` in the worker, not counting a
 /// one-time model load (that shows as `init` in `Server-Timing`). Per-unit
 /// costs from the wasm build's warm medians in bench/latest.json (2 shared
-/// cores): minilm ~0.75 ms per token (its int8 kernel, src/bert), the chat
+/// cores): minilm ~0.75 ms per token (its int8 kernel, engine/src/bert), the chat
 /// model (src/decoder) ~0.36 ms per prompt token (2,776 tokens/s at 200)
 /// and ~0.85 ms per generated token, lande and the tf-idf model well under
 /// 0.1 ms per text. Three decimals: a stable number, not a false precision.

@@ -7,10 +7,10 @@
 
 use tokenizers::Tokenizer;
 
-use super::engine::Decoder;
 use super::generation::{GenerateOptions, Generation};
 use super::template::{self, Message, Prompt, Template, TemplateSpec};
 use crate::error::CoreError;
+use edgeinfer_engine::decoder::Decoder;
 
 pub struct ChatModel {
     id: &'static str,

@@ -7,9 +7,9 @@
 //! reply, as in OpenAI's API).
 
 use super::chat::ChatModel;
-use super::engine::KvCache;
 use super::sampling::{Sampler, SamplingParams};
 use crate::error::CoreError;
+use edgeinfer_engine::decoder::KvCache;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {

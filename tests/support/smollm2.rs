@@ -1,15 +1,15 @@
 //! SmolLM2-135M-Instruct for the tests that check it (tests/smollm2.rs
 //! natively, tests/sharded.rs through its shard Workers): its golden file,
 //! its GGUF and our engine on it. The including test declares `check`
-//! (models/check.rs) and `support`.
+//! (pipeline/src/lib.rs) and `support`.
 
 #![allow(dead_code)]
 
 use std::sync::OnceLock;
 
-use edgeinfer::decoder::engine::Decoder;
 use edgeinfer::decoder::sampling::argmax;
-use edgeinfer::packed::leak_aligned;
+use edgeinfer_engine::decoder::Decoder;
+use edgeinfer_engine::packed::leak_aligned;
 use serde_json::Value;
 
 use super::check::pack_gguf::{Gguf, Storage};

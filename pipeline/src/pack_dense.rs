@@ -1,12 +1,11 @@
 //! Build time: a small dense ONNX network (Gemm, optional Relu, ..., then an
 //! optional Softmax; lande and the heads on sentence embeddings) into the
-//! packed form of `src/dense/format.rs`, weights as `outputs x inputs` rows.
+//! packed form of `engine/src/dense/format.rs`, weights as `outputs x inputs` rows.
 //! Any other graph is refused with the reason.
 
-use super::pack_bert::{with_graph, Packer, Span, FLOAT};
+use super::pack_bert::{with_graph, Packer, FLOAT};
 
-#[path = "../src/dense/format.rs"]
-pub mod format;
+pub use edgeinfer_engine::dense::format;
 use format::{DenseLayer, Header, MAGIC};
 
 /// The packed bytes of the dense network in `onnx`.

@@ -5,12 +5,13 @@
 //!
 //! The model ([`Decoder`]) is immutable and borrows its weights from the
 //! embedded bytes, so one copy serves every generation of an isolate; each
-//! generation owns its [`KvCache`]. A prompt is one pass over all its tokens
+//! generation owns its [`KvCache`] ([`super::kv`]). A prompt is one pass over all its tokens
 //! (matrix-matrix products), each new token one single-row pass.
 
 use thiserror::Error;
 
 use super::format::{Config, Header, Matrix as MatrixSpec, Part, RopeStyle, Weights, MAGIC};
+use super::kv::KvCache;
 use crate::kernels;
 use crate::kernels::blocks::{BlockWeights, Quantized, BLOCK};
 use crate::packed::{self, Data, FormatError};
@@ -231,51 +232,6 @@ pub struct Decoder {
     inv_freq: Vec<f64>,
 }
 
-/// The keys and values of the tokens seen so far, layer by layer: one
-/// generation's state. Grows with the tokens fed, up to the context.
-#[derive(Debug, Clone)]
-pub struct KvCache {
-    /// Per layer: `len x kv_heads x head_dim` keys, then values likewise.
-    layers: Vec<(Vec<f32>, Vec<f32>)>,
-    len: usize,
-}
-
-impl KvCache {
-    /// Tokens already in the cache (the next token's position).
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Forgets every token from position `len` on: the cache then holds
-    /// what feeding only the first `len` tokens would have left (each
-    /// position's keys and values depend on the tokens before it alone),
-    /// so a conversation's next turn can continue from the history it
-    /// shares with the last one instead of feeding it again.
-    pub fn truncate(&mut self, len: usize) {
-        if len >= self.len {
-            return;
-        }
-        for (keys, values) in &mut self.layers {
-            let row = keys.len() / self.len.max(1);
-            keys.truncate(len * row);
-            values.truncate(len * row);
-        }
-        self.len = len;
-    }
-
-    /// Bytes held (what a generation costs the isolate beyond the model).
-    pub fn bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|(k, v)| (k.capacity() + v.capacity()) * 4)
-            .sum()
-    }
-}
-
 impl Decoder {
     /// Reads the header and checks every array once (shapes, bounds,
     /// alignment), so running never indexes out of bounds. Microseconds:
@@ -378,50 +334,12 @@ impl Decoder {
         &self.part
     }
 
-    /// An empty cache (no token seen).
+    /// An empty cache (no token seen) for this part's layers.
     pub fn new_cache(&self) -> KvCache {
-        KvCache {
-            layers: vec![(Vec::new(), Vec::new()); self.blocks.len()],
-            len: 0,
-        }
-    }
-
-    /// Gives `cache` room for exactly `tokens` tokens (or the ones it
-    /// holds, if more): a shard sizes each pass's cache to its reservation,
-    /// so the isolate holds what its budget admitted and never the slack of
-    /// a growing vector.
-    pub fn size_cache(&self, cache: &mut KvCache, tokens: usize) {
-        let want = tokens.max(cache.len) * self.config.kv_heads * self.config.head_dim;
-        for (keys, values) in &mut cache.layers {
-            for rows in [keys, values] {
-                if rows.capacity() != want {
-                    let mut sized = Vec::with_capacity(want);
-                    sized.extend_from_slice(rows);
-                    *rows = sized;
-                }
-            }
-        }
-    }
-
-    /// A new cache of the first `len` tokens of `cache` (or all it holds),
-    /// with room for `tokens`: another conversation that starts alike
-    /// continues from it while `cache` stays whole.
-    pub fn cache_prefix(&self, cache: &KvCache, len: usize, tokens: usize) -> KvCache {
-        let len = len.min(cache.len);
-        let row = self.config.kv_heads * self.config.head_dim;
-        let copy = |rows: &Vec<f32>| {
-            let mut out = Vec::with_capacity(tokens.max(len) * row);
-            out.extend_from_slice(&rows[..len * row]);
-            out
-        };
-        KvCache {
-            layers: cache
-                .layers
-                .iter()
-                .map(|(k, v)| (copy(k), copy(v)))
-                .collect(),
-            len,
-        }
+        KvCache::new(
+            self.blocks.len(),
+            self.config.kv_heads * self.config.head_dim,
+        )
     }
 
     /// Feeds `tokens` after the ones in `cache` (one pass for all of them),

@@ -1,5 +1,5 @@
 //! Build time: a Llama-family decoder's ONNX graph (the interface of
-//! models/tinylm/README.md) into the packed form of `src/decoder/format.rs`.
+//! models/tinylm/README.md) into the packed form of `engine/src/decoder/format.rs`.
 //!
 //! The graph is read, not run. It is matched backwards from `logits`, node
 //! by node, against the architecture the engine implements: the output head
@@ -22,10 +22,7 @@ use tract_onnx::pb::NodeProto;
 
 use super::pack_bert::{with_graph, Const, Graph, Packer, Span, FLOAT};
 
-// Shared with the engine, which alone uses some of it.
-#[path = "../src/decoder/format.rs"]
-#[allow(dead_code)]
-pub mod format;
+pub use edgeinfer_engine::decoder::format;
 use format::{Config, Header, Layer, Matrix, Part, Rope, RopeStyle, Weights, MAGIC};
 
 const INT8: i32 = 3;

@@ -1,5 +1,5 @@
 //! Builds the shard Workers of every sharded model of the manifest
-//! (`input.kind = "gguf-chat"`): plans the cut (models/plan.rs, the same
+//! (`input.kind = "gguf-chat"`): plans the cut (pipeline/src/plan.rs, the same
 //! call build.rs makes for the front worker's bindings), packs each shard's
 //! layers from the GGUF as the file has them, and writes one deployable
 //! Worker per shard:
@@ -13,15 +13,12 @@
 //! <out>/plan.json               every shard: model, binding, layers, sizes
 //! ```
 //!
-//! Run by scripts/build-shards: `cargo run --example shards -- <shard.wasm>
-//! <out>`. An example, not a binary, so it reads the GGUF with the
-//! dev-dependencies the tests already built.
-
-#[path = "check.rs"]
-#[allow(dead_code)]
-mod check;
+//! Run by scripts/build-shards: `cargo run -p edgeinfer-pipeline --bin
+//! shards -- <shard.wasm> <out>`.
 
 use std::path::{Path, PathBuf};
+
+use edgeinfer_pipeline as check;
 
 use check::pack_gguf::{Gguf, Storage};
 use check::pack_llama::format::Part;
@@ -53,7 +50,11 @@ fn main() {
     let [wasm, out] = &args[..] else {
         fail("usage: shards <shard.wasm> <out dir>".into())
     };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // The repository: this crate's parent folder.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."));
     let (wasm, out) = (PathBuf::from(wasm), PathBuf::from(out));
     let module =
         std::fs::read(&wasm).unwrap_or_else(|e| fail(format!("read {}: {e}", wasm.display())));

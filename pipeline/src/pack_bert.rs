@@ -1,5 +1,5 @@
 //! Build time: the sentence encoder's ONNX graph (as onnxruntime's dynamic
-//! quantizer left it) into the packed form of `src/bert/format.rs`.
+//! quantizer left it) into the packed form of `engine/src/bert/format.rs`.
 //!
 //! The graph is read, not run: the weights are found by the graph's
 //! structure (a uint8 Gather table, a float position table, LayerNormalization
@@ -17,8 +17,7 @@ use tract_onnx::prelude::Framework;
 
 pub use super::packed::{Packer, Span};
 
-#[path = "../src/bert/format.rs"]
-pub mod format;
+pub use edgeinfer_engine::bert::format;
 use format::{Embedding, Header, Layer, Linear, Norm, Weights, MAGIC};
 
 /// A constant of the graph (an initializer or a Constant node's value).

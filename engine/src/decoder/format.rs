@@ -1,5 +1,5 @@
 //! The packed form of a Llama-family decoder: what build.rs writes from a
-//! model file (models/pack_llama.rs) and what [`super::engine`] reads in
+//! model file (pipeline/src/pack_llama.rs) and what [`super::engine`] reads in
 //! place, in the shared container ([`crate::packed`]).
 //!
 //! Every matrix is stored one row per output (`rows x cols`, `cols` = its
@@ -33,7 +33,7 @@ pub struct Header {
 }
 
 /// The part of a model one packed file holds: all of it, or one shard of a
-/// model cut across isolates by layers (models/plan.rs). A shard that
+/// model cut across isolates by layers (pipeline/src/plan.rs). A shard that
 /// embeds takes token ids; one that does not takes the previous shard's
 /// hidden states. One that predicts gives logits, else hidden states.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,6 +1,10 @@
-//! Checks of `models/manifest.toml` and the files it names, shared by build.rs
-//! (which refuses to build on any failure) and the tests (which prove each
-//! failure is caught and explained).
+//! The build-time pipeline: checks of `models/manifest.toml` and the files
+//! it names, the packers that turn each model file into the engine's packed
+//! form, and the planner that cuts a decoder too big for one isolate across
+//! shard Workers. One crate, used by build.rs (which refuses to build on any
+//! failure), the shard Workers' build (`cargo run -p edgeinfer-pipeline
+//! --bin shards`), the tests (which prove each failure is caught and
+//! explained) and the bench.
 //!
 //! Every error names the model and says how to fix it, because the person who
 //! sees it is usually adding or updating a model, not debugging build.rs.
@@ -13,37 +17,25 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
-// The container every packed model is written in (src/packed.rs).
-#[path = "../src/packed.rs"]
-#[allow(dead_code)]
-pub mod packed;
+// The container every packed model is written in (the engine's own).
+pub use edgeinfer_engine::packed;
 
 // The runtime's own loader, so the build refuses what the worker could not load.
-#[path = "../src/tfidf.rs"]
-#[allow(dead_code)]
-mod tfidf;
-use tfidf::TfidfModel;
+use edgeinfer_engine::tfidf::TfidfModel;
 
-// The sentence encoder's weights, packed for the worker (src/bert/format.rs).
-#[path = "pack_bert.rs"]
+// The sentence encoder's weights, packed for the worker.
 pub mod pack_bert;
 
 // The small dense networks (lande, heads on embeddings), packed likewise.
-#[path = "pack_dense.rs"]
 pub mod pack_dense;
 
-// Llama-family decoders (the chat model), packed for src/decoder.
-#[path = "pack_llama.rs"]
+// Llama-family decoders (the chat models), packed for the decoder engine.
 pub mod pack_llama;
 
 // Llama-architecture GGUF files (the instruct model), packed likewise.
-#[path = "pack_gguf.rs"]
-#[allow(dead_code)]
 pub mod pack_gguf;
 
 // How a decoder too big for one isolate is cut across Workers.
-#[path = "plan.rs"]
-#[allow(dead_code)]
 pub mod plan;
 
 #[derive(Debug, Deserialize)]
@@ -126,7 +118,7 @@ pub enum InputEntry {
         template: TemplateEntry,
     },
     /// A Llama-architecture GGUF too big for one isolate, cut by layers
-    /// across shard Workers (models/plan.rs, scripts/build-shards). The
+    /// across shard Workers (pipeline/src/plan.rs, scripts/build-shards). The
     /// artifact is in the models cache ([`models_cache`]), not in git; the
     /// front worker embeds the tokenizer and the ChatML template only.
     GgufChat {
@@ -391,7 +383,7 @@ pub enum CheckedInput {
     },
     Chat {
         tokenizer: Vec<u8>,
-        /// The packed decoder (src/decoder/format.rs).
+        /// The packed decoder (engine/src/decoder/format.rs).
         packed: Vec<u8>,
         context: usize,
         /// Ids of bos, eos, end, system, user, assistant.
@@ -608,7 +600,7 @@ pub fn check_model(
             model: m.id.clone(),
             what: format!("cannot pack models/{} for the worker: {e}", m.artifact),
             fix: format!(
-                "export a post-norm BERT encoder quantized as {} does, or extend models/pack_bert.rs and src/bert",
+                "export a post-norm BERT encoder quantized as {} does, or extend pipeline/src/pack_bert.rs and engine/src/bert",
                 m.export
             ),
         })?,
@@ -617,7 +609,7 @@ pub fn check_model(
                 model: m.id.clone(),
                 what: format!("cannot pack models/{} for the worker: {e}", m.artifact),
                 fix: format!(
-                    "export a Gemm/Relu/Softmax network ({}), or extend models/pack_dense.rs and src/dense",
+                    "export a Gemm/Relu/Softmax network ({}), or extend pipeline/src/pack_dense.rs and engine/src/dense",
                     m.export
                 ),
             })?
@@ -659,13 +651,15 @@ fn sharded_chat(
     template: &ChatMlEntry,
     gguf_bytes: &[u8],
 ) -> Result<CheckedInput, CheckError> {
-    let fail = |what: String| CheckError {
+    let fail = |what: String| {
+        CheckError {
         model: m.id.clone(),
         what,
         fix: format!(
-            "use a Llama-architecture GGUF ({}), or extend models/pack_gguf.rs and src/decoder",
+            "use a Llama-architecture GGUF ({}), or extend pipeline/src/pack_gguf.rs and engine/src/decoder",
             m.export
         ),
+    }
     };
     let gguf = pack_gguf::Gguf::parse(gguf_bytes).map_err(|e| fail(e.to_string()))?;
     let layers = gguf.layers().map_err(&fail)?;
@@ -761,7 +755,7 @@ fn pack_chat_model(m: &ModelEntry, onnx: &[u8], stated: [usize; 5]) -> Result<Ve
         ),
         fix: format!(
             "export a Llama-family graph as {} does (interface in models/tinylm/README.md), \
-             or extend models/pack_llama.rs and src/decoder",
+             or extend pipeline/src/pack_llama.rs and engine/src/decoder",
             m.export
         ),
     })?;

@@ -1,0 +1,13 @@
+//! A Llama-family decoder on packed weights: the packed [`format`], the
+//! [`engine`] that runs it (whole, or one shard's layers), and the [`kv`]
+//! cache one generation keeps. Tokens in, logits (or a shard's hidden
+//! states) out; text, templates and sampling are the caller's.
+
+pub use crate::packed::Span;
+
+pub mod engine;
+pub mod format;
+pub mod kv;
+
+pub use engine::{Decoder, DecoderError, StageInput};
+pub use kv::KvCache;
