@@ -1,4 +1,7 @@
 //! The core's single error type. The HTTP layer maps each variant to a status.
+//! A leaf: every module may return these, and this imports none of them.
+
+use std::fmt;
 
 use thiserror::Error;
 
@@ -24,5 +27,28 @@ pub enum CoreError {
     Inference { model: &'static str, reason: String },
     /// The conversation cannot become a prompt for the model.
     #[error("{0}")]
-    Prompt(crate::decoder::template::TemplateError),
+    Prompt(TemplateError),
+}
+
+/// Why a conversation cannot become a prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateError {
+    /// No user or assistant message to answer.
+    NoTurns,
+    /// Even with every droppable message dropped, the system message and the
+    /// last message need `needed` tokens, more than `budget`.
+    TooLong { needed: usize, budget: usize },
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TemplateError::NoTurns => write!(f, "messages must include a user message"),
+            TemplateError::TooLong { needed, budget } => write!(
+                f,
+                "the system message and the last message need {needed} prompt tokens; \
+                 at most {budget} fit with the requested max_tokens"
+            ),
+        }
+    }
 }

@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::request::{Resolved, Stateless};
+use super::inference::Resolved;
+use super::request::Stateless;
 use super::variants::Arm;
 use super::{hex, HttpResponse, Served};
 use crate::registry::{InputSpec, ModelSpec, MODELS};

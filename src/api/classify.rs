@@ -3,11 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::embeddings::truncated_inputs;
 use super::error::ApiError;
+use super::inference::{tokenize_within_limit, truncated_inputs, Resolved};
 use super::limits::DEFAULT_TOP_K;
 use super::parse::input_texts;
-use super::request::Resolved;
 use super::timing::{self, Work};
 use super::{HttpResponse, Mode, ModelRef, Served};
 use crate::registry;
@@ -91,7 +90,7 @@ pub(super) fn serve(call: Resolved<ClassifyRequest>, mode: Mode) -> Result<HttpR
     timings.lap_if(loaded_now, "init");
     let classified = match classifier.encoder() {
         Some(encoder) => {
-            let tokenized = super::embeddings::tokenize_within_limit(encoder, &texts)?;
+            let tokenized = tokenize_within_limit(encoder, &texts)?;
             timings.lap("tokenize");
             if mode == Mode::Validate {
                 return Ok(HttpResponse::validated());

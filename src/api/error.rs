@@ -4,8 +4,7 @@
 
 use serde::Serialize;
 
-use crate::decoder::template::TemplateError;
-use crate::error::CoreError;
+use crate::error::{CoreError, TemplateError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {

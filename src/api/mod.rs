@@ -12,6 +12,7 @@ pub mod cors;
 mod embeddings;
 mod error;
 pub mod host;
+mod inference;
 pub mod limits;
 mod models;
 mod parse;
@@ -24,8 +25,9 @@ pub mod trace;
 pub mod variants;
 
 pub use classify::{Classification, ClassifyRequest, ClassifyResponse, LabelScore};
-pub use embeddings::{Embedding, EmbeddingData, EmbeddingsResponse, TokenUsage};
+pub use embeddings::{Embedding, EmbeddingData, EmbeddingsResponse};
 pub use error::ApiError;
+pub use inference::{Resolved, TokenUsage};
 pub use models::{ModelList, ModelObject};
 pub use parse::{body_within_limit, kind};
 pub use request::{parse, Call, Parsed, SessionRequest, Stateless};

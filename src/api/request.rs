@@ -10,23 +10,12 @@ use super::chat::{self, ChatCall};
 use super::classify::ClassifyRequest;
 use super::embeddings::EmbeddingsRequest;
 use super::error::ApiError;
+use super::inference::Resolved;
 use super::parse::{body_within_limit, json_body};
 use super::sessions::{self, NewSession, SessionCall, SessionOp, TurnRequest};
 use super::similarity::SimilarityRequest;
 use super::timing::Timings;
-use super::variants::Arm;
 use super::{Context, HttpRequest, Route};
-use crate::registry::ModelSpec;
-
-/// A route's body with the model it names, found once; `timings` started
-/// when parsing did.
-#[derive(Debug)]
-pub struct Resolved<T> {
-    pub body: T,
-    pub spec: &'static ModelSpec,
-    pub arm: Option<Arm>,
-    pub timings: Timings,
-}
 
 /// What a request asks for, parsed, by how a host serves it.
 #[derive(Debug)]

@@ -4,11 +4,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::embeddings::{encoder_for, tokenize_within_limit, TokenUsage};
 use super::error::ApiError;
+use super::inference::{encoder_for, tokenize_within_limit, Resolved, TokenUsage};
 use super::limits::MAX_INPUTS;
 use super::parse::input_texts;
-use super::request::Resolved;
 use super::{HttpResponse, Mode, ModelRef};
 use crate::encoder::cosine;
 

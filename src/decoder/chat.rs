@@ -1,13 +1,12 @@
 //! A chat model: its tokenizer, its chat template and its decoder, loaded
-//! once per isolate; [`ChatModel::generate`] starts one reply.
+//! once per isolate; a generation (one reply) runs over it.
 //!
 //! The decoder may be the whole model (run here) or its config alone, when
 //! the weights are in shard Workers: then a generation asks its caller for
-//! each pass's logits ([`super::generation::Generation::wants`]).
+//! each pass's logits.
 
 use tokenizers::Tokenizer;
 
-use super::generation::{GenerateOptions, Generation};
 use super::template::{self, Message, Prompt, Template, TemplateSpec};
 use crate::error::CoreError;
 use edgeinfer_engine::decoder::Decoder;
@@ -150,10 +149,5 @@ impl ChatModel {
             .collect::<Result<Vec<_>, _>>()?;
         let budget = self.context().saturating_sub(max_tokens);
         template::render(&self.template, messages, &contents, budget).map_err(CoreError::Prompt)
-    }
-
-    /// Starts generating after `prompt` (ids, as [`ChatModel::prompt`] makes).
-    pub fn generate(&self, prompt: Vec<u32>, options: GenerateOptions) -> Generation<'_> {
-        Generation::new(self, prompt, options)
     }
 }

@@ -76,7 +76,9 @@ pub struct Generation<'m> {
 }
 
 impl<'m> Generation<'m> {
-    pub(crate) fn new(model: &'m ChatModel, prompt: Vec<u32>, options: GenerateOptions) -> Self {
+    /// Starts generating after `prompt` (ids, as [`ChatModel::prompt`]
+    /// makes).
+    pub fn new(model: &'m ChatModel, prompt: Vec<u32>, options: GenerateOptions) -> Self {
         Generation {
             model,
             sampler: Sampler::new(options.sampling),
@@ -339,7 +341,7 @@ mod tests {
         m: &'static ChatModel,
         o: GenerateOptions,
     ) -> (Vec<String>, String, FinishReason, usize) {
-        let mut g = m.generate(prompt(m), o);
+        let mut g = Generation::new(m, prompt(m), o);
         let mut out = Vec::new();
         while let Some(d) = g.step().unwrap() {
             out.push(d.text);
@@ -387,7 +389,7 @@ mod tests {
         let mut ids = m.template().begin.clone();
         ids.extend(m.encode(&text).unwrap());
         ids.truncate(250);
-        let mut g = m.generate(ids, options(0.0, 0, 100, &[]));
+        let mut g = Generation::new(m, ids, options(0.0, 0, 100, &[]));
         let (_, finish) = g.run_to_end().unwrap();
         assert_eq!(finish, FinishReason::Length);
         // Six tokens fed at positions 250..=255, a seventh sampled from the

@@ -18,7 +18,7 @@
 //! token. This gives the reference's `apply_chat_template` ids
 //! (tests/smollm2.rs).
 
-use std::fmt;
+use crate::error::TemplateError;
 
 /// Serialized by name: how a session's turn travels to its Durable Object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -136,29 +136,6 @@ pub struct Prompt {
     pub ids: Vec<u32>,
     /// How many of the oldest messages were left out to fit the context.
     pub dropped_messages: usize,
-}
-
-/// Why a conversation cannot become a prompt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TemplateError {
-    /// No user or assistant message to answer.
-    NoTurns,
-    /// Even with every droppable message dropped, the system message and the
-    /// last message need `needed` tokens, more than `budget`.
-    TooLong { needed: usize, budget: usize },
-}
-
-impl fmt::Display for TemplateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TemplateError::NoTurns => write!(f, "messages must include a user message"),
-            TemplateError::TooLong { needed, budget } => write!(
-                f,
-                "the system message and the last message need {needed} prompt tokens; \
-                 at most {budget} fit with the requested max_tokens"
-            ),
-        }
-    }
 }
 
 /// Renders `messages` (each tokenized, with its role's text before its

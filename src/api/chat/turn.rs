@@ -119,7 +119,7 @@ impl ChatTurn {
         Ok(ChatTurn {
             spec,
             qualified: spec.qualified_name(),
-            generation: model.generate(prompt.ids, options),
+            generation: Generation::new(model, prompt.ids, options),
             meta,
             include_usage: plan.include_usage,
             stream: plan.stream,
