@@ -39,8 +39,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::CoreError;
 use crate::registry::{self, ModelSpec};
-use chat::{ChatTurn, RequestMeta};
-use sessions::{MemoryStore, SessionAnswer, SessionStore, Shared};
+use chat::{ChatTurn, Event, Output, RequestMeta, Step, TurnSink, Wire};
+use sessions::{MemoryStore, SessionAnswer, SessionStore, SessionTurn, Shared};
 use timing::Clock;
 use variants::{Arm, Variants};
 
@@ -220,18 +220,25 @@ impl HttpResponse {
         }
     }
 
-    /// A streamed reply's headers around `body`, its events.
-    pub fn events(body: Vec<u8>, served: Served) -> Self {
+    /// A whole reply's JSON `body`, with the model that made it.
+    pub fn reply(body: Vec<u8>, served: Served) -> Self {
         HttpResponse {
             status: 200,
-            headers: chat::SSE_HEADERS
-                .iter()
-                .map(|&(k, v)| (k, v.to_string()))
-                .collect(),
+            headers: Vec::new(),
             body,
             internal_error: None,
             model: Some(Box::new(served)),
         }
+    }
+
+    /// A streamed reply's headers around `body`, its events.
+    pub fn events(body: Vec<u8>, served: Served) -> Self {
+        let mut res = Self::reply(body, served);
+        res.headers = chat::SSE_HEADERS
+            .iter()
+            .map(|&(k, v)| (k, v.to_string()))
+            .collect();
+        res
     }
 }
 
@@ -375,15 +382,21 @@ pub fn handle_with(
     };
     let mut res = match parsed.call {
         Call::Stateless(call) => serve_stateless(call, Mode::Serve),
-        Call::Chat(call) => match ChatTurn::start(call.plan(), RequestMeta::draw(ctx)) {
-            Ok(turn) => answer_here(turn, None),
-            Err(e) => HttpResponse::error(e),
-        },
+        Call::Chat(call) => {
+            let (plan, wire) = call.plan();
+            match ChatTurn::start(plan, RequestMeta::draw(ctx)) {
+                Ok(turn) => answer_here(turn, &wire, &mut ()),
+                Err(e) => HttpResponse::error(e),
+            }
+        }
         Call::Session(request) => {
             let call = request.into_call(ctx);
             match sessions::serve(call, store, RequestMeta::draw(ctx)) {
                 Ok(SessionAnswer::Done(res)) => res,
-                Ok(SessionAnswer::Turn(turn)) => answer_here(*turn, Some(store)),
+                Ok(SessionAnswer::Turn(turn)) => {
+                    let SessionTurn { turn, wire, record } = *turn;
+                    answer_here(turn, &wire, &mut record.sink(store))
+                }
                 Err(e) => HttpResponse::error(e),
             }
         }
@@ -428,18 +441,33 @@ fn try_stateless(call: Stateless<'_>, mode: Mode) -> Result<HttpResponse, ApiErr
 /// A reply generated here to the end: one `chat.completion`, or every
 /// event in one body. A model whose weights live in shard Workers needs
 /// the worker's glue to run its passes.
-fn answer_here(mut turn: ChatTurn, store: Option<&mut dyn SessionStore>) -> HttpResponse {
-    if turn.shards().is_some() {
+fn answer_here(mut turn: ChatTurn, wire: &Wire, sink: &mut dyn TurnSink) -> HttpResponse {
+    let head = turn.head();
+    if turn.sharded().is_some() {
         return HttpResponse::error(ApiError::unavailable(format!(
             "model `{}` runs across shard Workers: serve it with the worker (scripts/dev), or use a model this host runs (GET /v1/models)",
-            turn.model_name()
+            head.model
         )));
     }
-    if !turn.streams() {
-        return turn.complete(store);
+    let mut out = Output::new(wire, head);
+    let mut sent = Vec::new();
+    loop {
+        let event = match turn.poll(sink) {
+            Step::Event(event) => event,
+            // Not asked of a model this host runs (checked above).
+            Step::Pass(_) => Event::Failed(ApiError::internal("a pass asked of the native host")),
+        };
+        let done = matches!(event, Event::Done);
+        sent.extend(out.event(event));
+        if done {
+            break;
+        }
     }
-    let body = turn.all_events(store);
-    HttpResponse::events(body, turn.served())
+    if out.streams() {
+        HttpResponse::events(sent, turn.served())
+    } else {
+        out.answer(turn.served())
+    }
 }
 
 /// How far a route goes with a request.
@@ -462,7 +490,7 @@ pub fn validate(req: &HttpRequest<'_>) -> Result<(), ApiError> {
     match parse(req, &ctx)?.call {
         Call::Stateless(call) => try_stateless(call, Mode::Validate).map(drop),
         // Building the prompt is the last step before the model runs.
-        Call::Chat(call) => ChatTurn::start(call.plan(), RequestMeta::draw(&ctx)).map(drop),
+        Call::Chat(call) => ChatTurn::start(call.plan().0, RequestMeta::draw(&ctx)).map(drop),
         // The rest needs the session's history.
         Call::Session(_) => Ok(()),
     }

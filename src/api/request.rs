@@ -113,7 +113,10 @@ pub fn parse<'a>(req: &HttpRequest<'a>, ctx: &Context<'_>) -> Result<Parsed<'a>,
         (Route::ChatCompletions, _) => {
             let call = chat::parse(req)?;
             match call.session.clone() {
-                Some(id) => Call::Session(SessionRequest::Turn(id, sessions::turn_from_chat(call))),
+                Some(id) => {
+                    sessions::check_id(&id)?;
+                    Call::Session(SessionRequest::Turn(id, sessions::turn_from_chat(call)))
+                }
                 None => Call::Chat(call),
             }
         }

@@ -16,10 +16,10 @@ use worker::{
 use super::chat::{self, Keep};
 use super::log::LogLine;
 use super::session_kv::{self, KvStore, SessionKv};
-use crate::api::chat::RequestMeta;
+use crate::api::chat::{Reply, RequestMeta, TurnSink};
 use crate::api::sessions::{
-    self, Session, SessionAnswer, SessionCall, SessionMeta, SessionOp, SessionStore, StoreError,
-    StoredMessage,
+    self, Record, Session, SessionAnswer, SessionCall, SessionMeta, SessionOp, SessionStore,
+    SessionTurn, StoreError, StoredMessage,
 };
 use crate::api::trace::Trace;
 use crate::api::{ApiError, HttpResponse};
@@ -27,10 +27,12 @@ use crate::api::{ApiError, HttpResponse};
 /// The Durable Object namespace binding of the sessions.
 const SESSIONS_BINDING: &str = "SESSIONS";
 
-/// A session's storage and the lock that keeps its other turns waiting
-/// until this one is stored (or has failed).
+/// What a session's turn holds while its reply goes out: the session's
+/// storage, what to store in it with the reply, and the lock that keeps
+/// the session's other turns waiting until this one is over.
 struct Held {
     store: ObjectStore,
+    record: Record,
     /// Always held for a turn (see `ChatSession::fetch`).
     _turn: Option<OwnedMutexGuard<()>>,
 }
@@ -60,11 +62,13 @@ impl ObjectStore {
     }
 }
 
-impl Keep for Held {
-    fn store(&mut self) -> Option<&mut dyn SessionStore> {
-        Some(self.store.store())
+impl TurnSink for Held {
+    fn finished(&mut self, reply: &Reply) -> std::result::Result<(), ApiError> {
+        self.record.sink(self.store.store()).finished(reply)
     }
+}
 
+impl Keep for Held {
     async fn flush(&mut self) -> std::result::Result<(), ApiError> {
         self.store.flush().await
     }
@@ -296,11 +300,13 @@ impl DurableObject for ChatSession {
                 super::respond(&res, None)
             }
             Ok(SessionAnswer::Turn(turn)) => {
+                let SessionTurn { turn, wire, record } = *turn;
                 let held = Held {
                     store,
+                    record,
                     _turn: guard,
                 };
-                chat::reply(&self.env, &trace, *turn, owner.as_deref(), held, line).await
+                chat::reply(&self.env, &trace, turn, wire, owner.as_deref(), held, line).await
             }
             Err(e) => refuse(e),
         }

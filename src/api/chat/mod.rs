@@ -1,16 +1,22 @@
 //! `POST /v1/chat/completions`, OpenAI-compatible, and the reply engine
 //! session turns share: [`parse`] the request once into a [`ChatCall`];
-//! [`turn::ChatTurn`] builds the prompt and then runs to the end (one
-//! `chat.completion`) or hands out server-sent events one token at a time
-//! ([`wire`] has their shapes), so the host can flush each as it is made.
+//! a [`ChatTurn`] builds the prompt, then the host polls it for one event
+//! at a time (running the passes of a model whose weights are elsewhere);
+//! [`render`] turns the events into what the client reads ([`wire`] has
+//! the shapes), and a [`TurnSink`] (a session's store) takes the finished
+//! reply before its end goes out.
 
 mod fields;
+pub mod render;
 mod turn;
 pub mod wire;
 
 pub use fields::GenerationFields;
-pub use turn::{ChatTurn, Record, RequestMeta, TurnPlan};
-pub use wire::{ChatUsage, Reply, SSE_HEADERS};
+pub use render::{CompletionBody, CompletionChunks, Output, Render, Wire};
+pub use turn::{
+    ChatTurn, Event, Finish, Head, Pass, Reply, RequestMeta, Sharded, Step, TurnPlan, TurnSink,
+};
+pub use wire::{ChatUsage, SSE_HEADERS};
 
 use std::collections::BTreeMap;
 
@@ -20,7 +26,7 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::limits::{MAX_CHAT_CHARS, MAX_MESSAGES};
 use super::parse::{json_body, kind, no_unknown_fields};
-use super::{sessions, HttpRequest};
+use super::HttpRequest;
 use crate::decoder::template::{Message, Role};
 use crate::registry::{self, ModelSpec};
 
@@ -70,21 +76,22 @@ pub struct ChatCall {
 }
 
 impl ChatCall {
-    /// The reply of a call without a session.
-    pub fn plan(self) -> TurnPlan {
-        TurnPlan {
+    /// The reply of a call without a session, and how it goes out.
+    pub fn plan(self) -> (TurnPlan, Wire) {
+        let wire = Wire::chat(self.stream, self.include_usage, None);
+        let plan = TurnPlan {
             spec: self.spec,
             messages: self.messages,
             generation: self.generation,
-            stream: self.stream,
-            include_usage: self.include_usage,
-            record: None,
-        }
+        };
+        (plan, wire)
     }
 }
 
 /// Parses and validates `POST /v1/chat/completions`; the `X-Session-Id`
 /// header ([`HttpRequest::session`]) is an alternative to the `session` field.
+/// The session's id is the caller's to check (a turn of a session is the
+/// sessions' business).
 pub fn parse(req: &HttpRequest<'_>) -> Result<ChatCall, ApiError> {
     let session_header = req.session;
     let body: ChatBody = json_body(req)?;
@@ -109,9 +116,6 @@ pub fn parse(req: &HttpRequest<'_>) -> Result<ChatCall, ApiError> {
         (Some(a), _) => Some(a),
         (None, b) => b.map(str::to_string),
     };
-    if let Some(id) = &session {
-        sessions::check_id(id)?;
-    }
     Ok(ChatCall {
         spec,
         messages,

@@ -1,22 +1,23 @@
-//! One reply in progress: the prompt built, then generation step by step,
-//! answered whole (`chat.completion`) or as server-sent events. A session's
-//! turn is stored here too, the moment its reply is complete and before the
-//! client sees its end, so every host stores turns the same way.
+//! One reply in progress, as a small state machine the host drives with
+//! one pair of calls: [`ChatTurn::poll`] says what is needed next (a model
+//! pass the host runs elsewhere) or what the reply has come to (an
+//! [`Event`]); [`ChatTurn::feed`] hands back a pass's result. A model this
+//! isolate runs does its pass inside `poll`. What the events look like on
+//! the wire is the renderers' business ([`super::render`]), and where a
+//! finished reply is kept is its [`TurnSink`]'s: a turn knows neither, so a
+//! new wire format or a new kind of storage does not touch it.
 
-use super::fields::GenerationFields;
-use super::wire::{
-    sse, AssistantMessage, ChatUsage, Choice, Chunk, ChunkChoice, ChunkDelta, Completion,
-    PromptTokensDetails, Reply, DONE, KEEPALIVE,
-};
 use crate::api::error::ApiError;
-use crate::api::sessions::{turn_rows, SessionStore};
 use crate::api::timing::{self, Clock, Timings, Work};
-use crate::api::{hex, Context, HttpResponse, Served};
+use crate::api::{hex, Context, Served};
 use crate::decoder::chat::ChatModel;
 use crate::decoder::generation::{Delta, FinishReason, Generation};
 use crate::decoder::template::Message;
 use crate::error::CoreError;
 use crate::registry::{self, InputSpec, ModelSpec, ShardSpec};
+
+use super::fields::GenerationFields;
+use super::wire::{ChatUsage, PromptTokensDetails};
 
 /// What the host supplies per reply: an id, the time, a seed for requests
 /// without one (the core has no clock and no randomness of its own).
@@ -55,45 +56,142 @@ pub struct TurnPlan {
     /// included).
     pub messages: Vec<Message>,
     pub generation: GenerationFields,
-    pub stream: bool,
-    pub include_usage: bool,
-    /// For a session's turn: what to store with the reply.
-    pub record: Option<Record>,
 }
 
-/// A session turn's messages, stored with its reply once that is complete.
+/// What [`ChatTurn::poll`] asks of the host, or tells it.
 #[derive(Debug)]
-pub struct Record {
-    pub session: String,
-    pub messages: Vec<Message>,
+pub enum Step {
+    /// Run one model pass over these token ids where the model's weights
+    /// are (its shard Workers) and [`ChatTurn::feed`] the result; then poll
+    /// again.
+    Pass(Vec<u32>),
+    /// What the reply has come to: render it and poll again, until
+    /// [`Event::Done`].
+    Event(Event),
 }
 
-/// Where a streamed reply is.
+/// What a reply has come to, in order: `Started`, then `Text` and `Pending`
+/// as the model steps, then `Finished` or `Failed`, then `Done`.
+#[derive(Debug)]
+pub enum Event {
+    /// The reply begins (before any model pass: a stream's first bytes go
+    /// out while the prompt is read).
+    Started,
+    /// Text to append to the reply (never empty).
+    Text(String),
+    /// A model step whose text is held back for now (half a character, or
+    /// what may be the start of a stop sequence): nothing to show, but a
+    /// stream may send a sign of life so each step still sends something.
+    Pending,
+    /// The reply is complete, and its sink has taken it.
+    Finished(Finish),
+    /// The reply ended on an error (the model, a shard, the sink): no more
+    /// text follows, and the sink has taken nothing.
+    Failed(ApiError),
+    /// Nothing more: every later poll says so again.
+    Done,
+}
+
+/// How a reply ended.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// The reply's last text, shown with its end (it may be empty): what a
+    /// stop sequence or the end of a character had held back.
+    pub text: String,
+    pub reason: FinishReason,
+    pub usage: ChatUsage,
+}
+
+/// A finished reply, as a [`TurnSink`] takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub content: String,
+    pub finish_reason: String,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// Where a finished reply goes before the client sees its end: a session
+/// stores it (and the turn's messages) there, so a client never gets an
+/// end its session does not hold. `()` keeps nothing: a reply without a
+/// session.
+pub trait TurnSink {
+    /// Called once, with the whole reply, before the event that ends it
+    /// ([`Event::Finished`]) is handed out; an error replaces that event
+    /// with [`Event::Failed`].
+    fn finished(&mut self, reply: &Reply) -> Result<(), ApiError>;
+}
+
+impl TurnSink for () {
+    fn finished(&mut self, _: &Reply) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+/// What a host ran for [`Step::Pass`].
+#[derive(Debug, Clone, Default)]
+pub struct Pass {
+    /// The next token's logits.
+    pub logits: Vec<f32>,
+    /// The pass's time as the host measured it (ms).
+    pub ms: f64,
+    /// Each shard Worker's own time (its name for `Server-Timing`, ms).
+    pub hops: Vec<(&'static str, f64)>,
+    /// How many of the prompt's first tokens the model already held before
+    /// the turn's first pass (kept from the conversation's last turn): they
+    /// are reported as `usage.prompt_tokens_details.cached_tokens` and not
+    /// counted as prompt work in `cpu_ms`.
+    pub cached: usize,
+}
+
+/// What a renderer shows of every reply: which reply, and which model.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// `id@version`.
+    pub model: String,
+    pub model_sha256: &'static str,
+}
+
+/// A model whose weights are in shard Workers, not in this isolate: what
+/// the host needs to open the passes of a turn there.
+#[derive(Debug, Clone, Copy)]
+pub struct Sharded<'a> {
+    /// The model's id (what its shard Workers are named after).
+    pub model: &'static str,
+    pub shards: &'static [ShardSpec],
+    /// The most tokens the turn feeds the model: its prompt and its reply,
+    /// within the context (what a shard reserves cache memory for).
+    pub most_tokens: usize,
+    /// The prompt's token ids (what the shards match their kept caches
+    /// against).
+    pub prompt: &'a [u32],
+}
+
+/// Where a reply is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Role,
-    Tokens,
-    Usage,
+    Start,
+    Steps,
+    /// Finished or failed: only `Done` is left.
+    Ended,
     Done,
-    Closed,
 }
 
 /// One reply in progress.
 pub struct ChatTurn {
     spec: &'static ModelSpec,
-    qualified: String,
     generation: Generation<'static>,
     meta: RequestMeta,
-    include_usage: bool,
-    stream: bool,
     dropped_messages: usize,
-    /// The session's id and the turn's messages, until they are stored.
-    record: Option<Record>,
-    /// The session of the turn (kept after `record` is stored).
-    session: Option<String>,
     phase: Phase,
+    /// A pass the host could not run, or whose logits did not fit: told by
+    /// the next poll.
+    failed: Option<ApiError>,
     /// True when this request loaded the model (a cold start).
-    pub model_loaded: bool,
+    model_loaded: bool,
     /// Model load (if any) and prompt building, before the first event.
     timings: Timings,
     /// Time spent generating so far (ms), summed over the steps only, so
@@ -118,15 +216,11 @@ impl ChatTurn {
         timings.lap("tokenize");
         Ok(ChatTurn {
             spec,
-            qualified: spec.qualified_name(),
             generation: Generation::new(model, prompt.ids, options),
             meta,
-            include_usage: plan.include_usage,
-            stream: plan.stream,
             dropped_messages: prompt.dropped_messages,
-            session: plan.record.as_ref().map(|r| r.session.clone()),
-            record: plan.record,
-            phase: Phase::Role,
+            phase: Phase::Start,
+            failed: None,
             model_loaded,
             timings,
             generating_ms: 0.0,
@@ -135,50 +229,149 @@ impl ChatTurn {
         })
     }
 
-    pub fn model_name(&self) -> &str {
-        &self.qualified
+    /// The next thing to do: a pass for the host to run, or the next event
+    /// of the reply (one model step's worth of work at most). A finished
+    /// reply goes to `sink` before [`Event::Finished`] is returned.
+    pub fn poll(&mut self, sink: &mut dyn TurnSink) -> Step {
+        let event = match self.phase {
+            Phase::Start => {
+                self.phase = Phase::Steps;
+                Event::Started
+            }
+            Phase::Steps => {
+                if let Some(e) = self.failed.take() {
+                    return Step::Event(self.fail(e));
+                }
+                if !self.generation.is_local() {
+                    if let Some(ids) = self.generation.wants() {
+                        return Step::Pass(ids);
+                    }
+                }
+                match self.step() {
+                    Ok(Delta { text, finish: None }) if text.is_empty() => Event::Pending,
+                    Ok(Delta { text, finish: None }) => Event::Text(text),
+                    Ok(Delta {
+                        text,
+                        finish: Some(reason),
+                    }) => self.finish(text, reason, sink),
+                    Err(e) => self.fail(ApiError::from(e)),
+                }
+            }
+            Phase::Ended | Phase::Done => {
+                self.phase = Phase::Done;
+                Event::Done
+            }
+        };
+        Step::Event(event)
     }
 
-    /// Whether the client asked for server-sent events.
-    pub fn streams(&self) -> bool {
-        self.stream
+    /// The result of the pass [`Step::Pass`] asked for, or why the host
+    /// could not run it (the reply then ends on that error).
+    pub fn feed(&mut self, pass: Result<Pass, ApiError>) {
+        let pass = match pass {
+            Ok(pass) => pass,
+            Err(e) => {
+                self.failed = Some(e);
+                return;
+            }
+        };
+        self.generating_ms += pass.ms.max(0.0);
+        for (name, ms) in pass.hops {
+            match self.hops.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, total)) => *total += ms,
+                None => self.hops.push((name, ms)),
+            }
+        }
+        self.cached_tokens = self
+            .cached_tokens
+            .max(pass.cached.min(self.generation.prompt_tokens()));
+        if let Err(e) = self.generation.supply(pass.logits) {
+            self.failed = Some(e.into());
+        }
     }
 
-    /// The shard Workers whose isolates hold the model's weights, when they
-    /// are not in this one: the host runs each pass there
-    /// ([`ChatTurn::wants`], [`ChatTurn::supply`]).
-    pub fn shards(&self) -> Option<&'static [ShardSpec]> {
+    /// The shard Workers that hold the model's weights, when this isolate
+    /// does not: the host opens the turn's passes there before it polls.
+    pub fn sharded(&self) -> Option<Sharded<'_>> {
         match self.spec.input {
-            InputSpec::ShardedChat { shards, .. } => Some(shards),
+            InputSpec::ShardedChat { shards, .. } => Some(Sharded {
+                model: self.spec.id,
+                shards,
+                most_tokens: self.generation.most_tokens(),
+                prompt: self.generation.prompt(),
+            }),
             _ => None,
         }
     }
 
-    /// The model's id (what its shard Workers are named after).
-    pub fn model_id(&self) -> &'static str {
-        self.spec.id
+    /// What every rendering of the reply names.
+    pub fn head(&self) -> Head {
+        Head {
+            id: self.meta.id.clone(),
+            created: self.meta.created,
+            model: self.spec.qualified_name(),
+            model_sha256: self.spec.sha256,
+        }
     }
 
-    /// Stores a session turn's messages and reply, once the reply is
-    /// complete; a no-op otherwise, and for a turn without a session.
-    fn keep(&mut self, store: Option<&mut dyn SessionStore>) -> Result<(), ApiError> {
-        let Some(reply) = self.reply() else {
-            return Ok(());
+    /// Which model served the turn and what it cost so far, for headers
+    /// and logs (a stream's headers go out before generation: they carry
+    /// the load and prompt phases only).
+    pub fn served(&self) -> Served {
+        let usage = self.usage();
+        let mut served = Served::new(self.spec, self.model_loaded);
+        served.timings = self.phases().phases().to_vec();
+        served.tokens = Some(usage.total_tokens);
+        served.cpu_ms = Some(usage.cpu_ms);
+        served
+    }
+
+    /// One generation step, timed; a finished generation answers its end
+    /// again (a poll never steps past it).
+    fn step(&mut self) -> Result<Delta, CoreError> {
+        let clock = self.meta.clock;
+        let started = clock();
+        let step = self.generation.step();
+        self.generating_ms += (clock() - started).max(0.0);
+        Ok(step?.unwrap_or(Delta {
+            text: String::new(),
+            finish: Some(
+                self.generation
+                    .finish_reason()
+                    .unwrap_or(FinishReason::Length),
+            ),
+        }))
+    }
+
+    /// The reply is complete: the sink takes it, then the end goes out (or
+    /// the sink's error instead).
+    fn finish(&mut self, text: String, reason: FinishReason, sink: &mut dyn TurnSink) -> Event {
+        let reply = Reply {
+            content: self.generation.text().to_string(),
+            finish_reason: reason.as_str().to_string(),
+            prompt_tokens: self.generation.prompt_tokens(),
+            completion_tokens: self.generation.completion_tokens(),
         };
-        let Some(record) = self.record.take() else {
-            return Ok(());
-        };
-        let store = store.ok_or_else(|| {
-            ApiError::internal("a session turn was served without its session's store")
-        })?;
-        let rows = turn_rows(&record.messages, &reply, self.meta.created);
-        store.append(&record.session, &rows).map_err(ApiError::from)
+        if let Err(e) = sink.finished(&reply) {
+            return self.fail(e);
+        }
+        self.phase = Phase::Ended;
+        Event::Finished(Finish {
+            text,
+            reason,
+            usage: self.usage(),
+        })
+    }
+
+    fn fail(&mut self, error: ApiError) -> Event {
+        self.phase = Phase::Ended;
+        Event::Failed(error)
     }
 
     /// The phases so far: load and prompt, then generation.
     fn phases(&self) -> Timings {
         let mut all = self.timings.clone();
-        if self.generating_ms > 0.0 || self.phase != Phase::Role {
+        if self.generating_ms > 0.0 || self.phase != Phase::Start {
             all.push("inference", self.generating_ms);
         }
         for &(name, ms) in &self.hops {
@@ -207,235 +400,205 @@ impl ChatTurn {
             cpu_ms: timing::estimate_cpu_ms(self.spec, &work),
         }
     }
-
-    /// Which model served the turn and what it cost so far, for headers
-    /// and logs (a stream's headers go out before generation: they carry
-    /// the load and prompt phases only).
-    pub fn served(&self) -> Served {
-        let usage = self.usage();
-        let mut served = Served::new(self.spec, self.model_loaded);
-        served.timings = self.phases().phases().to_vec();
-        served.tokens = Some(usage.total_tokens);
-        served.cpu_ms = Some(usage.cpu_ms);
-        served
-    }
-
-    /// The tokens to run through the model's shard Workers before the next
-    /// step, when its weights are there (`None` for a model run here).
-    pub fn wants(&self) -> Option<Vec<u32>> {
-        if self.generation.is_local() || !matches!(self.phase, Phase::Role | Phase::Tokens) {
-            return None;
-        }
-        self.generation.wants()
-    }
-
-    /// The most tokens the turn feeds the model: its prompt and its reply,
-    /// within the context (what a shard reserves cache memory for).
-    pub fn most_tokens(&self) -> usize {
-        self.generation.most_tokens()
-    }
-
-    /// The prompt's token ids.
-    pub fn prompt(&self) -> &[u32] {
-        self.generation.prompt()
-    }
-
-    /// How many of the prompt's first tokens the model's shards already
-    /// held (kept from the conversation's last turn): reported as
-    /// `usage.prompt_tokens_details.cached_tokens` and not counted as
-    /// prompt work in `cpu_ms`.
-    pub fn set_cached_tokens(&mut self, cached: usize) {
-        self.cached_tokens = cached.min(self.generation.prompt_tokens());
-    }
-
-    /// The logits of the pass [`ChatTurn::wants`] asked for, and the time
-    /// it took (ms): each shard's own `hops` (name, ms) go into
-    /// `Server-Timing` next to `inference`.
-    pub fn supply(
-        &mut self,
-        logits: Vec<f32>,
-        ms: f64,
-        hops: &[(&'static str, f64)],
-    ) -> Result<(), ApiError> {
-        self.generating_ms += ms.max(0.0);
-        for &(name, ms) in hops {
-            match self.hops.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, total)) => *total += ms,
-                None => self.hops.push((name, ms)),
-            }
-        }
-        self.generation.supply(logits).map_err(ApiError::from)
-    }
-
-    /// Runs one step of a reply that is not streamed: `false` once it has
-    /// ended (then [`ChatTurn::complete`] answers without more work).
-    pub fn advance(&mut self) -> Result<bool, ApiError> {
-        Ok(self.step()?.is_some_and(|d| d.finish.is_none()))
-    }
-
-    /// Ends a stream on an error found outside the turn (a shard that
-    /// failed): the `error` event, then `[DONE]`.
-    pub fn fail(&mut self, error: ApiError) -> Vec<u8> {
-        // The session keeps its history as it was: the turn is not stored.
-        self.record = None;
-        self.phase = Phase::Done;
-        sse(&error.body())
-    }
-
-    /// One generation step, timed.
-    fn step(&mut self) -> Result<Option<Delta>, CoreError> {
-        let clock = self.meta.clock;
-        let started = clock();
-        let step = self.generation.step();
-        self.generating_ms += (clock() - started).max(0.0);
-        step
-    }
-
-    /// The reply, once generation has finished.
-    pub fn reply(&self) -> Option<Reply> {
-        let finish = self.generation.finish_reason()?;
-        Some(Reply {
-            content: self.generation.text().to_string(),
-            finish_reason: finish.as_str().to_string(),
-            prompt_tokens: self.generation.prompt_tokens(),
-            completion_tokens: self.generation.completion_tokens(),
-        })
-    }
-
-    /// Generates the whole reply, stores a session's turn in `store`, and
-    /// answers one `chat.completion` (or, when the turn cannot be stored,
-    /// the error: a client never gets a reply its session does not hold).
-    pub fn complete(&mut self, store: Option<&mut dyn SessionStore>) -> HttpResponse {
-        let clock = self.meta.clock;
-        let started = clock();
-        let finish = match self.generation.run_to_end() {
-            Ok((_, finish)) => finish,
-            Err(e) => return HttpResponse::error(ApiError::from(e)),
-        };
-        self.generating_ms += (clock() - started).max(0.0);
-        self.phase = Phase::Done;
-        if let Err(e) = self.keep(store) {
-            return HttpResponse::error(e);
-        }
-        let body = Completion {
-            id: &self.meta.id,
-            object: "chat.completion",
-            created: self.meta.created,
-            model: &self.qualified,
-            model_sha256: self.spec.sha256,
-            choices: [Choice {
-                index: 0,
-                message: AssistantMessage {
-                    role: "assistant",
-                    content: self.generation.text(),
-                },
-                finish_reason: finish.as_str(),
-                logprobs: None,
-            }],
-            usage: self.usage(),
-            session: self.session.as_deref(),
-        };
-        let mut res = HttpResponse::json(200, &body);
-        res.model = Some(Box::new(self.served()));
-        res
-    }
-
-    /// The next server-sent event (one token's worth of work at most), or
-    /// `None` after `data: [DONE]`. An error mid-stream becomes an `error`
-    /// event and ends the stream (the status line has already gone out).
-    /// A session's turn is stored in `store` before the event that ends
-    /// the reply goes out; if that fails, the error event replaces it.
-    pub fn next_event(&mut self, store: Option<&mut dyn SessionStore>) -> Option<Vec<u8>> {
-        match self.phase {
-            Phase::Role => {
-                self.phase = Phase::Tokens;
-                Some(self.chunk(Some("assistant"), Some(""), None, None))
-            }
-            Phase::Tokens => match self.step() {
-                Ok(Some(delta)) => {
-                    let finish = delta.finish.map(FinishReason::as_str);
-                    if finish.is_some() {
-                        self.phase = Phase::Usage;
-                        if let Err(e) = self.keep(store) {
-                            return Some(self.fail(e));
-                        }
-                    }
-                    let content = (!delta.text.is_empty()).then_some(delta.text.as_str());
-                    if content.is_none() && finish.is_none() {
-                        // Nothing safe to show yet: an empty event keeps the
-                        // one-token-per-call rhythm without a client-visible chunk.
-                        return Some(KEEPALIVE.to_vec());
-                    }
-                    Some(self.chunk(None, content, finish, None))
-                }
-                Ok(None) => {
-                    self.phase = Phase::Usage;
-                    if let Err(e) = self.keep(store) {
-                        return Some(self.fail(e));
-                    }
-                    self.next_event(None)
-                }
-                Err(e) => Some(self.fail(ApiError::from(e))),
-            },
-            Phase::Usage => {
-                self.phase = Phase::Done;
-                if self.include_usage {
-                    Some(self.chunk(None, None, None, Some(self.usage())))
-                } else {
-                    self.next_event(None)
-                }
-            }
-            Phase::Done => {
-                self.phase = Phase::Closed;
-                Some(DONE.to_vec())
-            }
-            Phase::Closed => None,
-        }
-    }
-
-    fn chunk(
-        &self,
-        role: Option<&'static str>,
-        content: Option<&str>,
-        finish: Option<&'static str>,
-        usage: Option<ChatUsage>,
-    ) -> Vec<u8> {
-        let choices = if usage.is_some() {
-            Vec::new()
-        } else {
-            vec![ChunkChoice {
-                index: 0,
-                delta: ChunkDelta { role, content },
-                finish_reason: finish,
-                logprobs: None,
-            }]
-        };
-        let chunk = Chunk {
-            id: &self.meta.id,
-            object: "chat.completion.chunk",
-            created: self.meta.created,
-            model: &self.qualified,
-            choices,
-            usage,
-        };
-        sse(&serde_json::to_vec(&chunk).unwrap_or_default())
-    }
-
-    /// Every event at once: what `handle` answers natively for `stream: true`.
-    pub fn all_events(&mut self, mut store: Option<&mut dyn SessionStore>) -> Vec<u8> {
-        let mut out = Vec::new();
-        while let Some(event) = self.next_event(reborrow(&mut store)) {
-            out.extend(event);
-        }
-        out
-    }
 }
 
-/// `store` again for one call (`as_deref_mut` cannot shorten the trait
-/// object's lifetime behind `&mut`).
-fn reborrow<'a>(store: &'a mut Option<&mut dyn SessionStore>) -> Option<&'a mut dyn SessionStore> {
-    match store {
-        Some(store) => Some(&mut **store),
-        None => None,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::timing::frozen_clock;
+    use crate::decoder::template::Role;
+
+    /// Keeps every reply it is given; fails instead when told to.
+    #[derive(Default)]
+    struct Kept {
+        replies: Vec<Reply>,
+        fail: bool,
+    }
+
+    impl TurnSink for Kept {
+        fn finished(&mut self, reply: &Reply) -> Result<(), ApiError> {
+            if self.fail {
+                return Err(ApiError::internal("the disk is full"));
+            }
+            self.replies.push(reply.clone());
+            Ok(())
+        }
+    }
+
+    fn turn(model: &str, max_tokens: u64) -> ChatTurn {
+        let plan = TurnPlan {
+            spec: registry::chat_spec(model).unwrap(),
+            messages: vec![Message {
+                role: Role::User,
+                content: "Speak, and tell me all.".into(),
+            }],
+            generation: GenerationFields {
+                max_tokens: Some(max_tokens),
+                temperature: Some(0.0),
+                ..GenerationFields::default()
+            },
+        };
+        let meta = RequestMeta {
+            id: "chatcmpl-test".into(),
+            created: 1,
+            seed: 0,
+            clock: frozen_clock,
+        };
+        ChatTurn::start(plan, meta).unwrap()
+    }
+
+    /// Polls a turn of a model this isolate runs until `Done`.
+    fn events(turn: &mut ChatTurn, sink: &mut dyn TurnSink) -> Vec<Event> {
+        let mut events = Vec::new();
+        loop {
+            match turn.poll(sink) {
+                Step::Pass(ids) => panic!("a local model asked for a pass over {ids:?}"),
+                Step::Event(Event::Done) => return events,
+                Step::Event(event) => events.push(event),
+            }
+        }
+    }
+
+    #[test]
+    fn a_local_turn_starts_steps_finishes_into_its_sink_and_stays_done() {
+        let mut turn = turn("shakespeare-llama", 24);
+        assert!(turn.sharded().is_none());
+        let mut sink = Kept::default();
+        let events = events(&mut turn, &mut sink);
+        assert!(matches!(events.first(), Some(Event::Started)), "{events:?}");
+        let Some(Event::Finished(finish)) = events.last() else {
+            panic!("{events:?}");
+        };
+        let mut text = String::new();
+        for event in &events[1..events.len() - 1] {
+            match event {
+                Event::Text(t) => {
+                    assert!(!t.is_empty());
+                    text.push_str(t);
+                }
+                Event::Pending => {}
+                other => panic!("{other:?} mid-reply"),
+            }
+        }
+        text.push_str(&finish.text);
+        assert_eq!(sink.replies.len(), 1);
+        assert_eq!(sink.replies[0].content, text);
+        assert_eq!(sink.replies[0].finish_reason, finish.reason.as_str());
+        assert_eq!(
+            sink.replies[0].completion_tokens,
+            finish.usage.completion_tokens
+        );
+        assert!(finish.usage.completion_tokens <= 24);
+        for _ in 0..2 {
+            assert!(matches!(turn.poll(&mut sink), Step::Event(Event::Done)));
+        }
+        assert_eq!(sink.replies.len(), 1);
+    }
+
+    #[test]
+    fn a_sink_that_fails_ends_the_reply_on_its_error_instead_of_its_end() {
+        let mut turn = turn("shakespeare-llama", 8);
+        let mut sink = Kept {
+            fail: true,
+            ..Kept::default()
+        };
+        let events = events(&mut turn, &mut sink);
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Finished(_))),
+            "{events:?}"
+        );
+        let Some(Event::Failed(e)) = events.last() else {
+            panic!("{events:?}");
+        };
+        assert_eq!(e.status, 500);
+        assert!(sink.replies.is_empty());
+    }
+
+    /// A model whose weights are in shard Workers: its logits come from
+    /// the host, here made up (all on one token).
+    fn logits_on(turn: &ChatTurn, token: u32) -> Vec<f32> {
+        let (model, _) = registry::chat_model(turn.spec).unwrap();
+        let mut logits = vec![0.0; model.decoder().config().vocab];
+        logits[token as usize] = 100.0;
+        logits
+    }
+
+    fn sharded_turn() -> ChatTurn {
+        let spec = registry::MODELS
+            .iter()
+            .find(|m| matches!(m.input, InputSpec::ShardedChat { .. }))
+            .expect("the default chat model is sharded");
+        turn(spec.id, 8)
+    }
+
+    #[test]
+    fn a_sharded_turn_asks_the_host_for_each_pass_and_counts_what_it_held() {
+        let mut turn = sharded_turn();
+        let prompt = turn.sharded().unwrap().prompt.to_vec();
+        let mut sink = Kept::default();
+        assert!(matches!(turn.poll(&mut sink), Step::Event(Event::Started)));
+        let Step::Pass(ids) = turn.poll(&mut sink) else {
+            panic!("no pass asked for the prompt");
+        };
+        assert_eq!(ids, prompt);
+        // Not fed: the same pass is asked again.
+        assert!(matches!(turn.poll(&mut sink), Step::Pass(again) if again == prompt));
+        let (model, _) = registry::chat_model(turn.spec).unwrap();
+        let word = (0..).find(|&t| !model.template().is_control(t)).unwrap();
+        let end = (0..).find(|&t| model.template().is_control(t)).unwrap();
+        turn.feed(Ok(Pass {
+            logits: logits_on(&turn, word),
+            ms: 2.0,
+            hops: vec![("shard-0", 1.5)],
+            cached: 3,
+        }));
+        assert!(matches!(
+            turn.poll(&mut sink),
+            Step::Event(Event::Text(_) | Event::Pending)
+        ));
+        assert!(matches!(turn.poll(&mut sink), Step::Pass(ids) if ids == [word]));
+        turn.feed(Ok(Pass {
+            logits: logits_on(&turn, end),
+            ms: 1.0,
+            hops: vec![("shard-0", 0.5)],
+            cached: 3,
+        }));
+        let Step::Event(Event::Finished(finish)) = turn.poll(&mut sink) else {
+            panic!("no end after a control token");
+        };
+        assert_eq!(finish.reason, FinishReason::Stop);
+        assert_eq!(finish.usage.prompt_tokens_details.cached_tokens, 3);
+        assert_eq!(finish.usage.completion_tokens, 2);
+        assert_eq!(sink.replies.len(), 1);
+        let served = turn.served();
+        assert!(served.timings.contains(&("inference", 3.0)));
+        assert!(served.timings.contains(&("shard-0", 2.0)));
+    }
+
+    #[test]
+    fn a_pass_the_host_could_not_run_ends_the_reply_on_that_error() {
+        let mut turn = sharded_turn();
+        let mut sink = Kept::default();
+        assert!(matches!(turn.poll(&mut sink), Step::Event(Event::Started)));
+        assert!(matches!(turn.poll(&mut sink), Step::Pass(_)));
+        turn.feed(Err(ApiError::unavailable("shard 2 is down")));
+        let Step::Event(Event::Failed(e)) = turn.poll(&mut sink) else {
+            panic!("the failure was not told");
+        };
+        assert_eq!(e.status, 503);
+        assert!(matches!(turn.poll(&mut sink), Step::Event(Event::Done)));
+        assert!(sink.replies.is_empty());
+        // Logits of the wrong size are the model's failure, told the same way.
+        let mut turn = sharded_turn();
+        turn.poll(&mut sink);
+        turn.poll(&mut sink);
+        turn.feed(Ok(Pass {
+            logits: vec![0.0; 3],
+            ..Pass::default()
+        }));
+        assert!(matches!(
+            turn.poll(&mut sink),
+            Step::Event(Event::Failed(ApiError { status: 500, .. }))
+        ));
     }
 }

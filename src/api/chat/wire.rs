@@ -1,17 +1,9 @@
 //! What chat replies look like on the wire: OpenAI's `chat.completion` and
-//! `chat.completion.chunk` objects, and the server-sent event framing every
-//! streamed reply (worker or native) goes out in.
+//! `chat.completion.chunk` objects (the renderers in [`super::render`] fill
+//! them), and the server-sent event framing every streamed reply (worker or
+//! native) goes out in.
 
-use serde::{Deserialize, Serialize};
-
-/// A finished reply, for a session to store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reply {
-    pub content: String,
-    pub finish_reason: String,
-    pub prompt_tokens: usize,
-    pub completion_tokens: usize,
-}
+use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ChatUsage {

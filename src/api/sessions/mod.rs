@@ -4,25 +4,27 @@
 //! Object per session) and native hosts ([`MemoryStore`]) run the same logic.
 //!
 //! A turn is stored whole or not at all: the user's messages and the reply
-//! are written together once the reply is complete (see
-//! [`super::chat::ChatTurn`]), so an interrupted stream or a crash leaves
-//! the history as it was before the turn.
+//! are written together once the reply is complete, by the turn's sink
+//! ([`SessionSink`], a [`super::chat::TurnSink`]) before the client sees the
+//! reply's end, so an interrupted stream or a crash leaves the history as it
+//! was before the turn.
 
 mod parse;
+mod record;
 mod serve;
 mod store;
 
 pub use parse::{parse_create, parse_message, turn_from_chat, NewSession, TurnRequest};
-pub use serve::{serve, SessionAnswer, SessionCall, SessionOp};
+pub use record::{Record, SessionSink};
+pub use serve::{serve, SessionAnswer, SessionCall, SessionOp, SessionTurn};
 pub use store::{MemoryStore, Session, SessionStore, Shared, Staged, StoreError, Write};
 
 use serde::{Deserialize, Serialize};
 
-use super::chat::{GenerationFields, Reply};
+use super::chat::GenerationFields;
 use super::error::ApiError;
 use super::limits::{MAX_SESSION_BYTES, MAX_SESSION_MESSAGES};
 use super::{hex, Context, HttpResponse};
-use crate::decoder::template::{Message, Role};
 
 /// Session ids are 128 random bits, as 32 lowercase hex digits.
 pub const ID_HEX_DIGITS: usize = 32;
@@ -103,30 +105,6 @@ pub struct StoredMessage {
     pub prompt_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_tokens: Option<u64>,
-}
-
-/// The rows a finished turn adds, in order: its messages, then the reply.
-pub fn turn_rows(messages: &[Message], reply: &Reply, now: u64) -> Vec<StoredMessage> {
-    let mut rows: Vec<StoredMessage> = messages
-        .iter()
-        .map(|m| StoredMessage {
-            role: m.role.as_str().to_string(),
-            content: m.content.clone(),
-            created: now,
-            finish_reason: None,
-            prompt_tokens: None,
-            completion_tokens: None,
-        })
-        .collect();
-    rows.push(StoredMessage {
-        role: Role::Assistant.as_str().to_string(),
-        content: reply.content.clone(),
-        created: now,
-        finish_reason: Some(reply.finish_reason.clone()),
-        prompt_tokens: Some(reply.prompt_tokens as u64),
-        completion_tokens: Some(reply.completion_tokens as u64),
-    });
-    rows
 }
 
 #[derive(Serialize)]

@@ -6,9 +6,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    deleted, not_found, view, Session, SessionMeta, SessionStore, StoredMessage, TurnRequest,
+    deleted, not_found, view, Record, Session, SessionMeta, SessionStore, StoredMessage,
+    TurnRequest,
 };
-use crate::api::chat::{ChatTurn, Record, RequestMeta, TurnPlan};
+use crate::api::chat::{ChatTurn, RequestMeta, TurnPlan, Wire};
 use crate::api::error::ApiError;
 use crate::api::limits::{MAX_SESSION_BYTES, MAX_SESSION_MESSAGES};
 use crate::api::HttpResponse;
@@ -37,11 +38,19 @@ pub enum SessionOp {
     Turn { turn: TurnRequest },
 }
 
-/// What a session operation comes to: an answer, or a reply to generate
-/// (which stores the turn when it is complete, see [`ChatTurn`]).
+/// What a session operation comes to: an answer, or a reply to generate.
 pub enum SessionAnswer {
     Done(HttpResponse),
-    Turn(Box<ChatTurn>),
+    Turn(Box<SessionTurn>),
+}
+
+/// A session's turn, ready to run: the reply, how it goes out, and what
+/// to store with it (the host polls `turn` with `record.sink(store)`, so
+/// the turn is stored before the reply's end goes out).
+pub struct SessionTurn {
+    pub turn: ChatTurn,
+    pub wire: Wire,
+    pub record: Record,
 }
 
 /// Carries out `call` on `store`. `meta` is the reply's id, time and seed,
@@ -75,16 +84,28 @@ pub fn serve(
         }
         SessionOp::Turn { turn } => {
             let session = owned(store)?;
-            let plan = plan_turn(&session, turn)?;
-            return Ok(SessionAnswer::Turn(Box::new(ChatTurn::start(plan, meta)?)));
+            let created = meta.created;
+            let (plan, wire, messages) = plan_turn(&session, turn)?;
+            return Ok(SessionAnswer::Turn(Box::new(SessionTurn {
+                turn: ChatTurn::start(plan, meta)?,
+                wire,
+                record: Record {
+                    session: session.meta.id,
+                    messages,
+                    created,
+                },
+            })));
         }
     };
     Ok(SessionAnswer::Done(answer))
 }
 
 /// Checks the session's limits and assembles system prompt, history and the
-/// new messages.
-fn plan_turn(session: &Session, turn: TurnRequest) -> Result<TurnPlan, ApiError> {
+/// new messages; with how the reply goes out, and the messages to store.
+fn plan_turn(
+    session: &Session,
+    turn: TurnRequest,
+) -> Result<(TurnPlan, Wire, Vec<Message>), ApiError> {
     let Session {
         meta,
         messages: history,
@@ -121,17 +142,13 @@ fn plan_turn(session: &Session, turn: TurnRequest) -> Result<TurnPlan, ApiError>
         conversation.push(stored_message(m)?);
     }
     conversation.extend(turn.new_messages.iter().cloned());
-    Ok(TurnPlan {
+    let plan = TurnPlan {
         spec,
         messages: conversation,
         generation: turn.generation.or(&meta.defaults),
-        stream: turn.stream,
-        include_usage: turn.include_usage,
-        record: Some(Record {
-            session: meta.id.clone(),
-            messages: turn.new_messages,
-        }),
-    })
+    };
+    let wire = Wire::chat(turn.stream, turn.include_usage, Some(meta.id.clone()));
+    Ok((plan, wire, turn.new_messages))
 }
 
 /// The session's model: its `id@version`, else (after an upgrade replaced

@@ -1,0 +1,358 @@
+//! Renderers: a turn's [`Event`]s in one wire format. The turn says what
+//! happened (started, text, finished with this usage, failed); a renderer
+//! says what a client of one API reads for it. Chat completions have two:
+//! [`CompletionBody`] (one `chat.completion` at the end) and
+//! [`CompletionChunks`] (`chat.completion.chunk` server-sent events). A
+//! new format (the Responses API's semantic events, tool calls) is a new
+//! [`Render`] and a new [`Wire`], with the turn as it is.
+//!
+//! Whether a reply streams is an HTTP matter, not a format's: [`Output`]
+//! sends a stream's bytes as each event is rendered, or gathers a whole
+//! reply and answers it at the end, with the status of the error that
+//! ended it if one did.
+
+use super::turn::{Event, Finish, Head};
+use super::wire::{
+    sse, AssistantMessage, ChatUsage, Choice, Chunk, ChunkChoice, ChunkDelta, Completion, DONE,
+    KEEPALIVE,
+};
+use crate::api::error::ApiError;
+use crate::api::{HttpResponse, Served};
+
+/// One wire format of replies.
+pub trait Render {
+    /// The bytes `event` adds to the reply's body (none for some).
+    fn render(&mut self, event: &Event) -> Vec<u8>;
+}
+
+/// How a reply goes out, as its request asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wire {
+    /// One `chat.completion` body once the reply is complete; `session`
+    /// names the session that now holds it.
+    Completion { session: Option<String> },
+    /// `chat.completion.chunk` events as the reply is made, a usage chunk
+    /// before `data: [DONE]` if asked.
+    Chunks { include_usage: bool },
+}
+
+impl Wire {
+    /// What a chat completion (or a session message, which takes the same
+    /// fields) asked for.
+    pub fn chat(stream: bool, include_usage: bool, session: Option<String>) -> Self {
+        if stream {
+            Wire::Chunks { include_usage }
+        } else {
+            Wire::Completion { session }
+        }
+    }
+
+    /// Whether the reply is a stream (its status and headers go out first,
+    /// then each event as it comes), else one body at its end.
+    pub fn streams(&self) -> bool {
+        match self {
+            Wire::Completion { .. } => false,
+            Wire::Chunks { .. } => true,
+        }
+    }
+
+    /// The renderer of this format for the reply `head` names.
+    pub fn renderer(&self, head: Head) -> Box<dyn Render> {
+        match self {
+            Wire::Completion { session } => Box::new(CompletionBody::new(head, session.clone())),
+            Wire::Chunks { include_usage } => Box::new(CompletionChunks::new(head, *include_usage)),
+        }
+    }
+}
+
+/// A reply as one `chat.completion`.
+pub struct CompletionBody {
+    head: Head,
+    session: Option<String>,
+    text: String,
+}
+
+impl CompletionBody {
+    pub fn new(head: Head, session: Option<String>) -> Self {
+        CompletionBody {
+            head,
+            session,
+            text: String::new(),
+        }
+    }
+
+    fn body(&self, finish: &Finish) -> Vec<u8> {
+        let body = Completion {
+            id: &self.head.id,
+            object: "chat.completion",
+            created: self.head.created,
+            model: &self.head.model,
+            model_sha256: self.head.model_sha256,
+            choices: [Choice {
+                index: 0,
+                message: AssistantMessage {
+                    role: "assistant",
+                    content: &self.text,
+                },
+                finish_reason: finish.reason.as_str(),
+                logprobs: None,
+            }],
+            usage: finish.usage.clone(),
+            session: self.session.as_deref(),
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+impl Render for CompletionBody {
+    fn render(&mut self, event: &Event) -> Vec<u8> {
+        match event {
+            Event::Text(text) => {
+                self.text.push_str(text);
+                Vec::new()
+            }
+            Event::Finished(finish) => {
+                self.text.push_str(&finish.text);
+                self.body(finish)
+            }
+            Event::Failed(e) => e.body(),
+            Event::Started | Event::Pending | Event::Done => Vec::new(),
+        }
+    }
+}
+
+/// A reply as `chat.completion.chunk` server-sent events: the role first,
+/// then the text as it comes, the finish reason with the last of it, the
+/// usage if asked, and `data: [DONE]`; an error mid-stream is an `error`
+/// event before `[DONE]` (the status line has already gone out).
+pub struct CompletionChunks {
+    head: Head,
+    include_usage: bool,
+}
+
+impl CompletionChunks {
+    pub fn new(head: Head, include_usage: bool) -> Self {
+        CompletionChunks {
+            head,
+            include_usage,
+        }
+    }
+
+    fn chunk(
+        &self,
+        role: Option<&'static str>,
+        content: Option<&str>,
+        finish: Option<&'static str>,
+        usage: Option<ChatUsage>,
+    ) -> Vec<u8> {
+        let choices = if usage.is_some() {
+            Vec::new()
+        } else {
+            vec![ChunkChoice {
+                index: 0,
+                delta: ChunkDelta { role, content },
+                finish_reason: finish,
+                logprobs: None,
+            }]
+        };
+        let chunk = Chunk {
+            id: &self.head.id,
+            object: "chat.completion.chunk",
+            created: self.head.created,
+            model: &self.head.model,
+            choices,
+            usage,
+        };
+        sse(&serde_json::to_vec(&chunk).unwrap_or_default())
+    }
+}
+
+impl Render for CompletionChunks {
+    fn render(&mut self, event: &Event) -> Vec<u8> {
+        match event {
+            Event::Started => self.chunk(Some("assistant"), Some(""), None, None),
+            Event::Text(text) => self.chunk(None, Some(text), None, None),
+            // A comment line: one event per model step, no chunk a client
+            // would see.
+            Event::Pending => KEEPALIVE.to_vec(),
+            Event::Finished(finish) => {
+                let content = (!finish.text.is_empty()).then_some(finish.text.as_str());
+                let mut out = self.chunk(None, content, Some(finish.reason.as_str()), None);
+                if self.include_usage {
+                    out.extend(self.chunk(None, None, None, Some(finish.usage.clone())));
+                }
+                out
+            }
+            Event::Failed(e) => sse(&e.body()),
+            Event::Done => DONE.to_vec(),
+        }
+    }
+}
+
+/// A reply's body in its wire format as the events come: a stream's bytes
+/// go out event by event; a whole reply is gathered and answered at its
+/// end, or answered as the error that ended it (with that error's status:
+/// nothing has gone out yet).
+pub struct Output {
+    render: Box<dyn Render>,
+    stream: bool,
+    /// A whole reply's body so far.
+    body: Vec<u8>,
+    failed: Option<ApiError>,
+}
+
+impl Output {
+    pub fn new(wire: &Wire, head: Head) -> Self {
+        Output {
+            render: wire.renderer(head),
+            stream: wire.streams(),
+            body: Vec::new(),
+            failed: None,
+        }
+    }
+
+    pub fn streams(&self) -> bool {
+        self.stream
+    }
+
+    /// What to send now for `event`: a stream's bytes; nothing while a
+    /// whole reply gathers.
+    pub fn event(&mut self, event: Event) -> Vec<u8> {
+        if self.stream {
+            return self.render.render(&event);
+        }
+        match event {
+            Event::Failed(e) => {
+                self.failed.get_or_insert(e);
+            }
+            event => self.body.extend(self.render.render(&event)),
+        }
+        Vec::new()
+    }
+
+    /// A whole reply's answer once its turn is done: the body with the
+    /// model that served it, or the error that ended it.
+    pub fn answer(self, served: Served) -> HttpResponse {
+        match self.failed {
+            Some(e) => HttpResponse::error(e),
+            None => HttpResponse::reply(self.body, served),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::chat::wire::PromptTokensDetails;
+    use crate::decoder::generation::FinishReason;
+
+    fn head() -> Head {
+        Head {
+            id: "chatcmpl-1".into(),
+            created: 7,
+            model: "m@1".into(),
+            model_sha256: "abc",
+        }
+    }
+
+    fn finish(text: &str) -> Event {
+        Event::Finished(Finish {
+            text: text.into(),
+            reason: FinishReason::Stop,
+            usage: ChatUsage {
+                prompt_tokens: 5,
+                completion_tokens: 3,
+                total_tokens: 8,
+                prompt_tokens_details: PromptTokensDetails { cached_tokens: 2 },
+                dropped_messages: 0,
+                cpu_ms: 1.5,
+            },
+        })
+    }
+
+    fn reply(tail: &str) -> Vec<Event> {
+        vec![
+            Event::Started,
+            Event::Text("Hi".into()),
+            Event::Pending,
+            finish(tail),
+            Event::Done,
+        ]
+    }
+
+    fn rendered(render: &mut dyn Render, events: &[Event]) -> String {
+        let bytes: Vec<u8> = events.iter().flat_map(|e| render.render(e)).collect();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    const CHUNK: &str = r#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":7,"model":"m@1","choices":"#;
+    const USAGE: &str = r#""usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8,"prompt_tokens_details":{"cached_tokens":2},"dropped_messages":0,"cpu_ms":1.5}"#;
+
+    #[test]
+    fn chunks_carry_the_role_then_text_then_the_last_text_with_the_finish() {
+        let mut chunks = CompletionChunks::new(head(), true);
+        let want = [
+            format!(r#"{CHUNK}[{{"index":0,"delta":{{"role":"assistant","content":""}},"finish_reason":null,"logprobs":null}}]}}"#),
+            format!(r#"{CHUNK}[{{"index":0,"delta":{{"content":"Hi"}},"finish_reason":null,"logprobs":null}}]}}"#),
+            ": ".into(),
+            format!(r#"{CHUNK}[{{"index":0,"delta":{{"content":" there"}},"finish_reason":"stop","logprobs":null}}]}}"#),
+            format!("{CHUNK}[],{USAGE}}}"),
+            "data: [DONE]".into(),
+        ]
+        .map(|e| e + "\n\n")
+        .concat();
+        assert_eq!(rendered(&mut chunks, &reply(" there")), want);
+        // Nothing held back at the end: the finish chunk has no content.
+        let mut chunks = CompletionChunks::new(head(), false);
+        let out = rendered(&mut chunks, &reply(""));
+        assert!(
+            out.contains(r#""delta":{},"finish_reason":"stop""#),
+            "{out}"
+        );
+        assert!(!out.contains("usage"), "{out}");
+    }
+
+    #[test]
+    fn a_failure_mid_stream_is_an_error_event_before_done() {
+        let mut chunks = CompletionChunks::new(head(), true);
+        let error = ApiError::unavailable("shard 2 is down");
+        let out = rendered(
+            &mut chunks,
+            &[Event::Started, Event::Failed(error.clone()), Event::Done],
+        );
+        let events: Vec<&str> = out.split_terminator("\n\n").collect();
+        assert_eq!(events.len(), 3, "{out}");
+        assert_eq!(
+            events[1].as_bytes(),
+            [b"data: ", &error.body()[..]].concat()
+        );
+        assert_eq!(events[2], "data: [DONE]");
+    }
+
+    #[test]
+    fn a_whole_reply_is_one_completion_or_the_error_with_its_status() {
+        let wire = Wire::chat(false, true, Some("s1".into()));
+        let mut out = Output::new(&wire, head());
+        for event in reply(" there") {
+            assert!(out.event(event).is_empty());
+        }
+        let served = Served::new(&crate::registry::MODELS[0], false);
+        let res = out.answer(served.clone());
+        assert_eq!(res.status, 200);
+        let body: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+        assert_eq!(body["object"], "chat.completion");
+        assert_eq!(body["choices"][0]["message"]["content"], "Hi there");
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+        assert_eq!(body["usage"]["total_tokens"], 8);
+        assert_eq!(body["session"], "s1");
+        assert!(res.model.is_some());
+
+        let mut out = Output::new(&wire, head());
+        out.event(Event::Started);
+        out.event(Event::Failed(ApiError::unavailable("shard 2 is down")));
+        out.event(Event::Done);
+        let res = out.answer(served);
+        assert_eq!(res.status, 503);
+        assert!(res.model.is_none());
+    }
+}
