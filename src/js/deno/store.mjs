@@ -39,7 +39,7 @@ function asBytes(value) {
 // lifetime (Workers KV's is 60 s): an entry expires after exactly its TTL.
 export class KvNamespace {
   #kv;
-  // Read by the Rust code (src/glue/mod.rs): Workers KV's minimum of
+  // Read by the Rust code (src/glue/cache.rs): Workers KV's minimum of
   // 60 s does not apply here.
   minExpirationTtl = 0;
 
