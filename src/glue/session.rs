@@ -228,8 +228,9 @@ pub struct ChatSession {
     storage: Storage,
     /// The worker's bindings: a sharded model's shard Workers.
     env: Env,
-    /// Held from the start of a turn until its reply is stored, so a second
-    /// message waits and then sees the first turn in the history.
+    /// Held from the start of a turn until its reply is over (stored, and
+    /// its shard passes closed), so a second message waits and then sees
+    /// the first turn in the history, and the caches the shards kept of it.
     turn_lock: Arc<Mutex<()>>,
 }
 
