@@ -48,7 +48,7 @@ fn registry_matches_manifest_and_embedded_bytes_match_sha256() {
             registry::InputSpec::CharNgrams { .. }
             | registry::InputSpec::SentenceEmbedding { .. } => Some(b"EIDENSE1"),
             registry::InputSpec::Chat { .. } | registry::InputSpec::ShardedChat { .. } => {
-                Some(b"EILLAMA2")
+                Some(b"EILLAMA3")
             }
             _ => None,
         };

@@ -24,6 +24,7 @@ use super::pack_llama::format::{
 };
 use super::packed::Packer;
 use super::plan::Costs;
+use edgeinfer_engine::kernels::panels::Panels;
 
 /// How the weights are stored in the packed form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,7 +275,7 @@ impl<'a> Gguf<'a> {
         let matrix = |p: &mut Packer, t: &Tensor, name: &str| -> Result<Matrix, String> {
             let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
             let weights =
-                pack_matrix(p, t, rows * cols, storage).map_err(|e| format!("{name}: {e}"))?;
+                pack_matrix(p, t, rows, cols, storage).map_err(|e| format!("{name}: {e}"))?;
             Ok(Matrix {
                 rows,
                 cols,
@@ -370,13 +371,14 @@ impl<'a> Gguf<'a> {
     }
 }
 
-/// Bytes of `n` weights of `kind` in the packed form (scales widened to
-/// float32, floats as float32).
+/// Bytes of `n` weights of `kind` in the packed form (Q8_0's scales
+/// widened to float32, Q4_1's kept as f16, floats as float32), rows assumed
+/// whole panels (the planner's estimate).
 pub fn packed_bytes(kind: GGUFTensorType, n: u64) -> Result<u64, String> {
     match kind {
         GGUFTensorType::F32 | GGUFTensorType::F16 => Ok(4 * n),
         GGUFTensorType::Q8_0 => Ok(n + n / 32 * 4),
-        GGUFTensorType::Q4_1 => Ok(n / 2 + n / 32 * 8),
+        GGUFTensorType::Q4_1 => Ok(n / 2 + n / 32 * 4),
         other => Err(format!("tensor type {other:?} has no kernel")),
     }
 }
@@ -435,7 +437,14 @@ pub fn dequantize(kind: GGUFTensorType, bytes: &[u8], n: usize) -> Result<Vec<f3
     Ok(out)
 }
 
-fn pack_matrix(p: &mut Packer, t: &Tensor, n: usize, storage: Storage) -> Result<Weights, String> {
+fn pack_matrix(
+    p: &mut Packer,
+    t: &Tensor,
+    rows: usize,
+    cols: usize,
+    storage: Storage,
+) -> Result<Weights, String> {
+    let n = rows * cols;
     if storage == Storage::Float32 || matches!(t.kind, GGUFTensorType::F32 | GGUFTensorType::F16) {
         let values = dequantize(t.kind, t.bytes, n)?;
         return Ok(Weights::F32 {
@@ -446,21 +455,24 @@ fn pack_matrix(p: &mut Packer, t: &Tensor, n: usize, storage: Storage) -> Result
         GGUFTensorType::Q8_0 => {
             let blocks = t.bytes.chunks_exact(Q8_0_BYTES);
             let scales: Vec<f32> = blocks.clone().map(|b| f16(&b[0..2])).collect();
-            let values: Vec<u8> = blocks.flat_map(|b| b[2..].iter().copied()).collect();
-            Ok(Weights::Q8Blocks {
-                values: p.push(&values, n),
-                scales: p.push_f32(&scales),
+            let values: Vec<i8> = blocks
+                .flat_map(|b| b[2..].iter().map(|&v| v as i8))
+                .collect();
+            if values.len() != n {
+                return Err(format!(
+                    "{} Q8_0 values where {n} were expected",
+                    values.len()
+                ));
+            }
+            let panels = Panels::pack_q8(&values, &scales, rows, cols);
+            Ok(Weights::Q8Panels {
+                panels: p.push(&panels, panels.len()),
             })
         }
         GGUFTensorType::Q4_1 => {
-            let blocks = t.bytes.chunks_exact(Q4_1_BYTES);
-            let scales: Vec<f32> = blocks.clone().map(|b| f16(&b[0..2])).collect();
-            let mins: Vec<f32> = blocks.clone().map(|b| f16(&b[2..4])).collect();
-            let values: Vec<u8> = blocks.flat_map(|b| b[4..].iter().copied()).collect();
-            Ok(Weights::Q4_1Blocks {
-                values: p.push(&values, n / 2),
-                scales: p.push_f32(&scales),
-                mins: p.push_f32(&mins),
+            let panels = Panels::pack_q4_1(t.bytes, rows, cols)?;
+            Ok(Weights::Q4_1Panels {
+                panels: p.push(&panels, panels.len()),
             })
         }
         other => Err(format!(

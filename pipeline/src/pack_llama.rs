@@ -23,6 +23,7 @@ use tract_onnx::pb::NodeProto;
 use super::pack_bert::{with_graph, Const, Graph, Packer, Span, FLOAT};
 
 pub use edgeinfer_engine::decoder::format;
+use edgeinfer_engine::kernels::panels::Panels;
 use format::{Config, Header, Layer, Matrix, Part, Rope, RopeStyle, Weights, MAGIC};
 
 const INT8: i32 = 3;
@@ -394,9 +395,10 @@ impl<'a> Matcher<'a> {
                     .iter()
                     .flat_map(|&s| std::iter::repeat_n(s, cols / 32))
                     .collect();
-                Weights::Q8Blocks {
-                    values: self.p.push(&values, rows * cols),
-                    scales: self.p.push_f32(&per_block),
+                let values: Vec<i8> = values.iter().map(|&v| v as i8).collect();
+                let panels = Panels::pack_q8(&values, &per_block, rows, cols);
+                Weights::Q8Panels {
+                    panels: self.p.push(&panels, panels.len()),
                 }
             }
             Some(scales) => Weights::I8Rows {

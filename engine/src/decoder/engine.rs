@@ -13,7 +13,8 @@ use thiserror::Error;
 use super::format::{Config, Header, Matrix as MatrixSpec, Part, RopeStyle, Weights, MAGIC};
 use super::kv::KvCache;
 use crate::kernels;
-use crate::kernels::blocks::{BlockWeights, Quantized, BLOCK};
+use crate::kernels::blocks::{Quantized, BLOCK};
+use crate::kernels::panels::{self, PanelKind, Panels};
 use crate::packed::{self, Data, FormatError};
 
 #[derive(Debug, Error, PartialEq)]
@@ -32,6 +33,13 @@ pub enum DecoderError {
     /// hidden states that are not whole rows.
     #[error("this part of the model takes {expected}")]
     WrongInput { expected: &'static str },
+}
+
+/// One sequence of a batched pass ([`Decoder::stage_batch`]): its cache,
+/// and what it is fed after the positions the cache holds.
+pub struct Step<'a, 'c> {
+    pub cache: &'c mut KvCache,
+    pub input: StageInput<'a>,
 }
 
 /// What one part of a model is fed: token ids (the part that holds the
@@ -56,11 +64,9 @@ enum Matrix {
         scales: &'static [f32],
         cols: usize,
     },
-    /// GGUF-style blocks (Q8_0, Q4_1): activations quantized per block.
-    Blocks {
-        weights: BlockWeights<'static>,
-        cols: usize,
-    },
+    /// GGUF-style blocks (Q8_0, Q4_1) in panels of four rows:
+    /// activations quantized per block.
+    Panels(Panels<'static>),
 }
 
 /// The rows a matrix multiplies, quantized per block at most once however
@@ -124,32 +130,30 @@ impl Matrix {
                 scales: data.f32s(*scales, rows).map_err(named)?,
                 cols,
             },
-            Weights::Q8Blocks { values, scales } => {
-                whole_blocks(cols, what)?;
-                Matrix::Blocks {
-                    weights: BlockWeights::Q8 {
-                        values: data.i8s(*values, n).map_err(named)?,
-                        scales: data.f32s(*scales, n / BLOCK).map_err(named)?,
-                    },
-                    cols,
-                }
+            Weights::Q8Panels { panels } => {
+                Self::panels(data, *panels, PanelKind::Q8, rows, cols, what)?
             }
-            Weights::Q4_1Blocks {
-                values,
-                scales,
-                mins,
-            } => {
-                whole_blocks(cols, what)?;
-                Matrix::Blocks {
-                    weights: BlockWeights::Q4_1 {
-                        nibbles: data.u8s(*values, n / 2).map_err(named)?,
-                        scales: data.f32s(*scales, n / BLOCK).map_err(named)?,
-                        mins: data.f32s(*mins, n / BLOCK).map_err(named)?,
-                    },
-                    cols,
-                }
+            Weights::Q4_1Panels { panels } => {
+                Self::panels(data, *panels, PanelKind::Q4_1, rows, cols, what)?
             }
         })
+    }
+
+    fn panels(
+        data: &Data,
+        span: crate::packed::Span,
+        kind: PanelKind,
+        rows: usize,
+        cols: usize,
+        what: &str,
+    ) -> Result<Self, FormatError> {
+        whole_blocks(cols, what)?;
+        let bytes = data
+            .u8s(span, kind.matrix_bytes(rows, cols))
+            .map_err(|e| FormatError(format!("{what}: {e}")))?;
+        Panels::new(kind, bytes, rows, cols)
+            .map(Matrix::Panels)
+            .ok_or_else(|| FormatError(format!("{what}: not a {rows}x{cols} matrix in panels")))
     }
 
     /// `out = x W^T` for the rows of `x`.
@@ -165,9 +169,7 @@ impl Matrix {
                 scales,
                 cols,
             } => kernels::rows::linear(x.x, *cols, values, scales, out),
-            Matrix::Blocks { weights, cols } => {
-                kernels::blocks::linear(x.quantized(*cols), *weights, out)
-            }
+            Matrix::Panels(w) => panels::linear(x.quantized(w.cols()), w, out),
         }
     }
 
@@ -187,7 +189,7 @@ impl Matrix {
                     *o = f32::from(q) * scale;
                 }
             }
-            Matrix::Blocks { weights, .. } => weights.row(r, out),
+            Matrix::Panels(w) => w.row(r, out),
         }
     }
 }
@@ -427,25 +429,69 @@ impl Decoder {
         input: StageInput,
         all: bool,
     ) -> Result<Vec<f32>, DecoderError> {
+        let mut one = [Step { cache, input }];
+        let mut results = self.run_batch(&mut one, all);
+        results.pop().unwrap_or(Err(DecoderError::NoTokens))
+    }
+
+    /// One pass over several sequences at once (a shard's concurrent
+    /// conversations): every matrix product runs on the rows of all of
+    /// them, so each weight is read once per pass, not once per sequence;
+    /// rotary positions and attention stay each sequence's own. A
+    /// sequence's result is bit for bit what [`Decoder::stage`] gives it
+    /// alone (every product computes a row the same way whatever rows share
+    /// its tile), and one sequence's bad input fails it alone, its cache
+    /// unchanged.
+    pub fn stage_batch(&self, steps: &mut [Step]) -> Vec<Result<Vec<f32>, DecoderError>> {
+        self.run_batch(steps, false)
+    }
+
+    fn run_batch(&self, steps: &mut [Step], all: bool) -> Vec<Result<Vec<f32>, DecoderError>> {
         let c = &self.config;
-        let mut x = self.rows(input)?;
-        let (s, d) = (x.len() / c.dims, c.dims);
-        let needed = cache.len + s;
-        if needed > c.context || cache.layers.len() != self.blocks.len() {
-            return Err(DecoderError::ContextFull {
-                needed,
-                context: c.context,
+        let d = c.dims;
+        let mut results: Vec<Result<Vec<f32>, DecoderError>> = Vec::with_capacity(steps.len());
+        // The sequences that run: which step, its first row in `x`, its
+        // rows, the positions before them.
+        let mut seqs: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(steps.len());
+        let mut x = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            let fed = self.rows(step.input).and_then(|rows| {
+                let s = rows.len() / d;
+                let needed = step.cache.len + s;
+                if needed > c.context || step.cache.layers.len() != self.blocks.len() {
+                    Err(DecoderError::ContextFull {
+                        needed,
+                        context: c.context,
+                    })
+                } else {
+                    Ok(rows)
+                }
             });
+            match fed {
+                Ok(rows) => {
+                    seqs.push((i, x.len() / d, rows.len() / d, step.cache.len));
+                    x.extend_from_slice(&rows);
+                    results.push(Ok(Vec::new()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
         }
+        if seqs.is_empty() {
+            return results;
+        }
+        let s = x.len() / d;
         let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let (cos, sin) = self.angles(cache.len, s);
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for &(_, _, rows, past) in &seqs {
+            self.angles(past, rows, &mut cos, &mut sin);
+        }
         let mut h = vec![0.0f32; s * d];
         let (mut q, mut k, mut v) = (vec![0.0; s * qd], vec![0.0; s * kvd], vec![0.0; s * kvd]);
         let mut attended = vec![0.0f32; s * qd];
         let mut out = vec![0.0f32; s * d];
         let (mut gate, mut up) = (vec![0.0f32; s * c.ffn], vec![0.0f32; s * c.ffn]);
         let mut scratch = Quantized::default();
-        for (block, (keys, values)) in self.blocks.iter().zip(&mut cache.layers) {
+        for (l, block) in self.blocks.iter().enumerate() {
             h.copy_from_slice(&x);
             kernels::rms_norm(&mut h, block.attention_norm, c.norm_eps);
             let mut input = Input::new(&h, &mut scratch);
@@ -454,9 +500,18 @@ impl Decoder {
             block.v.apply(&mut input, &mut v);
             self.rotate(&mut q, &cos, &sin);
             self.rotate(&mut k, &cos, &sin);
-            keys.extend_from_slice(&k);
-            values.extend_from_slice(&v);
-            self.attend(&q, keys, values, cache.len, &mut attended);
+            for &(i, start, rows, past) in &seqs {
+                let (keys, values) = &mut steps[i].cache.layers[l];
+                keys.extend_from_slice(&k[start * kvd..(start + rows) * kvd]);
+                values.extend_from_slice(&v[start * kvd..(start + rows) * kvd]);
+                self.attend(
+                    &q[start * qd..(start + rows) * qd],
+                    keys,
+                    values,
+                    past,
+                    &mut attended[start * qd..(start + rows) * qd],
+                );
+            }
             block
                 .o
                 .apply(&mut Input::new(&attended, &mut scratch), &mut out);
@@ -473,31 +528,46 @@ impl Decoder {
                 .apply(&mut Input::new(&gate, &mut scratch), &mut out);
             kernels::add(&mut x, &out);
         }
-        cache.len = needed;
+        for &(i, _, rows, _) in &seqs {
+            steps[i].cache.len += rows;
+        }
         let (Some(final_norm), Some(head)) = (
             self.final_norm,
             self.head.as_ref().or(self.embedding.as_ref()),
         ) else {
             // Not the last part: the next one continues from these rows.
-            return Ok(x);
+            for &(i, start, rows, _) in &seqs {
+                results[i] = Ok(x[start * d..(start + rows) * d].to_vec());
+            }
+            return results;
         };
-        // Only the last position predicts the next token.
-        let last = if all {
-            &mut x[..]
-        } else {
-            &mut x[(s - 1) * d..]
-        };
-        kernels::rms_norm(last, final_norm, c.norm_eps);
+        // Only each sequence's last position predicts its next token
+        // (every position, for scoring).
+        let picked: Vec<(usize, usize, usize)> = seqs
+            .iter()
+            .map(|&(i, start, rows, _)| match all {
+                true => (i, start, rows),
+                false => (i, start + rows - 1, 1),
+            })
+            .collect();
+        let mut last = Vec::with_capacity(picked.iter().map(|p| p.2).sum::<usize>() * d);
+        for &(_, start, rows) in &picked {
+            last.extend_from_slice(&x[start * d..(start + rows) * d]);
+        }
+        kernels::rms_norm(&mut last, final_norm, c.norm_eps);
         let mut logits = vec![0.0f32; last.len() / d * c.vocab];
-        head.apply(&mut Input::new(last, &mut scratch), &mut logits);
-        Ok(logits)
+        head.apply(&mut Input::new(&last, &mut scratch), &mut logits);
+        let mut at = 0;
+        for &(i, _, rows) in &picked {
+            results[i] = Ok(logits[at * c.vocab..(at + rows) * c.vocab].to_vec());
+            at += rows;
+        }
+        results
     }
 
-    /// cos and sin of every pair's angle at positions `start..start + n`
-    /// (`n x head_dim / 2` each).
-    fn angles(&self, start: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
-        let mut cos = Vec::with_capacity(n * self.inv_freq.len());
-        let mut sin = Vec::with_capacity(n * self.inv_freq.len());
+    /// Appends cos and sin of every pair's angle at positions
+    /// `start..start + n` (`n x head_dim / 2` each).
+    fn angles(&self, start: usize, n: usize, cos: &mut Vec<f32>, sin: &mut Vec<f32>) {
         for pos in start..start + n {
             for &f in &self.inv_freq {
                 let a = pos as f64 * f;
@@ -505,7 +575,6 @@ impl Decoder {
                 sin.push(a.sin() as f32);
             }
         }
-        (cos, sin)
     }
 
     /// Rotates every head of every row of `x` (row `i` at position

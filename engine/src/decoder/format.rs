@@ -2,18 +2,18 @@
 //! model file (pipeline/src/pack_llama.rs) and what [`super::engine`] reads in
 //! place, in the shared container ([`crate::packed`]).
 //!
-//! Every matrix is stored one row per output (`rows x cols`, `cols` = its
-//! input width), so each output is one contiguous dot product, and keeps the
-//! weights' own quantization: no second rounding at pack time.
-//!
-//! Shared with build.rs (`#[path]`): depends on serde only.
+//! Every matrix keeps the weights' own quantization (no second rounding at
+//! pack time): float and int8 rows one row per output (`rows x cols`,
+//! `cols` = its input width), GGUF's blocks re-laid out in panels of four
+//! rows ([`crate::kernels::panels`]), their values and scales as the file
+//! has them.
 
 use serde::{Deserialize, Serialize};
 
 use super::Span;
 
 /// The first bytes of a packed decoder; the digit changes with the layout.
-pub const MAGIC: &[u8; 8] = b"EILLAMA2";
+pub const MAGIC: &[u8; 8] = b"EILLAMA3";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Header {
@@ -137,19 +137,14 @@ pub enum Weights {
     /// int8, `rows x cols`, symmetric with one float32 scale per row
     /// (`scales`, `rows`): weight = q x scale.
     I8Rows { values: Span, scales: Span },
-    /// int8, `rows x cols`, in blocks of 32 along a row with one float32
-    /// scale each (`scales`, `rows x cols / 32`; GGUF's Q8_0 with its f16
-    /// scales widened): activations are quantized per block too, and each
-    /// block is an integer dot product.
-    Q8Blocks { values: Span, scales: Span },
-    /// 4-bit, in blocks of 32 along a row: 16 bytes per block (`values`,
-    /// `rows x cols / 2`; byte `i` holds element `i` in its low nibble and
-    /// `i + 16` in its high one), with one float32 scale and one minimum per
-    /// block (`scales`, `mins`): weight = q x scale + min. GGUF's Q4_1 with
-    /// its f16 scale and minimum widened, the nibbles as the file has them.
-    Q4_1Blocks {
-        values: Span,
-        scales: Span,
-        mins: Span,
-    },
+    /// int8 in blocks of 32 along a row with one float32 scale each
+    /// (GGUF's Q8_0, its f16 scales widened), in panels of four rows
+    /// ([`crate::kernels::panels::PanelKind::Q8`]; `panels` counts bytes):
+    /// activations are quantized per block too, and each block is an
+    /// integer dot product.
+    Q8Panels { panels: Span },
+    /// GGUF's Q4_1 (4-bit values, an f16 scale and minimum per block of
+    /// 32: weight = q x scale + min), bytes as the file has them, in panels
+    /// of four rows ([`crate::kernels::panels::PanelKind::Q4_1`]).
+    Q4_1Panels { panels: Span },
 }

@@ -9,5 +9,5 @@ pub mod engine;
 pub mod format;
 pub mod kv;
 
-pub use engine::{Decoder, DecoderError, StageInput};
+pub use engine::{Decoder, DecoderError, StageInput, Step};
 pub use kv::KvCache;

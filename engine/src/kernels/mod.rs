@@ -19,6 +19,7 @@
 //! ones onnxruntime computes.
 
 pub mod blocks;
+pub mod panels;
 pub mod rows;
 
 /// Which dot-product kernels run: `wasm-simd128`, `x86-64-sse4.1` or
