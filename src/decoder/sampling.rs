@@ -62,9 +62,10 @@ impl Sampler {
     /// argmax); top-k keeps the first k, top-p the shortest prefix whose
     /// probability reaches p, and the draw walks the kept ones in rank order.
     /// Only what the filters can keep is ranked: the k best are selected in
-    /// linear time and sorted, and a nucleus is searched in a growing prefix,
-    /// so a step costs O(vocabulary) and sorts the whole vocabulary only when
-    /// neither filter is on.
+    /// linear time and sorted, a nucleus is searched in a growing prefix, and
+    /// with neither filter the draw itself walks a growing ranked prefix
+    /// (the whole vocabulary's mass summed in id order), so a step costs
+    /// O(vocabulary) and never sorts the whole vocabulary.
     pub fn pick(&mut self, logits: &mut [f32], seen: &[u32]) -> u32 {
         let p = self.params;
         if p.repetition_penalty != 1.0 {
@@ -114,9 +115,32 @@ impl Sampler {
                     None => m = (m * 4).min(k),
                 }
             }
-        } else {
+        } else if k < vocab {
             order.sort_unstable_by(by_rank);
             k
+        } else {
+            // No filter: the whole vocabulary is kept, its mass is `total`,
+            // and the draw walks only as far down the ranking as it must
+            // (a growing ranked prefix), instead of sorting every token.
+            let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
+            let mut m = k.min(64);
+            loop {
+                if m < k {
+                    order.select_nth_unstable_by(m - 1, by_rank);
+                }
+                order[..m].sort_unstable_by(by_rank);
+                let mut mass = 0.0;
+                if let Some(&t) = order[..m].iter().find(|&&t| {
+                    mass += weight(t);
+                    u < mass
+                }) {
+                    return t;
+                }
+                if m == k {
+                    return order[k - 1];
+                }
+                m = (m * 4).min(k);
+            }
         };
         let kept: f64 = order[..keep].iter().map(|&t| weight(t)).sum();
         // 53 random bits: a uniform f64 in [0, 1).
@@ -221,6 +245,40 @@ mod tests {
         }
         assert!(drawn.iter().all(|&t| t < 500), "only the 500 best ranked");
         assert!(drawn.len() > 100, "{}", drawn.len());
+    }
+
+    /// Without filters the draw walks a growing ranked prefix: the token is
+    /// the one a walk of the fully sorted vocabulary finds for the same
+    /// random number (the mass summed in id order).
+    #[test]
+    fn an_unfiltered_draw_equals_the_full_ranking_walk() {
+        let vocab = 5000;
+        let logits: Vec<f32> = (0..vocab)
+            .map(|i| ((i * 7919) % 613) as f32 * 0.02 - (i % 3) as f32)
+            .collect();
+        for (seed, temperature) in [(1, 1.0), (2, 0.7), (3, 3.0), (4, 25.0)] {
+            let mut s = Sampler::new(params(temperature, 0, 1.0, seed));
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            for _ in 0..50 {
+                let got = s.pick(&mut logits.clone(), &[]);
+                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let weight = |t: usize| f64::from((logits[t] - max) / temperature).exp();
+                let total: f64 = (0..vocab).map(weight).sum();
+                let mut order: Vec<usize> = (0..vocab).collect();
+                order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+                let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
+                let mut mass = 0.0;
+                let want = order
+                    .iter()
+                    .find(|&&t| {
+                        mass += weight(t);
+                        u < mass
+                    })
+                    .copied()
+                    .unwrap_or(order[vocab - 1]);
+                assert_eq!(got as usize, want, "seed {seed} T {temperature}");
+            }
+        }
     }
 
     #[test]
