@@ -79,6 +79,30 @@ fn answers_are_cached_per_model_and_request_under_wrangler_dev() {
     assert_eq!(hit.expect("embeddings hit").body, res.body);
 }
 
+/// With API keys on, the cache is scoped per key: a second key asking what
+/// the first just asked is computed afresh (a hit would tell it the first
+/// key's input), while the first key asking again hits.
+#[test]
+fn with_keys_on_one_keys_entries_never_answer_another() {
+    let worker = Worker::start_wrangler_with(&[("API_KEYS", "key-alpha,key-beta")]);
+    let alpha = worker.client().with_header("authorization", "Bearer key-alpha");
+    let beta = worker.client().with_header("authorization", "Bearer key-beta");
+    let body = json!({"model": "lande", "input": "Una frase que nadie más escribió."});
+    assert_eq!(
+        classify(&alpha, &body).header("x-edgeinfer-cache"),
+        Some("miss"),
+        "{}",
+        worker.log_text()
+    );
+    until_hit(&alpha, &body);
+    assert_eq!(
+        classify(&beta, &body).header("x-edgeinfer-cache"),
+        Some("miss"),
+        "another key's entry answered: it learns the first key's input"
+    );
+    until_hit(&beta, &body);
+}
+
 fn with_kv_service(js: &str) -> Worker {
     Worker::start_with(&Bindings {
         kv_service: Some(js.to_string()),

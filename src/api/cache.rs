@@ -2,8 +2,12 @@
 //! decisions live here so they are the same on every host and tested natively.
 //!
 //! A key is derived from the exact model bytes (their sha256, and the
-//! encoder's for a head on embeddings) and the request in canonical form, so
-//! an entry can only ever answer the model version that produced it.
+//! encoder's for a head on embeddings), the request in canonical form and
+//! the caller's API key, so an entry can only ever answer the model version
+//! that produced it, for the key that asked it. With API keys on, a second
+//! key asking what the first just asked misses: a hit would tell it the
+//! other key's input. With keys off every caller is the same caller, and
+//! the cache is shared, as the open API is.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -32,19 +36,25 @@ pub struct CacheKey {
     pub served: Served,
 }
 
-/// The cache key of a parsed request, or `None` when it is not cacheable
-/// (not an inference route). The model was resolved when the request was
-/// parsed, so each arm of an A/B split has its own entries.
-pub fn key(call: &Stateless<'_>) -> Option<CacheKey> {
+/// The cache key of a parsed request made by `owner` (the caller's key
+/// digest, [`super::auth::Caller::owner`]; `None` with keys off), or `None`
+/// when it is not cacheable (not an inference route). The model was
+/// resolved when the request was parsed, so each arm of an A/B split has
+/// its own entries.
+pub fn key(call: &Stateless<'_>, owner: Option<&str>) -> Option<CacheKey> {
     match call {
-        Stateless::Classify(c) => key_of("classify", c),
-        Stateless::Embeddings(c) => key_of("embeddings", c),
-        Stateless::Similarity(c) => key_of("similarity", c),
+        Stateless::Classify(c) => key_of("classify", c, owner),
+        Stateless::Embeddings(c) => key_of("embeddings", c, owner),
+        Stateless::Similarity(c) => key_of("similarity", c, owner),
         _ => None,
     }
 }
 
-fn key_of<T: Serialize>(route: &str, call: &Resolved<T>) -> Option<CacheKey> {
+fn key_of<T: Serialize>(
+    route: &str,
+    call: &Resolved<T>,
+    owner: Option<&str>,
+) -> Option<CacheKey> {
     let mut body = serde_json::to_value(&call.body).ok()?;
     // `id` and `id@version` ask for the same bytes: one entry serves both.
     body["model"] = Value::String(call.spec.qualified_name());
@@ -54,9 +64,12 @@ fn key_of<T: Serialize>(route: &str, call: &Resolved<T>) -> Option<CacheKey> {
     hash.update(route.as_bytes());
     hash.update([0]);
     hash.update(canonical.as_bytes());
+    // The scope: the owner's digest, or one shared scope with keys off.
+    hash.update([0]);
+    hash.update(owner.unwrap_or("").as_bytes());
     Some(CacheKey {
         key: format!(
-            "v2:{route}:{}:{}",
+            "v3:{route}:{}:{}",
             fingerprint(call.spec),
             hex(&hash.finalize())
         ),
@@ -130,7 +143,7 @@ mod tests {
     /// The key of `req` parsed in `ctx`.
     fn key_in(req: &HttpRequest<'_>, ctx: &Context<'_>) -> Option<CacheKey> {
         match parse(req, ctx).ok()?.call {
-            Call::Stateless(call) => super::key(&call),
+            Call::Stateless(call) => super::key(&call, ctx.owner),
             _ => None,
         }
     }
@@ -142,6 +155,25 @@ mod tests {
 
     fn req<'a>(path: &'a str, body: &'a str) -> HttpRequest<'a> {
         HttpRequest::post_json(path, body.as_bytes())
+    }
+
+    /// With API keys on, one key's entries never answer another key (a hit
+    /// would tell it the other's input); one key asking again hits.
+    #[test]
+    fn entries_are_scoped_to_the_callers_key() {
+        let body = r#"{"model":"lande","input":"hello"}"#;
+        let in_scope = |owner: Option<&'static str>| {
+            let ctx = Context {
+                owner,
+                ..Context::default()
+            };
+            key_in(&req("/v1/classify", body), &ctx).unwrap().key
+        };
+        let (a, b, open) = (in_scope(Some("digest-a")), in_scope(Some("digest-b")), in_scope(None));
+        assert_ne!(a, b);
+        assert_ne!(a, open);
+        assert_eq!(a, in_scope(Some("digest-a")));
+        assert_eq!(open, in_scope(None));
     }
 
     #[test]

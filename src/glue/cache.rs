@@ -17,15 +17,17 @@ const CACHE_BINDING: &str = "CACHE";
 
 /// A stateless call's answer: from the cache when it holds one, else
 /// computed (and stored when [`cache::miss`] says it may be).
+/// `owner` is the caller's key digest (entries are scoped to it).
 pub async fn serve(
     call: Stateless<'_>,
+    owner: Option<&str>,
     env: &Env,
     ctx: &worker::Context,
     config: &Config,
     mut line: LogLine,
 ) -> Result<Response> {
     let kv = env.kv(CACHE_BINDING).ok();
-    let key = kv.as_ref().and_then(|_| cache::key(&call));
+    let key = kv.as_ref().and_then(|_| cache::key(&call, owner));
     let mut cache_ms = None;
     if let (Some(kv), Some(key)) = (&kv, &key) {
         let asked = super::clock();

@@ -197,7 +197,7 @@ async fn serve(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
         )
     };
     match parsed.call {
-        Call::Stateless(call) => cache::serve(call, env, ctx, config, line).await,
+        Call::Stateless(call) => cache::serve(call, api_ctx.owner, env, ctx, config, line).await,
         Call::Chat(call) => chat::serve_chat(call, &api_ctx, env, &trace(), line).await,
         Call::Session(request) => {
             let res = session::forward(env, &request.into_call(&api_ctx), &trace()).await?;

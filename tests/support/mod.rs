@@ -659,6 +659,12 @@ impl Worker {
     /// a temporary directory. Slower to start than plain workerd; used where
     /// the real KV emulation matters.
     pub fn start_wrangler() -> Worker {
+        Self::start_wrangler_with(&[])
+    }
+
+    /// As [`Worker::start_wrangler`], with `vars` (name, value) set as
+    /// `wrangler dev --var` does.
+    pub fn start_wrangler_with(vars: &[(&str, &str)]) -> Worker {
         ensure_built();
         let state = TempDir::new("wrangler");
         let port = free_port();
@@ -683,6 +689,7 @@ impl Worker {
             .arg("--persist-to")
             .arg(state.0.join("state"))
             .args(["--log-level", "log"])
+            .args(vars.iter().flat_map(|(k, v)| ["--var".to_string(), format!("{k}:{v}")]))
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
             .env("XDG_CONFIG_HOME", root().join(".config"));
