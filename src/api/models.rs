@@ -37,6 +37,9 @@ pub struct ModelObject {
     /// Largest `max_tokens` a chat request may ask for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<usize>,
+    /// The shard Workers a model too big for one isolate is cut across.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -87,11 +90,19 @@ impl ModelObject {
             },
             max_tokens: max_tokens(m),
             context_tokens: match m.input {
-                InputSpec::Chat { context, .. } => Some(context),
+                InputSpec::Chat { context, .. } | InputSpec::ShardedChat { context, .. } => {
+                    Some(context)
+                }
                 _ => None,
             },
             max_completion_tokens: match m.input {
-                InputSpec::Chat { .. } => Some(super::limits::MAX_TOKENS),
+                InputSpec::Chat { .. } | InputSpec::ShardedChat { .. } => {
+                    Some(super::limits::MAX_TOKENS)
+                }
+                _ => None,
+            },
+            shards: match m.input {
+                InputSpec::ShardedChat { shards, .. } => Some(shards.len()),
                 _ => None,
             },
             encoder: match m.input {
@@ -117,5 +128,37 @@ impl ModelList {
                 .map(ModelObject::from_spec)
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every chat model says its context and its reply limit, the sharded
+    /// one too, with how many shard Workers hold it.
+    #[test]
+    fn chat_models_say_their_context_and_a_sharded_one_its_shards() {
+        for m in registry::MODELS {
+            let o = ModelObject::from_spec(m);
+            match m.input {
+                InputSpec::Chat { context, .. } => {
+                    assert_eq!((o.context_tokens, o.shards), (Some(context), None), "{}", m.id);
+                }
+                InputSpec::ShardedChat {
+                    context, shards, ..
+                } => {
+                    assert!(!shards.is_empty(), "{}", m.id);
+                    assert_eq!(o.context_tokens, Some(context), "{}", m.id);
+                    assert_eq!(o.shards, Some(shards.len()), "{}", m.id);
+                }
+                _ => assert_eq!((o.context_tokens, o.shards), (None, None), "{}", m.id),
+            }
+            if o.context_tokens.is_some() {
+                assert_eq!(o.max_completion_tokens, Some(super::super::limits::MAX_TOKENS));
+            }
+        }
+        let sharded = ModelObject::find("smollm2-135m-instruct").unwrap();
+        assert_eq!(sharded.context_tokens, Some(1024));
     }
 }
