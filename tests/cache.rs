@@ -85,8 +85,12 @@ fn answers_are_cached_per_model_and_request_under_wrangler_dev() {
 #[test]
 fn with_keys_on_one_keys_entries_never_answer_another() {
     let worker = Worker::start_wrangler_with(&[("API_KEYS", "key-alpha,key-beta")]);
-    let alpha = worker.client().with_header("authorization", "Bearer key-alpha");
-    let beta = worker.client().with_header("authorization", "Bearer key-beta");
+    let alpha = worker
+        .client()
+        .with_header("authorization", "Bearer key-alpha");
+    let beta = worker
+        .client()
+        .with_header("authorization", "Bearer key-beta");
     let body = json!({"model": "lande", "input": "Una frase que nadie más escribió."});
     assert_eq!(
         classify(&alpha, &body).header("x-edgeinfer-cache"),

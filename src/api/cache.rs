@@ -50,11 +50,7 @@ pub fn key(call: &Stateless<'_>, owner: Option<&str>) -> Option<CacheKey> {
     }
 }
 
-fn key_of<T: Serialize>(
-    route: &str,
-    call: &Resolved<T>,
-    owner: Option<&str>,
-) -> Option<CacheKey> {
+fn key_of<T: Serialize>(route: &str, call: &Resolved<T>, owner: Option<&str>) -> Option<CacheKey> {
     let mut body = serde_json::to_value(&call.body).ok()?;
     // `id` and `id@version` ask for the same bytes: one entry serves both.
     body["model"] = Value::String(call.spec.qualified_name());
@@ -169,7 +165,11 @@ mod tests {
             };
             key_in(&req("/v1/classify", body), &ctx).unwrap().key
         };
-        let (a, b, open) = (in_scope(Some("digest-a")), in_scope(Some("digest-b")), in_scope(None));
+        let (a, b, open) = (
+            in_scope(Some("digest-a")),
+            in_scope(Some("digest-b")),
+            in_scope(None),
+        );
         assert_ne!(a, b);
         assert_ne!(a, open);
         assert_eq!(a, in_scope(Some("digest-a")));

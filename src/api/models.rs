@@ -143,7 +143,12 @@ mod tests {
             let o = ModelObject::from_spec(m);
             match m.input {
                 InputSpec::Chat { context, .. } => {
-                    assert_eq!((o.context_tokens, o.shards), (Some(context), None), "{}", m.id);
+                    assert_eq!(
+                        (o.context_tokens, o.shards),
+                        (Some(context), None),
+                        "{}",
+                        m.id
+                    );
                 }
                 InputSpec::ShardedChat {
                     context, shards, ..
@@ -155,7 +160,10 @@ mod tests {
                 _ => assert_eq!((o.context_tokens, o.shards), (None, None), "{}", m.id),
             }
             if o.context_tokens.is_some() {
-                assert_eq!(o.max_completion_tokens, Some(super::super::limits::MAX_TOKENS));
+                assert_eq!(
+                    o.max_completion_tokens,
+                    Some(super::super::limits::MAX_TOKENS)
+                );
             }
         }
         let sharded = ModelObject::find("smollm2-135m-instruct").unwrap();

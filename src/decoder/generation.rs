@@ -54,13 +54,8 @@ pub struct Generation<'m> {
     /// repetition penalty sees.
     tokens: Vec<u32>,
     prompt_len: usize,
-    /// Reply tokens (from `prompt_len`) whose text is in `text`: from
-    /// `decoded_from` on they are decoded again with the next ones, so a
-    /// tokenizer that joins pieces (a leading space, a split UTF-8
-    /// character) gives the same text as decoding the whole reply, while a
-    /// step decodes a few tokens, not the whole reply.
-    decoded_from: usize,
-    decoded_to: usize,
+    /// The reply's text as the tokens come.
+    reply: ReplyText,
     /// Tokens sampled, control token included (usage.completion_tokens).
     sampled: usize,
     /// Logits for the next token, once computed.
@@ -69,10 +64,126 @@ pub struct Generation<'m> {
     fed: usize,
     /// The last sampled token, still to be fed to the model.
     pending: Option<u32>,
-    /// Bytes of the reply text already handed out.
+    finish: Option<FinishReason>,
+}
+
+/// A reply's text, kept from its tokens as they are sampled: what is safe
+/// to hand out, and where a stop sequence cuts it. Apart from the model so
+/// that tokenizer behaviours (pieces joined, characters split across
+/// tokens) are tested with a decoder made up for the test.
+struct ReplyText {
+    stop: Vec<String>,
+    /// Reply tokens (from the prompt's end) whose text is in `text`: from
+    /// `decoded_from` on they are decoded again with the next ones, so a
+    /// tokenizer that joins pieces (a leading space, a split UTF-8
+    /// character) gives the same text as decoding the whole reply, while a
+    /// step decodes a few tokens, not the whole reply.
+    start: usize,
+    decoded_from: usize,
+    decoded_to: usize,
+    /// Bytes of `text` already handed out.
     emitted: usize,
     text: String,
-    finish: Option<FinishReason>,
+}
+
+impl ReplyText {
+    fn new(start: usize, stop: Vec<String>) -> Self {
+        ReplyText {
+            stop,
+            start,
+            decoded_from: start,
+            decoded_to: start,
+            emitted: 0,
+            text: String::new(),
+        }
+    }
+
+    /// The text handed out so far.
+    fn shown(&self) -> &str {
+        self.reply.shown()
+    }
+
+    /// Appends the text of `tokens` not yet decoded, once it is whole (does
+    /// not end in an incomplete character), or anyway when `flush`.
+    fn decode_new<D>(&mut self, tokens: &[u32], decode: D, flush: bool) -> Result<(), CoreError>
+    where
+        D: Fn(&[u32]) -> Result<String, CoreError>,
+    {
+        if self.decoded_to == tokens.len() {
+            return Ok(());
+        }
+        let known = decode(&tokens[self.decoded_from..self.decoded_to])?;
+        let all = decode(&tokens[self.decoded_from..])?;
+        if all.ends_with('\u{FFFD}') && !flush {
+            return Ok(());
+        }
+        if let Some(new) = all.get(known.len()..).filter(|_| all.starts_with(&known)) {
+            self.text.push_str(new);
+        } else {
+            // The tokenizer rewrote what it had already produced: fall back
+            // to the whole reply (never seen with byte-level BPE).
+            self.text = decode(&tokens[self.start..])?;
+        }
+        self.decoded_from = self.decoded_to;
+        self.decoded_to = tokens.len();
+        Ok(())
+    }
+
+    /// Cuts the text before the earliest complete stop sequence, if there
+    /// is one: true when it did (nothing after it is part of the reply).
+    fn cut_at_stop(&mut self, tokens: usize) -> bool {
+        let Some(cut) = self
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.text.find(s.as_str()))
+            .min()
+        else {
+            return false;
+        };
+        // What was handed out never holds a whole stop sequence, nor the
+        // start of one (see `safe_len`): the cut is never before it.
+        self.text.truncate(cut.max(self.emitted));
+        self.decoded_from = tokens;
+        self.decoded_to = tokens;
+        true
+    }
+
+    /// How much of the text can be shown: all but a trailing replacement
+    /// character (an incomplete UTF-8 sequence, for now) and any tail that
+    /// begins a stop sequence.
+    fn safe_len(&self) -> usize {
+        let visible = self.text.trim_end_matches('\u{FFFD}');
+        let mut safe = visible.len();
+        for stop in self.stop.iter().filter(|s| !s.is_empty()) {
+            for (i, _) in visible.char_indices().rev().take(stop.chars().count()) {
+                if stop.starts_with(&visible[i..]) {
+                    safe = safe.min(i);
+                }
+            }
+        }
+        safe
+    }
+
+    /// Hands out the text up to `end` not handed out yet.
+    fn take_until(&mut self, end: usize) -> String {
+        let start = self.emitted;
+        if end <= start || !self.text.is_char_boundary(start) {
+            return String::new();
+        }
+        self.emitted = end;
+        self.text[start..end].to_string()
+    }
+
+    /// The next delta of a reply still going.
+    fn take_safe(&mut self) -> String {
+        self.take_until(self.safe_len())
+    }
+
+    /// Everything left, at the end of the reply.
+    fn take_rest(&mut self) -> String {
+        self.take_until(self.text.len())
+    }
 }
 
 impl<'m> Generation<'m> {
@@ -85,15 +196,12 @@ impl<'m> Generation<'m> {
             options,
             cache: model.decoder().new_cache(),
             prompt_len: prompt.len(),
-            decoded_from: prompt.len(),
-            decoded_to: prompt.len(),
+            reply: ReplyText::new(prompt.len(), options.stop.clone()),
             tokens: prompt,
             sampled: 0,
             logits: None,
             fed: 0,
             pending: None,
-            emitted: 0,
-            text: String::new(),
             finish: None,
         }
     }
@@ -126,7 +234,7 @@ impl<'m> Generation<'m> {
 
     /// The reply so far (all of it once finished).
     pub fn text(&self) -> &str {
-        &self.text[..self.emitted]
+        self.reply.shown()
     }
 
     pub fn finish_reason(&self) -> Option<FinishReason> {
@@ -216,90 +324,110 @@ impl<'m> Generation<'m> {
         }
         self.tokens.push(token);
         self.pending = Some(token);
-        self.decode_new(false)?;
-        if let Some(cut) = self.stop_at() {
-            self.text.truncate(cut);
-            // Nothing after the stop sequence is part of the reply.
-            self.decoded_from = self.tokens.len();
-            self.decoded_to = self.tokens.len();
+        let model = self.model;
+        self.reply
+            .decode_new(&self.tokens, |ids| model.decode(ids), false)?;
+        if self.reply.cut_at_stop(self.tokens.len()) {
             return Ok(Some(self.end(FinishReason::Stop)?));
         }
-        let safe = self.safe_len();
-        let text = self.take_until(safe);
+        let text = self.reply.take_safe();
         Ok(Some(Delta { text, finish: None }))
-    }
-
-    /// Appends the text of the tokens not yet decoded, once it is whole
-    /// (does not end in an incomplete character), or anyway when `flush`.
-    fn decode_new(&mut self, flush: bool) -> Result<(), CoreError> {
-        if self.decoded_to == self.tokens.len() {
-            return Ok(());
-        }
-        let known = self
-            .model
-            .decode(&self.tokens[self.decoded_from..self.decoded_to])?;
-        let all = self.model.decode(&self.tokens[self.decoded_from..])?;
-        if all.ends_with('\u{FFFD}') && !flush {
-            return Ok(());
-        }
-        if let Some(new) = all.get(known.len()..).filter(|_| all.starts_with(&known)) {
-            self.text.push_str(new);
-        } else {
-            // The tokenizer rewrote what it had already produced: fall back
-            // to the whole reply (never seen with byte-level BPE).
-            self.text = self.model.decode(&self.tokens[self.prompt_len..])?;
-        }
-        self.decoded_from = self.decoded_to;
-        self.decoded_to = self.tokens.len();
-        Ok(())
     }
 
     /// Ends the reply: what remains undecoded is decoded as it is (an
     /// incomplete character at the very end shows as U+FFFD, as decoding
-    /// the whole reply would), except after a stop sequence, which cut the
-    /// text already.
+    /// the whole reply would), and a stop sequence that this last text
+    /// completes still cuts it (and makes the end a stop).
     fn end(&mut self, reason: FinishReason) -> Result<Delta, CoreError> {
-        self.decode_new(true)?;
+        let model = self.model;
+        self.reply
+            .decode_new(&self.tokens, |ids| model.decode(ids), true)?;
+        let reason = match self.reply.cut_at_stop(self.tokens.len()) {
+            true => FinishReason::Stop,
+            false => reason,
+        };
         self.finish = Some(reason);
-        let text = self.take_until(self.text.len());
+        let text = self.reply.take_rest();
         Ok(Delta {
             text,
             finish: Some(reason),
         })
     }
+}
 
-    fn take_until(&mut self, end: usize) -> String {
-        let start = self.emitted;
-        if end <= start || !self.text.is_char_boundary(start) {
-            return String::new();
-        }
-        self.emitted = end;
-        self.text[start..end].to_string()
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// Byte offset of the earliest complete stop sequence, if any.
-    fn stop_at(&self) -> Option<usize> {
-        self.options
-            .stop
+    /// A made-up byte-level tokenizer: token `i` is the bytes `PIECES[i]`
+    /// (a piece may end inside a character, as byte-level BPE's do).
+    const PIECES: [&[u8]; 6] = [b"o", b"k\xE3", b"\x80\x82", b" wor", b"ld", b"h\xC3\xA9"];
+
+    fn pieces(ids: &[u32]) -> Result<String, CoreError> {
+        let bytes: Vec<u8> = ids
             .iter()
-            .filter(|s| !s.is_empty())
-            .filter_map(|s| self.text.find(s.as_str()))
-            .min()
+            .flat_map(|&i| PIECES[i as usize].iter().copied())
+            .collect();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    /// How much of the text can be shown: all but a trailing replacement
-    /// character (an incomplete UTF-8 sequence, for now) and any tail that
-    /// begins a stop sequence.
-    fn safe_len(&self) -> usize {
-        let visible = self.text.trim_end_matches('\u{FFFD}');
-        let mut safe = visible.len();
-        for stop in self.options.stop.iter().filter(|s| !s.is_empty()) {
-            for (i, _) in visible.char_indices().rev().take(stop.chars().count()) {
-                if stop.starts_with(&visible[i..]) {
-                    safe = safe.min(i);
-                }
+    /// Samples `ids` one at a time as `step` does, then ends the reply:
+    /// the deltas handed out, the reply, and whether a stop sequence ended it.
+    fn stream(ids: &[u32], stop: &[&str]) -> (Vec<String>, String, bool) {
+        let mut reply = ReplyText::new(0, stop.iter().map(|s| s.to_string()).collect());
+        let mut tokens = Vec::new();
+        let mut deltas = Vec::new();
+        for &id in ids {
+            tokens.push(id);
+            reply.decode_new(&tokens, pieces, false).unwrap();
+            if reply.cut_at_stop(tokens.len()) {
+                deltas.push(reply.take_rest());
+                return (deltas, reply.shown().to_string(), true);
             }
+            deltas.push(reply.take_safe());
         }
-        safe
+        reply.decode_new(&tokens, pieces, true).unwrap();
+        let stopped = reply.cut_at_stop(tokens.len());
+        deltas.push(reply.take_rest());
+        (deltas, reply.shown().to_string(), stopped)
+    }
+
+    /// A stop sequence completed by the text flushed at the end (held back
+    /// while its last token ended inside a character) still ends the reply
+    /// before it, and is never shown.
+    #[test]
+    fn a_stop_sequence_completed_by_the_final_flush_is_cut() {
+        // "o", then "k" + the first byte of "。", then max_tokens.
+        let (deltas, text, stopped) = stream(&[0, 1], &["k"]);
+        assert!(stopped, "{deltas:?}");
+        assert_eq!(text, "o");
+        assert!(!deltas.concat().contains('k'), "{deltas:?}");
+        // The same reply without the stop: the flush shows what is there.
+        let (_, text, stopped) = stream(&[0, 1], &[]);
+        assert!(!stopped);
+        assert_eq!(text, "ok\u{FFFD}");
+        // The character completed by the next token is shown whole.
+        let (deltas, text, _) = stream(&[0, 1, 2], &[]);
+        assert_eq!(
+            (text.as_str(), deltas.concat()),
+            ("ok。", "ok。".to_string())
+        );
+    }
+
+    /// Held back: half a character, and a tail that may begin a stop.
+    #[test]
+    fn deltas_never_show_half_a_character_or_the_start_of_a_stop() {
+        let (deltas, text, stopped) = stream(&[5, 3], &["world"]);
+        assert!(!stopped);
+        assert_eq!(
+            (text.as_str(), deltas.concat()),
+            ("hé wor", "hé wor".to_string())
+        );
+        assert!(deltas.iter().all(|d| !d.contains('\u{FFFD}')));
+        // "wor" was held back until the end: it might have begun "world".
+        assert_eq!(deltas.last().map(String::as_str), Some("wor"));
+        let (deltas, text, stopped) = stream(&[5, 3, 4], &["world"]);
+        assert!(stopped);
+        assert_eq!((text.as_str(), deltas.concat()), ("hé ", "hé ".to_string()));
     }
 }

@@ -689,7 +689,10 @@ impl Worker {
             .arg("--persist-to")
             .arg(state.0.join("state"))
             .args(["--log-level", "log"])
-            .args(vars.iter().flat_map(|(k, v)| ["--var".to_string(), format!("{k}:{v}")]))
+            .args(
+                vars.iter()
+                    .flat_map(|(k, v)| ["--var".to_string(), format!("{k}:{v}")]),
+            )
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
             .env("XDG_CONFIG_HOME", root().join(".config"));
