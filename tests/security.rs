@@ -224,6 +224,39 @@ fn rate_limit_per_ip_without_keys() -> Result<(), Failed> {
     }
 }
 
+/// The limiter's objects down: by default requests are served (and a log
+/// line says the limiter is unavailable); with `RATE_LIMIT_ON_ERROR =
+/// closed` they get a 503 with Retry-After, never a 500 or a hang.
+fn a_failed_limiter_opens_or_closes_as_configured() -> Result<(), Failed> {
+    for (mode, want) in [(None, 200), (Some("closed"), 503)] {
+        let mut pairs = vec![("RATE_LIMIT_PER_MINUTE", "60"), ("RATE_LIMIT_BURST", "5")];
+        if let Some(mode) = mode {
+            pairs.push(("RATE_LIMIT_ON_ERROR", mode));
+        }
+        let w = Worker::start_with(&Bindings {
+            broken_limiter: true,
+            ..vars(&pairs)
+        });
+        let c = w.client();
+        for _ in 0..3 {
+            let r = lande(&c, &[]);
+            ensure(r.status == want, || format!("{mode:?}: {}", text(&r)))?;
+            if want == 503 {
+                let e = r.expect_error(503);
+                ensure(e["code"] == "rate_limiter_unavailable", || format!("{e}"))?;
+                ensure(r.header("retry-after") == Some("5"), || {
+                    format!("{:?}", r.headers)
+                })?;
+            }
+        }
+        let log = w.log_text();
+        ensure(log.contains("\"rate_limit\":\"unavailable\""), || {
+            format!("no log line of the failed limiter:\n{log}")
+        })?;
+    }
+    Ok(())
+}
+
 fn panic_costs_one_request() -> Result<(), Failed> {
     let w = Worker::start_test_panic();
     let c = w.client();
@@ -857,9 +890,16 @@ fn main() {
     if !args.list {
         support::ensure_built();
     }
-    let trials = checks
+    let mut trials: Vec<Trial> = checks
         .into_iter()
         .map(|(name, check)| Trial::test(name, check))
         .collect();
+    trials.push(support::only_on(
+        Server::Workerd,
+        Trial::test(
+            "a_failed_limiter_opens_or_closes_as_configured",
+            a_failed_limiter_opens_or_closes_as_configured,
+        ),
+    ));
     libtest_mimic::run(&args, trials).exit();
 }

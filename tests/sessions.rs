@@ -347,6 +347,7 @@ fn errors_carry_the_headers_a_client_acts_on() {
     let limit = api::rate_limit::RateLimit {
         per_minute: 60,
         burst: 1,
+        on_error: api::rate_limit::OnError::Open,
     };
     let res = HttpResponse::error(limit.refusal(3));
     assert_eq!(res.status, 429);

@@ -37,6 +37,7 @@ impl Config {
         let rate_limit = RateLimit::from_vars(
             var("RATE_LIMIT_PER_MINUTE").as_deref(),
             var("RATE_LIMIT_BURST").as_deref(),
+            var("RATE_LIMIT_ON_ERROR").as_deref(),
         );
         if let Err(e) = &rate_limit {
             problems.push(e.clone());

@@ -17,7 +17,26 @@ pub struct RateLimit {
     pub per_minute: u32,
     /// Bucket size: this many requests may arrive at once.
     pub burst: u32,
+    /// What a request gets when its bucket's object fails or cannot be
+    /// reached (`RATE_LIMIT_ON_ERROR`).
+    pub on_error: OnError,
 }
+
+/// When the limiter itself fails: serve unlimited (the default: the
+/// limiter protects the service, it must not take it down), or refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Served, and a log line says so (`"rate_limit": "unavailable"`).
+    #[default]
+    Open,
+    /// 503 `rate_limiter_unavailable` with `Retry-After`: for a deployment
+    /// whose keys are there to cap spending, where an unlimited minute
+    /// costs more than a refused one.
+    Closed,
+}
+
+/// Seconds a client refused because the limiter failed is asked to wait.
+pub const UNAVAILABLE_RETRY_SECONDS: u64 = 5;
 
 impl RateLimit {
     /// Reads `RATE_LIMIT_PER_MINUTE` and `RATE_LIMIT_BURST`; an unset,
@@ -26,6 +45,7 @@ impl RateLimit {
     pub fn from_vars(
         per_minute: Option<&str>,
         burst: Option<&str>,
+        on_error: Option<&str>,
     ) -> Result<Option<Self>, String> {
         let number = |name: &str, value: Option<&str>, default: u32| -> Result<u32, String> {
             match value.map(str::trim) {
@@ -38,13 +58,38 @@ impl RateLimit {
         };
         let per_minute = number("RATE_LIMIT_PER_MINUTE", per_minute, 0)?;
         let burst = number("RATE_LIMIT_BURST", burst, DEFAULT_BURST)?;
+        let on_error = match on_error.map(str::trim) {
+            None | Some("") | Some("open") => OnError::Open,
+            Some("closed") => OnError::Closed,
+            Some(v) => {
+                return Err(format!(
+                    "RATE_LIMIT_ON_ERROR must be `open` or `closed`, got `{v}`"
+                ))
+            }
+        };
         if per_minute == 0 {
             return Ok(None);
         }
         Ok(Some(RateLimit {
             per_minute,
             burst: burst.max(1),
+            on_error,
         }))
+    }
+
+    /// What a request gets when its bucket's object failed: `None` to serve
+    /// it (open), or the 503 to answer (closed).
+    pub fn when_unavailable(&self) -> Option<ApiError> {
+        match self.on_error {
+            OnError::Open => None,
+            OnError::Closed => Some(
+                ApiError::unavailable(
+                    "the rate limiter is unavailable and this deployment refuses requests it cannot count; retry shortly",
+                )
+                .with_code("rate_limiter_unavailable")
+                .with_header("retry-after", UNAVAILABLE_RETRY_SECONDS.to_string()),
+            ),
+        }
     }
 
     /// The 429 for a caller whose next token comes in `retry_after` seconds.
@@ -114,26 +159,30 @@ mod tests {
 
     #[test]
     fn vars() {
-        assert_eq!(RateLimit::from_vars(None, Some("5")), Ok(None));
+        assert_eq!(RateLimit::from_vars(None, Some("5"), None), Ok(None));
         assert_eq!(
-            RateLimit::from_vars(Some("600"), None),
+            RateLimit::from_vars(Some("600"), None, None),
             Ok(Some(RateLimit {
                 per_minute: 600,
-                burst: DEFAULT_BURST
+                burst: DEFAULT_BURST,
+                on_error: OnError::Open,
             }))
         );
-        assert_eq!(RateLimit::from_vars(Some("0"), None), Ok(None));
-        assert_eq!(RateLimit::from_vars(Some("off"), Some("5")), Ok(None));
+        assert_eq!(RateLimit::from_vars(Some("0"), None, None), Ok(None));
+        assert_eq!(RateLimit::from_vars(Some("off"), Some("5"), None), Ok(None));
         assert_eq!(
-            RateLimit::from_vars(Some(" 120 "), Some("0")),
+            RateLimit::from_vars(Some(" 120 "), Some("0"), Some("closed")),
             Ok(Some(RateLimit {
                 per_minute: 120,
-                burst: 1
+                burst: 1,
+                on_error: OnError::Closed,
             }))
         );
-        let e = RateLimit::from_vars(Some("lots"), None).unwrap_err();
+        let e = RateLimit::from_vars(Some("5"), None, Some("sometimes")).unwrap_err();
+        assert!(e.contains("RATE_LIMIT_ON_ERROR"), "{e}");
+        let e = RateLimit::from_vars(Some("lots"), None, None).unwrap_err();
         assert!(e.contains("RATE_LIMIT_PER_MINUTE"), "{e}");
-        assert!(RateLimit::from_vars(None, Some("-3")).is_err());
+        assert!(RateLimit::from_vars(None, Some("-3"), None).is_err());
     }
 
     #[test]
@@ -141,6 +190,7 @@ mod tests {
         let limit = RateLimit {
             per_minute: 60,
             burst: 3,
+            on_error: OnError::Open,
         };
         let mut b = TokenBucket::full(&limit, 1_000.0);
         for _ in 0..3 {
@@ -165,6 +215,7 @@ mod tests {
         let limit = RateLimit {
             per_minute: 2,
             burst: 1,
+            on_error: OnError::Open,
         };
         let mut b = TokenBucket::full(&limit, 0.0);
         assert_eq!(b.take(&limit, 0.0), Ok(()));
@@ -177,12 +228,31 @@ mod tests {
         let limit = RateLimit {
             per_minute: 60,
             burst: 5,
+            on_error: OnError::Open,
         };
         let res = crate::api::HttpResponse::error(limit.refusal(7));
         assert_eq!(res.status, 429);
         assert!(res.headers.contains(&("retry-after", "7".to_string())));
         let body: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
         assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    }
+
+    /// A failed limiter serves the request (open, the default) or refuses
+    /// it with a 503 a client can act on (closed).
+    #[test]
+    fn a_failed_limiter_opens_or_closes_as_configured() {
+        let open = RateLimit::from_vars(Some("60"), None, None)
+            .unwrap()
+            .unwrap();
+        assert!(open.when_unavailable().is_none());
+        let closed = RateLimit::from_vars(Some("60"), None, Some("closed"))
+            .unwrap()
+            .unwrap();
+        let res = crate::api::HttpResponse::error(closed.when_unavailable().unwrap());
+        assert_eq!(res.status, 503);
+        assert!(res.headers.contains(&("retry-after", "5".to_string())));
+        let body: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+        assert_eq!(body["error"]["code"], "rate_limiter_unavailable");
     }
 
     #[test]

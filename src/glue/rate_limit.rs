@@ -23,9 +23,10 @@ const RETRY_HEADER: &str = "retry-after";
 
 /// Takes a token from `bucket`'s object: `Ok(())`, or the 429 to answer.
 /// Without the binding (an old wrangler.toml) requests are not limited. When
-/// the object cannot be reached or fails, the request is served and the
-/// failure logged: the limiter protects the service, it must not take it down
-/// (nor answer a client 500 for our own fault).
+/// the object cannot be reached or fails, the failure is logged and the
+/// limit's `on_error` decides (api::rate_limit::OnError): served (open, the
+/// default: the limiter must not take the service down) or a 503 (closed);
+/// never a client 500 for our own fault.
 pub async fn take(env: &Env, limit: &RateLimit, bucket: &str) -> std::result::Result<(), ApiError> {
     let Ok(namespace) = env.durable_object(LIMITER_BINDING) else {
         return Ok(());
@@ -42,22 +43,24 @@ pub async fn take(env: &Env, limit: &RateLimit, bucket: &str) -> std::result::Re
             let seconds = retry_after.and_then(|v| v.parse().ok()).unwrap_or(1);
             Err(limit.refusal(seconds))
         }
-        Ok((status, _)) => {
-            log_failure(&format!("the RateLimiter object answered {status}"));
-            Ok(())
-        }
-        Err(e) => {
-            log_failure(&e.to_string());
-            Ok(())
-        }
+        Ok((status, _)) => unavailable(limit, &format!("the RateLimiter object answered {status}")),
+        Err(e) => unavailable(limit, &e.to_string()),
     }
 }
 
-fn log_failure(error: &str) {
+/// The limiter failed: one log line (`"rate_limit": "unavailable"`, what an
+/// operator counts in Workers Logs), then open or closed as configured.
+fn unavailable(limit: &RateLimit, error: &str) -> std::result::Result<(), ApiError> {
+    let refusal = limit.when_unavailable();
+    let outcome = match refusal {
+        None => "served unlimited",
+        Some(_) => "refused 503",
+    };
     worker::console_error!(
         "{}",
-        serde_json::json!({ "rate_limit": "unavailable, request served unlimited", "error": error })
+        serde_json::json!({ "rate_limit": "unavailable", "request": outcome, "error": error })
     );
+    refusal.map_or(Ok(()), Err)
 }
 
 #[durable_object]

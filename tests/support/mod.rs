@@ -234,6 +234,9 @@ pub struct Bindings {
     /// Shards replaced by a Worker that fails, to test a shard that is down
     /// or fails mid-reply.
     pub broken_shards: Vec<(usize, BrokenShard)>,
+    /// `RATE_LIMITER` bound to objects whose every call throws: a limiter
+    /// that is down.
+    pub broken_limiter: bool,
 }
 
 /// How a stand-in shard fails.
@@ -303,6 +306,12 @@ export default class extends WorkerEntrypoint {\n\
   fetch() { return new Response(\"broken\", { status: 503 }); }\n\
 }\n";
 
+/// The objects of a limiter that is down (`Bindings::broken_limiter`).
+const BROKEN_LIMITER: &str = "export class Failing {\n\
+  fetch() { throw new Error(\"the limiter is down (test)\"); }\n\
+}\n\
+export default { fetch() { return new Response(\"limiter\"); } };\n";
+
 /// A workerd config serving `modules` on 127.0.0.1:`port`. workerd resolves
 /// `embed` paths relative to the config, so the modules are written next to
 /// it: the server runs a snapshot of the build.
@@ -335,6 +344,7 @@ fn workerd_config(
     let mut binds = String::new();
     let mut services = String::from("(name = \"main\", worker = .edgeinfer)");
     let mut objects = String::new();
+    let mut extra_limiter = String::new();
     if has_sessions {
         binds.push_str("    (name = \"SESSIONS\", durableObjectNamespace = \"ChatSession\"),\n");
         services.push_str(&format!(
@@ -344,7 +354,18 @@ fn workerd_config(
         let has_limiter = modules
             .iter()
             .any(|m| m.kind == "esModule" && m.bytes.windows(11).any(|w| w == b"RateLimiter"));
-        let limiter = if has_limiter {
+        let limiter = if has_limiter && bindings.broken_limiter {
+            std::fs::write(dir.join("limiter.mjs"), BROKEN_LIMITER).expect("write broken limiter");
+            binds.push_str(
+                "    (name = \"RATE_LIMITER\", durableObjectNamespace = (className = \"Failing\", serviceName = \"limiter\")),\n",
+            );
+            services.push_str(", (name = \"limiter\", worker = .limiter)");
+            extra_limiter = format!(
+                "const limiter :Workerd.Worker = (\n  modules = [(name = \"limiter.mjs\", esModule = embed \"limiter.mjs\")],\n  durableObjectNamespaces = [(className = \"Failing\", uniqueKey = \"broken-limiter\")],\n  durableObjectStorage = (inMemory = void),\n  compatibilityDate = \"{}\",\n);\n",
+                compatibility_date()
+            );
+            ""
+        } else if has_limiter {
             binds.push_str(
                 "    (name = \"RATE_LIMITER\", durableObjectNamespace = \"RateLimiter\"),\n",
             );
@@ -356,7 +377,7 @@ fn workerd_config(
             "  durableObjectNamespaces = [\n    (className = \"ChatSession\", uniqueKey = \"edgeinfer-chat-sessions\", enableSql = true),\n{limiter}  ],\n  durableObjectStorage = (localDisk = \"sessions-disk\"),\n",
         ));
     }
-    let mut extra = String::new();
+    let mut extra = extra_limiter;
     let mut sockets =
         format!("(name = \"http\", address = \"127.0.0.1:{port}\", http = (), service = \"main\")");
     if let Some(js) = &bindings.kv_service {
@@ -577,8 +598,9 @@ impl Worker {
         assert!(
             bindings.kv_service.is_none()
                 && !bindings.shard_sockets
-                && bindings.broken_shards.is_empty(),
-            "a KV service, shard sockets and broken shards are workerd's: mark the check only_on(Server::Workerd)"
+                && bindings.broken_shards.is_empty()
+                && !bindings.broken_limiter,
+            "a KV service, shard sockets, broken shards and a broken limiter are workerd's: mark the check only_on(Server::Workerd)"
         );
         let state = TempDir::new("deno");
         let port = free_port();
