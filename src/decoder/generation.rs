@@ -100,7 +100,7 @@ impl ReplyText {
 
     /// The text handed out so far.
     fn shown(&self) -> &str {
-        self.reply.shown()
+        &self.text[..self.emitted]
     }
 
     /// Appends the text of `tokens` not yet decoded, once it is whole (does
@@ -193,10 +193,10 @@ impl<'m> Generation<'m> {
         Generation {
             model,
             sampler: Sampler::new(options.sampling),
+            reply: ReplyText::new(prompt.len(), options.stop.clone()),
             options,
             cache: model.decoder().new_cache(),
             prompt_len: prompt.len(),
-            reply: ReplyText::new(prompt.len(), options.stop.clone()),
             tokens: prompt,
             sampled: 0,
             logits: None,
