@@ -801,6 +801,135 @@ fn hostile_requests_get_4xx_json() -> Result<(), Failed> {
     ensure(failures.is_empty(), || failures.join("\n"))
 }
 
+/// Another key's call on a session whose turn is streaming is answered
+/// the session-not-found 404 at once, as an id that never existed is: it
+/// does not wait for the turn (which told it the session exists and is
+/// busy). Ordered by arrival, not timed: every 404 is in before the owner's
+/// stream has sent its last event.
+fn another_key_is_not_kept_waiting_by_a_turn_in_progress() -> Result<(), Failed> {
+    use std::sync::mpsc;
+    use std::time::Instant;
+    let w = Worker::start_with(&vars(&[("API_KEYS", "key-alpha,key-beta")]));
+    let c = w.client();
+    let r = call(&c, "POST", "/v1/sessions", &[ALPHA], &json!({}));
+    ensure(r.status == 201, || text(&r))?;
+    let id = r.json()["id"].as_str().unwrap_or_default().to_string();
+    let path = format!("/v1/sessions/{id}");
+    let messages = format!("{path}/messages");
+    // The owner's long streamed turn (the default model, through its
+    // shards: seconds), read in a thread that notes when each event came.
+    let (started, first_event) = mpsc::channel();
+    let base = c.base().to_string();
+    let stream_messages = messages.clone();
+    let owner = std::thread::spawn(move || -> Result<(Vec<Instant>, String), String> {
+        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+        let res = agent
+            .post(format!("{base}{stream_messages}"))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer key-alpha")
+            .send(json!({ "content": "Tell me a long story.", "stream": true, "max_tokens": 160, "temperature": 0.0 }).to_string())
+            .map_err(|e| e.to_string())?;
+        let mut reader = BufReader::new(res.into_body().into_reader());
+        let mut arrivals = Vec::new();
+        let mut last = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                break;
+            }
+            if line.starts_with("data: ") {
+                if arrivals.is_empty() {
+                    let _ = started.send(());
+                }
+                arrivals.push(Instant::now());
+                last = line;
+            }
+        }
+        Ok((arrivals, last))
+    });
+    first_event
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .map_err(|_| "the owner's stream sent no event".to_string())?;
+    let never = format!("/v1/sessions/{}", "fedcba9876543210fedcba9876543210");
+    let mut answered = Vec::new();
+    for (method, p, body) in [
+        ("GET", path.as_str(), json!({})),
+        (
+            "POST",
+            messages.as_str(),
+            json!({ "content": "Mine now.", "max_tokens": 2 }),
+        ),
+        ("DELETE", path.as_str(), json!({})),
+        ("GET", never.as_str(), json!({})),
+    ] {
+        let r = call(&c, method, p, &[BETA], &body);
+        let e = r.expect_error(404);
+        ensure(e["code"] == "session_not_found", || {
+            format!("{method} {p}: {e}")
+        })?;
+        answered.push(Instant::now());
+    }
+    let (arrivals, last) = owner.join().map_err(|_| "the owner's stream panicked")??;
+    ensure(last.trim() == "data: [DONE]", || {
+        format!("the owner's stream ended with {last:?}")
+    })?;
+    let done = *arrivals.last().ok_or("no events")?;
+    ensure(answered.iter().all(|&t| t < done), || {
+        format!(
+            "another key's 404 waited for the turn: answered {:?} after the stream began, its end at {:?}",
+            answered.iter().map(|t| t.duration_since(arrivals[0])).collect::<Vec<_>>(),
+            done.duration_since(arrivals[0])
+        )
+    })?;
+    // The owner's history has the turn; the other key's calls changed nothing.
+    let h = call(&c, "GET", &path, &[ALPHA], &json!({})).json()["messages"].clone();
+    ensure(h.as_array().map_or(0, Vec::len) == 2, || format!("{h}"))
+}
+
+/// Probing well-formed ids of sessions never created (reads, deletes,
+/// turns) answers 404 and stores nothing: no object storage is made.
+fn probing_session_ids_stores_nothing() -> Result<(), Failed> {
+    let storage = TempDir::new("sessions-probe");
+    let w = Worker::start_with(&Bindings {
+        sessions_dir: Some(storage.0.clone()),
+        ..Bindings::default()
+    });
+    let c = w.client();
+    fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(files(&path));
+            } else {
+                out.push((path, entry.metadata().map_or(0, |m| m.len())));
+            }
+        }
+        out.sort();
+        out
+    }
+    let before = files(&storage.0);
+    for i in 0..12 {
+        let id = format!("{:032x}", 0x5eed_0000_u128 + i * 7919);
+        let path = format!("/v1/sessions/{id}");
+        for r in [
+            c.get(&path),
+            c.send_with_headers("DELETE", &path, &[], b""),
+            c.post_json(&format!("{path}/messages"), &json!({ "content": "Anyone?" })),
+            c.post_json(
+                "/v1/chat/completions",
+                &json!({ "model": "shakespeare-llama", "session": id, "messages": [{ "role": "user", "content": "Hi" }] }),
+            ),
+        ] {
+            r.expect_error(404);
+        }
+    }
+    let after = files(&storage.0);
+    ensure(before == after, || {
+        format!("probes stored something:\nbefore {before:?}\nafter  {after:?}")
+    })
+}
+
 fn crash_mid_stream_keeps_history() -> Result<(), Failed> {
     let storage = TempDir::new("sessions-crash");
     let bindings = Bindings {
@@ -872,6 +1001,14 @@ fn main() {
     let checks: Vec<(&str, Check)> = vec![
         ("api_keys", api_keys),
         ("sessions_belong_to_their_key", sessions_belong_to_their_key),
+        (
+            "another_key_is_not_kept_waiting_by_a_turn_in_progress",
+            another_key_is_not_kept_waiting_by_a_turn_in_progress,
+        ),
+        (
+            "probing_session_ids_stores_nothing",
+            probing_session_ids_stores_nothing,
+        ),
         ("rate_limit_per_key", rate_limit_per_key),
         (
             "rate_limit_per_ip_without_keys",

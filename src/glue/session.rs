@@ -18,8 +18,8 @@ use super::log::LogLine;
 use super::session_kv::{self, KvStore, SessionKv};
 use crate::api::chat::{Reply, RequestMeta, TurnSink};
 use crate::api::sessions::{
-    self, Record, Session, SessionAnswer, SessionCall, SessionMeta, SessionOp, SessionStore,
-    SessionTurn, StoreError, StoredMessage,
+    self, not_found, Record, Session, SessionAnswer, SessionCall, SessionMeta, SessionOp,
+    SessionStore, SessionTurn, StoreError, StoredMessage,
 };
 use crate::api::trace::Trace;
 use crate::api::{ApiError, HttpResponse};
@@ -125,20 +125,44 @@ fn failed(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl SqlStore {
-    /// The schema, created when the object starts (a statement SQLite
-    /// answers from its catalogue when the tables exist).
-    fn open(sql: SqlStorage) -> std::result::Result<Self, StoreError> {
-        sql.exec(
-            "CREATE TABLE IF NOT EXISTS session (json TEXT NOT NULL)",
-            None,
-        )
-        .map_err(failed)?;
-        sql.exec(
-            "CREATE TABLE IF NOT EXISTS message (seq INTEGER PRIMARY KEY AUTOINCREMENT, json TEXT NOT NULL)",
-            None,
-        )
-        .map_err(failed)?;
-        Ok(SqlStore { sql })
+    /// The schema is made by the session's creation, not when the object
+    /// starts: an object asked about a session that was never created (a
+    /// probe of a well-formed id) answers from an empty database and
+    /// writes nothing.
+    fn create_schema(&self) -> std::result::Result<(), StoreError> {
+        self.sql
+            .exec(
+                "CREATE TABLE IF NOT EXISTS session (json TEXT NOT NULL)",
+                None,
+            )
+            .map_err(failed)?;
+        self.sql
+            .exec(
+                "CREATE TABLE IF NOT EXISTS message (seq INTEGER PRIMARY KEY AUTOINCREMENT, json TEXT NOT NULL)",
+                None,
+            )
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    /// Whether this object's session was ever created (and not deleted:
+    /// a delete wipes the database, schema included).
+    fn exists(&self) -> std::result::Result<bool, StoreError> {
+        #[derive(Deserialize)]
+        struct Name {
+            #[allow(dead_code)]
+            name: String,
+        }
+        let tables: Vec<Name> = self
+            .sql
+            .exec(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'session'",
+                None,
+            )
+            .map_err(failed)?
+            .to_array()
+            .map_err(failed)?;
+        Ok(!tables.is_empty())
     }
 
     fn rows<T: serde::de::DeserializeOwned>(
@@ -160,6 +184,7 @@ impl SqlStore {
 /// The object holds one session: `id` is checked by the object's name.
 impl SessionStore for SqlStore {
     fn create(&mut self, meta: &SessionMeta) -> std::result::Result<(), StoreError> {
+        self.create_schema()?;
         let json = serde_json::to_string(meta).map_err(failed)?;
         self.sql
             .exec(
@@ -170,16 +195,22 @@ impl SessionStore for SqlStore {
         Ok(())
     }
 
-    fn load(&self, _id: &str) -> std::result::Result<Option<Session>, StoreError> {
-        let Some(meta) = self
-            .rows::<SessionMeta>("SELECT json FROM session")?
-            .into_iter()
-            .next()
-        else {
+    fn load(&self, id: &str) -> std::result::Result<Option<Session>, StoreError> {
+        let Some(meta) = self.meta(id)? else {
             return Ok(None);
         };
         let messages: Vec<StoredMessage> = self.rows("SELECT json FROM message ORDER BY seq")?;
         Ok(Some(Session { meta, messages }))
+    }
+
+    fn meta(&self, _id: &str) -> std::result::Result<Option<SessionMeta>, StoreError> {
+        if !self.exists()? {
+            return Ok(None);
+        }
+        Ok(self
+            .rows::<SessionMeta>("SELECT json FROM session")?
+            .into_iter()
+            .next())
     }
 
     /// One statement: SQLite applies it whole or not at all, so a turn is
@@ -211,10 +242,9 @@ impl SessionStore for SqlStore {
 
 /// Where an object's session lives, as found when it starts.
 enum Storage {
-    /// The object's SQLite database. The schema is made when the object
-    /// starts; a failure there is kept and answered (500) on every call
-    /// rather than panicking.
-    Sql(std::result::Result<SqlStore, String>),
+    /// The object's SQLite database (its schema made by the session's
+    /// creation, see [`SqlStore::create_schema`]).
+    Sql(SqlStore),
     /// The host's KV (the Deno server binds `SESSION_KV`; its objects have
     /// no SQLite storage).
     Kv(SessionKv),
@@ -234,11 +264,26 @@ pub struct ChatSession {
     turn_lock: Arc<Mutex<()>>,
 }
 
+impl ChatSession {
+    /// This object's session storage, as read now.
+    async fn store(&self, id: &str) -> std::result::Result<ObjectStore, ApiError> {
+        match &self.storage {
+            Storage::Sql(store) => Ok(ObjectStore::Sql(store.clone())),
+            Storage::Kv(kv) => KvStore::open(kv.clone(), id)
+                .await
+                .map(|store| ObjectStore::Kv(Box::new(store)))
+                .map_err(ApiError::from),
+        }
+    }
+}
+
 impl DurableObject for ChatSession {
     fn new(state: State, env: Env) -> Self {
         let storage = match session_kv::binding(&env) {
             Some(kv) => Storage::Kv(kv),
-            None => Storage::Sql(SqlStore::open(state.storage().sql()).map_err(|e| e.to_string())),
+            None => Storage::Sql(SqlStore {
+                sql: state.storage().sql(),
+            }),
         };
         ChatSession {
             storage,
@@ -261,6 +306,22 @@ impl DurableObject for ChatSession {
                 )))
             }
         };
+        // Who may touch the session is settled first, before anything
+        // waits: a call on a session that does not exist, or that another
+        // key owns, is the same 404 at once. It must not wait for a turn in
+        // progress (that would tell another key the session exists and is
+        // busy), nor make storage for an id never created.
+        if !matches!(call.op, SessionOp::Create { .. }) {
+            let mut store = match self.store(&call.id).await {
+                Ok(store) => store,
+                Err(e) => return refuse(e),
+            };
+            match store.store().meta(&call.id) {
+                Ok(Some(meta)) if meta.owner == call.owner => {}
+                Ok(_) => return refuse(not_found(&call.id)),
+                Err(e) => return refuse(e.into()),
+            }
+        }
         // A turn, and a delete, wait for a turn in progress: a second
         // message then sees the first in the history, and a session is not
         // erased while a reply is about to be stored in it. (A read needs
@@ -272,13 +333,9 @@ impl DurableObject for ChatSession {
             SessionOp::Create { .. } | SessionOp::Get => None,
         };
         // Read under the lock: a turn that waited sees the one before it.
-        let mut store = match &self.storage {
-            Storage::Sql(Ok(store)) => ObjectStore::Sql(store.clone()),
-            Storage::Sql(Err(e)) => return refuse(ApiError::internal(e.clone())),
-            Storage::Kv(kv) => match KvStore::open(kv.clone(), &call.id).await {
-                Ok(store) => ObjectStore::Kv(Box::new(store)),
-                Err(e) => return refuse(e.into()),
-            },
+        let mut store = match self.store(&call.id).await {
+            Ok(store) => store,
+            Err(e) => return refuse(e),
         };
         let owner = call.owner.clone();
         let line = LogLine::turn(&call.id);
@@ -291,12 +348,9 @@ impl DurableObject for ChatSession {
                 };
                 if deleting && res.status == 200 && matches!(store, ObjectStore::Sql(_)) {
                     // The rows are gone; this also wipes the database files,
-                    // so no deleted text lingers in free pages or the WAL.
-                    // The empty schema is made again for the next call.
+                    // schema included, so no deleted text lingers in free
+                    // pages or the WAL: the object is as if never created.
                     self.state.storage().delete_all().await?;
-                    if let Err(e) = SqlStore::open(self.state.storage().sql()) {
-                        return refuse(ApiError::internal(e.to_string()));
-                    }
                 }
                 super::respond(&res, None)
             }

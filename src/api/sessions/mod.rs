@@ -6,8 +6,8 @@
 //! A turn is stored whole or not at all: the user's messages and the reply
 //! are written together once the reply is complete, by the turn's sink
 //! ([`SessionSink`], a [`super::chat::TurnSink`]) before the client sees the
-//! reply's end, so an interrupted stream or a crash leaves the history as it
-//! was before the turn.
+//! reply's end: a crash, or a client hanging up before the reply is
+//! complete, leaves the history as it was before the turn, never part of it.
 
 mod parse;
 mod record;

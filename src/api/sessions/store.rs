@@ -40,6 +40,11 @@ pub trait SessionStore {
     fn create(&mut self, meta: &SessionMeta) -> Result<(), StoreError>;
     /// The session `id`, if it exists.
     fn load(&self, id: &str) -> Result<Option<Session>, StoreError>;
+    /// Only what the session is (who owns it), without its history: what
+    /// is checked before a call may wait for the session's turn lock.
+    fn meta(&self, id: &str) -> Result<Option<SessionMeta>, StoreError> {
+        Ok(self.load(id)?.map(|s| s.meta))
+    }
     /// Adds a finished turn's rows, all of them or none.
     fn append(&mut self, id: &str, rows: &[StoredMessage]) -> Result<(), StoreError>;
     /// Erases the session and its history.
