@@ -72,15 +72,16 @@ impl Limits {
     ///
     /// `wait` stays under the front's 15 s bound on opening a pass
     /// (src/glue/shards.rs), so a refusal reaches the client as this
-    /// shard's 503 with `Retry-After`, not as a timeout. `lease` is five of
-    /// the front's touches (one a second), and shorter than `wait`, so a
-    /// request that waits for an abandoned pass's room gets it in time.
+    /// shard's 503 with `Retry-After`, not as a timeout. `lease` is three
+    /// of the front's touches (one a second, each on time within `grace`:
+    /// at most 2 s apart), so a hung-up turn's reservation is back within
+    /// ~4 s of its last touch, well inside `wait`.
     pub fn for_budget(budget: usize) -> Self {
         Limits {
             budget,
             queue: 16,
             wait: 10_000,
-            lease: 5_000,
+            lease: 3_000,
             grace: 1_000,
             retry_after: 5,
         }

@@ -157,8 +157,9 @@ pub struct Shard {
     passes: Vec<Pass>,
     kept: Vec<Kept>,
     /// Answers for waiters the gate decided on, until they ask again, with
-    /// when: one never collected (its caller gone) is dropped after a
-    /// lease.
+    /// when. One never collected (its caller gone): an admission goes with
+    /// its pass (reclaimed like any pass never called), a refusal after a
+    /// wait's time.
     answers: Vec<(u32, Begun, Millis)>,
     news: News,
     clock: u64,
@@ -311,9 +312,10 @@ impl Shard {
     fn settle(&mut self, now: Millis) {
         let decisions = self.gate.settle(now);
         self.apply(decisions, now);
-        let lease = self.gate.limits().lease;
-        self.answers
-            .retain(|(_, _, at)| now.saturating_sub(*at) < lease);
+        let wait = self.gate.limits().wait;
+        self.answers.retain(|(_, answer, at)| {
+            matches!(answer, Begun::Admitted(_)) || now.saturating_sub(*at) < wait
+        });
     }
 
     fn apply(&mut self, decisions: Decisions<Asked>, now: Millis) {
@@ -672,6 +674,19 @@ mod tests {
         assert_eq!(s.take_news().ended, vec![dead]);
         assert_eq!(s.poll(dead, 2 + lease, None), Begun::Unknown);
         assert_eq!(s.info().unwrap().reserved_tokens, 0);
+    }
+
+    #[test]
+    fn an_admission_is_kept_until_its_caller_asks() {
+        let mut s = shard(100);
+        let a = open(&mut s, 100).unwrap();
+        let Err(Begun::Waiting { id, .. }) = open(&mut s, 100) else {
+            panic!("not waiting");
+        };
+        s.close(a, None, 1);
+        // The waiter's code runs late (a long step elsewhere): its answer,
+        // and its pass, are still there.
+        assert!(matches!(s.poll(id, 5_001, None), Begun::Admitted(o) if o.handle == id));
     }
 
     #[test]
