@@ -24,7 +24,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::sse::{stream, stream_text};
+use support::sse::{hang_up_after_first_token, stream, stream_text};
 
 use support::{ensure, Bindings, BrokenShard, Client, Worker};
 
@@ -387,41 +387,6 @@ fn shards_free(worker: &Worker, seconds: u64) -> Result<(), Failed> {
     Ok(())
 }
 
-/// A streamed request read until its first token, then hung up (the
-/// connection dropped), as a client that lost interest or its network does.
-fn hang_up_after_first_token(c: &Client, path: &str, body: &Value) -> Result<(), Failed> {
-    use std::io::{BufRead, BufReader};
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let mut req = agent
-        .post(format!("{}{path}", c.base()))
-        .header("content-type", "application/json");
-    for (name, value) in c.headers() {
-        req = req.header(name, value);
-    }
-    let res = req.send(body.to_string()).map_err(|e| e.to_string())?;
-    let status = res.status().as_u16();
-    let mut reader = BufReader::new(res.into_body().into_reader());
-    if status != 200 {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut reader, &mut text);
-        return Err(format!("{path}: {status} {text}").into());
-    }
-    for line in reader.lines() {
-        let line = line.map_err(|e| e.to_string())?;
-        if line.starts_with("data: ")
-            && line.contains("\"content\":\"")
-            && !line.contains("\"content\":\"\"")
-        {
-            return Ok(());
-        }
-    }
-    Err(format!("{path}: the stream ended before its first token").into())
-}
-
 /// A long streamed reply: the most tokens a reply may have, sampled wide
 /// so that it runs to them rather than stopping early.
 fn long_reply() -> Value {
@@ -450,7 +415,7 @@ fn hung_up_chats_leave_nothing_behind(worker: &Worker) -> Result<(), Failed> {
         body["model"] = json!(MODEL);
         body["messages"] = json!([{ "role": "user", "content": long_message(i) }]);
         hang_up_after_first_token(&c, "/v1/chat/completions", &body)
-            .map_err(|e| format!("hung-up chat {i}: {}", e.message().unwrap_or_default()))?;
+            .map_err(|e| format!("hung-up chat {i}: {e}"))?;
     }
     for i in 0..3 {
         let body = json!({ "model": MODEL, "max_tokens": 8, "temperature": 0,
@@ -516,7 +481,7 @@ fn hung_up_session_turns_leave_the_session_usable(worker: &Worker) -> Result<(),
         body["model"] = json!(MODEL);
         body["messages"] = json!([{ "role": "user", "content": long_message(i) }]);
         hang_up_after_first_token(&c, "/v1/chat/completions", &body)
-            .map_err(|e| format!("hung-up chat {i}: {}", e.message().unwrap_or_default()))?;
+            .map_err(|e| format!("hung-up chat {i}: {e}"))?;
     }
     // Two long messages reserve more than the hung-up chats left free.
     let turn = json!({ "content": format!("{}{}", long_message(8), long_message(9)),
