@@ -403,20 +403,26 @@ fn long_message(i: usize) -> String {
     )
 }
 
+/// `n` streamed chats of long replies, one after another, each hung up
+/// after its first token.
+fn hang_up_long_chats(worker: &Worker, n: usize) -> Result<(), Failed> {
+    for i in 0..n {
+        let mut body = long_reply();
+        body["model"] = json!(MODEL);
+        body["messages"] = json!([{ "role": "user", "content": long_message(i) }]);
+        hang_up_after_first_token(&worker.client(), "/v1/chat/completions", &body)
+            .map_err(|e| format!("hung-up chat {i}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Issue 30, as a new user tried it: ten streamed chats whose client hung
 /// up after the first token, then ordinary chats one at a time, with
 /// nothing else running. Every one is answered (no `503
 /// shard_unavailable` from reservations the hung-up turns left behind),
 /// and the shards hold nothing soon after.
 fn hung_up_chats_leave_nothing_behind(worker: &Worker) -> Result<(), Failed> {
-    let c = worker.client();
-    for i in 0..10 {
-        let mut body = long_reply();
-        body["model"] = json!(MODEL);
-        body["messages"] = json!([{ "role": "user", "content": long_message(i) }]);
-        hang_up_after_first_token(&c, "/v1/chat/completions", &body)
-            .map_err(|e| format!("hung-up chat {i}: {e}"))?;
-    }
+    hang_up_long_chats(worker, 10)?;
     for i in 0..3 {
         let body = json!({ "model": MODEL, "max_tokens": 8, "temperature": 0,
                            "messages": [{ "role": "user", "content": format!("Say {i}.") }] });
@@ -475,14 +481,7 @@ fn delete_session(worker: &Worker, id: &str, after: &str) -> Result<(), Failed> 
 /// session is never left stuck: its next turn is answered, a DELETE of it
 /// answers, and the shards hold nothing soon after.
 fn hung_up_session_turns_leave_the_session_usable(worker: &Worker) -> Result<(), Failed> {
-    let c = worker.client();
-    for i in 0..3 {
-        let mut body = long_reply();
-        body["model"] = json!(MODEL);
-        body["messages"] = json!([{ "role": "user", "content": long_message(i) }]);
-        hang_up_after_first_token(&c, "/v1/chat/completions", &body)
-            .map_err(|e| format!("hung-up chat {i}: {e}"))?;
-    }
+    hang_up_long_chats(worker, 3)?;
     // Two long messages reserve more than the hung-up chats left free.
     let turn = json!({ "content": format!("{}{}", long_message(8), long_message(9)),
                        "stream": true, "max_tokens": 200 });

@@ -814,38 +814,31 @@ mod tests {
         assert!(matches!(open(&mut s, 51), Err(Begun::Waiting { .. })));
     }
 
+    /// A request of key-a for 20 tokens continuing a kept conversation
+    /// (3 tokens), made to wait by passes of `holding` tokens, admitted when
+    /// the last of them closes: its answer.
+    fn admitted_after_a_wait(budget: usize, holding: &[usize]) -> Begun {
+        let mut s = shard(budget);
+        converse(&mut s, "key-a", &[1, 2], &[1, 2, 3]);
+        let held: Vec<u32> = holding.iter().map(|&t| open(&mut s, t).unwrap()).collect();
+        let Ok(Begun::Waiting { id, .. }) = s.begin(20, "key-a", &[1, 2, 3, 4], 1) else {
+            panic!("not waiting");
+        };
+        s.close(held[held.len() - 1], None, 2);
+        s.poll(id, 2, None)
+    }
+
     #[test]
     fn a_waiter_admitted_later_starts_from_its_kept_cache() {
-        let mut s = shard(100);
-        converse(&mut s, "key-a", &[1, 2], &[1, 2, 3]);
-        let other = open(&mut s, 100).unwrap();
-        let Ok(Begun::Waiting { id, .. }) = s.begin(20, "key-a", &[1, 2, 3, 4], 1) else {
-            panic!("not waiting");
-        };
-        s.close(other, None, 2);
-        assert_eq!(
-            s.poll(id, 2, None),
-            Begun::Admitted(Opened {
-                handle: id,
-                cached: 0
-            }),
-            "the pass of 100 needed the kept cache's room"
-        );
-        // Again, with room for both.
-        let mut s = shard(200);
-        converse(&mut s, "key-a", &[1, 2], &[1, 2, 3]);
-        open(&mut s, 100).unwrap();
-        let other = open(&mut s, 90).unwrap();
-        let Ok(Begun::Waiting { id, .. }) = s.begin(20, "key-a", &[1, 2, 3, 4], 1) else {
-            panic!("not waiting");
-        };
-        s.close(other, None, 2);
-        assert_eq!(
-            s.poll(id, 2, None),
-            Begun::Admitted(Opened {
-                handle: id,
-                cached: 3
-            })
-        );
+        // With room for it and the kept cache: it continues from it.
+        assert!(matches!(
+            admitted_after_a_wait(200, &[100, 90]),
+            Begun::Admitted(Opened { cached: 3, .. })
+        ));
+        // The pass of 100 it waited for needed the kept cache's room.
+        assert!(matches!(
+            admitted_after_a_wait(100, &[100]),
+            Begun::Admitted(Opened { cached: 0, .. })
+        ));
     }
 }
