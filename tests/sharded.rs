@@ -559,6 +559,30 @@ fn a_trap_never_reuses_a_handle() -> Result<(), Failed> {
     )
 }
 
+/// Shards whose budget a turn can never fit (64 tokens): the front gets
+/// their refusal and answers 503 `shard_unavailable` with their reason,
+/// streamed or not, before any stream starts.
+fn a_shards_refusal_is_a_503_before_the_stream() -> Result<(), Failed> {
+    let worker = Worker::start_with(&Bindings {
+        shard_budget: Some(64),
+        ..Bindings::default()
+    });
+    for stream in [false, true] {
+        let body = json!({ "model": MODEL, "stream": stream, "max_tokens": 100,
+                           "messages": [{ "role": "user", "content": "Hi" }] });
+        let res = worker.client().post_json("/v1/chat/completions", &body);
+        let error = res.expect_error(503);
+        ensure(
+            error["code"] == "shard_unavailable"
+                && error["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("never fits the shard's budget of 64")),
+            || format!("{error}"),
+        )?;
+    }
+    Ok(())
+}
+
 /// A shard whose `open` fails (it is down): 503 JSON, stream or not, and a
 /// session turn stores nothing.
 fn shard_down(c: &Client) -> Result<(), Failed> {
@@ -679,6 +703,9 @@ fn checks() -> Vec<(&'static str, Check)> {
         }),
         ("a_trap_never_reuses_a_handle", |_| {
             a_trap_never_reuses_a_handle()
+        }),
+        ("a_shards_refusal_is_a_503_before_the_stream", |_| {
+            a_shards_refusal_is_a_503_before_the_stream()
         }),
         ("a_shard_down_is_a_503_and_nothing_is_stored", |s| {
             shard_down(&s.down.client())
