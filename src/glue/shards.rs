@@ -158,15 +158,14 @@ fn refusal(model: &str, shard: &ShardSpec, refused: &JsValue) -> ApiError {
     let message = field("message")
         .and_then(|m| m.as_string())
         .unwrap_or_else(|| "refused a pass".into());
-    let mut e = shard_error(model, shard, &message);
-    if let Some(seconds) = field("retry_after")
+    let e = shard_error(model, shard, &message);
+    match field("retry_after")
         .and_then(|v| v.as_f64())
         .filter(|s| s.is_finite() && *s >= 0.0)
     {
-        e.headers
-            .push(("retry-after", format!("{}", seconds.ceil() as u64)));
+        Some(seconds) => e.with_header("retry-after", format!("{}", seconds.ceil() as u64)),
+        None => e,
     }
-    e
 }
 
 /// Awaits `promise`, at most `timeout`.
