@@ -576,7 +576,7 @@ fn a_shards_refusal_is_a_503_before_the_stream() -> Result<(), Failed> {
             error["code"] == "shard_unavailable"
                 && error["message"]
                     .as_str()
-                    .is_some_and(|m| m.contains("never fits the shard's budget of 64")),
+                    .is_some_and(|m| m.contains("in its budget of 64")),
             || format!("{error}"),
         )?;
     }

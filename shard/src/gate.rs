@@ -100,14 +100,15 @@ pub enum Refusal {
     NeverFits { asked: usize, budget: usize },
 }
 
+/// Said of the shard: the front puts it after the shard's name.
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::QueueFull => write!(f, "the shard is busy: too many requests wait for it"),
-            Refusal::TimedOut => write!(f, "the shard is busy: no room came while it waited"),
+            Refusal::QueueFull => write!(f, "is busy: too many requests already wait for it"),
+            Refusal::TimedOut => write!(f, "is busy: no room came while the request waited"),
             Refusal::NeverFits { asked, budget } => write!(
                 f,
-                "a pass of {asked} tokens never fits the shard's budget of {budget}"
+                "cannot fit a pass of {asked} tokens in its budget of {budget}"
             ),
         }
     }
