@@ -29,6 +29,10 @@
 //!   per million requests, one request per 128-token turn; shard calls over
 //!   service bindings are not billed as requests) next to Workers AI's
 //!   `llama-3.2-1b-instruct` at $0.201 per million output tokens.
+//! - budget after the last request: a streamed chat whose client hangs up
+//!   after its first token, then 5 s, then every shard's `GET /`: the tokens
+//!   still reserved and the passes still open (both 0 once the shards have
+//!   reclaimed the abandoned passes: docs/chat.md, hang-ups and leases).
 //! - wllama: the same GGUF in `@wllama/wllama` (llama.cpp in wasm, one
 //!   thread) in Node (bench/wllama.mjs), the same prompt ids, greedy.
 
@@ -36,7 +40,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use super::support::sse::{stream, stream_text};
+use super::support::sse::{hang_up_after_first_token, stream, stream_text};
 use super::support::{self, Bindings, Client, Module, Worker};
 use super::{median, ms, node_json, time_to_first_token as ttft};
 
@@ -333,6 +337,28 @@ pub fn rows(runs: usize) -> (Vec<(String, String)>, Value) {
             .collect(),
     );
 
+    // The last request: a streamed chat whose client hangs up after its
+    // first token; what the shards still reserve 5 s later.
+    let hung_up = fresh(&w.base, &mut key);
+    hang_up_after_first_token(
+        &hung_up,
+        "/v1/chat/completions",
+        &chat(prompt_50(), 128, true),
+    )
+    .expect("a streamed chat");
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let left: Vec<(f64, f64)> = w
+        .shards
+        .iter()
+        .map(|base| {
+            let info = Client::new(base).get("/").json();
+            let n = |k: &str| info[k].as_f64().unwrap_or(f64::NAN);
+            (n("reserved_tokens"), n("open_passes"))
+        })
+        .collect();
+    let left_tokens: f64 = left.iter().map(|l| l.0).sum();
+    let left_passes: f64 = left.iter().map(|l| l.1).sum();
+
     // Each shard isolate: bundle, memory (now at its peak), startup.
     let empty = [Module {
         name: "worker.js",
@@ -425,6 +451,13 @@ pub fn rows(runs: usize) -> (Vec<(String, String)>, Value) {
             ),
         ),
     ];
+    rows.push((
+        "SmolLM2-135M-Instruct in workerd: the shards' budget in use 5 s after the last request (a streamed chat hung up after its first token), all shards".into(),
+        format!(
+            "{left_tokens:.0} tokens reserved, {left_passes:.0} passes open (of {} tokens per shard)",
+            plan.first().map_or(0, |s| s.token_budget)
+        ),
+    ));
     rows.extend(shard_rows);
     let wllama_row = match &wllama {
         Some(v) if v["decode_ms_per_token"].is_number() => {
@@ -455,6 +488,7 @@ pub fn rows(runs: usize) -> (Vec<(String, String)>, Value) {
         "prefill": { "tokens": prefill_tokens, "ms": prefill_ms },
         "per_token_ms": { "shards": shard_ms_per_token, "front": front_ms_per_token, "hop": hop_ms,
                           "sampling_us": sample_us },
+        "after_hang_up_5s": { "reserved_tokens": left_tokens, "open_passes": left_passes },
         "cpu_ms_per_output_token": cpu_ms_per_token,
         "dollars_per_million_output_tokens": dollars,
         "workers_ai_llama_3_2_1b_output_dollars": WORKERS_AI_OUTPUT,

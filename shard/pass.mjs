@@ -8,14 +8,22 @@
 // per turn over its service binding and gets `{ pass, cached }`: a `Pass`
 // (an RpcTarget holding this shard's key/value cache for the turn) and how
 // many of the prompt's first tokens that cache already holds (kept from an
-// earlier turn of the conversation, shard/src/shard.rs). Then
-// `forward(input, at)` once per model pass: token ids (Uint32Array) into
-// the first shard, hidden states (Float32Array) between shards, logits out
-// of the last, the input's first row at position `at`. Calls on the stub
-// are not new invocations. `close(fed)` ends the turn and keeps the cache
-// for a next turn that starts with the `fed` ids. This file moves bytes in and out of the module; it does no
-// math. It logs one JSON line per pass when the pass ends: trace id, layers,
-// calls, tokens and its own time, so a slow reply shows which isolate was
+// earlier turn of the conversation, shard/src/shard.rs), or `{ refused: {
+// message, retry_after } }` when the shard has no room for it in time.
+// Then `forward(input, at)` once per model pass: token ids (Uint32Array)
+// into the first shard, hidden states (Float32Array) between shards,
+// logits out of the last, the input's first row at position `at`. Calls
+// on the stub are not new invocations. `close(fed)` ends the turn and
+// keeps the cache for a next turn that starts with the `fed` ids; the
+// stub's disposal (workerd disposes it when the caller's request ends, or
+// the caller disposes it) ends it too, keeping nothing.
+//
+// Every decision is the module's (shard/src/gate.rs: who is admitted, who
+// waits and in what order, when an abandoned pass is reclaimed; ids never
+// reused): this file moves bytes in and out of it, hands it the time, waits
+// when it says wait, and wakes whom it names. It does no math. It logs one
+// JSON line per pass when the pass ends: trace id, layers, calls, tokens,
+// its own time, and how it ended, so a slow reply shows which isolate was
 // slow.
 //
 // The host hands in what workerd gives the Worker as modules -- the shard
@@ -23,56 +31,75 @@
 // `cloudflare:workers` base classes -- and gets the entrypoint class:
 // shard/entry.mjs on workerd, src/js/deno/shards.mjs under the Deno server.
 export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTarget }) {
-  // The module instance, made on the first pass of the isolate (not at
-  // startup: copying tens of MB counts against the 1 s startup limit).
+  // The module instance, made on the first call of the isolate (not at
+  // startup: copying tens of MB counts against the 1 s startup limit), and
+  // again after a trap.
   let shard;
   let loadMs = 0;
   let weightsBytes = 0;
+  let instances = 0;
+  // TOKEN_BUDGET (the shard's wrangler.toml), read once: the tokens the open
+  // passes may reserve in all, what the plan budgeted the isolate's caches
+  // for.
+  let budget;
+  // Past every id an instance handed out: where a new instance starts, so
+  // a stub that outlived a trap never names another request's pass.
+  let nextId = 1;
+  // Requests told to wait, by id: what wakes each.
+  const wakers = new Map();
+  // Open passes by handle: the module may end one itself (reclaimed
+  // unused), and a trap ends them all.
+  const passes = new Map();
 
-  function text(e, ptr, len) {
-    return new TextDecoder().decode(new Uint8Array(e.memory.buffer, ptr, len));
+  function text(e) {
+    return new TextDecoder().decode(new Uint8Array(e.memory.buffer, e.text_ptr(), e.text_len()));
   }
 
-  function lastError(e) {
-    return text(e, e.error_ptr(), e.error_len());
-  }
-
-  // TOKEN_BUDGET (the shard's wrangler.toml): the tokens the open passes may
-  // reserve in all, what the plan budgeted the isolate's caches for.
   function instance(env) {
     if (shard) return shard;
     const started = performance.now();
+    budget ??= Number.parseInt(env?.TOKEN_BUDGET ?? "0", 10);
     const e = new WebAssembly.Instance(shardModule, {}).exports;
     const bytes = new Uint8Array(weights);
     weightsBytes = bytes.length;
     const ptr = e.weights_alloc(bytes.length);
     new Uint8Array(e.memory.buffer, ptr, bytes.length).set(bytes);
-    const budget = Number.parseInt(env?.TOKEN_BUDGET ?? "0", 10);
-    if (e.load(ptr, bytes.length, budget > 0 ? budget : 0) !== 0) {
-      throw new Error(`the shard's weights do not load: ${lastError(e)}`);
+    if (e.load(ptr, bytes.length, budget > 0 ? budget : 0, nextId) !== 0) {
+      throw new Error(`the shard's weights do not load: ${text(e)}`);
     }
-    if (e.info() !== 0) throw new Error(lastError(e));
-    const info = JSON.parse(lastError(e));
-    shard = { e, info };
+    if (e.info() !== 0) throw new Error(text(e));
+    shard = { e, info: JSON.parse(text(e)) };
+    instances += 1;
     loadMs = performance.now() - started;
     return shard;
   }
 
-  function layers(info) {
-    return `${info.part.first_layer}..${info.part.end_layer}`;
+  // Runs `f` on the module instance, then wakes the requests the module
+  // decided for and logs the passes it ended. A trap leaves the instance
+  // unusable: the next call makes a new one; the passes of this one end
+  // (their caches are gone), and its waiters ask the new one anew.
+  function run(f, env) {
+    const s = instance(env);
+    try {
+      const result = f(s.e);
+      if (s.e.news() !== 0) {
+        const { wake, ended } = JSON.parse(text(s.e));
+        for (const id of ended) passes.get(id)?.end("reclaimed");
+        for (const id of wake) wakers.get(id)?.();
+      }
+      return result;
+    } catch (err) {
+      if (err instanceof WebAssembly.RuntimeError && shard === s) {
+        shard = undefined;
+        for (const pass of [...passes.values()]) pass.end("trap");
+        for (const wake of [...wakers.values()]) wake();
+      }
+      throw err;
+    }
   }
 
-  // Open passes, oldest first, and the opens waiting for one to end.
-  const openPasses = new Set();
-  const waiting = [];
-  // A pass unused this long is abandoned (its caller went away without
-  // closing it): a new pass may take its place.
-  const IDLE_MS = 60_000;
-  // The longest an open waits for a free place before it is refused.
-  const WAIT_MS = 5_000;
-
-  function freed() {
-    waiting.shift()?.();
+  function layers(info) {
+    return `${info.part.first_layer}..${info.part.end_layer}`;
   }
 
   // Writes `words` (a Uint32Array) and then `bytes` into the module's input
@@ -85,103 +112,121 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
   }
 
   // A pass of at most `tokens` fed tokens for `prompt` (token ids) in `scope`
-  // (the caller's key: kept caches are matched within it) once the isolate's
-  // budget has room for it: waits for passes to end (bounded), and reclaims
-  // one left idle.
-  async function newPass(traceparent, tokens, prompt, scope, env) {
-    const { e, info } = instance(env);
-    const deadline = Date.now() + WAIT_MS;
+  // (the caller's key: kept caches are matched within it), as the module
+  // decides: admitted now, after waiting, or refused.
+  async function begin(traceparent, tokens, prompt, scope, env) {
+    const { info } = instance(env);
     const asked = Number.isInteger(tokens) && tokens > 0 ? tokens : info.config.context;
     const ids = prompt instanceof Uint32Array ? prompt : new Uint32Array(0);
     const scopeBytes = new TextEncoder().encode(typeof scope === "string" ? scope : "");
+    const ask = () =>
+      run((e) => {
+        writeInput(e, ids, scopeBytes);
+        const status = e.begin(asked, ids.length, scopeBytes.length, Date.now());
+        return status === 0 ? JSON.parse(text(e)) : { error: text(e) };
+      }, env);
+    let answer = ask();
     for (;;) {
-      // Rewritten on every try: another pass may have used the buffer.
-      writeInput(e, ids, scopeBytes);
-      const handle = e.open(asked, ids.length, scopeBytes.length);
-      if (handle !== 0) {
-        const cached = e.cached();
-        return { pass: new Pass(handle, traceparent, cached), cached };
-      }
-      // Refused for another reason than room (a reservation over the context).
-      if (asked <= e.free_tokens() || asked > info.budget_tokens) throw new Error(lastError(e));
-      const idle = [...openPasses].find((p) => Date.now() - p.lastUsed > IDLE_MS);
-      if (idle) {
-        idle.close();
+      if (answer.error) throw new Error(answer.error);
+      if (answer.refused) return { refused: answer.refused };
+      if (answer.unknown) {
+        // Asked of an instance a trap ended.
+        answer = ask();
         continue;
       }
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(lastError(e));
-      await new Promise((resolve) => {
-        waiting.push(resolve);
-        setTimeout(resolve, left);
+      if (answer.admitted) {
+        const { id, cached } = answer.admitted;
+        nextId = Math.max(nextId, id + 1);
+        return { pass: new Pass(id, traceparent, cached), cached };
+      }
+      const { id, ms } = answer.wait;
+      nextId = Math.max(nextId, id + 1);
+      // Woken by the module (-1), or by the timer: how late it fired
+      // tells the module whether the thread was free to run others'.
+      const due = Date.now() + ms;
+      const late = await new Promise((resolve) => {
+        const timer = setTimeout(() => resolve(Math.max(0, Date.now() - due)), ms);
+        wakers.set(id, () => {
+          clearTimeout(timer);
+          resolve(-1);
+        });
       });
+      wakers.delete(id);
+      answer = run((e) => {
+        e.poll(id, Date.now(), late);
+        return JSON.parse(text(e));
+      }, env);
     }
   }
 
   class Pass extends RpcTarget {
     constructor(handle, traceparent, cached) {
       super();
-      const { info } = instance();
       this.handle = handle;
       this.reused = cached;
       // The next input's position, if the caller does not say.
       this.position = cached;
-      this.lastUsed = Date.now();
-      openPasses.add(this);
       this.trace = /^00-([0-9a-f]{32})-/.exec(traceparent ?? "")?.[1] ?? null;
-      this.layers = layers(info);
+      this.layers = layers(shard.info);
       this.calls = 0;
       this.tokens = 0;
       this.ms = 0;
-      this.closed = false;
+      // How it ended, once it has.
+      this.ended = null;
+      passes.set(handle, this);
     }
 
     // One model pass: token ids or hidden states in, the first at position
     // `at`; hidden states or logits out, with this shard's own time in ms.
     forward(input, at) {
-      if (this.closed) throw new Error("this pass is closed");
+      if (this.ended) throw new Error(`this pass has ended (${this.ended})`);
       const started = performance.now();
-      const { e, info } = instance();
       const isTokens = input instanceof Uint32Array;
       if (!isTokens && !(input instanceof Float32Array)) {
         throw new TypeError("forward takes a Uint32Array of token ids or a Float32Array of hidden states");
       }
-      writeInput(e, input);
       const position = Number.isInteger(at) && at >= 0 ? at : this.position;
-      let status;
-      try {
-        status = e.step(this.handle, position, isTokens ? 1 : 0, input.length);
-      } catch (err) {
-        // A trap leaves the instance unusable: the next pass gets a new one.
-        if (err instanceof WebAssembly.RuntimeError) shard = undefined;
-        throw err;
-      }
-      if (status !== 0) throw new Error(lastError(e));
-      const out = new Float32Array(e.memory.buffer, e.output_ptr(), e.output_len()).slice();
+      const result = run((e) => {
+        writeInput(e, input);
+        if (e.step(this.handle, position, isTokens ? 1 : 0, input.length, Date.now()) !== 0) {
+          return { error: text(e) };
+        }
+        return { out: new Float32Array(e.memory.buffer, e.output_ptr(), e.output_len()).slice() };
+      });
+      if (result.error) throw new Error(result.error);
       const ms = performance.now() - started;
-      const rows = isTokens ? input.length : input.length / info.config.dims;
+      const rows = isTokens ? input.length : input.length / shard.info.config.dims;
       this.calls += 1;
-      this.lastUsed = Date.now();
       this.position = position + rows;
       this.tokens += rows;
       this.ms += ms;
-      return { out, ms };
+      return { out: result.out, ms };
     }
 
-    // Ends the pass and logs it. With `fed` (a Uint32Array: every token id
-    // the turn fed, prompt first) its cache is kept for a next turn that
-    // starts with them; else freed. The front calls this at the end of a
-    // turn; disposal of the stub (or reclaiming it idle) frees it.
-    close(fed) {
-      if (this.closed) return;
-      this.closed = true;
-      openPasses.delete(this);
-      if (shard) {
+    // The caller is still there: its timer fired `late` ms after it was
+    // due. Without these (or model passes) the module reclaims the pass a
+    // few seconds after the caller went quiet. False once it has ended.
+    touch(late) {
+      if (this.ended) return false;
+      const lateMs = Number.isFinite(late) && late >= 0 ? late : 0;
+      return run((e) => e.touch(this.handle, Date.now(), lateMs)) === 1;
+    }
+
+    // Ends the pass, `how` ("closed", "disposed", or by the module:
+    // "reclaimed", "trap"), and logs it. With `fed` (a Uint32Array: every
+    // token id the turn fed, prompt first) its cache is kept for a next
+    // turn that starts with them; else freed.
+    end(how, fed) {
+      if (this.ended) return;
+      this.ended = how;
+      passes.delete(this.handle);
+      if (shard && (how === "closed" || how === "disposed")) {
         const keep = fed instanceof Uint32Array ? fed : new Uint32Array(0);
-        writeInput(shard.e, keep);
-        shard.e.close(this.handle, keep.length);
+        run((e) => {
+          writeInput(e, keep);
+          e.close(this.handle, keep.length, Date.now());
+        });
       }
-      freed();
       console.log(
         JSON.stringify({
           shard: true,
@@ -191,12 +236,19 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
           tokens: this.tokens,
           reused: this.reused,
           ms: Math.round(this.ms * 1000) / 1000,
+          ended: how,
         }),
       );
     }
 
+    // The front's end of a turn.
+    close(fed) {
+      this.end("closed", fed);
+    }
+
+    // The stub disposed, or the caller's request over: nothing is kept.
     [Symbol.dispose]() {
-      this.close();
+      this.end("disposed");
     }
   }
 
@@ -204,24 +256,33 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
     // A turn's pass: `tokens` is the most it will feed (prompt + max_tokens),
     // `prompt` its prompt's token ids, `scope` the caller's key (or "").
     begin(traceparent, tokens, prompt, scope) {
-      return newPass(traceparent, tokens, prompt, scope, this.env);
+      return begin(traceparent, tokens, prompt, scope, this.env);
     }
 
     // The pass alone, no cache kept: what a front worker deployed before
     // `begin` calls while the shards it binds are already newer.
     async open(traceparent, tokens) {
-      return (await newPass(traceparent, tokens, undefined, "", this.env)).pass;
+      const opened = await begin(traceparent, tokens, undefined, "", this.env);
+      if (opened.refused) throw new Error(opened.refused.message);
+      return opened.pass;
     }
 
-    // What this shard is, for operators: `GET /` on the shard Worker.
+    // What this shard is, for operators: `GET /` on the shard Worker. It
+    // first waits for one timer, whose lateness lets the module's leases
+    // run on: what it shows is what the shard holds now.
     async fetch() {
       try {
+        const due = Date.now();
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        run((e) => e.tick(Date.now(), Date.now() - due), this.env);
         const { e, info } = instance(this.env);
-        if (e.info() !== 0) throw new Error(lastError(e));
+        if (e.info() !== 0) throw new Error(text(e));
         return Response.json({
-          ...JSON.parse(lastError(e)),
+          ...JSON.parse(text(e)),
           layers: layers(info),
           load_ms: loadMs,
+          // Module instances this isolate made: more than one after a trap.
+          instances,
           // Linear memory only grows: its size now is the isolate's peak.
           linear_memory_bytes: e.memory.buffer.byteLength,
           weights_bytes: weightsBytes,
@@ -233,5 +294,5 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
         );
       }
     }
-  }
+  };
 }

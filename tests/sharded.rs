@@ -23,7 +23,8 @@ mod support;
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{json, Value};
 use std::sync::Arc;
-use support::sse::{stream, stream_text};
+use std::time::{Duration, Instant};
+use support::sse::{hang_up_after_first_token, stream, stream_text};
 
 use support::{ensure, Bindings, BrokenShard, Client, Worker};
 
@@ -364,18 +365,220 @@ fn interrupted_stream_frees_the_shards(c: &Client, worker: &Worker) -> Result<()
     ensure(res.status == 200, || {
         String::from_utf8_lossy(&res.body).into_owned()
     })?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    shards_free(worker, 10)
+}
+
+/// Waits until every shard of `worker` holds no pass and no reservation
+/// (its `GET /`), polling; fails after `seconds` with what is still held.
+fn shards_free(worker: &Worker, seconds: u64) -> Result<(), Failed> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
     for base in &worker.shards {
         loop {
             let info = Client::new(base).get("/").json();
             if info["reserved_tokens"] == 0 && info["open_passes"] == 0 {
                 break;
             }
-            ensure(std::time::Instant::now() < deadline, || {
-                format!("shard {base} still holds passes: {info}")
+            ensure(Instant::now() < deadline, || {
+                format!("shard {base} still holds passes {seconds} s later: {info}")
             })?;
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(100));
         }
+    }
+    Ok(())
+}
+
+/// A long streamed reply: the most tokens a reply may have, sampled wide
+/// so that it runs to them rather than stopping early.
+fn long_reply() -> Value {
+    json!({ "stream": true, "max_tokens": 224, "temperature": 2.0, "top_k": 0, "seed": 7 })
+}
+
+/// A message of ~260 tokens: with the longest reply a pass reserves ~510
+/// tokens on every shard, four of which fill a shard's 2,048-token budget.
+fn long_message(i: usize) -> String {
+    format!(
+        "Here is story number {i}. {}Tell it again, longer.",
+        "Once upon a time a dragon learned to bake bread in a small village by the sea. "
+            .repeat(14)
+    )
+}
+
+/// `n` streamed chats of long replies, one after another, each hung up
+/// after its first token.
+fn hang_up_long_chats(worker: &Worker, n: usize) -> Result<(), Failed> {
+    for i in 0..n {
+        let mut body = long_reply();
+        body["model"] = json!(MODEL);
+        body["messages"] = json!([{ "role": "user", "content": long_message(i) }]);
+        hang_up_after_first_token(&worker.client(), "/v1/chat/completions", &body)
+            .map_err(|e| format!("hung-up chat {i}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Issue 30, as a new user tried it: ten streamed chats whose client hung
+/// up after the first token, then ordinary chats one at a time, with
+/// nothing else running. Every one is answered (no `503
+/// shard_unavailable` from reservations the hung-up turns left behind),
+/// and the shards hold nothing soon after.
+fn hung_up_chats_leave_nothing_behind(worker: &Worker) -> Result<(), Failed> {
+    hang_up_long_chats(worker, 10)?;
+    for i in 0..3 {
+        let body = json!({ "model": MODEL, "max_tokens": 8, "temperature": 0,
+                           "messages": [{ "role": "user", "content": format!("Say {i}.") }] });
+        let res = worker.client().post_json("/v1/chat/completions", &body);
+        ensure(res.status == 200, || {
+            format!(
+                "ordinary chat {i} after the hang-ups: {} {}",
+                res.status,
+                String::from_utf8_lossy(&res.body)
+            )
+        })?;
+    }
+    shards_free(worker, 20)
+}
+
+/// Sends a request on a raw connection and hangs up after `wait`, having
+/// read at most the status line: what a client that gives up early does.
+fn hang_up_after(c: &Client, path: &str, body: &Value, wait: Duration) -> Result<String, Failed> {
+    use std::io::{BufRead, BufReader, Write};
+    let addr = c.base().trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&addr).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(wait))
+        .map_err(|e| e.to_string())?;
+    let body = body.to_string();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    let _ = BufReader::new(&stream).read_line(&mut line);
+    Ok(line)
+}
+
+/// `DELETE` of session `id`, answered 200, on a connection of its own
+/// (workerd drops a kept-alive connection left idle while it was busy).
+fn delete_session(worker: &Worker, id: &str, after: &str) -> Result<(), Failed> {
+    let deleted = worker
+        .client()
+        .try_send("DELETE", &format!("/v1/sessions/{id}"), None, b"")
+        .map_err(|e| format!("DELETE after a hang-up {after}: {e}"))?;
+    ensure(deleted.status == 200, || {
+        format!(
+            "DELETE after a hang-up {after}: {} {}",
+            deleted.status,
+            String::from_utf8_lossy(&deleted.body)
+        )
+    })
+}
+
+/// Session turns whose client hangs up mid-turn: while the turn waits for
+/// the shards' room (three hung-up chats left it taken), right after its
+/// status line (during its prefill), and after its first token. The
+/// session is never left stuck: its next turn is answered, a DELETE of it
+/// answers, and the shards hold nothing soon after.
+fn hung_up_session_turns_leave_the_session_usable(worker: &Worker) -> Result<(), Failed> {
+    hang_up_long_chats(worker, 3)?;
+    // Two long messages reserve more than the hung-up chats left free.
+    let turn = json!({ "content": format!("{}{}", long_message(8), long_message(9)),
+                       "stream": true, "max_tokens": 200 });
+    for (when, wait) in [("while waiting for room", 1), ("during its prefill", 60)] {
+        let id = greedy_session(&worker.client())?;
+        let path = format!("/v1/sessions/{id}/messages");
+        let line = hang_up_after(&worker.client(), &path, &turn, Duration::from_secs(wait))?;
+        delete_session(worker, &id, &format!("{when} ({line:?})"))?;
+    }
+    let id = greedy_session(&worker.client())?;
+    let path = format!("/v1/sessions/{id}/messages");
+    let mut body = long_reply();
+    body["content"] = json!(long_message(7));
+    hang_up_after_first_token(&worker.client(), &path, &body)?;
+    let res = worker
+        .client()
+        .try_send(
+            "POST",
+            &path,
+            Some("application/json"),
+            json!({ "content": "Hi", "max_tokens": 4 })
+                .to_string()
+                .as_bytes(),
+        )
+        .map_err(|e| format!("the turn after a hang-up: {e}"))?;
+    ensure(res.status == 200, || {
+        format!(
+            "the turn after a hang-up: {} {}",
+            res.status,
+            String::from_utf8_lossy(&res.body)
+        )
+    })?;
+    delete_session(worker, &id, "after the first token")?;
+    shards_free(worker, 20)
+}
+
+/// A trap in the shard module (tests/shard_trap.mjs makes one): the passes
+/// of the trapped instance end, the next pass is on a new instance, and its
+/// handle is none an old stub holds, so a stale close cannot close it.
+fn a_trap_never_reuses_a_handle() -> Result<(), Failed> {
+    let shard = support::shard_plan()
+        .into_iter()
+        .find(|s| s.index == 0)
+        .ok_or("no shard 0")?;
+    let dir = support::root().join("build/shards").join(&shard.script);
+    let out = std::process::Command::new("node")
+        .arg(support::root().join("tests/shard_trap.mjs"))
+        .arg(&dir)
+        .output()
+        .map_err(|e| format!("run node: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure(out.status.success(), || {
+        format!("{stdout}{}", String::from_utf8_lossy(&out.stderr))
+    })?;
+    let seen: Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| format!("no result: {stdout}"))?;
+    let handles: Vec<u64> = seen["handles"]
+        .as_array()
+        .map(|h| h.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    ensure(
+        seen["trapped"] == true
+            && seen["after_trap"]
+                .as_str()
+                .is_some_and(|m| m.contains("ended"))
+            && handles.len() == 3
+            && handles[2] > handles[0].max(handles[1])
+            && seen["still_open"] == true
+            && seen["open_passes"] == 1
+            && seen["instances"] == 2,
+        || format!("{seen}"),
+    )
+}
+
+/// Shards whose budget a turn can never fit (64 tokens): the front gets
+/// their refusal and answers 503 `shard_unavailable` with their reason,
+/// streamed or not, before any stream starts.
+fn a_shards_refusal_is_a_503_before_the_stream() -> Result<(), Failed> {
+    let worker = Worker::start_with(&Bindings {
+        shard_budget: Some(64),
+        ..Bindings::default()
+    });
+    for stream in [false, true] {
+        let body = json!({ "model": MODEL, "stream": stream, "max_tokens": 100,
+                           "messages": [{ "role": "user", "content": "Hi" }] });
+        let res = worker.client().post_json("/v1/chat/completions", &body);
+        let error = res.expect_error(503);
+        ensure(
+            error["code"] == "shard_unavailable"
+                && error["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("in its budget of 64")),
+            || format!("{error}"),
+        )?;
     }
     Ok(())
 }
@@ -442,6 +645,24 @@ fn shard_fails_mid_stream(c: &Client) -> Result<(), Failed> {
     Ok(())
 }
 
+/// `check` on a worker of its own with every shard up (and on sockets of
+/// its own), for checks that must start from shards holding nothing; its
+/// log is in the failure.
+fn on_a_fresh_worker(check: fn(&Worker) -> Result<(), Failed>) -> Result<(), Failed> {
+    let worker = Worker::start_with(&Bindings {
+        shard_sockets: true,
+        ..Bindings::default()
+    });
+    check(&worker).map_err(|e| {
+        format!(
+            "{}\n--- workerd log ---\n{}",
+            e.message().unwrap_or_default(),
+            worker.log_text()
+        )
+        .into()
+    })
+}
+
 /// The servers: every shard up (with and without API keys), shard 2 down,
 /// shard 1 failing its passes.
 struct Servers {
@@ -473,6 +694,18 @@ fn checks() -> Vec<(&'static str, Check)> {
         }),
         ("an_interrupted_stream_frees_the_shards", |s| {
             interrupted_stream_frees_the_shards(&s.all.client(), &s.all)
+        }),
+        ("hung_up_chats_leave_nothing_behind", |_| {
+            on_a_fresh_worker(hung_up_chats_leave_nothing_behind)
+        }),
+        ("hung_up_session_turns_leave_the_session_usable", |_| {
+            on_a_fresh_worker(hung_up_session_turns_leave_the_session_usable)
+        }),
+        ("a_trap_never_reuses_a_handle", |_| {
+            a_trap_never_reuses_a_handle()
+        }),
+        ("a_shards_refusal_is_a_503_before_the_stream", |_| {
+            a_shards_refusal_is_a_503_before_the_stream()
         }),
         ("a_shard_down_is_a_503_and_nothing_is_stored", |s| {
             shard_down(&s.down.client())

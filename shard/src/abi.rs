@@ -1,28 +1,30 @@
 //! The C interface of the shard module, for its JavaScript entry: buffers
-//! in linear memory that the entry fills and reads, and status codes (0 =
-//! done; otherwise the message is at `error_ptr`/`error_len`). One isolate
-//! runs one thread, so the state is a thread-local.
+//! in linear memory that the entry fills and reads, status codes, and
+//! answers as JSON in the one text buffer (`text_ptr`/`text_len`). One
+//! isolate runs one thread, so the state is a thread-local. Times are the
+//! entry's clock in ms (a float, as JavaScript has them).
 
 use std::cell::RefCell;
 
-use crate::shard::{Input, Shard, ShardError};
+use serde::Serialize;
+
+use crate::gate::Millis;
+use crate::shard::{Begun, Input, Shard, ShardError};
 
 struct State {
     shard: Shard,
     input: Vec<u8>,
     output: Vec<f32>,
-    error: String,
-    /// `cached` of the last pass opened.
-    cached: usize,
+    /// An error's message, or an answer's JSON.
+    text: String,
 }
 
 thread_local! {
     static STATE: RefCell<State> = RefCell::new(State {
-        shard: Shard::new(0),
+        shard: Shard::new(0, 1),
         input: Vec::new(),
         output: Vec::new(),
-        error: String::new(),
-        cached: 0,
+        text: String::new(),
     });
 }
 
@@ -30,15 +32,67 @@ fn with<T>(f: impl FnOnce(&mut State) -> T) -> T {
     STATE.with(|s| f(&mut s.borrow_mut()))
 }
 
-/// 0, or 1 with the error's text kept for `error_ptr`.
+/// A JavaScript time (ms) as the gate counts it: a clock that reads
+/// nothing sensible counts as 0.
+fn millis(now: f64) -> Millis {
+    if now.is_finite() && now > 0.0 {
+        now as Millis
+    } else {
+        0
+    }
+}
+
+/// 0, or 1 with the error's text kept for `text_ptr`.
 fn status(state: &mut State, result: Result<(), ShardError>) -> u32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            state.error = e.to_string();
+            state.text = e.to_string();
             1
         }
     }
+}
+
+/// The answer to a request for a pass, as the entry reads it.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Answer {
+    /// Its pass's handle, and how much of its prompt the pass's cache holds.
+    Admitted { id: u32, cached: usize },
+    /// Wait to be woken (its id is in `news`) or `ms` at most, then `poll`.
+    Wait { id: u32, ms: u64 },
+    /// Not admitted: the message for the caller, and when to retry (s).
+    Refused {
+        message: String,
+        retry_after: Option<u32>,
+    },
+    /// Not a request of this instance: ask again with `begin`.
+    Unknown {},
+}
+
+/// Writes `begun`'s answer as JSON to the text buffer.
+fn answer(state: &mut State, begun: Begun, now: Millis) {
+    let answer = match begun {
+        Begun::Admitted(o) => Answer::Admitted {
+            id: o.handle,
+            cached: o.cached,
+        },
+        // At least 1 ms: a timer of 0 would ask again before anything
+        // could change.
+        Begun::Waiting { id, until } => Answer::Wait {
+            id,
+            ms: until.saturating_sub(now).max(1),
+        },
+        Begun::Refused {
+            refusal,
+            retry_after,
+        } => Answer::Refused {
+            message: refusal.to_string(),
+            retry_after,
+        },
+        Begun::Unknown => Answer::Unknown {},
+    };
+    state.text = serde_json::to_string(&answer).unwrap_or_default();
 }
 
 /// Memory for the weights, 16-byte aligned as the packed container needs,
@@ -52,33 +106,40 @@ pub extern "C" fn weights_alloc(len: usize) -> *mut u8 {
 /// Loads the weights written at `ptr` (from `weights_alloc(len)`); the open
 /// passes will reserve at most `budget_tokens` in all: what the plan
 /// budgeted the isolate's key/value caches for (pipeline/src/plan.rs, context x
-/// sessions; the shard's wrangler.toml passes it as `TOKEN_BUDGET`).
+/// sessions; the shard's wrangler.toml passes it as `TOKEN_BUDGET`). Ids
+/// start at `first_id`: past every id an earlier instance of this isolate
+/// handed out, which stubs may still hold.
 ///
 /// # Safety
 /// `ptr` and `len` must be those of a `weights_alloc` call.
 #[no_mangle]
-pub unsafe extern "C" fn load(ptr: *const u8, len: usize, budget_tokens: usize) -> u32 {
+pub unsafe extern "C" fn load(
+    ptr: *const u8,
+    len: usize,
+    budget_tokens: usize,
+    first_id: u32,
+) -> u32 {
     // SAFETY: the caller passes the leaked allocation of `weights_alloc`,
     // which lives for the rest of the instance.
     let weights: &'static [u8] = unsafe { std::slice::from_raw_parts(ptr, len) };
     with(|s| {
-        s.shard = Shard::new(budget_tokens);
+        s.shard = Shard::new(budget_tokens, first_id);
         let r = s.shard.load(weights);
         status(s, r)
     })
 }
 
-/// The shard's config and part as JSON, at `error_ptr` / `error_len` (the
-/// one text buffer), or the reason it has none.
+/// The shard's config, part and state as JSON in the text buffer, or the
+/// reason it has none.
 #[no_mangle]
 pub extern "C" fn info() -> u32 {
     with(|s| match s.shard.info() {
         Ok(info) => {
-            s.error = serde_json::to_string(&info).unwrap_or_default();
+            s.text = serde_json::to_string(&info).unwrap_or_default();
             0
         }
         Err(e) => {
-            s.error = e.to_string();
+            s.text = e.to_string();
             1
         }
     })
@@ -93,55 +154,89 @@ fn words(input: &[u8], count: usize) -> Vec<u32> {
         .collect()
 }
 
-/// Opens a pass of at most `tokens` fed tokens: its handle (> 0), or 0
-/// with the reason in the error text. The input buffer holds its prompt
-/// (`prompt_count` token ids) and then its scope (`scope_len` bytes of
-/// UTF-8); `cached` then tells how much of the prompt its cache holds.
+/// Asks at `now` for a pass of at most `tokens` fed tokens. The input
+/// buffer holds its prompt (`prompt_count` token ids) and then its scope
+/// (`scope_len` bytes of UTF-8). 0 with the answer's JSON in the text
+/// buffer (admitted, wait or refused), or 1 with an error.
 #[no_mangle]
-pub extern "C" fn open(tokens: usize, prompt_count: usize, scope_len: usize) -> u32 {
+pub extern "C" fn begin(tokens: usize, prompt_count: usize, scope_len: usize, now: f64) -> u32 {
     with(|s| {
         let prompt = words(&s.input, prompt_count);
         let from = (prompt_count * 4).min(s.input.len());
         let to = (from + scope_len).min(s.input.len());
         let scope = String::from_utf8_lossy(&s.input[from..to]).into_owned();
-        match s.shard.open(tokens, &scope, &prompt) {
-            Ok(opened) => {
-                s.cached = opened.cached;
-                opened.handle
+        let now = millis(now);
+        match s.shard.begin(tokens, &scope, &prompt, now) {
+            Ok(begun) => {
+                answer(s, begun, now);
+                0
             }
             Err(e) => {
-                s.error = e.to_string();
-                0
+                s.text = e.to_string();
+                1
             }
         }
     })
 }
 
-/// How many of its prompt's first tokens the last opened pass's cache
-/// holds: its first input starts there.
-#[no_mangle]
-pub extern "C" fn cached() -> usize {
-    with(|s| s.cached)
+/// How late a timer fired, in ms; none (not a timer) when negative or not
+/// a number.
+fn lateness(late: f64) -> Option<Millis> {
+    (late >= 0.0).then(|| millis(late))
 }
 
-/// Tokens a new pass may still reserve.
+/// Where request `id` (told to wait) stands at `now`: the answer's JSON in
+/// the text buffer, as `begin`'s. `late`: how late the entry's timer woke
+/// it (ms), or -1 when another request's end woke it.
 #[no_mangle]
-pub extern "C" fn free_tokens() -> usize {
-    with(|s| s.shard.free_tokens())
-}
-
-/// Ends pass `handle`; with `keep_count` > 0, keeps its cache for a later
-/// prompt that starts with the `keep_count` token ids in the input buffer
-/// (the ids it was fed).
-#[no_mangle]
-pub extern "C" fn close(handle: u32, keep_count: usize) {
+pub extern "C" fn poll(id: u32, now: f64, late: f64) {
     with(|s| {
-        let keep = (keep_count > 0).then(|| words(&s.input, keep_count));
-        s.shard.close(handle, keep.as_deref());
+        let now_ms = millis(now);
+        let begun = s.shard.poll(id, now_ms, lateness(late));
+        answer(s, begun, now_ms);
     })
 }
 
-/// A buffer of `bytes` for the next `step`'s input.
+/// Pass `id`'s caller is still there (its timer fired `late` ms after it
+/// was due): 1, or 0 if the pass is not open.
+#[no_mangle]
+pub extern "C" fn touch(id: u32, now: f64, late: f64) -> u32 {
+    with(|s| u32::from(s.shard.touch(id, millis(now), lateness(late).unwrap_or(0))))
+}
+
+/// A timer of the entry's fired at `now`, `late` ms after it was due.
+#[no_mangle]
+pub extern "C" fn tick(now: f64, late: f64) {
+    with(|s| s.shard.tick(millis(now), lateness(late).unwrap_or(0)))
+}
+
+/// Ends request `id` at `now` (a pass, or a wait); with `keep_count` > 0,
+/// keeps a pass's cache for a later prompt that starts with the
+/// `keep_count` token ids in the input buffer (the ids it was fed).
+#[no_mangle]
+pub extern "C" fn close(id: u32, keep_count: usize, now: f64) {
+    with(|s| {
+        let keep = (keep_count > 0).then(|| words(&s.input, keep_count));
+        s.shard.close(id, keep.as_deref(), millis(now));
+    })
+}
+
+/// 1 with `{"wake": [ids], "ended": [ids]}` in the text buffer when the
+/// last calls decided for others (requests to wake, passes the shard
+/// ended), else 0.
+#[no_mangle]
+pub extern "C" fn news() -> u32 {
+    with(|s| {
+        let news = s.shard.take_news();
+        if news.is_empty() {
+            return 0;
+        }
+        s.text = serde_json::to_string(&news).unwrap_or_default();
+        1
+    })
+}
+
+/// A buffer of `bytes` for the next call's input.
 #[no_mangle]
 pub extern "C" fn input_buffer(bytes: usize) -> *mut u8 {
     with(|s| {
@@ -152,21 +247,22 @@ pub extern "C" fn input_buffer(bytes: usize) -> *mut u8 {
     })
 }
 
-/// Runs pass `handle` on the input buffer, its first row at position
-/// `at`: `count` token ids (u32) when `tokens` is 1, else `count` floats of
-/// hidden states. The result is in the output buffer.
+/// Runs pass `handle` at `now` on the input buffer, its first row at
+/// position `at`: `count` token ids (u32) when `tokens` is 1, else `count`
+/// floats of hidden states. The result is in the output buffer.
 #[no_mangle]
-pub extern "C" fn step(handle: u32, at: usize, tokens: u32, count: usize) -> u32 {
+pub extern "C" fn step(handle: u32, at: usize, tokens: u32, count: usize, now: f64) -> u32 {
     with(|s| {
+        let now = millis(now);
         let result = if tokens == 1 {
             let ids = words(&s.input, count);
-            s.shard.step(handle, at, Input::Tokens(&ids))
+            s.shard.step(handle, at, Input::Tokens(&ids), now)
         } else {
             let hidden: Vec<f32> = words(&s.input, count)
                 .into_iter()
                 .map(f32::from_bits)
                 .collect();
-            s.shard.step(handle, at, Input::Hidden(&hidden))
+            s.shard.step(handle, at, Input::Hidden(&hidden), now)
         };
         let result = result.map(|out| s.output = out);
         status(s, result)
@@ -183,13 +279,13 @@ pub extern "C" fn output_len() -> usize {
     with(|s| s.output.len())
 }
 
-/// The last error's text (or `info`'s JSON), UTF-8.
+/// The text buffer (an error's message, or JSON), UTF-8.
 #[no_mangle]
-pub extern "C" fn error_ptr() -> *const u8 {
-    with(|s| s.error.as_ptr())
+pub extern "C" fn text_ptr() -> *const u8 {
+    with(|s| s.text.as_ptr())
 }
 
 #[no_mangle]
-pub extern "C" fn error_len() -> usize {
-    with(|s| s.error.len())
+pub extern "C" fn text_len() -> usize {
+    with(|s| s.text.len())
 }

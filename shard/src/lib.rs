@@ -15,6 +15,8 @@
 //! the C interface the JavaScript entry calls; it holds no logic.
 
 mod abi;
+pub mod gate;
 mod shard;
 
-pub use shard::{Input, Shard, ShardError};
+pub use gate::{Limits, Millis, Refusal};
+pub use shard::{Begun, Input, News, Opened, Shard, ShardError};

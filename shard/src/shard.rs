@@ -1,12 +1,15 @@
 //! A shard isolate's state: its part of the model, the passes open on it,
-//! and the caches of finished passes kept for the conversation's next turn.
+//! the requests waiting for one, and the caches of finished passes kept for
+//! the conversation's next turn.
 //!
 //! Memory is admitted in tokens: each pass reserves, when it opens, the
 //! most tokens it will feed (its prompt plus its reply's `max_tokens`),
 //! and the reservations of the open passes never exceed the isolate's
 //! budget (`context x sessions` of the plan, pipeline/src/plan.rs): many short
 //! chats at once, or one as long as the context, never more key/value
-//! cache than the plan gave the isolate.
+//! cache than the plan gave the isolate. Who is admitted, who waits and in
+//! what order, and when an abandoned pass is reclaimed is the gate's
+//! policy (shard/src/gate.rs); this file gives each admitted pass its cache.
 //!
 //! A finished pass may leave its cache behind, labelled with the token ids
 //! it holds. A later pass whose prompt starts with the same ids (the next
@@ -17,6 +20,10 @@
 //! pass needs it: they never delay or refuse one. They are matched only
 //! within the scope they were kept in (the caller's API key), so with
 //! keys on one caller cannot time another's prompts.
+//!
+//! The entry (shard/pass.mjs) moves bytes and keeps time: it hands every
+//! call the time (ms), waits when told to, and after each call wakes the
+//! requests [`Shard::take_news`] names.
 
 use serde::Serialize;
 use thiserror::Error;
@@ -24,25 +31,21 @@ use thiserror::Error;
 use edgeinfer_engine::decoder::format::{Config, Part};
 use edgeinfer_engine::decoder::{Decoder, DecoderError, KvCache, StageInput};
 
+use crate::gate::{Decisions, Gate, Limits, Millis, Refusal, Standing};
+
 #[derive(Debug, Error, PartialEq)]
 pub enum ShardError {
     #[error("the shard's weights are not loaded")]
     NotLoaded,
     #[error("the shard's weights do not load: {0}")]
     Load(DecoderError),
-    #[error("a pass of {asked} tokens does not fit: {free} of the shard's {budget} are free")]
-    Busy {
-        asked: usize,
-        free: usize,
-        budget: usize,
-    },
     #[error("a pass reserves 1 to {context} tokens (the context), not {asked}")]
     BadReservation { asked: usize, context: usize },
     #[error("the pass reserved {reserved} tokens and would hold {needed}")]
     OverReservation { reserved: usize, needed: usize },
     #[error("the input starts at position {at}, but the pass holds {held} tokens")]
     Position { at: usize, held: usize },
-    #[error("no open pass {0} (closed, or opened on an earlier instance)")]
+    #[error("no open pass {0} (closed, reclaimed unused, or opened on an earlier instance)")]
     NoPass(u32),
     #[error(transparent)]
     Decoder(#[from] DecoderError),
@@ -63,11 +66,19 @@ pub struct Info {
     pub budget_tokens: usize,
     pub reserved_tokens: usize,
     pub open_passes: usize,
+    /// Requests waiting for room.
+    pub waiting: usize,
     /// Caches of finished passes, and the tokens they hold.
     pub kept_caches: usize,
     pub kept_tokens: usize,
-    /// Prompt tokens passes did not have to feed, since the isolate began.
+    /// Prompt tokens passes did not have to feed, since the instance began.
     pub reused_tokens: u64,
+    /// Passes reclaimed after their lease, and requests refused, since the
+    /// instance began.
+    pub reclaimed_passes: u64,
+    pub refused_requests: u64,
+    /// The id the next request gets (ids are never reused).
+    pub next_id: u32,
     pub cache_bytes: usize,
 }
 
@@ -77,6 +88,46 @@ pub struct Info {
 pub struct Opened {
     pub handle: u32,
     pub cached: usize,
+}
+
+/// Where a request for a pass stands, for the entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begun {
+    Admitted(Opened),
+    /// Waiting: ask again ([`Shard::poll`]) when woken, or at `until`.
+    Waiting {
+        id: u32,
+        until: Millis,
+    },
+    /// Not admitted; the caller may try again after `retry_after` seconds
+    /// (none when it never fits).
+    Refused {
+        refusal: Refusal,
+        retry_after: Option<u32>,
+    },
+    /// Not a request of this instance (one made before a trap): ask anew.
+    Unknown,
+}
+
+/// What happened to others since the entry last asked: whom to wake, and
+/// which passes the shard ended itself (reclaimed unused), for their log.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct News {
+    pub wake: Vec<u32>,
+    pub ended: Vec<u32>,
+}
+
+impl News {
+    pub fn is_empty(&self) -> bool {
+        self.wake.is_empty() && self.ended.is_empty()
+    }
+}
+
+/// What a waiter carries until it is admitted: what its cache is matched on.
+struct Asked {
+    scope: String,
+    prompt: Vec<u32>,
+    tokens: usize,
 }
 
 struct Pass {
@@ -102,13 +153,19 @@ struct Kept {
 
 pub struct Shard {
     decoder: Option<Decoder>,
-    budget_tokens: usize,
+    gate: Gate<Asked>,
     passes: Vec<Pass>,
     kept: Vec<Kept>,
-    /// The next handle (0 is never one).
-    next: u32,
+    /// Answers for waiters the gate decided on, until they ask again, with
+    /// when. One never collected (its caller gone): an admission goes with
+    /// its pass (reclaimed like any pass never called), a refusal after a
+    /// wait's time.
+    answers: Vec<(u32, Begun, Millis)>,
+    news: News,
     clock: u64,
     reused_tokens: u64,
+    reclaimed_passes: u64,
+    refused_requests: u64,
 }
 
 /// How many first ids `a` and `b` share.
@@ -117,16 +174,24 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 impl Shard {
-    /// A shard whose open passes reserve at most `budget_tokens` in all.
-    pub fn new(budget_tokens: usize) -> Self {
+    /// A shard whose open passes reserve at most `budget_tokens` in all,
+    /// with the shard Workers' limits, whose ids start at `first_id`.
+    pub fn new(budget_tokens: usize, first_id: u32) -> Self {
+        Self::with_limits(Limits::for_budget(budget_tokens), first_id)
+    }
+
+    pub fn with_limits(limits: Limits, first_id: u32) -> Self {
         Shard {
             decoder: None,
-            budget_tokens,
+            gate: Gate::new(limits, first_id),
             passes: Vec::new(),
             kept: Vec::new(),
-            next: 1,
+            answers: Vec::new(),
+            news: News::default(),
             clock: 0,
             reused_tokens: 0,
+            reclaimed_passes: 0,
+            refused_requests: 0,
         }
     }
 
@@ -141,17 +206,12 @@ impl Shard {
         self.decoder.as_ref().ok_or(ShardError::NotLoaded)
     }
 
-    fn reserved(&self) -> usize {
-        self.passes.iter().map(|p| p.reserved).sum()
+    fn budget(&self) -> usize {
+        self.gate.limits().budget
     }
 
     fn kept_tokens(&self) -> usize {
         self.kept.iter().map(|k| k.ids.len()).sum()
-    }
-
-    /// Tokens a new pass may still reserve (kept caches make room).
-    pub fn free_tokens(&self) -> usize {
-        self.budget_tokens.saturating_sub(self.reserved())
     }
 
     pub fn info(&self) -> Result<Info, ShardError> {
@@ -159,12 +219,16 @@ impl Shard {
         Ok(Info {
             config: *d.config(),
             part: *d.part(),
-            budget_tokens: self.budget_tokens,
-            reserved_tokens: self.reserved(),
+            budget_tokens: self.budget(),
+            reserved_tokens: self.gate.reserved(),
             open_passes: self.passes.len(),
+            waiting: self.gate.waiting(),
             kept_caches: self.kept.len(),
             kept_tokens: self.kept_tokens(),
             reused_tokens: self.reused_tokens,
+            reclaimed_passes: self.reclaimed_passes,
+            refused_requests: self.refused_requests,
+            next_id: self.gate.next_id(),
             cache_bytes: self
                 .passes
                 .iter()
@@ -174,17 +238,18 @@ impl Shard {
         })
     }
 
-    /// Starts a generation's pass of at most `tokens` fed tokens whose
-    /// prompt is `prompt`, in `scope`: from the kept cache that shares the
-    /// longest start with the prompt (all but its last token at most: a
-    /// pass is fed at least one), else an empty one. `Busy` when the budget
-    /// has no room for it now (the caller may wait for a pass to close).
-    pub fn open(
+    /// Asks for a generation's pass of at most `tokens` fed tokens whose
+    /// prompt is `prompt`, in `scope`, at `now`: admitted now (its cache
+    /// from the kept one that shares the longest start with the prompt, all
+    /// but its last token at most: a pass is fed at least one; else an
+    /// empty one), told to wait, or refused.
+    pub fn begin(
         &mut self,
         tokens: usize,
         scope: &str,
         prompt: &[u32],
-    ) -> Result<Opened, ShardError> {
+        now: Millis,
+    ) -> Result<Begun, ShardError> {
         let context = self.decoder()?.config().context;
         if tokens == 0 || tokens > context {
             return Err(ShardError::BadReservation {
@@ -192,71 +257,157 @@ impl Shard {
                 context,
             });
         }
-        let free = self.free_tokens();
-        if tokens > free {
-            return Err(ShardError::Busy {
-                asked: tokens,
-                free,
-                budget: self.budget_tokens,
-            });
+        let asked = Asked {
+            scope: scope.to_string(),
+            prompt: prompt.to_vec(),
+            tokens,
+        };
+        match self.gate.ask(scope, tokens, asked, now) {
+            Ok((id, decisions)) => {
+                self.apply(decisions, now);
+                self.settle(now);
+                // Admitted at once: nobody waits on it to be woken.
+                self.news.wake.retain(|&w| w != id);
+                Ok(self.poll(id, now, None))
+            }
+            Err(refusal) => {
+                self.refused_requests += 1;
+                Ok(self.refused(refusal))
+            }
         }
+    }
+
+    fn refused(&self, refusal: Refusal) -> Begun {
+        let retry_after = match refusal {
+            Refusal::NeverFits { .. } => None,
+            Refusal::QueueFull | Refusal::TimedOut => Some(self.gate.limits().retry_after),
+        };
+        Begun::Refused {
+            refusal,
+            retry_after,
+        }
+    }
+
+    /// Where request `id` stands at `now`: its answer once the gate
+    /// decided (given once), or how long it still waits. `late`: the
+    /// entry's timer woke it, that many ms after it was due (none when
+    /// another request's end woke it).
+    pub fn poll(&mut self, id: u32, now: Millis, late: Option<Millis>) -> Begun {
+        if let Some(late) = late {
+            self.gate.timer(now, late);
+        }
+        self.settle(now);
+        if let Some(i) = self.answers.iter().position(|(a, _, _)| *a == id) {
+            return self.answers.swap_remove(i).1;
+        }
+        match self.gate.standing(id, now) {
+            Standing::Waits { until } => Begun::Waiting { id, until },
+            // Admitted, and its answer already given: a second poll.
+            Standing::Holds => Begun::Unknown,
+            Standing::Unknown => Begun::Unknown,
+        }
+    }
+
+    /// The gate's rules at `now`, and what they decided applied.
+    fn settle(&mut self, now: Millis) {
+        let decisions = self.gate.settle(now);
+        self.apply(decisions, now);
+        let wait = self.gate.limits().wait;
+        self.answers.retain(|(_, answer, at)| {
+            matches!(answer, Begun::Admitted(_)) || now.saturating_sub(*at) < wait
+        });
+    }
+
+    fn apply(&mut self, decisions: Decisions<Asked>, now: Millis) {
+        for id in decisions.reclaimed {
+            self.passes.retain(|p| p.handle != id);
+            self.answers.retain(|(a, _, _)| *a != id);
+            self.reclaimed_passes += 1;
+            self.news.ended.push(id);
+        }
+        for (id, refusal) in decisions.refused {
+            self.refused_requests += 1;
+            let answer = self.refused(refusal);
+            self.answers.push((id, answer, now));
+            self.news.wake.push(id);
+        }
+        for (id, asked) in decisions.admitted {
+            let opened = self.open(id, asked);
+            self.answers.push((id, Begun::Admitted(opened), now));
+            self.news.wake.push(id);
+        }
+    }
+
+    /// The cache of pass `handle`, just admitted for `asked`.
+    fn open(&mut self, handle: u32, asked: Asked) -> Opened {
+        let Asked {
+            scope,
+            prompt,
+            tokens,
+        } = asked;
         let usable = prompt.len().saturating_sub(1).min(tokens);
         let best = self
             .kept
             .iter()
             .enumerate()
             .filter(|(_, k)| k.scope == scope)
-            .map(|(i, k)| (common_prefix(&k.ids, prompt).min(usable), k.used, i))
+            .map(|(i, k)| (common_prefix(&k.ids, &prompt).min(usable), k.used, i))
             .filter(|&(shared, _, _)| shared > 0)
             .max();
-        let decoder = self.decoder.as_ref().ok_or(ShardError::NotLoaded)?;
         self.clock += 1;
-        let mut cache = match best {
+        let mut cache = match (best, self.decoder.as_ref()) {
             // The conversation goes on: the pass takes its cache.
-            Some((shared, _, i)) if shared == self.kept[i].ids.len() => {
+            (Some((shared, _, i)), _) if shared == self.kept[i].ids.len() => {
                 self.kept.swap_remove(i).cache
             }
             // Another that starts alike (a shared system prompt, or a turn
             // asked again): a copy of the start, the kept one stays whole.
-            Some((shared, _, i)) => {
+            (Some((shared, _, i)), _) => {
                 self.kept[i].used = self.clock;
                 self.kept[i].cache.prefix(shared, tokens)
             }
-            None => decoder.new_cache(),
+            (None, Some(decoder)) => decoder.new_cache(),
+            // Not loaded: `begin` refuses before anything is admitted.
+            (None, None) => KvCache::new(0, 0),
         };
         // The pass holds exactly what it reserved; the kept caches give up
         // what it needs, oldest first.
         cache.reserve_exact(tokens);
-        while self.reserved() + tokens + self.kept_tokens() > self.budget_tokens {
+        while self.gate.reserved() + self.kept_tokens() > self.budget() {
             let Some(oldest) = (0..self.kept.len()).min_by_key(|&i| self.kept[i].used) else {
                 break;
             };
             self.kept.swap_remove(oldest);
         }
-        let handle = self.next;
-        self.next = self.next.checked_add(1).unwrap_or(1);
         let cached = cache.len();
         self.reused_tokens += cached as u64;
         self.passes.push(Pass {
             handle,
             reserved: tokens,
             cache,
-            scope: scope.to_string(),
+            scope,
             fed: false,
         });
-        Ok(Opened { handle, cached })
+        Opened { handle, cached }
     }
 
-    /// Ends a pass and frees its reservation. With `keep`, the ids it was
-    /// fed (every shard of the chain is told the same), its cache is kept
-    /// for a later prompt of its scope that starts with them; a cache that does not hold
-    /// exactly those (a pass that failed midway) is dropped. Closing a pass
-    /// already closed does nothing.
-    pub fn close(&mut self, handle: u32, keep: Option<&[u32]>) {
-        let Some(i) = self.passes.iter().position(|p| p.handle == handle) else {
-            return;
-        };
-        let mut pass = self.passes.swap_remove(i);
+    /// Ends request `id` at `now`: a pass frees its reservation, a waiter
+    /// its place. With `keep`, the ids a pass was fed (every shard of the
+    /// chain is told the same), its cache is kept for a later prompt of
+    /// its scope that starts with them; a cache that does not hold exactly
+    /// those (a pass that failed midway) is dropped. Ending a request that
+    /// already ended does nothing.
+    pub fn close(&mut self, id: u32, keep: Option<&[u32]>, now: Millis) {
+        self.gate.release(id);
+        self.answers.retain(|(a, _, _)| *a != id);
+        if let Some(i) = self.passes.iter().position(|p| p.handle == id) {
+            let pass = self.passes.swap_remove(i);
+            self.keep(pass, keep);
+        }
+        self.settle(now);
+    }
+
+    fn keep(&mut self, mut pass: Pass, keep: Option<&[u32]>) {
         let Some(ids) = keep else {
             return;
         };
@@ -273,13 +424,44 @@ impl Shard {
         });
     }
 
-    /// Feeds `input` to pass `handle`, its first row at position `at`:
-    /// hidden states for the next shard, or the next token's logits from
-    /// the last one. A pass's first input may start before the end of the
-    /// cache it opened with (the chain continues where every shard has a
-    /// cache): the rest is forgotten.
-    pub fn step(&mut self, handle: u32, at: usize, input: Input) -> Result<Vec<f32>, ShardError> {
+    /// Pass `id`'s caller is still there: a touch from its timer, `late`
+    /// ms after it was due, at `now`. False if the pass is not open (it
+    /// ended, or was reclaimed: the caller had gone quiet too long).
+    pub fn touch(&mut self, id: u32, now: Millis, late: Millis) -> bool {
+        self.gate.timer(now, late);
+        let held = self.gate.touch(id, now);
+        self.settle(now);
+        held
+    }
+
+    /// A timer of the entry's fired at `now`, `late` ms after it was due
+    /// (an operator's `GET /` waits for one): leases run on.
+    pub fn tick(&mut self, now: Millis, late: Millis) {
+        self.gate.timer(now, late);
+        self.settle(now);
+    }
+
+    /// Whom to wake and which passes ended since the last call.
+    pub fn take_news(&mut self) -> News {
+        std::mem::take(&mut self.news)
+    }
+
+    /// Feeds `input` to pass `handle` at `now`, its first row at position
+    /// `at`: hidden states for the next shard, or the next token's logits
+    /// from the last one. A pass's first input may start before the end of
+    /// the cache it opened with (the chain continues where every shard has
+    /// a cache): the rest is forgotten.
+    pub fn step(
+        &mut self,
+        handle: u32,
+        at: usize,
+        input: Input,
+        now: Millis,
+    ) -> Result<Vec<f32>, ShardError> {
         let decoder = self.decoder.as_ref().ok_or(ShardError::NotLoaded)?;
+        if !self.gate.touch(handle, now) {
+            return Err(ShardError::NoPass(handle));
+        }
         let pass = self
             .passes
             .iter_mut()
@@ -315,8 +497,12 @@ impl Shard {
 mod tests {
     use super::*;
 
-    /// A config-only part (no layers) is enough for the bookkeeping.
     fn shard(budget: usize) -> Shard {
+        shard_from(budget, 1)
+    }
+
+    /// A config-only part (no layers) is enough for the bookkeeping.
+    fn shard_from(budget: usize, first_id: u32) -> Shard {
         use edgeinfer_engine::decoder::format::{Header, Rope, RopeStyle, MAGIC};
         use edgeinfer_engine::packed::{leak_aligned, Packer};
         let config = Config {
@@ -348,14 +534,26 @@ mod tests {
             head: None,
         };
         let bytes = leak_aligned(&Packer::default().finish(MAGIC, &header).unwrap());
-        let mut s = Shard::new(budget);
+        let mut s = Shard::new(budget, first_id);
         s.load(bytes).unwrap();
         s
     }
 
-    /// Opens a pass with no prompt to match.
-    fn open(s: &mut Shard, tokens: usize) -> Result<u32, ShardError> {
-        s.open(tokens, "", &[]).map(|o| o.handle)
+    /// Opens a pass with no prompt to match, at time 0: its handle if
+    /// admitted at once.
+    fn open(s: &mut Shard, tokens: usize) -> Result<u32, Begun> {
+        match s.begin(tokens, "", &[], 0) {
+            Ok(Begun::Admitted(o)) => Ok(o.handle),
+            Ok(other) => Err(other),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn opened(s: &mut Shard, tokens: usize, scope: &str, prompt: &[u32]) -> Opened {
+        match s.begin(tokens, scope, prompt, 0) {
+            Ok(Begun::Admitted(o)) => o,
+            other => panic!("not admitted: {other:?}"),
+        }
     }
 
     /// Hidden states of `rows` positions (dims 4).
@@ -368,44 +566,160 @@ mod tests {
         let mut s = shard(150);
         let a = open(&mut s, 100).unwrap();
         let b = open(&mut s, 50).unwrap();
-        assert!(matches!(
-            open(&mut s, 1),
-            Err(ShardError::Busy { free: 0, .. })
-        ));
-        s.close(a, None);
-        assert_eq!(s.free_tokens(), 100);
-        assert!(open(&mut s, 60).is_ok());
-        assert!(matches!(
-            open(&mut s, 41),
-            Err(ShardError::Busy { free: 40, .. })
-        ));
-        s.close(b, None);
-        s.close(b, None);
-        assert_eq!(s.free_tokens(), 90);
-        assert!(matches!(
-            open(&mut s, 0),
-            Err(ShardError::BadReservation { .. })
-        ));
-        assert!(matches!(
-            open(&mut s, 101),
-            Err(ShardError::BadReservation { .. })
-        ));
+        let Err(Begun::Waiting { id: w, .. }) = open(&mut s, 60) else {
+            panic!("not waiting");
+        };
+        s.close(a, None, 1);
+        // The waiter got the freed room, and is woken to collect it.
+        assert_eq!(s.take_news().wake, vec![w]);
+        assert!(matches!(s.poll(w, 2, None), Begun::Admitted(o) if o.handle == w));
+        assert_eq!(s.info().unwrap().reserved_tokens, 110);
+        s.close(b, None, 3);
+        s.close(b, None, 3);
+        assert_eq!(s.info().unwrap().reserved_tokens, 60);
+        for tokens in [0, 101] {
+            assert!(matches!(
+                s.begin(tokens, "", &[], 4),
+                Err(ShardError::BadReservation { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_request_that_never_fits_is_refused_without_retry() {
+        let mut s = shard(50);
+        assert_eq!(
+            open(&mut s, 60),
+            Err(Begun::Refused {
+                refusal: Refusal::NeverFits {
+                    asked: 60,
+                    budget: 50
+                },
+                retry_after: None
+            })
+        );
+    }
+
+    #[test]
+    fn a_waiter_out_of_time_is_refused_with_a_time_to_retry() {
+        let mut s = shard(100);
+        open(&mut s, 100).unwrap();
+        let Err(Begun::Waiting { id, until }) = open(&mut s, 10) else {
+            panic!("not waiting");
+        };
+        // Not woken by a lease: nothing was called, but no timer ran yet.
+        let wait = Limits::for_budget(100).wait;
+        assert!(until < wait);
+        assert!(matches!(s.poll(id, wait - 1, None), Begun::Waiting { .. }));
+        assert_eq!(
+            s.poll(id, wait, None),
+            Begun::Refused {
+                refusal: Refusal::TimedOut,
+                retry_after: Some(5)
+            }
+        );
+        assert_eq!(s.poll(id, wait, None), Begun::Unknown, "answered once");
+        assert_eq!(s.info().unwrap().refused_requests, 1);
+    }
+
+    #[test]
+    fn an_abandoned_pass_is_reclaimed_and_its_caller_is_told() {
+        let mut s = shard(100);
+        let lease = Limits::for_budget(100).lease;
+        let gone = open(&mut s, 60).unwrap();
+        let live = open(&mut s, 40).unwrap();
+        s.step(gone, 0, Input::Hidden(&rows(1)), 10).unwrap();
+        // The live caller touches every second; the other went quiet after
+        // its first step at 10 ms.
+        for t in (1..=6).map(|i| i * 1_000) {
+            assert!(s.touch(live, t, 0));
+        }
+        assert_eq!(s.take_news().ended, vec![gone]);
+        assert_eq!(
+            s.step(gone, 1, Input::Hidden(&rows(1)), 11 + lease),
+            Err(ShardError::NoPass(gone))
+        );
+        assert!(!s.touch(gone, 12 + lease, 0));
+        let info = s.info().unwrap();
+        assert_eq!((info.reclaimed_passes, info.reserved_tokens), (1, 40));
+    }
+
+    #[test]
+    fn a_waiter_gets_an_abandoned_passs_room() {
+        let mut s = shard(100);
+        let lease = Limits::for_budget(100).lease;
+        let gone = open(&mut s, 100).unwrap();
+        let Ok(Begun::Waiting { id, until }) = s.begin(50, "", &[], 1_000) else {
+            panic!("not waiting");
+        };
+        // Its wake-up, on time when the lease can end, is the evidence.
+        assert_eq!(until, lease);
+        assert!(matches!(s.poll(id, until, Some(0)), Begun::Admitted(_)));
+        assert_eq!(s.take_news().ended, vec![gone]);
+    }
+
+    #[test]
+    fn an_admitted_waiter_that_never_collects_is_reclaimed_too() {
+        let mut s = shard(100);
+        let lease = Limits::for_budget(100).lease;
+        let a = open(&mut s, 100).unwrap();
+        let Err(Begun::Waiting { id: dead, .. }) = open(&mut s, 100) else {
+            panic!("not waiting");
+        };
+        s.close(a, None, 1);
+        assert_eq!(s.take_news().wake, vec![dead]);
+        // Its caller is gone and never asks again: it is reclaimed a lease
+        // later like any pass never called.
+        s.tick(1 + lease, 0);
+        assert_eq!(s.take_news().ended, vec![dead]);
+        assert_eq!(s.poll(dead, 2 + lease, None), Begun::Unknown);
+        assert_eq!(s.info().unwrap().reserved_tokens, 0);
+    }
+
+    #[test]
+    fn an_admission_is_kept_until_its_caller_asks() {
+        let mut s = shard(100);
+        let a = open(&mut s, 100).unwrap();
+        let Err(Begun::Waiting { id, .. }) = open(&mut s, 100) else {
+            panic!("not waiting");
+        };
+        s.close(a, None, 1);
+        // The waiter's code runs late (a long step elsewhere): its answer,
+        // and its pass, are still there.
+        assert!(matches!(s.poll(id, 5_001, None), Begun::Admitted(o) if o.handle == id));
+    }
+
+    #[test]
+    fn handles_start_where_the_entry_says() {
+        // After a trap the entry makes a new instance starting past every
+        // id the old one handed out: a stale close names no new pass.
+        let mut old = shard(100);
+        let stale = open(&mut old, 10).unwrap();
+        let mut new = shard_from(100, stale + 1);
+        let fresh = open(&mut new, 10).unwrap();
+        assert!(fresh > stale);
+        new.close(stale, None, 1);
+        assert_eq!(new.info().unwrap().open_passes, 1);
+        assert_eq!(
+            new.step(stale, 0, Input::Hidden(&rows(1)), 1),
+            Err(ShardError::NoPass(stale))
+        );
     }
 
     #[test]
     fn a_pass_cannot_feed_more_than_it_reserved() {
         let mut s = shard(100);
         let p = open(&mut s, 2).unwrap();
-        assert!(s.step(p, 0, Input::Hidden(&rows(2))).is_ok());
+        assert!(s.step(p, 0, Input::Hidden(&rows(2)), 0).is_ok());
         assert!(matches!(
-            s.step(p, 2, Input::Hidden(&rows(1))),
+            s.step(p, 2, Input::Hidden(&rows(1)), 0),
             Err(ShardError::OverReservation {
                 reserved: 2,
                 needed: 3
             })
         ));
         assert!(matches!(
-            s.step(p + 1, 2, Input::Hidden(&rows(1))),
+            s.step(p + 1, 2, Input::Hidden(&rows(1)), 0),
             Err(ShardError::NoPass(_))
         ));
     }
@@ -413,11 +727,11 @@ mod tests {
     /// Feeds `ids.len()` positions to a new pass of `prompt` (reserving as
     /// many) and keeps its cache as `ids`.
     fn converse(s: &mut Shard, scope: &str, prompt: &[u32], ids: &[u32]) -> Opened {
-        let opened = s.open(ids.len(), scope, prompt).unwrap();
+        let opened = opened(s, ids.len(), scope, prompt);
         let at = opened.cached;
-        s.step(opened.handle, at, Input::Hidden(&rows(ids.len() - at)))
+        s.step(opened.handle, at, Input::Hidden(&rows(ids.len() - at)), 0)
             .unwrap();
-        s.close(opened.handle, Some(ids));
+        s.close(opened.handle, Some(ids), 0);
         opened
     }
 
@@ -435,26 +749,26 @@ mod tests {
             (1, 5, 0)
         );
         // Another caller's identical prompt starts from nothing.
-        let other = s.open(50, "key-b", &[1, 2, 3, 4, 5, 6]).unwrap();
+        let other = opened(&mut s, 50, "key-b", &[1, 2, 3, 4, 5, 6]);
         assert_eq!(other.cached, 0);
-        s.close(other.handle, None);
+        s.close(other.handle, None, 0);
         // Turn 2 of the same caller: the history, then new tokens.
-        let next = s.open(50, "key-a", &[1, 2, 3, 4, 5, 6, 7]).unwrap();
+        let next = opened(&mut s, 50, "key-a", &[1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(next.cached, 5);
         assert_eq!(s.info().unwrap().kept_caches, 0, "the pass took the cache");
         // The chain continues where every shard has a cache: earlier is fine
         // on the first input, not later, and not once fed.
         assert!(matches!(
-            s.step(next.handle, 6, Input::Hidden(&rows(1))),
+            s.step(next.handle, 6, Input::Hidden(&rows(1)), 0),
             Err(ShardError::Position { at: 6, held: 5 })
         ));
-        s.step(next.handle, 4, Input::Hidden(&rows(3))).unwrap();
+        s.step(next.handle, 4, Input::Hidden(&rows(3)), 0).unwrap();
         assert!(matches!(
-            s.step(next.handle, 3, Input::Hidden(&rows(1))),
+            s.step(next.handle, 3, Input::Hidden(&rows(1)), 0),
             Err(ShardError::Position { at: 3, held: 7 })
         ));
         // A cache that does not hold what the caller says is not kept.
-        s.close(next.handle, Some(&[1, 2, 3]));
+        s.close(next.handle, Some(&[1, 2, 3]), 0);
         assert_eq!(s.info().unwrap().kept_caches, 0);
         assert_eq!(s.info().unwrap().reused_tokens, 5);
     }
@@ -472,9 +786,9 @@ mod tests {
             "both kept whole"
         );
         // The first goes on from all of its history.
-        assert_eq!(s.open(50, "", &[1, 2, 3, 4, 5]).unwrap().cached, 4);
+        assert_eq!(opened(&mut s, 50, "", &[1, 2, 3, 4, 5]).cached, 4);
         // A prompt asked again still feeds its last token.
-        assert_eq!(s.open(50, "", &[1, 9, 8]).unwrap().cached, 2);
+        assert_eq!(opened(&mut s, 50, "", &[1, 9, 8]).cached, 2);
         assert_eq!(s.info().unwrap().kept_caches, 1);
     }
 
@@ -486,20 +800,45 @@ mod tests {
         converse(&mut s, "", &[3], &[3; 30]);
         assert_eq!(s.info().unwrap().kept_tokens, 90);
         // A pass of 50 needs 40 of the 90 kept tokens: the two oldest go.
-        let p = s.open(50, "", &[7]).unwrap();
+        let p = opened(&mut s, 50, "", &[7]);
         assert_eq!(p.cached, 0);
         let info = s.info().unwrap();
         assert_eq!((info.kept_tokens, info.reserved_tokens), (30, 50));
-        s.close(p.handle, None);
+        s.close(p.handle, None, 0);
         assert_eq!(
-            s.open(50, "", &[3, 3, 3]).unwrap().cached,
+            opened(&mut s, 50, "", &[3, 3, 3]).cached,
             2,
             "the newest stays"
         );
         // Kept caches never refuse a pass: the whole budget is still free.
+        assert!(matches!(open(&mut s, 51), Err(Begun::Waiting { .. })));
+    }
+
+    /// A request of key-a for 20 tokens continuing a kept conversation
+    /// (3 tokens), made to wait by passes of `holding` tokens, admitted when
+    /// the last of them closes: its answer.
+    fn admitted_after_a_wait(budget: usize, holding: &[usize]) -> Begun {
+        let mut s = shard(budget);
+        converse(&mut s, "key-a", &[1, 2], &[1, 2, 3]);
+        let held: Vec<u32> = holding.iter().map(|&t| open(&mut s, t).unwrap()).collect();
+        let Ok(Begun::Waiting { id, .. }) = s.begin(20, "key-a", &[1, 2, 3, 4], 1) else {
+            panic!("not waiting");
+        };
+        s.close(held[held.len() - 1], None, 2);
+        s.poll(id, 2, None)
+    }
+
+    #[test]
+    fn a_waiter_admitted_later_starts_from_its_kept_cache() {
+        // With room for it and the kept cache: it continues from it.
         assert!(matches!(
-            open(&mut s, 51),
-            Err(ShardError::Busy { free: 50, .. })
+            admitted_after_a_wait(200, &[100, 90]),
+            Begun::Admitted(Opened { cached: 3, .. })
+        ));
+        // The pass of 100 it waited for needed the kept cache's room.
+        assert!(matches!(
+            admitted_after_a_wait(100, &[100]),
+            Begun::Admitted(Opened { cached: 0, .. })
         ));
     }
 }

@@ -17,6 +17,8 @@
 //! This holds no model logic: the engine's `Decoder::stage` runs in each
 //! shard (shard/src), sampling and text here in the core.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::future::{join_all, select, Either};
@@ -31,8 +33,15 @@ use crate::api::ApiError;
 use crate::spec::ShardSpec;
 
 /// Longest wait for a shard to open a pass (its first call in a cold
-/// isolate loads the weights: tens of ms).
-const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// isolate loads the weights: tens of ms). A shard with no room makes a
+/// pass wait up to 10 s (shard/src/gate.rs) and then refuses it itself,
+/// with a time to retry after: this bound is for a shard that does not
+/// answer at all.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest wait for a turn's passes to close, all at once: a close is a
+/// call that frees memory, quick unless the shard is busy with another
+/// pass's long prefill (~2 s per 1,000 tokens).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for one shard's share of one pass (a long prompt's prefill
 /// is the slowest: ~2 s per 1,000 tokens per shard measured in workerd).
 const PASS_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,12 +62,28 @@ extern "C" {
 
     /// One turn's pass on one shard: an `RpcTarget` stub.
     #[wasm_bindgen(extends = js_sys::Object)]
+    #[derive(Clone)]
     type ShardPass;
     #[wasm_bindgen(method, catch)]
     fn forward(this: &ShardPass, input: &JsValue, at: u32) -> Result<Promise, JsValue>;
     #[wasm_bindgen(method, catch)]
     fn close(this: &ShardPass, fed: &JsValue) -> Result<Promise, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn touch(this: &ShardPass, late: f64) -> Result<Promise, JsValue>;
 }
+
+/// How often an open turn tells each shard its pass is still in use. In
+/// workerd a client that hangs up mid-stream stalls the turn for good: it
+/// never closes its passes, and the stubs are not disposed either
+/// (measured, docs/chat.md). The touches stop with it, and a shard
+/// reclaims a pass whose caller went quiet for a few of them
+/// (shard/src/gate.rs).
+const TOUCH_EVERY: Duration = Duration::from_secs(1);
+/// A turn that started or ended no model pass for this long (longer than
+/// a pass may take) stops touching its passes: a client that stops
+/// reading does not hold the shards' memory for as long as it keeps the
+/// connection open.
+const STALL: Duration = Duration::from_secs(40);
 
 /// One turn's passes, one per shard, in chain order.
 pub struct Chain {
@@ -70,6 +95,45 @@ pub struct Chain {
     fed: Vec<u32>,
     /// A pass failed: the shards' caches may disagree, none is kept.
     failed: bool,
+    /// Whether the turn still goes on, for its passes' touches.
+    life: Rc<Life>,
+}
+
+/// What a turn's touches go by.
+struct Life {
+    /// False once the turn is over.
+    open: Cell<bool>,
+    /// When the last model pass started or ended (ms).
+    progress: Cell<f64>,
+}
+
+/// Touches `pass` every [`TOUCH_EVERY`], telling the shard how late the
+/// timer fired (a late one means the thread was busy: the shard then
+/// extends every lease), while the turn goes on and makes progress.
+fn keep_alive(pass: ShardPass, life: Rc<Life>) {
+    worker::wasm_bindgen_futures::spawn_local(async move {
+        let every = TOUCH_EVERY.as_millis() as f64;
+        loop {
+            let due = js_sys::Date::now() + every;
+            Delay::from(TOUCH_EVERY).await;
+            let now = js_sys::Date::now();
+            if !life.open.get() || now - life.progress.get() > STALL.as_millis() as f64 {
+                break;
+            }
+            let Ok(promise) = pass.touch((now - due).max(0.0)) else {
+                break;
+            };
+            // False: the shard ended the pass (the turn will find out).
+            if bounded(promise, TOUCH_EVERY)
+                .await
+                .ok()
+                .and_then(|v| v.as_bool())
+                == Some(false)
+            {
+                break;
+            }
+        }
+    });
 }
 
 fn describe(e: &JsValue) -> String {
@@ -85,6 +149,23 @@ fn shard_error(model: &str, shard: &ShardSpec, what: &str) -> ApiError {
         shard.script, shard.first_layer, shard.end_layer, shard.binding
     ))
     .with_code("shard_unavailable")
+}
+
+/// A shard's refusal of a pass (`{ message, retry_after }`: it had no room
+/// in time): 503, with `Retry-After` when the shard gave one.
+fn refusal(model: &str, shard: &ShardSpec, refused: &JsValue) -> ApiError {
+    let field = |name: &str| Reflect::get(refused, &JsValue::from_str(name)).ok();
+    let message = field("message")
+        .and_then(|m| m.as_string())
+        .unwrap_or_else(|| "refused a pass".into());
+    let e = shard_error(model, shard, &message);
+    match field("retry_after")
+        .and_then(|v| v.as_f64())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+    {
+        Some(seconds) => e.with_header("retry-after", format!("{}", seconds.ceil() as u64)),
+        None => e,
+    }
 }
 
 /// Awaits `promise`, at most `timeout`.
@@ -114,8 +195,22 @@ impl Chain {
     ) -> Result<Chain, ApiError> {
         let traceparent = trace.header();
         let prompt_ids = Uint32Array::from(prompt);
+        let life = Rc::new(Life {
+            open: Cell::new(true),
+            progress: Cell::new(js_sys::Date::now()),
+        });
         let opened = join_all(shards.iter().map(|shard| {
-            Self::open_one(env, model, shard, &traceparent, tokens, &prompt_ids, scope)
+            let open = Self::open_one(env, model, shard, &traceparent, tokens, &prompt_ids, scope);
+            let life = life.clone();
+            async move {
+                let opened = open.await;
+                // Touched from the moment it is admitted: the other shards
+                // may keep the turn waiting for seconds.
+                if let Ok((pass, _)) = &opened {
+                    keep_alive(pass.clone(), life);
+                }
+                opened
+            }
         }))
         .await;
         let mut chain = Chain {
@@ -124,6 +219,7 @@ impl Chain {
             cached: prompt.len(),
             fed: Vec::with_capacity(tokens),
             failed: false,
+            life,
         };
         let mut error = None;
         for (shard, result) in shards.iter().zip(opened) {
@@ -136,8 +232,7 @@ impl Chain {
             }
         }
         if let Some(e) = error {
-            // The shards that did open would hold their place until
-            // reclaimed as idle.
+            // The shards that did open free their place now.
             chain.failed = true;
             chain.close().await;
             return Err(e);
@@ -179,6 +274,9 @@ impl Chain {
             .await
             .map_err(|e| shard_error(model, shard, &format!("could not open a pass: {e}")))?;
         let field = |name: &str| Reflect::get(&opened, &JsValue::from_str(name)).ok();
+        if let Some(refused) = field("refused").filter(|r| r.is_object()) {
+            return Err(refusal(model, shard, &refused));
+        }
         match (field("pass"), field("cached").and_then(|v| v.as_f64())) {
             // A stub is a callable proxy: not undefined is all it shows.
             (Some(pass), Some(cached)) if !pass.is_undefined() && cached >= 0.0 => {
@@ -211,7 +309,9 @@ impl Chain {
             0
         };
         let at = self.fed.len() + skip;
+        self.life.progress.set(js_sys::Date::now());
         let result = self.run(&tokens[skip..], at).await;
+        self.life.progress.set(js_sys::Date::now());
         match &result {
             Ok(_) => self.fed.extend_from_slice(tokens),
             Err(_) => self.failed = true,
@@ -258,21 +358,27 @@ impl Chain {
 
 impl Chain {
     /// Ends the turn's passes before the next turn may open one (a stub's
-    /// disposal alone reaches the shard later, if at all): each shard keeps
-    /// its cache for the conversation's next turn (or frees it, if a pass
-    /// failed) and logs the pass. A shard that does not answer is left to
-    /// free it when idle.
+    /// disposal alone reaches the shard later, if at all), all at once and
+    /// within one bound: each shard keeps its cache for the conversation's
+    /// next turn (or frees it, if a pass failed) and logs the pass. A shard
+    /// that does not answer in time has the stub's disposal, and its own
+    /// lease, to free it.
     pub async fn close(mut self) {
+        self.life.open.set(false);
         let fed: JsValue = if self.failed {
             JsValue::UNDEFINED
         } else {
             Uint32Array::from(&self.fed[..]).into()
         };
-        for (_, pass) in std::mem::take(&mut self.passes) {
-            if let Ok(promise) = pass.close(&fed) {
-                let _ = bounded(promise, OPEN_TIMEOUT).await;
-            }
-            dispose(&pass);
+        let passes = std::mem::take(&mut self.passes);
+        let closes: Vec<JsFuture> = passes
+            .iter()
+            .filter_map(|(_, pass)| pass.close(&fed).ok())
+            .map(JsFuture::from)
+            .collect();
+        let _ = select(join_all(closes), Box::pin(Delay::from(CLOSE_TIMEOUT))).await;
+        for (_, pass) in &passes {
+            dispose(pass);
         }
     }
 }
@@ -292,9 +398,12 @@ fn dispose(pass: &ShardPass) {
 
 impl Drop for Chain {
     /// A turn dropped before [`Chain::close`] (a client that went away mid
-    /// stream) still ends its passes: the close calls are sent now (not
-    /// awaited: the turn is over), and the stubs disposed.
+    /// stream, where the runtime drops the turn at all: a session's object
+    /// does, workerd's front request cancelled by a hang-up does not) still
+    /// ends its passes: the close calls are sent now (not awaited: the
+    /// turn is over), and the stubs disposed. Its touches stop either way.
     fn drop(&mut self) {
+        self.life.open.set(false);
         for (_, pass) in &self.passes {
             if let Ok(promise) = pass.close(&JsValue::UNDEFINED) {
                 worker::wasm_bindgen_futures::spawn_local(async move {

@@ -237,6 +237,8 @@ pub struct Bindings {
     /// `RATE_LIMITER` bound to objects whose every call throws: a limiter
     /// that is down.
     pub broken_limiter: bool,
+    /// Every shard's `TOKEN_BUDGET` instead of its plan's.
+    pub shard_budget: Option<usize>,
 }
 
 /// How a stand-in shard fails.
@@ -430,7 +432,7 @@ fn workerd_config(
             extra.push_str(&format!(
                 "const {worker} :Workerd.Worker = (\n  modules = [\n    (name = \"entry.mjs\", esModule = embed \"{s}/entry.mjs\"),\n    (name = \"pass.mjs\", esModule = embed \"{s}/pass.mjs\"),\n    (name = \"shard.wasm\", wasm = embed \"{s}/shard.wasm\"),\n    (name = \"weights.bin\", data = embed \"{s}/weights.bin\"),\n  ],\n  bindings = [(name = \"TOKEN_BUDGET\", text = \"{budget}\")],\n  compatibilityDate = \"{date}\",\n);\n",
                 s = shard.script,
-                budget = shard.token_budget,
+                budget = bindings.shard_budget.unwrap_or(shard.token_budget),
             ));
         }
     }

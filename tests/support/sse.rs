@@ -15,20 +15,52 @@ pub struct Events {
     pub events: Vec<(Duration, String)>,
 }
 
-pub fn stream(c: &Client, path: &str, body: &Value) -> Events {
+/// `body` posted to `path` as `c` sends it (its headers too), 120 s at most.
+fn post(
+    c: &Client,
+    path: &str,
+    body: &Value,
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(120)))
         .build()
         .into();
-    let started = Instant::now();
     let mut req = agent
         .post(format!("{}{path}", c.base()))
         .header("content-type", "application/json");
     for (name, value) in c.headers() {
         req = req.header(name, value);
     }
-    let res = req.send(body.to_string()).expect("send");
+    req.send(body.to_string())
+}
+
+/// A streamed request read until its first token, then hung up (the
+/// connection dropped), as a client that lost interest or its network does.
+pub fn hang_up_after_first_token(c: &Client, path: &str, body: &Value) -> Result<(), String> {
+    let res = post(c, path, body).map_err(|e| format!("{path}: {e}"))?;
+    let status = res.status().as_u16();
+    let mut reader = BufReader::new(res.into_body().into_reader());
+    if status != 200 {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut reader, &mut text);
+        return Err(format!("{path}: {status} {text}"));
+    }
+    for line in reader.lines() {
+        let line = line.map_err(|e| format!("{path}: {e}"))?;
+        if line.starts_with("data: ")
+            && line.contains("\"content\":\"")
+            && !line.contains("\"content\":\"\"")
+        {
+            return Ok(());
+        }
+    }
+    Err(format!("{path}: the stream ended before its first token"))
+}
+
+pub fn stream(c: &Client, path: &str, body: &Value) -> Events {
+    let started = Instant::now();
+    let res = post(c, path, body).expect("send");
     let status = res.status().as_u16();
     let content_type = res
         .headers()

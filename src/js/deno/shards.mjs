@@ -24,9 +24,10 @@ class Fetcher {
     this.#entry = entry;
   }
 
+  // `{ pass, cached }`, or the shard's `{ refused }` as it is.
   async begin(traceparent, tokens, prompt, scope) {
-    const { pass, cached } = await this.#entry.begin(traceparent, tokens, prompt?.slice(), scope);
-    return { pass: stub(pass), cached };
+    const opened = await this.#entry.begin(traceparent, tokens, prompt?.slice(), scope);
+    return opened.pass ? { pass: stub(opened.pass), cached: opened.cached } : opened;
   }
 
   async open(traceparent, tokens) {
@@ -45,7 +46,8 @@ function stub(pass) {
       return { out, ms };
     },
     close: async (fed) => pass.close(fed?.slice()),
-    [Symbol.dispose]: () => pass.close(),
+    touch: async (late) => pass.touch(late),
+    [Symbol.dispose]: () => pass[Symbol.dispose](),
   };
 }
 
