@@ -270,14 +270,7 @@ fn timed_post(c: &Client, path: &str, body: &Value) -> f64 {
 /// The first call (which loads the model in this process) and warm quantiles.
 fn native(path: &str, body: &Value, n: usize) -> (f64, (f64, f64)) {
     let bytes = body.to_string().into_bytes();
-    let req = HttpRequest {
-        method: "POST",
-        path,
-        content_type: Some("application/json"),
-        body: &bytes,
-        body_complete: true,
-        session: None,
-    };
+    let req = HttpRequest::post_json(path, &bytes);
     let run = || {
         let t = Instant::now();
         let res = api::handle(&req);
@@ -333,14 +326,7 @@ fn long_reply_seed() -> u64 {
     (0..200)
         .find(|&seed| {
             let body = chat_body(seed, CHAT_TOKENS, false).to_string().into_bytes();
-            let res = api::handle(&HttpRequest {
-                method: "POST",
-                path: "/v1/chat/completions",
-                content_type: Some("application/json"),
-                body: &body,
-                body_complete: true,
-                session: None,
-            });
+            let res = api::handle(&HttpRequest::post_json("/v1/chat/completions", &body));
             let v: Value = serde_json::from_slice(&res.body).unwrap();
             v["usage"]["completion_tokens"] == CHAT_TOKENS
         })
@@ -619,14 +605,7 @@ fn main() {
         |b| {
             let bytes = b.to_string().into_bytes();
             let t = Instant::now();
-            let res = api::handle(&HttpRequest {
-                method: "POST",
-                path: "/v1/chat/completions",
-                content_type: Some("application/json"),
-                body: &bytes,
-                body_complete: true,
-                session: None,
-            });
+            let res = api::handle(&HttpRequest::post_json("/v1/chat/completions", &bytes));
             assert_eq!(res.status, 200);
             ms(t.elapsed())
         },

@@ -139,14 +139,14 @@ async function run() {
       }
     }).observe(chatLog, { subtree: true, childList: true, characterData: true, attributes: true });
   });
-  await page.fill("#chat-max-tokens", "224");
-  await page.fill("#chat-temperature", "0.8");
+  await page.fill("#chat-max-tokens", "96");
+  await page.fill("#chat-temperature", "0.7");
   // Sampled with a seed, so the reply is repeatable; a reply of a token or
   // two cannot show streaming, so another turn (another seed) is allowed.
   const questions = [
-    "Tell me, good friend, what news from the court of the king?",
-    "Speak of the sea, and of the ships that sail upon it.",
-    "What say you of love, and of the night?",
+    "Give me three short tips for writing a clear email.",
+    "Why is the sky blue? Answer in two sentences.",
+    "Suggest a name for a pet turtle, and say why.",
   ];
   let streamed = null;
   for (const [turn, question] of questions.entries()) {

@@ -9,22 +9,7 @@ use crate::kernels::blocks::BLOCK;
 use crate::kernels::panels::{f16_to_f32, Panels};
 use crate::packed::{leak_aligned, Packer};
 
-/// A deterministic pseudo-random stream in [-1, 1).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
-}
+use crate::testing::Lcg;
 
 /// Dense float64 weights of one model, `rows x cols` row-major per matrix.
 struct Model {

@@ -643,26 +643,11 @@ mod sse {
 mod tests {
     use super::*;
 
-    struct Lcg(u64);
+    use crate::testing::Lcg;
 
-    impl Lcg {
-        fn next(&mut self) -> u32 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (self.0 >> 33) as u32
-        }
-        fn f(&mut self) -> f32 {
-            (self.next() as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        }
-    }
-
-    /// Random f16 bits of a finite value below 1 (subnormals and negative
-    /// values included).
     fn f16_bits(r: &mut Lcg) -> [u8; 2] {
-        let exp = (r.next() % 15) as u16;
-        ((r.next() as u16 & 0x83ff) | (exp << 10)).to_le_bytes()
+        let exp = (r.next_u32() % 15) as u16;
+        ((r.next_u32() as u16 & 0x83ff) | (exp << 10)).to_le_bytes()
     }
 
     /// GGUF Q4_1 bytes of `rows x cols`.
@@ -671,7 +656,7 @@ mod tests {
         for _ in 0..rows * cols / BLOCK {
             out.extend(f16_bits(r));
             out.extend(f16_bits(r));
-            out.extend((0..16).map(|_| r.next() as u8));
+            out.extend((0..16).map(|_| r.next_u32() as u8));
         }
         out
     }
@@ -746,7 +731,7 @@ mod tests {
                 w.row(c, &mut row);
                 assert_eq!(&row, want, "row {c}");
             }
-            let x: Vec<f32> = (0..rows * k).map(|_| rng.f() * 3.0).collect();
+            let x: Vec<f32> = (0..rows * k).map(|_| rng.unit() * 3.0).collect();
             let mut q = Quantized::default();
             q.quantize(&x, k);
             let mut out = vec![0.0; rows * n];
@@ -795,12 +780,12 @@ mod tests {
         let mut rng = Lcg(11);
         for (rows, n, k) in [(1, 4, 32), (2, 7, 64), (6, 5, 576), (4, 13, 128)] {
             let values: Vec<i8> = (0..n * k)
-                .map(|_| (rng.next() % 255) as i32 as i8)
+                .map(|_| (rng.next_u32() % 255) as i32 as i8)
                 .collect();
-            let scales: Vec<f32> = (0..n * k / BLOCK).map(|_| rng.f() * 0.01).collect();
+            let scales: Vec<f32> = (0..n * k / BLOCK).map(|_| rng.unit() * 0.01).collect();
             let packed = Panels::pack_q8(&values, &scales, n, k);
             let w = Panels::new(PanelKind::Q8, &packed, n, k).unwrap();
-            let x: Vec<f32> = (0..rows * k).map(|_| rng.f() * 3.0).collect();
+            let x: Vec<f32> = (0..rows * k).map(|_| rng.unit() * 3.0).collect();
             let mut q = Quantized::default();
             q.quantize(&x, k);
             let mut out = vec![0.0; rows * n];
@@ -841,7 +826,7 @@ mod tests {
         let gguf = gguf_q4_1(&mut rng, n, k);
         let packed = Panels::pack_q4_1(&gguf, n, k).unwrap();
         let w = Panels::new(PanelKind::Q4_1, &packed, n, k).unwrap();
-        let x: Vec<f32> = (0..7 * k).map(|_| rng.f()).collect();
+        let x: Vec<f32> = (0..7 * k).map(|_| rng.unit()).collect();
         let mut all = Quantized::default();
         all.quantize(&x, k);
         let mut batched = vec![0.0; 7 * n];
@@ -869,11 +854,11 @@ mod tests {
         let gguf = gguf_q4_1(&mut rng, n, k);
         let q4 = Panels::pack_q4_1(&gguf, n, k).unwrap();
         let values: Vec<i8> = (0..n * k)
-            .map(|_| (rng.next() % 255) as i32 as i8)
+            .map(|_| (rng.next_u32() % 255) as i32 as i8)
             .collect();
-        let scales: Vec<f32> = (0..n * k / BLOCK).map(|_| rng.f() * 0.01).collect();
+        let scales: Vec<f32> = (0..n * k / BLOCK).map(|_| rng.unit() * 0.01).collect();
         let q8 = Panels::pack_q8(&values, &scales, n, k);
-        let x: Vec<f32> = (0..rows * k).map(|_| rng.f()).collect();
+        let x: Vec<f32> = (0..rows * k).map(|_| rng.unit()).collect();
         let mut q = Quantized::default();
         q.quantize(&x, k);
         for (kind, bytes) in [(PanelKind::Q4_1, &q4), (PanelKind::Q8, &q8)] {
