@@ -778,7 +778,10 @@ pub fn rows(runs: usize) -> (Vec<(String, String)>, Value) {
             cold_history.push(ttft(&fresh(&w.base, &mut 0), &chat(turn_10(), 8, true)));
         }
         let w = Worker::start_with(&bindings);
-        cold.push(ttft(&fresh(&w.base, &mut 0), &chat(short_prompt(), 8, true)));
+        cold.push(ttft(
+            &fresh(&w.base, &mut 0),
+            &chat(short_prompt(), 8, true),
+        ));
     }
     let w = Worker::start_with(&bindings);
     let pid = os::server_pid(&w.base);
