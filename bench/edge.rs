@@ -48,6 +48,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod crowd;
 mod lm;
 mod platforms;
 mod sharded;
@@ -73,6 +74,8 @@ struct Args {
     sharded_only: bool,
     /// Only workerd next to Deno (the same build on both servers).
     platforms_only: bool,
+    /// Only the crowd (bench/crowd.rs), for this many seconds.
+    crowd_seconds: Option<u64>,
     json: Option<String>,
 }
 
@@ -84,6 +87,7 @@ fn args() -> Args {
         decoder_only: false,
         sharded_only: false,
         platforms_only: false,
+        crowd_seconds: None,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -106,6 +110,14 @@ fn args() -> Args {
             "--decoder" => a.decoder_only = true,
             "--sharded" => a.sharded_only = true,
             "--deno" => a.platforms_only = true,
+            "--crowd" => a.crowd_seconds = a.crowd_seconds.or(Some(60)),
+            "--crowd-seconds" => {
+                a.crowd_seconds = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--crowd-seconds N"),
+                )
+            }
             _ => {} // cargo bench passes --bench
         }
     }
@@ -472,6 +484,17 @@ fn main() {
         println!("| metric | value |\n|---|---|");
         for (k, v) in lm::native_rows(a.requests) {
             println!("| {k} | {v} |");
+        }
+        return;
+    }
+    if let Some(seconds) = a.crowd_seconds {
+        let (rows, json) = crowd::rows(seconds);
+        println!("| metric | value |\n|---|---|");
+        for (k, v) in rows {
+            println!("| {k} | {v} |");
+        }
+        if let Some(path) = &a.json {
+            std::fs::write(path, serde_json::to_vec_pretty(&json).unwrap()).expect("write JSON");
         }
         return;
     }
