@@ -69,7 +69,7 @@
 //!   ($0.201 per million output tokens) and `granite-4.0-h-micro` ($0.112).
 //! - llama.cpp native: npm `node-llama-cpp` (prebuilt CPU binaries from the
 //!   registry, `build: "never"`, no download) in Node on the same GGUF
-//!   (bench/llama-native.mjs), fed the very prompt ids our template makes
+//!   (bench/native/llama-native.mjs), fed the very prompt ids our template makes
 //!   (the decode row's, the 44-token and the ~460-token prompts), greedy,
 //!   1 and 2 threads: decode ms per token (wall and CPU), prefill tokens/s,
 //!   time to first token (prompt pass + head + pick, no HTTP). Ratios ours /
@@ -1063,7 +1063,7 @@ pub fn rows(runs: usize) -> (Vec<(String, String)>, Value) {
         prompt_ids(&turn_10()),
     );
     let llama = node_json(
-        "bench/llama-native.mjs",
+        "bench/native/llama-native.mjs",
         &json!({ "gguf": support::smollm2_gguf(), "threads": [1, 2], "runs": few, "cases": [
             { "name": "decode", "prompt_ids": story_ids, "new_tokens": DECODE_TOKENS },
             { "name": "short", "prompt_ids": short_ids, "new_tokens": 1 },
@@ -1216,7 +1216,7 @@ pub fn rows(runs: usize) -> (Vec<(String, String)>, Value) {
         )],
         None => vec![(
             "llama.cpp native (node-llama-cpp)".into(),
-            "not measured: bench/llama-native.mjs failed (its reason is on stderr)".into(),
+            "not measured: bench/native/llama-native.mjs failed (its reason is on stderr)".into(),
         )],
     };
     rows.extend(llama_rows);

@@ -53,7 +53,7 @@ try {
   const entry = require.resolve('node-llama-cpp');
   ({ version } = JSON.parse(readFileSync(`${entry.slice(0, entry.lastIndexOf('/node_modules/node-llama-cpp/') + 29)}/package.json`, 'utf8')));
 } catch (e) {
-  out({ error: `node-llama-cpp is not installed (${e.code ?? e.message}): run scripts/setup` });
+  out({ error: `node-llama-cpp is not installed (${e.code ?? e.message}): run scripts/bench, which installs bench/native` });
   process.exit(0);
 }
 
