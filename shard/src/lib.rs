@@ -19,4 +19,7 @@ pub mod gate;
 mod shard;
 
 pub use gate::{Limits, Millis, Refusal};
-pub use shard::{Begun, Input, News, Opened, Shard, ShardError};
+pub use shard::{Begun, Call, Input, News, Opened, Ran, Shard, ShardError};
+
+#[cfg(test)]
+mod batch_tests;

@@ -29,7 +29,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use edgeinfer_engine::decoder::format::{Config, Part};
-use edgeinfer_engine::decoder::{Decoder, DecoderError, KvCache, StageInput};
+use edgeinfer_engine::decoder::{Decoder, DecoderError, KvCache, StageInput, Step};
 
 use crate::gate::{Decisions, Gate, Limits, Millis, Refusal, Standing};
 
@@ -58,6 +58,20 @@ pub enum Input<'a> {
     Hidden(&'a [f32]),
 }
 
+/// One call of a batch ([`Shard::step_batch`]): pass `handle`'s input, its
+/// first row at position `at`.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub handle: u32,
+    pub at: usize,
+    pub input: Input<'a>,
+}
+
+/// What became of one call of a batch: its output or its error, or `None`
+/// when it did not run this time (ask again with it first: see
+/// [`Shard::step_batch`]).
+pub type Ran = Option<Result<Vec<f32>, ShardError>>;
+
 /// What a shard tells its caller about itself (`GET /` on a shard Worker).
 #[derive(Debug, Serialize)]
 pub struct Info {
@@ -80,6 +94,14 @@ pub struct Info {
     /// The id the next request gets (ids are never reused).
     pub next_id: u32,
     pub cache_bytes: usize,
+    /// Passes of the model part run since the instance began (each one
+    /// stage over one or more calls), how many of them ran several calls
+    /// at once (concurrent conversations sharing one read of the weights),
+    /// the calls those held, and the most calls one of them held.
+    pub stages: u64,
+    pub batched_stages: u64,
+    pub batched_calls: u64,
+    pub max_batch: usize,
 }
 
 /// A pass just opened: its handle, and how many of its prompt's first
@@ -166,6 +188,10 @@ pub struct Shard {
     reused_tokens: u64,
     reclaimed_passes: u64,
     refused_requests: u64,
+    stages: u64,
+    batched_stages: u64,
+    batched_calls: u64,
+    max_batch: usize,
 }
 
 /// How many first ids `a` and `b` share.
@@ -192,6 +218,10 @@ impl Shard {
             reused_tokens: 0,
             reclaimed_passes: 0,
             refused_requests: 0,
+            stages: 0,
+            batched_stages: 0,
+            batched_calls: 0,
+            max_batch: 0,
         }
     }
 
@@ -235,6 +265,10 @@ impl Shard {
                 .map(|p| p.cache.bytes())
                 .chain(self.kept.iter().map(|k| k.cache.bytes()))
                 .sum(),
+            stages: self.stages,
+            batched_stages: self.batched_stages,
+            batched_calls: self.batched_calls,
+            max_batch: self.max_batch,
         })
     }
 
@@ -450,7 +484,7 @@ impl Shard {
     /// `at`: hidden states for the next shard, or the next token's logits
     /// from the last one. A pass's first input may start before the end of
     /// the cache it opened with (the chain continues where every shard has
-    /// a cache): the rest is forgotten.
+    /// a cache): the rest is forgotten. A batch of one ([`Shard::step_batch`]).
     pub fn step(
         &mut self,
         handle: u32,
@@ -458,28 +492,109 @@ impl Shard {
         input: Input,
         now: Millis,
     ) -> Result<Vec<f32>, ShardError> {
-        let decoder = self.decoder.as_ref().ok_or(ShardError::NotLoaded)?;
-        if !self.gate.touch(handle, now) {
-            return Err(ShardError::NoPass(handle));
+        let call = Call { handle, at, input };
+        self.step_batch(&[call], now)
+            .pop()
+            .flatten()
+            .unwrap_or(Err(ShardError::NoPass(handle)))
+    }
+
+    /// Runs `calls` (each as [`Shard::step`] would run it) at `now`, as many
+    /// as may go together in one stage of the model part: each weight is
+    /// read once for all of them, and each call's output is bit for bit
+    /// what it gets alone (`Decoder::stage_batch`), so a stream's tokens
+    /// never depend on who else was talking. One call's error (a pass
+    /// ended, a wrong position, a reservation overrun, a bad input) fails
+    /// it alone.
+    ///
+    /// The calls run in the order given, as a prefix: the first always
+    /// runs; the next joins while the batch's rows stay within the
+    /// context (no batch needs more scratch memory than one call as long
+    /// as the context, which a pass may always make) and its pass has no
+    /// call in the batch yet (a pass's calls follow each other). The rest
+    /// are `None`: the caller asks again with them first, so nobody is
+    /// overtaken. Calls that fail do not count.
+    pub fn step_batch(&mut self, calls: &[Call], now: Millis) -> Vec<Ran> {
+        let mut ran: Vec<Ran> = Vec::with_capacity(calls.len());
+        let Some(decoder) = self.decoder.as_ref() else {
+            ran.resize_with(calls.len(), || Some(Err(ShardError::NotLoaded)));
+            return ran;
+        };
+        let dims = decoder.config().dims.max(1);
+        let limit = decoder.config().context;
+        // The calls that run: (call, pass index, its input, its rows).
+        let mut chosen: Vec<(usize, usize, StageInput, usize)> = Vec::with_capacity(calls.len());
+        let mut rows = 0;
+        for (c, call) in calls.iter().enumerate() {
+            let (input, n) = match call.input {
+                Input::Tokens(t) => (StageInput::Tokens(t), t.len()),
+                Input::Hidden(h) => (StageInput::Hidden(h), h.len() / dims),
+            };
+            let Some(i) = self.passes.iter().position(|p| p.handle == call.handle) else {
+                ran.push(Some(Err(ShardError::NoPass(call.handle))));
+                continue;
+            };
+            let full = !chosen.is_empty() && rows + n > limit;
+            if full || chosen.iter().any(|c| c.1 == i) {
+                break;
+            }
+            let checked = if self.gate.touch(call.handle, now) {
+                Self::check(&mut self.passes[i], call.at, n).map(|()| i)
+            } else {
+                Err(ShardError::NoPass(call.handle))
+            };
+            match checked {
+                Ok(i) => {
+                    chosen.push((c, i, input, n));
+                    rows += n;
+                    ran.push(None);
+                }
+                Err(e) => ran.push(Some(Err(e))),
+            }
         }
-        let pass = self
-            .passes
-            .iter_mut()
-            .find(|p| p.handle == handle)
-            .ok_or(ShardError::NoPass(handle))?;
+        ran.resize_with(calls.len(), || None);
+        if chosen.is_empty() {
+            return ran;
+        }
+        let mut steps = Vec::with_capacity(chosen.len());
+        let mut order = Vec::with_capacity(chosen.len());
+        for (i, pass) in self.passes.iter_mut().enumerate() {
+            if let Some(&(c, _, input, _)) = chosen.iter().find(|x| x.1 == i) {
+                steps.push(Step {
+                    cache: &mut pass.cache,
+                    input,
+                });
+                order.push((c, i));
+            }
+        }
+        let results = decoder.stage_batch(&mut steps);
+        drop(steps);
+        for ((c, i), result) in order.into_iter().zip(results) {
+            if result.is_ok() {
+                self.passes[i].fed = true;
+            }
+            ran[c] = Some(result.map_err(ShardError::from));
+        }
+        self.stages += 1;
+        if chosen.len() > 1 {
+            self.batched_stages += 1;
+            self.batched_calls += chosen.len() as u64;
+        }
+        self.max_batch = self.max_batch.max(chosen.len());
+        ran
+    }
+
+    /// Whether `pass` may be fed `rows` rows from position `at`: the first
+    /// input may start inside the cache it opened with (the rest is
+    /// forgotten), later ones where the last ended, and never past its
+    /// reservation.
+    fn check(pass: &mut Pass, at: usize, rows: usize) -> Result<(), ShardError> {
         let held = pass.cache.len();
         if at < held && !pass.fed {
             pass.cache.truncate(at);
         } else if at != held {
             return Err(ShardError::Position { at, held });
         }
-        let (input, rows) = match input {
-            Input::Tokens(t) => (StageInput::Tokens(t), t.len()),
-            Input::Hidden(h) => (
-                StageInput::Hidden(h),
-                h.len() / decoder.config().dims.max(1),
-            ),
-        };
         let needed = pass.cache.len() + rows;
         if needed > pass.reserved {
             return Err(ShardError::OverReservation {
@@ -487,9 +602,7 @@ impl Shard {
                 needed,
             });
         }
-        let out = decoder.stage(&mut pass.cache, input)?;
-        pass.fed = true;
-        Ok(out)
+        Ok(())
     }
 }
 
