@@ -45,6 +45,8 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
   // passes may reserve in all, what the plan budgeted the isolate's caches
   // for.
   let budget;
+  // BATCH_HOLD_MS, read once (NaN: not set).
+  let holdMs;
   // Past every id an instance handed out: where a new instance starts, so
   // a stub that outlived a trap never names another request's pass.
   let nextId = 1;
@@ -70,6 +72,10 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
     if (e.load(ptr, bytes.length, budget > 0 ? budget : 0, nextId) !== 0) {
       throw new Error(`the shard's weights do not load: ${text(e)}`);
     }
+    // BATCH_HOLD_MS, when set: how long calls may wait for each pass in
+    // step with them (the module's default otherwise).
+    holdMs ??= Number.parseInt(env?.BATCH_HOLD_MS ?? "", 10);
+    if (holdMs >= 0) e.set_hold(holdMs);
     if (e.info() !== 0) throw new Error(text(e));
     shard = { e, info: JSON.parse(text(e)) };
     instances += 1;
@@ -167,30 +173,43 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
   // the module over all of them reads each weight once for all (each
   // call's output is what it gets alone: shard/src/shard.rs, step_batch).
   const queue = [];
-  let flushDue = false;
+  // A flush is due as soon as this event is over, or when the module's
+  // hold ends (its timer).
+  let flushSoon = false;
+  let holdTimer = null;
 
-  // A flush after the events already queued on the thread have run (a
-  // timer, not a microtask: other requests' calls arrive as events of
-  // their own), so concurrent conversations' calls meet; alone, a call
-  // waits only for that turn of the event loop.
+  // A flush once this event's work is done (a microtask: a call alone
+  // waits for nothing; calls that must meet are held by the module).
   function schedule() {
-    if (flushDue) return;
-    flushDue = true;
-    setTimeout(flush, 0);
+    if (flushSoon) return;
+    flushSoon = true;
+    queueMicrotask(flush);
+  }
+
+  // A flush `ms` from now, unless a call comes first (it flushes at once).
+  function holdFor(ms) {
+    clearTimeout(holdTimer);
+    holdTimer = setTimeout(flush, ms);
   }
 
   // Hands the module every queued call as one batch. The module decides
   // which run now (shard/src/shard.rs, step_batch); those resolve with
   // their output and their share of the batch's time (by rows), failed
   // ones reject alone, and the rest go back to the front of the queue for
-  // the next flush. A trap rejects every call of the batch (and `run`
-  // ends every pass, which rejects whatever else is queued).
+  // the next flush: at once, or when the module holds them (waiting for
+  // the passes they ran with last time), at the end of the hold or at the
+  // next call's arrival, whichever comes first. A trap rejects every call of
+  // the batch (and `run` ends every pass, which rejects whatever else is
+  // queued).
   function flush() {
-    flushDue = false;
+    flushSoon = false;
+    clearTimeout(holdTimer);
+    holdTimer = null;
     const calls = queue.splice(0);
     if (calls.length === 0) return;
     const started = performance.now();
     let outcomes;
+    let hold = 0;
     try {
       outcomes = run((e) => {
         const head = new Uint32Array(calls.length * 4);
@@ -208,11 +227,10 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
           offset += input.byteLength;
         }
         if (e.step_batch(calls.length, Date.now()) !== 0) throw new Error(text(e));
-        const answers = JSON.parse(text(e));
+        const { outcomes, hold_ms } = JSON.parse(text(e));
         const output = new Float32Array(e.memory.buffer, e.output_ptr(), e.output_len());
-        return answers.map((a) =>
-          a.out ? { out: output.slice(a.out.at, a.out.at + a.out.len) } : a,
-        );
+        hold = hold_ms ?? 0;
+        return outcomes.map((a) => (a.out ? { out: output.slice(a.out.at, a.out.at + a.out.len) } : a));
       });
     } catch (err) {
       for (const c of calls) c.reject(err);
@@ -244,7 +262,8 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
     });
     if (later.length > 0) {
       queue.unshift(...later);
-      schedule();
+      if (hold > 0) holdFor(hold);
+      else schedule();
     }
   }
 

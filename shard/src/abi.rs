@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use serde::Serialize;
 
 use crate::gate::Millis;
-use crate::shard::{Begun, Call, Input, Ran, Shard, ShardError};
+use crate::shard::{Batch, Begun, Call, Input, Ran, Shard, ShardError};
 
 struct State {
     shard: Shard,
@@ -127,6 +127,13 @@ pub unsafe extern "C" fn load(
         let r = s.shard.load(weights);
         status(s, r)
     })
+}
+
+/// Holds calls for the passes in step with them `hold_ms` per such pass at
+/// most (`Shard::set_hold`; the shard's `BATCH_HOLD_MS`, when set).
+#[no_mangle]
+pub extern "C" fn set_hold(hold_ms: u32) {
+    with(|s| s.shard.set_hold(Millis::from(hold_ms)));
 }
 
 /// The shard's config, part and state as JSON in the text buffer, or the
@@ -259,6 +266,14 @@ enum Outcome {
     Later {},
 }
 
+/// A batch's outcomes, and how long the entry may hold the calls before it
+/// asks again when none ran (it asks at once when another call comes).
+#[derive(Serialize)]
+struct Outcomes {
+    outcomes: Vec<Outcome>,
+    hold_ms: Option<u64>,
+}
+
 /// One record of a batch in the input buffer: pass, position, kind
 /// (1: token ids, 0: hidden states), length in words.
 const RECORD: usize = 4;
@@ -267,10 +282,11 @@ const RECORD: usize = 4;
 /// decides how many go together). The input buffer holds `count` records
 /// of four little-endian words (handle, first row's position, 1 for token
 /// ids or 0 for hidden states, length in words), then each record's input
-/// in that order (u32 ids or f32 bits). 0 with a JSON array in the text
-/// buffer, one outcome per record (`out` at an offset of the output
-/// buffer, `error`, or `later`), or 1 with an error when the buffer does
-/// not hold what the records say.
+/// in that order (u32 ids or f32 bits). 0 with `{"outcomes": [...],
+/// "hold_ms": ...}` in the text buffer, one outcome per record (`out` at
+/// an offset of the output buffer, `error`, or `later`; after `later`, ask
+/// again at once, or within `hold_ms` when it is set), or 1 with an error
+/// when the buffer does not hold what the records say.
 #[no_mangle]
 pub extern "C" fn step_batch(count: usize, now: f64) -> u32 {
     with(|s| {
@@ -290,7 +306,7 @@ pub extern "C" fn step_batch(count: usize, now: f64) -> u32 {
                 },
             })
             .collect();
-        let ran = s.shard.step_batch(&calls, now);
+        let Batch { ran, hold } = s.shard.step_batch(&calls, now);
         s.output.clear();
         let outcomes: Vec<Outcome> = ran
             .into_iter()
@@ -306,7 +322,11 @@ pub extern "C" fn step_batch(count: usize, now: f64) -> u32 {
                 None => Outcome::Later {},
             })
             .collect();
-        s.text = serde_json::to_string(&outcomes).unwrap_or_default();
+        let answer = Outcomes {
+            outcomes,
+            hold_ms: hold,
+        };
+        s.text = serde_json::to_string(&answer).unwrap_or_default();
         0
     })
 }

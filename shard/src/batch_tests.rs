@@ -11,7 +11,7 @@ use edgeinfer_engine::decoder::format::{
 use edgeinfer_engine::kernels::panels::Panels;
 use edgeinfer_engine::packed::{leak_aligned, Packer};
 
-use crate::shard::{Begun, Call, Input, Ran, Shard, ShardError};
+use crate::shard::{Begun, Call, Input, Ran, Shard, ShardError, HOLD};
 
 /// Weights as the shards have them: every matrix in one format, or the
 /// GGUF's mix (4-bit layers, an 8-bit embedding and tied head).
@@ -172,6 +172,7 @@ fn argmax(v: &[f32]) -> u32 {
 /// Runs `calls` on `s` as one batch: every call must run now.
 fn batch(s: &mut Shard, calls: &[Call]) -> Vec<Result<Vec<f32>, ShardError>> {
     s.step_batch(calls, 0)
+        .ran
         .into_iter()
         .map(|r| r.expect("ran now"))
         .collect()
@@ -359,38 +360,40 @@ fn a_batch_runs_a_prefix_within_the_context_one_call_per_pass() {
         open(&mut s, 8),
     ];
     let long: Vec<u32> = (0..context as u32 - 2).map(|t| t % 90).collect();
-    let ran = s.step_batch(
-        &[
-            Call {
-                handle: a,
-                at: 0,
-                input: Input::Tokens(&long),
-            },
-            // Fails (never opened): takes no room.
-            Call {
-                handle: 77,
-                at: 0,
-                input: Input::Tokens(&[1, 2, 3, 4]),
-            },
-            Call {
-                handle: c,
-                at: 0,
-                input: Input::Tokens(&[1, 2]),
-            },
-            // The context is full: this and all after wait.
-            Call {
-                handle: b,
-                at: 0,
-                input: Input::Tokens(&[1]),
-            },
-            Call {
-                handle: c,
-                at: 2,
-                input: Input::Tokens(&[1]),
-            },
-        ],
-        0,
-    );
+    let ran = s
+        .step_batch(
+            &[
+                Call {
+                    handle: a,
+                    at: 0,
+                    input: Input::Tokens(&long),
+                },
+                // Fails (never opened): takes no room.
+                Call {
+                    handle: 77,
+                    at: 0,
+                    input: Input::Tokens(&[1, 2, 3, 4]),
+                },
+                Call {
+                    handle: c,
+                    at: 0,
+                    input: Input::Tokens(&[1, 2]),
+                },
+                // The context is full: this and all after wait.
+                Call {
+                    handle: b,
+                    at: 0,
+                    input: Input::Tokens(&[1]),
+                },
+                Call {
+                    handle: c,
+                    at: 2,
+                    input: Input::Tokens(&[1]),
+                },
+            ],
+            0,
+        )
+        .ran;
     let state = |r: &Ran| match r {
         Some(Ok(_)) => "ran",
         Some(Err(_)) => "failed",
@@ -401,31 +404,33 @@ fn a_batch_runs_a_prefix_within_the_context_one_call_per_pass() {
         ["ran", "failed", "ran", "later", "later"]
     );
     // One call per pass: the second of c waits for the first.
-    let ran = s.step_batch(
-        &[
-            Call {
-                handle: b,
-                at: 0,
-                input: Input::Tokens(&[1]),
-            },
-            Call {
-                handle: c,
-                at: 2,
-                input: Input::Tokens(&[1]),
-            },
-            Call {
-                handle: c,
-                at: 3,
-                input: Input::Tokens(&[1]),
-            },
-            Call {
-                handle: a,
-                at: context - 2,
-                input: Input::Tokens(&[1]),
-            },
-        ],
-        0,
-    );
+    let ran = s
+        .step_batch(
+            &[
+                Call {
+                    handle: b,
+                    at: 0,
+                    input: Input::Tokens(&[1]),
+                },
+                Call {
+                    handle: c,
+                    at: 2,
+                    input: Input::Tokens(&[1]),
+                },
+                Call {
+                    handle: c,
+                    at: 3,
+                    input: Input::Tokens(&[1]),
+                },
+                Call {
+                    handle: a,
+                    at: context - 2,
+                    input: Input::Tokens(&[1]),
+                },
+            ],
+            0,
+        )
+        .ran;
     assert_eq!(
         ran.iter().map(state).collect::<Vec<_>>(),
         ["ran", "ran", "later", "later"]
@@ -440,4 +445,72 @@ fn a_batch_runs_a_prefix_within_the_context_one_call_per_pass() {
         ),
         (2, 2, 4, 2)
     );
+}
+
+/// Calls wait for the passes in step with them, `HOLD` ms per such pass
+/// at most from the first ask: a pair that ran together runs together
+/// again even if its calls come apart, one that does not come in time is
+/// left behind, then waited for again, and merges back; a pass that ended
+/// is not waited for, and a conversation alone is never held.
+#[test]
+fn calls_wait_a_little_for_the_passes_in_step_with_them() {
+    let [mut s, _] = shards(Format::Q8, 400);
+    let [a, b] = [open(&mut s, 40), open(&mut s, 40)];
+    let call = |handle, at| Call {
+        handle,
+        at,
+        input: Input::Tokens(&[5]),
+    };
+    let ran = |batch: &crate::shard::Batch| batch.ran.iter().filter(|r| r.is_some()).count();
+    // Alone: never held.
+    let alone = s.step_batch(&[call(a, 0)], 100);
+    assert_eq!((ran(&alone), alone.hold), (1, None));
+    let alone = s.step_batch(&[call(a, 1)], 101);
+    assert_eq!((ran(&alone), alone.hold), (1, None));
+    // b's first call waits for a, which is in step, and a comes.
+    let held = s.step_batch(&[call(b, 0)], 102);
+    assert_eq!((ran(&held), held.hold), (0, Some(HOLD)));
+    let held = s.step_batch(&[call(b, 0)], 104);
+    assert_eq!((ran(&held), held.hold), (0, Some(HOLD - 2)));
+    let both = s.step_batch(&[call(b, 0), call(a, 2)], 105);
+    assert_eq!((ran(&both), both.hold), (2, None));
+    // Apart again: a waits for b (two in step: twice the hold), b comes.
+    assert_eq!(s.step_batch(&[call(a, 3)], 200).hold, Some(2 * HOLD));
+    assert_eq!(ran(&s.step_batch(&[call(a, 3), call(b, 1)], 205)), 2);
+    // b does not come in time: a runs alone; b, behind, is still in step,
+    // so a waits for it next time, and they run together again.
+    assert_eq!(s.step_batch(&[call(a, 4)], 300).hold, Some(2 * HOLD));
+    let late = s.step_batch(&[call(a, 4)], 300 + 2 * HOLD);
+    assert_eq!((ran(&late), late.hold), (1, None));
+    assert_eq!(s.step_batch(&[call(a, 5)], 320).hold, Some(2 * HOLD));
+    assert_eq!(ran(&s.step_batch(&[call(a, 5), call(b, 2)], 321)), 2);
+    // A pass that ends is not waited for.
+    s.close(a, None, 322);
+    let last = s.step_batch(&[call(b, 3)], 330);
+    assert_eq!((ran(&last), last.hold), (1, None));
+    let info = s.info().unwrap();
+    assert_eq!(
+        (info.stages, info.batched_stages, info.max_batch),
+        (7, 3, 2)
+    );
+    assert_eq!((info.holds, info.hold_timeouts), (5, 1));
+}
+
+/// With no hold (`BATCH_HOLD_MS=0`), calls run as they come: only calls
+/// asked together share a stage.
+#[test]
+fn no_hold_runs_calls_as_they_come() {
+    let [mut s, _] = shards(Format::Q8, 400);
+    s.set_hold(0);
+    let [a, b] = [open(&mut s, 40), open(&mut s, 40)];
+    let call = |handle, at| Call {
+        handle,
+        at,
+        input: Input::Tokens(&[5]),
+    };
+    assert!(s.step_batch(&[call(a, 0), call(b, 0)], 0).hold.is_none());
+    let alone = s.step_batch(&[call(a, 1)], 1);
+    assert!(alone.hold.is_none() && alone.ran[0].as_ref().is_some_and(Result::is_ok));
+    let info = s.info().unwrap();
+    assert_eq!((info.stages, info.batched_stages, info.holds), (2, 1, 0));
 }

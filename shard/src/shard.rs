@@ -72,6 +72,23 @@ pub struct Call<'a> {
 /// [`Shard::step_batch`]).
 pub type Ran = Option<Result<Vec<f32>, ShardError>>;
 
+/// What a batch did: each call's outcome, and when none ran because
+/// passes that run in step with them are still to call, how long the
+/// entry may hold the calls before asking again (it asks sooner when
+/// another call comes).
+#[derive(Debug)]
+pub struct Batch {
+    pub ran: Vec<Ran>,
+    pub hold: Option<Millis>,
+}
+
+/// How long calls may be held for the passes in step with them, per such
+/// pass (ms): the front samples each conversation's token in turn on its
+/// thread (~1.1 ms each for SmolLM2's vocabulary), so their calls arrive
+/// spread by about that much each; 3 ms each covers it with room (8
+/// conversations: 24 ms at most, about one token's step).
+pub const HOLD: Millis = 3;
+
 /// What a shard tells its caller about itself (`GET /` on a shard Worker).
 #[derive(Debug, Serialize)]
 pub struct Info {
@@ -102,6 +119,10 @@ pub struct Info {
     pub batched_stages: u64,
     pub batched_calls: u64,
     pub max_batch: usize,
+    /// Asks whose calls were held for passes in step, and stages that ran
+    /// without one of them because the hold ran out.
+    pub holds: u64,
+    pub hold_timeouts: u64,
 }
 
 /// A pass just opened: its handle, and how many of its prompt's first
@@ -161,6 +182,8 @@ struct Pass {
     /// Whether it has been fed yet: only its first input may start before
     /// the end of its cache.
     fed: bool,
+    /// The stage it last ran in (see [`Shard::step_batch`]'s hold).
+    stage: u64,
 }
 
 /// A finished pass's cache, for a later prompt that starts with `ids`.
@@ -192,6 +215,12 @@ pub struct Shard {
     batched_stages: u64,
     batched_calls: u64,
     max_batch: usize,
+    holds: u64,
+    hold_timeouts: u64,
+    /// Since when the calls asked for are held, and for how long at most
+    /// (see [`Shard::step_batch`]).
+    holding: Option<Millis>,
+    hold: Millis,
 }
 
 /// How many first ids `a` and `b` share.
@@ -222,7 +251,18 @@ impl Shard {
             batched_stages: 0,
             batched_calls: 0,
             max_batch: 0,
+            holding: None,
+            hold: HOLD,
+            holds: 0,
+            hold_timeouts: 0,
         }
+    }
+
+    /// Holds calls for the passes in step with them `hold` ms per such
+    /// pass at most (0: never; [`HOLD`] unless set), for a deployment that
+    /// measured better.
+    pub fn set_hold(&mut self, hold: Millis) {
+        self.hold = hold;
     }
 
     /// Reads the packed part in place: `weights` must outlive the isolate
@@ -269,6 +309,8 @@ impl Shard {
             batched_stages: self.batched_stages,
             batched_calls: self.batched_calls,
             max_batch: self.max_batch,
+            holds: self.holds,
+            hold_timeouts: self.hold_timeouts,
         })
     }
 
@@ -421,6 +463,7 @@ impl Shard {
             cache,
             scope,
             fed: false,
+            stage: 0,
         });
         Opened { handle, cached }
     }
@@ -493,7 +536,7 @@ impl Shard {
         now: Millis,
     ) -> Result<Vec<f32>, ShardError> {
         let call = Call { handle, at, input };
-        self.step_batch(&[call], now)
+        self.run_batch(&[call], now)
             .pop()
             .flatten()
             .unwrap_or(Err(ShardError::NoPass(handle)))
@@ -514,7 +557,44 @@ impl Shard {
     /// call in the batch yet (a pass's calls follow each other). The rest
     /// are `None`: the caller asks again with them first, so nobody is
     /// overtaken. Calls that fail do not count.
-    pub fn step_batch(&mut self, calls: &[Call], now: Millis) -> Vec<Ran> {
+    ///
+    /// Batches form only if calls wait for each other: on one thread, calls
+    /// that arrive one by one would each run alone. So while a pass in
+    /// step has not called yet, the calls are held (none runs,
+    /// [`Batch::hold`]), at most [`HOLD`] ms ([`Shard::set_hold`]) per pass
+    /// in step from the first held ask. A pass is in step when it ran in
+    /// one of the last `n` stages, `n` the passes fed so far: with `g`
+    /// groups of conversations taking turns, each runs every `g <= n`
+    /// stages, so groups wait for each other and merge, and stay merged.
+    /// A new conversation joins at its first call; one that ended is not
+    /// waited for, one that went quiet costs a hold or a few. A single
+    /// conversation is never held.
+    pub fn step_batch(&mut self, calls: &[Call], now: Millis) -> Batch {
+        let asked = |p: &Pass| calls.iter().any(|c| c.handle == p.handle);
+        let fed = self.passes.iter().filter(|p| p.fed).count() as u64;
+        let in_step = |p: &&Pass| p.fed && p.stage + fed > self.stages;
+        let missing = self.passes.iter().filter(in_step).any(|p| !asked(p));
+        let bound = self.hold * self.passes.iter().filter(in_step).count() as Millis;
+        let waited = now.saturating_sub(*self.holding.get_or_insert(now));
+        if missing && waited < bound && !calls.is_empty() {
+            self.holds += 1;
+            return Batch {
+                ran: calls.iter().map(|_| None).collect(),
+                hold: Some(bound - waited),
+            };
+        }
+        self.holding = None;
+        if missing && !calls.is_empty() {
+            self.hold_timeouts += 1;
+        }
+        Batch {
+            ran: self.run_batch(calls, now),
+            hold: None,
+        }
+    }
+
+    /// Runs what of `calls` may go together (see [`Shard::step_batch`]).
+    fn run_batch(&mut self, calls: &[Call], now: Millis) -> Vec<Ran> {
         let mut ran: Vec<Ran> = Vec::with_capacity(calls.len());
         let Some(decoder) = self.decoder.as_ref() else {
             ran.resize_with(calls.len(), || Some(Err(ShardError::NotLoaded)));
@@ -569,13 +649,14 @@ impl Shard {
         }
         let results = decoder.stage_batch(&mut steps);
         drop(steps);
+        self.stages += 1;
         for ((c, i), result) in order.into_iter().zip(results) {
             if result.is_ok() {
                 self.passes[i].fed = true;
+                self.passes[i].stage = self.stages;
             }
             ran[c] = Some(result.map_err(ShardError::from));
         }
-        self.stages += 1;
         if chosen.len() > 1 {
             self.batched_stages += 1;
             self.batched_calls += chosen.len() as u64;
