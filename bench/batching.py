@@ -156,7 +156,10 @@ class Server:
     def stop(self):
         os.killpg(self.proc.pid, signal.SIGTERM)
         self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not os.environ.get("KEEP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            print("kept", self.dir)
 
 
 def chat(port, prompt, max_tokens):

@@ -331,6 +331,8 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
           e.close(this.handle, keep.length, Date.now());
         });
       }
+      // Calls held for this pass need not wait for it any more.
+      if (queue.length > 0) schedule();
       console.log(
         JSON.stringify({
           shard: true,

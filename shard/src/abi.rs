@@ -130,7 +130,8 @@ pub unsafe extern "C" fn load(
 }
 
 /// Holds calls for the passes in step with them `hold_ms` per such pass at
-/// most (`Shard::set_hold`; the shard's `BATCH_HOLD_MS`, when set).
+/// most, `MERGE` times that on the first shard (`Shard::set_hold`; the
+/// shard's `BATCH_HOLD_MS`, when set).
 #[no_mangle]
 pub extern "C" fn set_hold(hold_ms: u32) {
     with(|s| s.shard.set_hold(Millis::from(hold_ms)));

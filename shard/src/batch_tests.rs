@@ -11,7 +11,7 @@ use edgeinfer_engine::decoder::format::{
 use edgeinfer_engine::kernels::panels::Panels;
 use edgeinfer_engine::packed::{leak_aligned, Packer};
 
-use crate::shard::{Begun, Call, Input, Ran, Shard, ShardError, HOLD};
+use crate::shard::{Begun, Call, Input, Ran, Shard, ShardError, HOLD, MERGE};
 
 /// Weights as the shards have them: every matrix in one format, or the
 /// GGUF's mix (4-bit layers, an 8-bit embedding and tied head).
@@ -447,19 +447,21 @@ fn a_batch_runs_a_prefix_within_the_context_one_call_per_pass() {
     );
 }
 
-/// Calls wait for the passes in step with them, `HOLD` ms per such pass
-/// at most from the first ask: a pair that ran together runs together
-/// again even if its calls come apart, one that does not come in time is
-/// left behind, then waited for again, and merges back; a pass that ended
-/// is not waited for, and a conversation alone is never held.
+/// Past the first shard, calls wait for the passes that ran with them in
+/// the last stage, `HOLD` ms per such pass at most from the first ask: a
+/// pair that ran together runs together again even if its calls come
+/// apart; one that does not come in time is left behind and not waited
+/// for until it calls; a pass that ended is not waited for, and a
+/// conversation alone is never held.
 #[test]
-fn calls_wait_a_little_for_the_passes_in_step_with_them() {
-    let [mut s, _] = shards(Format::Q8, 400);
+fn calls_wait_a_little_for_the_passes_they_ran_with() {
+    let [_, mut s] = shards(Format::Q8, 400);
     let [a, b] = [open(&mut s, 40), open(&mut s, 40)];
+    let row = vec![0.25f32; config().dims];
     let call = |handle, at| Call {
         handle,
         at,
-        input: Input::Tokens(&[5]),
+        input: Input::Hidden(&row),
     };
     let ran = |batch: &crate::shard::Batch| batch.ran.iter().filter(|r| r.is_some()).count();
     // Alone: never held.
@@ -467,7 +469,7 @@ fn calls_wait_a_little_for_the_passes_in_step_with_them() {
     assert_eq!((ran(&alone), alone.hold), (1, None));
     let alone = s.step_batch(&[call(a, 1)], 101);
     assert_eq!((ran(&alone), alone.hold), (1, None));
-    // b's first call waits for a, which is in step, and a comes.
+    // b's first call waits for a, which ran last, and a comes.
     let held = s.step_batch(&[call(b, 0)], 102);
     assert_eq!((ran(&held), held.hold), (0, Some(HOLD)));
     let held = s.step_batch(&[call(b, 0)], 104);
@@ -477,13 +479,13 @@ fn calls_wait_a_little_for_the_passes_in_step_with_them() {
     // Apart again: a waits for b (two in step: twice the hold), b comes.
     assert_eq!(s.step_batch(&[call(a, 3)], 200).hold, Some(2 * HOLD));
     assert_eq!(ran(&s.step_batch(&[call(a, 3), call(b, 1)], 205)), 2);
-    // b does not come in time: a runs alone; b, behind, is still in step,
-    // so a waits for it next time, and they run together again.
+    // b does not come in time: a runs alone, and is not held for b next
+    // time; b, behind, waits for a, and they run together again.
     assert_eq!(s.step_batch(&[call(a, 4)], 300).hold, Some(2 * HOLD));
     let late = s.step_batch(&[call(a, 4)], 300 + 2 * HOLD);
     assert_eq!((ran(&late), late.hold), (1, None));
-    assert_eq!(s.step_batch(&[call(a, 5)], 320).hold, Some(2 * HOLD));
-    assert_eq!(ran(&s.step_batch(&[call(a, 5), call(b, 2)], 321)), 2);
+    assert_eq!(s.step_batch(&[call(b, 2)], 310).hold, Some(HOLD));
+    assert_eq!(ran(&s.step_batch(&[call(b, 2), call(a, 5)], 311)), 2);
     // A pass that ends is not waited for.
     s.close(a, None, 322);
     let last = s.step_batch(&[call(b, 3)], 330);
@@ -494,6 +496,55 @@ fn calls_wait_a_little_for_the_passes_in_step_with_them() {
         (7, 3, 2)
     );
     assert_eq!((info.holds, info.hold_timeouts), (5, 1));
+}
+
+/// The first shard merges groups: a pass is in step when it ran in one of
+/// the last `n` stages (`n` the passes fed), and the hold is `MERGE`
+/// times longer, so a group waits there for one a whole trip behind it.
+#[test]
+fn the_first_shard_merges_groups_that_take_turns() {
+    let [mut s, _] = shards(Format::Q8, 400);
+    let [a, b, c] = [open(&mut s, 40), open(&mut s, 40), open(&mut s, 40)];
+    let call = |handle, at| Call {
+        handle,
+        at,
+        input: Input::Tokens(&[5]),
+    };
+    let ran = |batch: &crate::shard::Batch| batch.ran.iter().filter(|r| r.is_some()).count();
+    let merge = MERGE * HOLD;
+    assert_eq!(ran(&s.step_batch(&[call(a, 0), call(b, 0)], 0)), 2);
+    // c, new, waits for the pair, which comes a trip later.
+    assert_eq!(s.step_batch(&[call(c, 0)], 1).hold, Some(2 * merge));
+    assert_eq!(s.step_batch(&[call(c, 0)], 30).hold, Some(2 * merge - 29));
+    let all = s.step_batch(&[call(c, 0), call(a, 1), call(b, 1)], 40);
+    assert_eq!((ran(&all), all.hold), (3, None));
+    // Together they stay: the pair waits for c.
+    assert_eq!(
+        s.step_batch(&[call(a, 2), call(b, 2)], 100).hold,
+        Some(3 * merge)
+    );
+    assert_eq!(
+        ran(&s.step_batch(&[call(a, 2), call(b, 2), call(c, 1)], 150)),
+        3
+    );
+    // c does not come in time: the pair goes on without it and is not
+    // held for it again; c, when it comes, waits for the pair and merges.
+    assert_eq!(
+        s.step_batch(&[call(a, 3), call(b, 3)], 200).hold,
+        Some(3 * merge)
+    );
+    assert_eq!(
+        ran(&s.step_batch(&[call(a, 3), call(b, 3)], 200 + 3 * merge)),
+        2
+    );
+    assert_eq!(ran(&s.step_batch(&[call(a, 4), call(b, 4)], 300)), 2);
+    assert_eq!(s.step_batch(&[call(c, 2)], 310).hold, Some(2 * merge));
+    assert_eq!(
+        ran(&s.step_batch(&[call(c, 2), call(a, 5), call(b, 5)], 350)),
+        3
+    );
+    let info = s.info().unwrap();
+    assert_eq!((info.stages, info.hold_timeouts, info.max_batch), (6, 1, 3));
 }
 
 /// With no hold (`BATCH_HOLD_MS=0`), calls run as they come: only calls

@@ -19,7 +19,7 @@ pub mod gate;
 mod shard;
 
 pub use gate::{Limits, Millis, Refusal};
-pub use shard::{Batch, Begun, Call, Input, News, Opened, Ran, Shard, ShardError, HOLD};
+pub use shard::{Batch, Begun, Call, Input, News, Opened, Ran, Shard, ShardError, HOLD, MERGE};
 
 #[cfg(test)]
 mod batch_tests;

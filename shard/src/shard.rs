@@ -89,6 +89,15 @@ pub struct Batch {
 /// conversations: 24 ms at most, about one token's step).
 pub const HOLD: Millis = 3;
 
+/// Past the first shard, a pass is in step when it ran in one of this
+/// many last stages (see [`Shard::step_batch`]).
+const RELAY_WINDOW: u64 = 2;
+
+/// How much longer the first shard holds calls, per pass in step, to
+/// merge groups of conversations (see [`Shard::step_batch`]): a group
+/// behind another arrives after the other's trip through every shard.
+pub const MERGE: Millis = 8;
+
 /// What a shard tells its caller about itself (`GET /` on a shard Worker).
 #[derive(Debug, Serialize)]
 pub struct Info {
@@ -182,8 +191,10 @@ struct Pass {
     /// Whether it has been fed yet: only its first input may start before
     /// the end of its cache.
     fed: bool,
-    /// The stage it last ran in (see [`Shard::step_batch`]'s hold).
+    /// The stage it last ran in, and whether a hold ran out without it
+    /// since (see [`Shard::step_batch`]'s hold).
     stage: u64,
+    missed: bool,
 }
 
 /// A finished pass's cache, for a later prompt that starts with `ids`.
@@ -259,8 +270,8 @@ impl Shard {
     }
 
     /// Holds calls for the passes in step with them `hold` ms per such
-    /// pass at most (0: never; [`HOLD`] unless set), for a deployment that
-    /// measured better.
+    /// pass at most, [`MERGE`] times that on the first shard (0: never;
+    /// [`HOLD`] unless set), for a deployment that measured better.
     pub fn set_hold(&mut self, hold: Millis) {
         self.hold = hold;
     }
@@ -464,6 +475,7 @@ impl Shard {
             scope,
             fed: false,
             stage: 0,
+            missed: false,
         });
         Opened { handle, cached }
     }
@@ -562,19 +574,29 @@ impl Shard {
     /// that arrive one by one would each run alone. So while a pass in
     /// step has not called yet, the calls are held (none runs,
     /// [`Batch::hold`]), at most [`HOLD`] ms ([`Shard::set_hold`]) per pass
-    /// in step from the first held ask. A pass is in step when it ran in
-    /// one of the last `n` stages, `n` the passes fed so far: with `g`
-    /// groups of conversations taking turns, each runs every `g <= n`
-    /// stages, so groups wait for each other and merge, and stay merged.
-    /// A new conversation joins at its first call; one that ended is not
-    /// waited for, one that went quiet costs a hold or a few. A single
-    /// conversation is never held.
+    /// in step from the first held ask. Past the first shard, a pass is in
+    /// step when it ran in one of the last two stages: conversations that
+    /// ran together stay together, and a group split in two (one part ran
+    /// before the other's calls were relayed) joins again. The first shard (the embedding: where every token's
+    /// pass starts) merges groups: there a pass is in step when it ran in
+    /// one of the last `n` stages (`n` the passes fed; with `g` groups
+    /// taking turns, each runs every `g <= n` stages), and the hold is
+    /// [`MERGE`] times longer, since a group behind another arrives only
+    /// after the other's trip through every shard. Holding for each other
+    /// on every shard would not merge them: each would wait on one shard
+    /// for the other, held on another. A new conversation joins at its
+    /// first call; one that ended is not waited for, and one that did not
+    /// come before a hold ran out is not waited for again until it calls.
+    /// A single conversation is never held.
     pub fn step_batch(&mut self, calls: &[Call], now: Millis) -> Batch {
         let asked = |p: &Pass| calls.iter().any(|c| c.handle == p.handle);
+        let first = self.decoder.as_ref().is_some_and(|d| d.part().embeds);
         let fed = self.passes.iter().filter(|p| p.fed).count() as u64;
-        let in_step = |p: &&Pass| p.fed && p.stage + fed > self.stages;
+        let window = if first { fed } else { RELAY_WINDOW };
+        let in_step = |p: &&Pass| p.fed && !p.missed && p.stage + window > self.stages;
         let missing = self.passes.iter().filter(in_step).any(|p| !asked(p));
-        let bound = self.hold * self.passes.iter().filter(in_step).count() as Millis;
+        let per_pass = if first { MERGE * self.hold } else { self.hold };
+        let bound = per_pass * self.passes.iter().filter(in_step).count() as Millis;
         let waited = now.saturating_sub(*self.holding.get_or_insert(now));
         if missing && waited < bound && !calls.is_empty() {
             self.holds += 1;
@@ -586,6 +608,13 @@ impl Shard {
         self.holding = None;
         if missing && !calls.is_empty() {
             self.hold_timeouts += 1;
+            // Not waited for again until it calls.
+            let stages = self.stages;
+            for p in self.passes.iter_mut() {
+                if p.fed && p.stage + window > stages && !asked(p) {
+                    p.missed = true;
+                }
+            }
         }
         Batch {
             ran: self.run_batch(calls, now),
@@ -654,6 +683,7 @@ impl Shard {
             if result.is_ok() {
                 self.passes[i].fed = true;
                 self.passes[i].stage = self.stages;
+                self.passes[i].missed = false;
             }
             ran[c] = Some(result.map_err(ShardError::from));
         }
