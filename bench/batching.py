@@ -267,7 +267,7 @@ def main():
                 out["levels"].append(row)
         for s in servers[1:]:
             info = s.shard_info()
-            out[f"{s.name}_shards"] = [{k: i.get(k) for k in ("layers", "stages", "batched_stages", "batched_calls", "max_batch", "holds", "hold_timeouts")} for i in info]
+            out[f"{s.name}_shards"] = [{k: i.get(k) for k in ("layers", "stages", "batched_stages", "batched_calls", "max_batch", "holds", "hold_timeouts", "linear_memory_bytes")} for i in info]
             for i in out[f"{s.name}_shards"]:
                 print(s.name, "shard", i)
     finally:
