@@ -186,7 +186,8 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
     queueMicrotask(flush);
   }
 
-  // A flush `ms` from now, unless a call comes first (it flushes at once).
+  // A flush `ms` from now (0: after the events already waiting), unless a
+  // call comes first (it flushes at once).
   function holdFor(ms) {
     clearTimeout(holdTimer);
     holdTimer = setTimeout(flush, ms);
@@ -196,9 +197,9 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
   // which run now (shard/src/shard.rs, step_batch); those resolve with
   // their output and their share of the batch's time (by rows), failed
   // ones reject alone, and the rest go back to the front of the queue for
-  // the next flush: at once, or when the module holds them (waiting for
-  // the passes they ran with last time), at the end of the hold or at the
-  // next call's arrival, whichever comes first. A trap rejects every call of
+  // the next flush: once other waiting events have run, or when the
+  // module holds them (waiting for passes in step with them), at the end
+  // of the hold; at the next call's arrival if that comes first. A trap rejects every call of
   // the batch (and `run` ends every pass, which rejects whatever else is
   // queued).
   function flush() {
@@ -262,8 +263,10 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
     });
     if (later.length > 0) {
       queue.unshift(...later);
-      if (hold > 0) holdFor(hold);
-      else schedule();
+      // After a hold, or (the batch was full) after the events waiting on
+      // the thread have run: a stage is one synchronous call, and touches
+      // and other requests' calls should not wait for several in a row.
+      holdFor(hold);
     }
   }
 

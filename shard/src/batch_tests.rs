@@ -11,7 +11,7 @@ use edgeinfer_engine::decoder::format::{
 use edgeinfer_engine::kernels::panels::Panels;
 use edgeinfer_engine::packed::{leak_aligned, Packer};
 
-use crate::shard::{Begun, Call, Input, Ran, Shard, ShardError, HOLD, MERGE};
+use crate::shard::{Begun, Call, Input, Ran, Shard, ShardError, BATCH_ROWS, HOLD, MERGE};
 
 /// Weights as the shards have them: every matrix in one format, or the
 /// GGUF's mix (4-bit layers, an 8-bit embedding and tied head).
@@ -347,11 +347,12 @@ fn one_calls_error_fails_it_alone() {
     }
 }
 
-/// What runs together: calls in the order given while their rows fit the
-/// context and no pass has two calls; the rest wait their turn (`None`),
-/// and a failed call takes no room.
+/// What runs together: calls in the order given while their rows fit
+/// `BATCH_ROWS` (or the first call's rows, when more) and no pass has two
+/// calls; the rest wait their turn (`None`), and a failed call takes no
+/// room. A long prompt first runs alone.
 #[test]
-fn a_batch_runs_a_prefix_within_the_context_one_call_per_pass() {
+fn a_batch_runs_a_prefix_of_bounded_rows_one_call_per_pass() {
     let [mut s, _] = shards(Format::Q8, 400);
     let context = config().context;
     let [a, b, c] = [
@@ -359,7 +360,7 @@ fn a_batch_runs_a_prefix_within_the_context_one_call_per_pass() {
         open(&mut s, context),
         open(&mut s, 8),
     ];
-    let long: Vec<u32> = (0..context as u32 - 2).map(|t| t % 90).collect();
+    let long: Vec<u32> = (0..BATCH_ROWS as u32 - 2).map(|t| t % 90).collect();
     let ran = s
         .step_batch(
             &[
@@ -424,7 +425,7 @@ fn a_batch_runs_a_prefix_within_the_context_one_call_per_pass() {
                 },
                 Call {
                     handle: a,
-                    at: context - 2,
+                    at: BATCH_ROWS - 2,
                     input: Input::Tokens(&[1]),
                 },
             ],
@@ -445,6 +446,24 @@ fn a_batch_runs_a_prefix_within_the_context_one_call_per_pass() {
         ),
         (2, 2, 4, 2)
     );
+    // A prompt longer than BATCH_ROWS runs, alone (c, done, is not
+    // waited for).
+    s.close(c, None, 0);
+    let prompt: Vec<u32> = (0..BATCH_ROWS as u32 + 5).map(|t| t % 90).collect();
+    let first = Call {
+        handle: b,
+        at: 1,
+        input: Input::Tokens(&prompt),
+    };
+    let next = Call {
+        handle: a,
+        at: BATCH_ROWS - 2,
+        input: Input::Tokens(&[1]),
+    };
+    let ran = s.step_batch(&[first, next], 0).ran;
+    assert_eq!(ran.iter().map(state).collect::<Vec<_>>(), ["ran", "later"]);
+    assert_eq!(s.info().unwrap().stages, 3);
+    assert!(context > BATCH_ROWS + 6);
 }
 
 /// Past the first shard, calls wait for the passes that ran with them in

@@ -89,6 +89,17 @@ pub struct Batch {
 /// conversations: 24 ms at most, about one token's step).
 pub const HOLD: Millis = 3;
 
+/// The rows a batch takes beyond its first call's: room for every decode
+/// row (one per conversation) a shard's budget admits at once, not for a
+/// second prompt. Only single rows gain from sharing a stage (a prompt's
+/// rows already share every weight read among themselves), and a stage is
+/// one synchronous call during which nothing else on the thread runs: no
+/// timer, no touch of a pass (a touch held back by a long stage elsewhere
+/// can let a shard reclaim a pass that was only waiting; measured at 16
+/// streams when prompts were batched together), no other conversation's
+/// call. So a prompt runs alone or with a few single rows, as before.
+pub const BATCH_ROWS: usize = 32;
+
 /// Past the first shard, a pass is in step when it ran in one of this
 /// many last stages (see [`Shard::step_batch`]).
 const RELAY_WINDOW: u64 = 2;
@@ -563,12 +574,12 @@ impl Shard {
     /// it alone.
     ///
     /// The calls run in the order given, as a prefix: the first always
-    /// runs; the next joins while the batch's rows stay within the
-    /// context (no batch needs more scratch memory than one call as long
-    /// as the context, which a pass may always make) and its pass has no
-    /// call in the batch yet (a pass's calls follow each other). The rest
-    /// are `None`: the caller asks again with them first, so nobody is
-    /// overtaken. Calls that fail do not count.
+    /// runs; the next joins while the batch's rows stay within
+    /// [`BATCH_ROWS`] or the first call's rows, whichever is more, and its
+    /// pass has no call in the batch yet (a pass's calls follow each
+    /// other). The rest are `None`: the caller asks again with them first
+    /// (after letting other events run), so nobody is overtaken. Calls
+    /// that fail do not count.
     ///
     /// Batches form only if calls wait for each other: on one thread, calls
     /// that arrive one by one would each run alone. So while a pass in
@@ -630,7 +641,7 @@ impl Shard {
             return ran;
         };
         let dims = decoder.config().dims.max(1);
-        let limit = decoder.config().context;
+        let mut limit = decoder.config().context;
         // The calls that run: (call, pass index, its input, its rows).
         let mut chosen: Vec<(usize, usize, StageInput, usize)> = Vec::with_capacity(calls.len());
         let mut rows = 0;
@@ -643,6 +654,9 @@ impl Shard {
                 ran.push(Some(Err(ShardError::NoPass(call.handle))));
                 continue;
             };
+            if chosen.is_empty() {
+                limit = limit.min(n.max(BATCH_ROWS));
+            }
             let full = !chosen.is_empty() && rows + n > limit;
             if full || chosen.iter().any(|c| c.1 == i) {
                 break;
