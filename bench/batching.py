@@ -184,6 +184,9 @@ def chat(port, prompt, max_tokens):
         if not line.startswith("data: ") or line == "data: [DONE]":
             continue
         event = json.loads(line[6:])
+        if event.get("error"):
+            print("stream error:", event["error"], file=sys.stderr, flush=True)
+            text += f"[error: {event['error'].get('message')}]"
         if event.get("usage"):
             tokens = event["usage"]["completion_tokens"]
         for choice in event.get("choices", []):
