@@ -15,6 +15,10 @@ greedy chats with distinct prompts at once on each server in turn
 - the shards' batch counters from their `GET /` (after only).
 
 Usage: bench/batching.py --before DIR [--levels 1,4,8] [--max-tokens 64] [--reps 2]
+                         [--holds 0,6] [--json PATH]
+--holds also serves the batched shards with those BATCH_HOLD_MS; KEEP=1
+keeps each server's directory (config, log) for a look afterwards. The
+front worker must be built (scripts/build-worker) and build/shards too.
 """
 
 import argparse
