@@ -17,6 +17,7 @@ pub mod limits;
 mod models;
 mod parse;
 pub mod rate_limit;
+pub mod schema;
 pub mod request;
 pub mod sessions;
 mod similarity;

@@ -146,6 +146,7 @@ fn plan_turn(
         spec,
         messages: conversation,
         generation: turn.generation.or(&meta.defaults),
+        grammar: None,
     };
     let wire = Wire::chat(turn.stream, turn.include_usage, Some(meta.id.clone()));
     Ok((plan, wire, turn.new_messages))
