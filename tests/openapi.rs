@@ -39,11 +39,13 @@ fn template(route: Route<'_>) -> &'static str {
         Route::Sessions => "/v1/sessions",
         Route::Session(_) => "/v1/sessions/{id}",
         Route::SessionMessages(_) => "/v1/sessions/{id}/messages",
+        Route::Responses => "/v1/responses",
+        Route::Response(_) => "/v1/responses/{id}",
     }
 }
 
 /// One concrete path per route, for [`template`] and the probes.
-const ROUTE_PATHS: [&str; 12] = [
+const ROUTE_PATHS: [&str; 14] = [
     "/",
     "/openapi.json",
     "/healthz",
@@ -56,6 +58,8 @@ const ROUTE_PATHS: [&str; 12] = [
     "/v1/sessions",
     "/v1/sessions/{id}",
     "/v1/sessions/{id}/messages",
+    "/v1/responses",
+    "/v1/responses/{id}",
 ];
 
 fn spec_path() -> PathBuf {

@@ -19,7 +19,7 @@ use tokenizers::Tokenizer;
 use toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 
 /// What a reply must be.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Grammar {
     /// JSON valid under this schema (`{"type": "object"}`: any object). The
     /// API layer checks the schema is of the supported subset first.

@@ -327,10 +327,10 @@ impl DurableObject for ChatSession {
         // erased while a reply is about to be stored in it. (A read needs
         // no lock: a turn is stored in one statement.)
         let guard = match call.op {
-            SessionOp::Turn { .. } | SessionOp::Delete => {
+            SessionOp::Turn { .. } | SessionOp::Delete | SessionOp::Prepared { .. } => {
                 Some(self.turn_lock.clone().lock_owned().await)
             }
-            SessionOp::Create { .. } | SessionOp::Get => None,
+            SessionOp::Create { .. } | SessionOp::Get | SessionOp::Export => None,
         };
         // Read under the lock: a turn that waited sees the one before it.
         let mut store = match self.store(&call.id).await {

@@ -8,6 +8,7 @@
 
 mod fields;
 pub mod render;
+pub mod responses;
 pub mod shape;
 mod turn;
 pub mod wire;

@@ -13,6 +13,7 @@
 
 use serde_json::json;
 
+use super::responses::{ResponseBody, ResponseEvents, ResponseHead};
 use super::shape::{CallMode, CallText, Piece};
 use super::turn::{Event, Finish, Head};
 use super::wire::{
@@ -28,8 +29,9 @@ pub trait Render {
     fn render(&mut self, event: &Event) -> Vec<u8>;
 }
 
-/// How a reply goes out, as its request asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a reply goes out, as its request asked (serialized: a stored
+/// response's turn travels to its Durable Object planned).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Wire {
     /// One `chat.completion` body once the reply is complete; `session`
     /// names the session that now holds it.
@@ -41,6 +43,14 @@ pub enum Wire {
     /// before `data: [DONE]` if asked.
     Chunks {
         include_usage: bool,
+        calls: CallMode,
+    },
+    /// The Responses API: one `response` object, or its semantic events
+    /// when `stream`; `echo` holds the request's fields every `response`
+    /// object shows.
+    Responses {
+        stream: bool,
+        echo: serde_json::Map<String, serde_json::Value>,
         calls: CallMode,
     },
 }
@@ -73,6 +83,11 @@ impl Wire {
                 include_usage,
                 calls: mode,
             },
+            Wire::Responses { stream, echo, .. } => Wire::Responses {
+                stream,
+                echo,
+                calls: mode,
+            },
         }
     }
 
@@ -82,6 +97,7 @@ impl Wire {
         match self {
             Wire::Completion { .. } => false,
             Wire::Chunks { .. } => true,
+            Wire::Responses { stream, .. } => *stream,
         }
     }
 
@@ -95,6 +111,21 @@ impl Wire {
                 include_usage,
                 calls,
             } => Box::new(CompletionChunks::new(head, *include_usage).with_calls(*calls)),
+            Wire::Responses {
+                stream,
+                echo,
+                calls,
+            } => {
+                let head = ResponseHead {
+                    head,
+                    echo: echo.clone(),
+                    calls: *calls,
+                };
+                match stream {
+                    true => Box::new(ResponseEvents::new(head)),
+                    false => Box::new(ResponseBody::new(head)),
+                }
+            }
         }
     }
 }

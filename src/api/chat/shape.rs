@@ -60,7 +60,7 @@ pub enum Shape {
 }
 
 /// Whether a reply's text is a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum CallMode {
     /// Never: text (or JSON) only.
     #[default]
