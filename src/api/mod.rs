@@ -17,9 +17,9 @@ pub mod limits;
 mod models;
 mod parse;
 pub mod rate_limit;
-pub mod schema;
 pub mod request;
 pub mod responses;
+pub mod schema;
 pub mod sessions;
 mod similarity;
 pub mod timing;
@@ -457,10 +457,9 @@ fn respond_here(
         }
         ResponseRequest::Create(create) => {
             let previous = match &create.previous {
-                Some(id) => Some(
-                    export(id, store)
-                        .map_err(|e| e.with_param("previous_response_id"))?,
-                ),
+                Some(id) => {
+                    Some(export(id, store).map_err(|e| e.with_param("previous_response_id"))?)
+                }
                 None => None,
             };
             let id = responses::new_id(ctx);

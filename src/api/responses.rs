@@ -146,7 +146,9 @@ pub fn not_found(id: &str) -> ApiError {
     let shown: String = id.chars().take(64).collect();
     ApiError::not_found(
         "response_not_found",
-        format!("response `{shown}` does not exist (or was deleted, or was not stored: `store: false`)"),
+        format!(
+            "response `{shown}` does not exist (or was deleted, or was not stored: `store: false`)"
+        ),
     )
 }
 
@@ -174,10 +176,10 @@ pub fn parse(req: &HttpRequest<'_>) -> Result<ResponsesCall, ApiError> {
     let spec = registry::chat_spec(&body.model)?;
     if let Some(t) = body.truncation.as_deref() {
         if !["disabled", "auto"].contains(&t) {
-            return Err(ApiError::invalid(format!(
-                "`truncation` is {t:?}; use disabled or auto"
-            ))
-            .with_param("truncation"));
+            return Err(
+                ApiError::invalid(format!("`truncation` is {t:?}; use disabled or auto"))
+                    .with_param("truncation"),
+            );
         }
     }
     if let Some(tier) = body.service_tier.as_deref() {
@@ -194,22 +196,28 @@ pub fn parse(req: &HttpRequest<'_>) -> Result<ResponsesCall, ApiError> {
         top_p: body.top_p,
         ..GenerationFields::default()
     };
-    generation.options(0).map_err(|e| match e.param.as_deref() {
-        Some("max_tokens") => ApiError::invalid(e.message.replace("max_tokens", "max_output_tokens"))
-            .with_param("max_output_tokens"),
-        _ => e,
-    })?;
+    generation
+        .options(0)
+        .map_err(|e| match e.param.as_deref() {
+            Some("max_tokens") => {
+                ApiError::invalid(e.message.replace("max_tokens", "max_output_tokens"))
+                    .with_param("max_output_tokens")
+            }
+            _ => e,
+        })?;
     let json = match body.text.as_ref().and_then(|t| t.get("format")) {
         None | Some(Value::Null) => None,
         Some(format) => shape::response_format(format, "text.format", false)?,
     };
     if let Some(text) = &body.text {
-        if let Some(field) = text
-            .as_object()
-            .and_then(|m| m.keys().find(|k| !["format", "verbosity"].contains(&k.as_str())))
-        {
-            return Err(ApiError::invalid(format!("`text.{field}` is not supported"))
-                .with_param(format!("text.{field}")));
+        if let Some(field) = text.as_object().and_then(|m| {
+            m.keys()
+                .find(|k| !["format", "verbosity"].contains(&k.as_str()))
+        }) {
+            return Err(
+                ApiError::invalid(format!("`text.{field}` is not supported"))
+                    .with_param(format!("text.{field}")),
+            );
         }
     }
     let tools = match &body.tools {
@@ -678,17 +686,23 @@ mod tests {
 
     #[test]
     fn unserved_fields_and_items_are_named() {
-        let e = request(json!({"model": "shakespeare-llama", "input": "hi", "reasoning": {"effort": "low"}}))
-            .err()
-            .unwrap();
+        let e = request(
+            json!({"model": "shakespeare-llama", "input": "hi", "reasoning": {"effort": "low"}}),
+        )
+        .err()
+        .unwrap();
         assert_eq!((e.status, e.param.as_deref()), (422, Some("reasoning")));
-        let e = request(json!({"model": "shakespeare-llama", "input": [{"type": "reasoning", "summary": []}]}))
-            .err()
-            .unwrap();
+        let e = request(
+            json!({"model": "shakespeare-llama", "input": [{"type": "reasoning", "summary": []}]}),
+        )
+        .err()
+        .unwrap();
         assert_eq!((e.status, e.code), (400, "unsupported_item"));
-        let e = request(json!({"model": "shakespeare-llama", "input": "hi", "tools": [{"type": "web_search"}]}))
-            .err()
-            .unwrap();
+        let e = request(
+            json!({"model": "shakespeare-llama", "input": "hi", "tools": [{"type": "web_search"}]}),
+        )
+        .err()
+        .unwrap();
         assert_eq!((e.status, e.code), (400, "unsupported_tool"));
         let e = request(json!({"model": "shakespeare-llama", "input": "hi", "previous_response_id": "resp_nope"}))
             .err()

@@ -52,7 +52,16 @@ const KEYWORDS: &[&str] = &[
 
 /// `format`s the grammar knows.
 const FORMATS: &[&str] = &[
-    "date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid", "uri",
+    "date-time",
+    "time",
+    "date",
+    "duration",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "uuid",
+    "uri",
 ];
 
 const TYPES: &[&str] = &[
@@ -270,13 +279,26 @@ mod tests {
             e.param.as_deref(),
             Some("response_format.json_schema.schema.properties.tags.uniqueItems")
         );
-        assert!(e.message.contains("`uniqueItems` is not supported"), "{}", e.message);
+        assert!(
+            e.message.contains("`uniqueItems` is not supported"),
+            "{}",
+            e.message
+        );
         for (schema, word) in [
             (json!({"oneOf": [{"type": "string"}]}), "oneOf"),
             (json!({"allOf": [{"type": "string"}]}), "allOf"),
-            (json!({"type": "object", "patternProperties": {}}), "patternProperties"),
-            (json!({"$ref": "https://example.com/s.json"}), "only references inside"),
-            (json!({"type": "string", "format": "credit-card"}), "supported formats"),
+            (
+                json!({"type": "object", "patternProperties": {}}),
+                "patternProperties",
+            ),
+            (
+                json!({"$ref": "https://example.com/s.json"}),
+                "only references inside",
+            ),
+            (
+                json!({"type": "string", "format": "credit-card"}),
+                "supported formats",
+            ),
         ] {
             let e = check(&schema, "s").unwrap_err();
             assert_eq!(e.status, 400);

@@ -47,11 +47,18 @@ impl TokenizerEnv for Vocabulary {
         &self.trie
     }
 
+    /// llguidance tokenizes the bytes a grammar forces, which may stop in
+    /// the middle of a UTF-8 character (the first byte of `ü`): the valid
+    /// text goes through the tokenizer, the rest token by token through the
+    /// trie. A lossy conversion would turn the partial character into
+    /// U+FFFD, a token the grammar never allows.
     fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
-        self.tokenizer
-            .encode(String::from_utf8_lossy(s).as_ref(), false)
-            .map(|e| e.get_ids().to_vec())
-            .unwrap_or_default()
+        self.trie.tokenize_with_greedy_fallback(s, |text| {
+            self.tokenizer
+                .encode(text, false)
+                .map(|e| e.get_ids().to_vec())
+                .unwrap_or_default()
+        })
     }
 }
 
@@ -142,6 +149,7 @@ impl Constraints {
         let top = match grammar {
             Grammar::JsonSchema(schema) => {
                 let mut schema = schema.clone();
+                tighten_formats(&mut schema);
                 if let Value::Object(map) = &mut schema {
                     let options: Value =
                         serde_json::from_str(JSON_OPTIONS).map_err(|e| e.to_string())?;
@@ -151,10 +159,7 @@ impl Constraints {
             }
             Grammar::Lark(lark) => TopLevelGrammar::from_lark(lark.clone()),
         };
-        let parser = self
-            .factory
-            .create_parser(top)
-            .map_err(|e| e.to_string())?;
+        let parser = self.factory.create_parser(top).map_err(|e| e.to_string())?;
         let mut matcher = Matcher::new(Ok(parser));
         let next = next_mask(&mut matcher)?;
         Ok(Constraint {
@@ -162,6 +167,66 @@ impl Constraints {
             next,
             end: self.end,
         })
+    }
+}
+
+/// An email's local part: RFC 5322's atext, in dot-separated atoms.
+const ATEXT: &str = r"[a-zA-Z0-9!#$%&'*+\-/=?\^_`{|}~]";
+
+/// A date whose day exists: February 29th only in leap years.
+const DATE: &str = concat!(
+    r"(?:[0-9]{4}-(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])",
+    r"|[0-9]{4}-(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)",
+    r"|[0-9]{4}-02-(?:0[1-9]|1[0-9]|2[0-8])",
+    r"|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)"
+);
+
+/// A time of day with its offset; no leap second (valid only at the end
+/// of some days, which a grammar cannot know).
+const TIME: &str = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?(?:[zZ]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])";
+
+/// The pattern a `format` is held to where llguidance's own is looser
+/// than what validators check: its `email` has no length limits (RFC 5321:
+/// 64 bytes of local part, 63 per domain label, 254 in all), its `date`
+/// allows February 29th of every year and its times a leap second at any
+/// minute. Each pattern here is a subset of the format, so a reply that
+/// matches it passes any validator of the format.
+fn format_pattern(format: &str) -> Option<String> {
+    let label = "[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?";
+    match format {
+        // At most 32 + 2 x 16 = 64 bytes of local part, 4 x 63 + 3 <= 254 of domain.
+        "email" => Some(format!(
+            "^{ATEXT}{{1,32}}(?:\\.{ATEXT}{{1,15}}){{0,2}}@{label}(?:\\.{label}){{0,2}}$"
+        )),
+        "date" => Some(format!("^{DATE}$")),
+        "time" => Some(format!("^{TIME}$")),
+        "date-time" => Some(format!("^{DATE}[tT]{TIME}$")),
+        _ => None,
+    }
+}
+
+/// Replaces the `format`s of [`format_pattern`] by their patterns (where
+/// the schema has no `pattern` of its own), in every subschema.
+fn tighten_formats(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            let pattern = match map.get("format").and_then(Value::as_str) {
+                Some(format) if !map.contains_key("pattern") => format_pattern(format),
+                _ => None,
+            };
+            if let Some(pattern) = pattern {
+                map.remove("format");
+                map.insert("pattern".into(), Value::String(pattern));
+            }
+            for (key, value) in map.iter_mut() {
+                // Values of these are data, not schemas.
+                if !matches!(key.as_str(), "const" | "enum" | "default" | "examples") {
+                    tighten_formats(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(tighten_formats),
+        _ => {}
     }
 }
 

@@ -109,7 +109,12 @@ impl From<TemplateTokens> for Template {
     fn from(t: TemplateTokens) -> Self {
         Template {
             begin: vec![t.bos],
-            prefixes: [vec![t.system], vec![t.user], vec![t.assistant], vec![t.user]],
+            prefixes: [
+                vec![t.system],
+                vec![t.user],
+                vec![t.assistant],
+                vec![t.user],
+            ],
             texts: Default::default(),
             suffix: vec![t.end],
             reply: vec![t.assistant],

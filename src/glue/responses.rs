@@ -116,7 +116,11 @@ async fn serve_call(
 
 /// A stored response's session, from its object (the caller's own; a
 /// missing one, or another key's, is the response's 404).
-async fn export(env: &Env, call: &SessionCall, trace: &Trace) -> std::result::Result<Session, ApiError> {
+async fn export(
+    env: &Env,
+    call: &SessionCall,
+    trace: &Trace,
+) -> std::result::Result<Session, ApiError> {
     let mut res = forward(env, call, trace)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;

@@ -14,8 +14,8 @@ mod turn;
 pub mod wire;
 
 pub use fields::GenerationFields;
-pub use shape::{CallMode, Shape};
 pub use render::{CompletionBody, CompletionChunks, Output, Render, Wire};
+pub use shape::{CallMode, Shape};
 pub use turn::{
     ChatTurn, Event, Finish, Head, Pass, Reply, RequestMeta, Sharded, Step, TurnPlan, TurnSink,
 };
@@ -185,8 +185,7 @@ pub fn parse(req: &HttpRequest<'_>) -> Result<ChatCall, ApiError> {
         (Some(a), _) => Some(a),
         (None, b) => b.map(str::to_string),
     };
-    if session.is_some()
-        && (shape != Shape::Text || messages.iter().any(|m| m.role == Role::Tool))
+    if session.is_some() && (shape != Shape::Text || messages.iter().any(|m| m.role == Role::Tool))
     {
         return Err(ApiError::unsupported(
             "unsupported_with_session",
@@ -315,7 +314,10 @@ pub fn parse_messages(value: &Value) -> Result<Vec<Message>, ApiError> {
 fn history_calls(value: &Value, param: &str) -> Result<Vec<(String, String)>, ApiError> {
     let bad = |message: String| ApiError::invalid(message).with_param(param);
     let Value::Array(items) = value else {
-        return Err(bad(format!("`{param}` is {}; send an array of calls", kind(value))));
+        return Err(bad(format!(
+            "`{param}` is {}; send an array of calls",
+            kind(value)
+        )));
     };
     items
         .iter()

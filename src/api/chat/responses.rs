@@ -44,7 +44,10 @@ impl ResponseHead {
 
     /// The reply's function call item id, and the call's own id.
     pub fn call_ids(&self) -> (String, String) {
-        (format!("fc_{}", self.tail()), format!("call_{}", self.tail()))
+        (
+            format!("fc_{}", self.tail()),
+            format!("call_{}", self.tail()),
+        )
     }
 }
 
@@ -132,7 +135,12 @@ fn text_part(text: &str) -> Value {
 }
 
 /// A `response` object.
-pub fn object(head: &ResponseHead, status: Status, output: Vec<Value>, usage: Option<Value>) -> Value {
+pub fn object(
+    head: &ResponseHead,
+    status: Status,
+    output: Vec<Value>,
+    usage: Option<Value>,
+) -> Value {
     let mut map = Map::new();
     map.insert("id".into(), json!(head.head.id));
     map.insert("object".into(), json!("response"));
@@ -457,7 +465,10 @@ mod tests {
         let response = &got[10].1["response"];
         assert_eq!(response["status"], "completed");
         assert_eq!(response["output"][0]["content"][0]["text"], "Hello!");
-        assert_eq!(response["usage"]["input_tokens_details"]["cached_tokens"], 2);
+        assert_eq!(
+            response["usage"]["input_tokens_details"]["cached_tokens"],
+            2
+        );
         assert_eq!(response["store"], true);
     }
 
@@ -480,6 +491,9 @@ mod tests {
                 "response.created",
                 "response.in_progress",
                 "response.output_item.added",
+                // The last `}` of each piece is held back until the next
+                // shows it closes the arguments, not the call.
+                "response.function_call_arguments.delta",
                 "response.function_call_arguments.delta",
                 "response.function_call_arguments.delta",
                 "response.function_call_arguments.done",
@@ -488,8 +502,13 @@ mod tests {
             ]
         );
         assert_eq!(got[2].1["item"]["name"], "f");
-        assert_eq!(got[5].1["arguments"], "{\"a\":1}");
-        let item = &got[7].1["response"]["output"][0];
+        let deltas: String = got[3..6]
+            .iter()
+            .map(|(_, d)| d["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(deltas, "{\"a\":1}");
+        assert_eq!(got[6].1["arguments"], "{\"a\":1}");
+        let item = &got[8].1["response"]["output"][0];
         assert_eq!(item["call_id"], "call_ab12");
         assert_eq!(item["arguments"], "{\"a\":1}");
 
@@ -500,7 +519,10 @@ mod tests {
             .collect();
         let response: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(response["status"], "incomplete");
-        assert_eq!(response["incomplete_details"]["reason"], "max_output_tokens");
+        assert_eq!(
+            response["incomplete_details"]["reason"],
+            "max_output_tokens"
+        );
         assert_eq!(response["output"][0]["content"][0]["text"], "Hi");
     }
 }

@@ -223,7 +223,11 @@ fn auto_grammar(call: &Value) -> String {
 /// `{type: text}`, `{type: json_object}` or a JSON schema, as the schema
 /// the reply is held to (`None`: free text). `nested` tells where the
 /// schema is: under `json_schema` (chat completions) or beside `type`.
-pub fn response_format(value: &Value, param: &str, nested: bool) -> Result<Option<Value>, ApiError> {
+pub fn response_format(
+    value: &Value,
+    param: &str,
+    nested: bool,
+) -> Result<Option<Value>, ApiError> {
     let bad = |message: String| ApiError::invalid(message).with_param(param);
     let Value::Object(map) = value else {
         return Err(bad(format!(
@@ -271,7 +275,8 @@ fn check_name(name: &Value, param: &str) -> Result<String, ApiError> {
     match name.as_str() {
         Some(n)
             if (1..=64).contains(&n.len())
-                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
         {
             Ok(n.to_string())
         }
@@ -330,10 +335,10 @@ pub fn tools(value: &Value, param: &str) -> Result<Vec<Tool>, ApiError> {
             &format!("{fat}.name"),
         )?;
         if tools.iter().any(|t| t.name == name) {
-            return Err(ApiError::invalid(format!(
-                "`{fat}.name`: {name:?} is declared twice"
-            ))
-            .with_param(format!("{fat}.name")));
+            return Err(
+                ApiError::invalid(format!("`{fat}.name`: {name:?} is declared twice"))
+                    .with_param(format!("{fat}.name")),
+            );
         }
         let description = match function.get("description") {
             None | Some(Value::Null) => None,
@@ -591,7 +596,14 @@ mod tests {
     fn a_call_streams_its_name_then_its_arguments_without_the_closing_brace() {
         let (pieces, text) = split(
             CallMode::Always,
-            &["{\"na", "me\":\"get_", "weather\",\"argu", "ments\":{\"city\"", ":\"Paris\"}", "}"],
+            &[
+                "{\"na",
+                "me\":\"get_",
+                "weather\",\"argu",
+                "ments\":{\"city\"",
+                ":\"Paris\"}",
+                "}",
+            ],
         );
         let args: String = pieces
             .iter()
@@ -636,14 +648,14 @@ mod tests {
             }),
         };
         let schema = call_schema(&[&tool]);
-        assert_eq!(
-            schema["properties"]["arguments"]["$ref"],
-            "#/$defs/tool0"
-        );
+        assert_eq!(schema["properties"]["arguments"]["$ref"], "#/$defs/tool0");
         let defs = &schema["$defs"];
         assert_eq!(defs["tool0"]["properties"]["p"]["$ref"], "#/$defs/tool0_P");
         assert_eq!(defs["tool0"]["properties"]["me"]["$ref"], "#/$defs/tool0");
-        assert_eq!(defs["tool0_P"]["properties"]["q"]["$ref"], "#/$defs/tool0_P");
+        assert_eq!(
+            defs["tool0_P"]["properties"]["q"]["$ref"],
+            "#/$defs/tool0_P"
+        );
         assert!(defs["tool0"].get("$defs").is_none());
     }
 
@@ -655,11 +667,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            tool_choice(Some(&json!({"type": "function", "function": {"name": "f"}})), &tools, "tool_choice").unwrap(),
+            tool_choice(
+                Some(&json!({"type": "function", "function": {"name": "f"}})),
+                &tools,
+                "tool_choice"
+            )
+            .unwrap(),
             Some(ToolChoice::Named("f".into()))
         );
-        assert_eq!(tool_choice(Some(&json!("none")), &tools, "tool_choice").unwrap(), None);
-        let e = tool_choice(Some(&json!({"type": "function", "name": "g"})), &tools, "tool_choice").unwrap_err();
+        assert_eq!(
+            tool_choice(Some(&json!("none")), &tools, "tool_choice").unwrap(),
+            None
+        );
+        let e = tool_choice(
+            Some(&json!({"type": "function", "name": "g"})),
+            &tools,
+            "tool_choice",
+        )
+        .unwrap_err();
         assert_eq!((e.status, e.code), (400, "unknown_tool"));
         let e = super::tools(&json!([{"type": "web_search"}]), "tools").unwrap_err();
         assert_eq!((e.status, e.code), (400, "unsupported_tool"));
