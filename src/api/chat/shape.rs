@@ -107,12 +107,13 @@ impl Shape {
         let Shape::Calls { tools, choice } = self else {
             return None;
         };
+        // Short: every token of it is taken from the context the reply and
+        // the conversation share.
         let mut text = String::from(
-            "You can call functions. To call one, answer with only a JSON object \
-             {\"name\": <the function's name>, \"arguments\": <its arguments>}",
+            "To call a function, answer with only {\"name\": ..., \"arguments\": {...}}",
         );
         text.push_str(match choice {
-            ToolChoice::Auto => "; to answer in words, write text.",
+            ToolChoice::Auto => "; or answer in words.",
             _ => ".",
         });
         text.push_str("\nFunctions:");
@@ -122,11 +123,33 @@ impl Shape {
             if let Some(d) = &tool.description {
                 described.insert("description".into(), Value::String(d.clone()));
             }
-            described.insert("parameters".into(), tool.parameters.clone());
+            let mut parameters = tool.parameters.clone();
+            drop_closed(&mut parameters);
+            described.insert("parameters".into(), parameters);
             text.push('\n');
             text.push_str(&Value::Object(described).to_string());
         }
         Some(text)
+    }
+}
+
+/// Removes `additionalProperties: false` from a schema the model reads: the
+/// grammar already allows no other key, and each one costs prompt tokens
+/// (a 256-token context has few to spare).
+fn drop_closed(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            if map.get("additionalProperties") == Some(&Value::Bool(false)) {
+                map.remove("additionalProperties");
+            }
+            for (key, value) in map.iter_mut() {
+                if !matches!(key.as_str(), "const" | "enum" | "default" | "examples") {
+                    drop_closed(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_closed),
+        _ => {}
     }
 }
 
