@@ -636,7 +636,7 @@ impl Prepared {
                     owner,
                 },
                 history: self.history,
-                turn: self.turn,
+                turn: Box::new(self.turn),
                 state: self.state,
             },
         }

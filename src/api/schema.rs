@@ -199,25 +199,23 @@ fn walk(schema: &Value, at: &str, depth: usize) -> Result<(), ApiError> {
                     ))
                 }
             },
-            "pattern" | "title" | "description" | "$schema" | "$id" | "$comment" => {
-                if !value.is_string() {
-                    return Err(invalid(&here, format!("`{here}` must be a string")));
-                }
+            "pattern" | "title" | "description" | "$schema" | "$id" | "$comment"
+                if !value.is_string() =>
+            {
+                return Err(invalid(&here, format!("`{here}` must be a string")));
             }
-            "minLength" | "maxLength" | "minItems" | "maxItems" => {
-                if !value.is_u64() {
-                    return Err(invalid(
-                        &here,
-                        format!("`{here}` must be a non-negative integer"),
-                    ));
-                }
+            "minLength" | "maxLength" | "minItems" | "maxItems" if !value.is_u64() => {
+                return Err(invalid(
+                    &here,
+                    format!("`{here}` must be a non-negative integer"),
+                ));
             }
-            "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" => {
-                if !value.is_number() {
-                    return Err(invalid(&here, format!("`{here}` must be a number")));
-                }
+            "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum"
+                if !value.is_number() =>
+            {
+                return Err(invalid(&here, format!("`{here}` must be a number")));
             }
-            // const, default, examples: any value.
+            // const, default, examples: any value; the rest were fine.
             _ => {}
         }
     }

@@ -48,7 +48,8 @@ pub enum SessionOp {
     Prepared {
         meta: SessionMeta,
         history: Vec<StoredMessage>,
-        turn: PreparedTurn,
+        /// Boxed: the largest part, and the other operations are small.
+        turn: Box<PreparedTurn>,
         state: serde_json::Value,
     },
 }
