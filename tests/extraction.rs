@@ -113,15 +113,32 @@ fn person_schema() -> Value {
 fn is_person(v: &Value) -> bool {
     v.as_object().is_some_and(|o| {
         o.len() == 3
-            && o.get("name").and_then(Value::as_str).is_some_and(|s| s.chars().count() <= 40)
-            && o.get("age").and_then(Value::as_i64).is_some_and(|a| (0..=130).contains(&a))
-            && o.get("city").and_then(Value::as_str).is_some_and(|s| s.chars().count() <= 40)
+            && o.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.chars().count() <= 40)
+            && o.get("age")
+                .and_then(Value::as_i64)
+                .is_some_and(|a| (0..=130).contains(&a))
+            && o.get("city")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.chars().count() <= 40)
     })
 }
 
 /// 50 short texts about a person, each with a name, an age and a city.
 fn texts() -> Vec<String> {
-    let names = ["Ada Lovelace", "Bob", "Chen Wei", "Dana", "Émile Zola", "Farah", "Gus", "Hana Sato", "Ivan", "Jo"];
+    let names = [
+        "Ada Lovelace",
+        "Bob",
+        "Chen Wei",
+        "Dana",
+        "Émile Zola",
+        "Farah",
+        "Gus",
+        "Hana Sato",
+        "Ivan",
+        "Jo",
+    ];
     let cities = ["London", "Paris", "Tokyo", "Lagos", "Lima"];
     let forms = [
         "{name} is {age} years old and lives in {city}.",

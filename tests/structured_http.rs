@@ -57,6 +57,28 @@ fn post(c: &Client, path: &str, body: &Value) -> Result<Value, Failed> {
             String::from_utf8_lossy(&res.body)
         )
     })?;
+    if let Some(timing) = res.header("server-timing") {
+        // The masks' share of the reply in the worker's wasm (workerd's
+        // local clock advances during compute; production's does not).
+        let ms = |name: &str| {
+            timing
+                .split(',')
+                .find(|m| m.trim().starts_with(&format!("{name};")))
+                .and_then(|m| m.split("dur=").nth(1))
+                .and_then(|d| d.trim().parse::<f64>().ok())
+        };
+        if let (Some(mask), Some(total)) = (ms("constrain"), ms("inference")) {
+            let tokens = res.json()["usage"]["completion_tokens"]
+                .as_u64()
+                .unwrap_or(1);
+            eprintln!(
+                "wasm mask: {:.0} us/token over {tokens} tokens ({:.1}% of inference, {:.1} ms/token; {timing})",
+                mask * 1e3 / tokens as f64,
+                mask / total * 100.0,
+                total / tokens as f64
+            );
+        }
+    }
     Ok(res.json())
 }
 
