@@ -311,7 +311,10 @@ impl DurableObject for ChatSession {
         // key owns, is the same 404 at once. It must not wait for a turn in
         // progress (that would tell another key the session exists and is
         // busy), nor make storage for an id never created.
-        if !matches!(call.op, SessionOp::Create { .. }) {
+        // A stored response's first turn (`Prepared`) creates its session
+        // when its reply is complete: there is nothing to own yet, and its
+        // id is fresh (one already stored is refused, `id_taken`).
+        if !matches!(call.op, SessionOp::Create { .. } | SessionOp::Prepared { .. }) {
             let mut store = match self.store(&call.id).await {
                 Ok(store) => store,
                 Err(e) => return refuse(e),
