@@ -3,13 +3,13 @@
 //! reply must parse and validate; the unconstrained share is measured and
 //! printed, as is what the grammar's masks cost per token (JSON Schema,
 //! any JSON object, a tool call) against the model's own time per token.
-//! `cargo test --release --test extraction -- --nocapture` prints the
-//! figures docs/chat.md quotes.
+//! `EDGEINFER_MEASURE=1 cargo test --test extraction -- --nocapture`
+//! prints the figures docs/chat.md quotes (the nested orders' unconstrained
+//! replies only with EDGEINFER_MEASURE: they take minutes).
 
 use edgeinfer_pipeline as check;
 #[path = "support/smollm2.rs"]
 mod smollm2;
-#[allow(dead_code)]
 mod support;
 
 use std::sync::OnceLock;
@@ -267,4 +267,131 @@ fn mask_cost_of_json_and_a_tool_call() {
             held.text
         );
     }
+}
+
+fn order_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "customer": {"type": "string", "maxLength": 30},
+            "items": {"type": "array", "minItems": 1, "maxItems": 4, "items": {
+                "type": "object",
+                "properties": {"name": {"type": "string", "maxLength": 20}, "qty": {"type": "integer", "minimum": 1, "maximum": 99}},
+                "required": ["name", "qty"], "additionalProperties": false}},
+            "day": {"enum": ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]},
+            "gift": {"type": "boolean"}
+        },
+        "required": ["customer", "items", "day", "gift"],
+        "additionalProperties": false
+    })
+}
+
+fn is_order(v: &Value) -> bool {
+    const DAYS: [&str; 7] = [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ];
+    v.as_object().is_some_and(|o| {
+        o.len() == 4
+            && o.get("customer")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.chars().count() <= 30)
+            && o.get("items")
+                .and_then(Value::as_array)
+                .is_some_and(|items| {
+                    (1..=4).contains(&items.len())
+                        && items.iter().all(|i| {
+                            i.as_object().is_some_and(|i| i.len() == 2)
+                                && i["name"].as_str().is_some_and(|n| n.chars().count() <= 20)
+                                && i["qty"].as_i64().is_some_and(|q| (1..=99).contains(&q))
+                        })
+                })
+            && DAYS.contains(&o.get("day").and_then(Value::as_str).unwrap_or(""))
+            && o.get("gift").is_some_and(Value::is_boolean)
+    })
+}
+
+/// 50 orders: a customer, two items with quantities, a weekday, maybe a gift.
+fn orders() -> Vec<(String, String)> {
+    let names = ["Ann", "Bruno", "Chloé", "Dev", "Eun-ji"];
+    let goods = [
+        "apples",
+        "pears",
+        "notebooks",
+        "candles",
+        "mugs",
+        "socks",
+        "lemons",
+    ];
+    let days = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+    (0..50)
+        .map(|i| {
+            let text = format!(
+                "{} ordered {} {} and {} {}, to be delivered on {}{}.",
+                names[i % names.len()],
+                1 + i % 9,
+                goods[i % goods.len()],
+                2 + (i * 3) % 11,
+                goods[(i + 3) % goods.len()],
+                days[(i * 2) % days.len()],
+                if i % 3 == 0 { ", wrapped as a gift" } else { "" }
+            );
+            let ask = format!(
+                "Extract the order as JSON with the keys customer, items (a list of objects with name and qty), day (the weekday in lowercase) and gift (true or false). Answer with the JSON only.\n\nText: {text}"
+            );
+            (text, ask)
+        })
+        .collect()
+}
+
+#[test]
+fn nested_extraction_with_a_schema_always_parses_and_validates() {
+    let model = model();
+    let decoder = smollm2::decoder(Storage::AsStored);
+    let grammar = Grammar::JsonSchema(order_schema());
+    let (mut parsed, mut valid, mut loose) = (0, 0, 0);
+    let orders = orders();
+    // The unconstrained replies run to max_tokens (about 7 minutes for the
+    // 50): measured only when asked.
+    let compare = std::env::var_os("EDGEINFER_MEASURE").is_some();
+    for (text, ask) in &orders {
+        let messages = [Message {
+            role: Role::User,
+            content: ask.clone(),
+        }];
+        if compare {
+            let free = run(model, &decoder, &messages, None, 120);
+            if let Ok(v) = serde_json::from_str::<Value>(free.text.trim()) {
+                parsed += 1;
+                valid += is_order(&v) as usize;
+            }
+            loose += loose_parse(&free.text).is_some_and(|v| is_order(&v)) as usize;
+        }
+        let held = run(model, &decoder, &messages, Some(&grammar), 120);
+        assert_eq!(held.finish, FinishReason::Stop, "{text}: {}", held.text);
+        let value: Value = serde_json::from_str(&held.text)
+            .unwrap_or_else(|e| panic!("{text}: {e}: {}", held.text));
+        assert!(is_order(&value), "{text}: {}", held.text);
+    }
+    let n = orders.len();
+    if !compare {
+        println!("nested extraction, {n} orders: with the schema {n} of {n} parse and validate (EDGEINFER_MEASURE=1 compares without)");
+        return;
+    }
+    println!(
+        "nested extraction, {n} orders: without a schema {parsed} parse as JSON, {valid} validate ({loose} once prose or a fence around the JSON is cut); with the schema {n} of {n} parse and validate"
+    );
 }
