@@ -314,7 +314,10 @@ impl DurableObject for ChatSession {
         // A stored response's first turn (`Prepared`) creates its session
         // when its reply is complete: there is nothing to own yet, and its
         // id is fresh (one already stored is refused, `id_taken`).
-        if !matches!(call.op, SessionOp::Create { .. } | SessionOp::Prepared { .. }) {
+        if !matches!(
+            call.op,
+            SessionOp::Create { .. } | SessionOp::Prepared { .. }
+        ) {
             let mut store = match self.store(&call.id).await {
                 Ok(store) => store,
                 Err(e) => return refuse(e),
