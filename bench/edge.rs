@@ -48,6 +48,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod crowd;
 mod lm;
 mod platforms;
 mod sharded;
@@ -73,6 +74,8 @@ struct Args {
     sharded_only: bool,
     /// Only workerd next to Deno (the same build on both servers).
     platforms_only: bool,
+    /// Only the crowd (bench/crowd.rs), for this many seconds.
+    crowd_seconds: Option<u64>,
     json: Option<String>,
 }
 
@@ -84,6 +87,7 @@ fn args() -> Args {
         decoder_only: false,
         sharded_only: false,
         platforms_only: false,
+        crowd_seconds: None,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -106,6 +110,14 @@ fn args() -> Args {
             "--decoder" => a.decoder_only = true,
             "--sharded" => a.sharded_only = true,
             "--deno" => a.platforms_only = true,
+            "--crowd" => a.crowd_seconds = a.crowd_seconds.or(Some(60)),
+            "--crowd-seconds" => {
+                a.crowd_seconds = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--crowd-seconds N"),
+                )
+            }
             _ => {} // cargo bench passes --bench
         }
     }
@@ -270,14 +282,7 @@ fn timed_post(c: &Client, path: &str, body: &Value) -> f64 {
 /// The first call (which loads the model in this process) and warm quantiles.
 fn native(path: &str, body: &Value, n: usize) -> (f64, (f64, f64)) {
     let bytes = body.to_string().into_bytes();
-    let req = HttpRequest {
-        method: "POST",
-        path,
-        content_type: Some("application/json"),
-        body: &bytes,
-        body_complete: true,
-        session: None,
-    };
+    let req = HttpRequest::post_json(path, &bytes);
     let run = || {
         let t = Instant::now();
         let res = api::handle(&req);
@@ -333,14 +338,7 @@ fn long_reply_seed() -> u64 {
     (0..200)
         .find(|&seed| {
             let body = chat_body(seed, CHAT_TOKENS, false).to_string().into_bytes();
-            let res = api::handle(&HttpRequest {
-                method: "POST",
-                path: "/v1/chat/completions",
-                content_type: Some("application/json"),
-                body: &body,
-                body_complete: true,
-                session: None,
-            });
+            let res = api::handle(&HttpRequest::post_json("/v1/chat/completions", &body));
             let v: Value = serde_json::from_slice(&res.body).unwrap();
             v["usage"]["completion_tokens"] == CHAT_TOKENS
         })
@@ -489,6 +487,17 @@ fn main() {
         }
         return;
     }
+    if let Some(seconds) = a.crowd_seconds {
+        let (rows, json) = crowd::rows(seconds);
+        println!("| metric | value |\n|---|---|");
+        for (k, v) in rows {
+            println!("| {k} | {v} |");
+        }
+        if let Some(path) = &a.json {
+            std::fs::write(path, serde_json::to_vec_pretty(&json).unwrap()).expect("write JSON");
+        }
+        return;
+    }
     if a.sharded_only {
         let (rows, json) = sharded::rows(a.runs);
         println!("| metric | value |\n|---|---|");
@@ -619,14 +628,7 @@ fn main() {
         |b| {
             let bytes = b.to_string().into_bytes();
             let t = Instant::now();
-            let res = api::handle(&HttpRequest {
-                method: "POST",
-                path: "/v1/chat/completions",
-                content_type: Some("application/json"),
-                body: &bytes,
-                body_complete: true,
-                session: None,
-            });
+            let res = api::handle(&HttpRequest::post_json("/v1/chat/completions", &bytes));
             assert_eq!(res.status, 200);
             ms(t.elapsed())
         },

@@ -12,16 +12,19 @@
 // message, retry_after } }` when the shard has no room for it in time.
 // Then `forward(input, at)` once per model pass: token ids (Uint32Array)
 // into the first shard, hidden states (Float32Array) between shards,
-// logits out of the last, the input's first row at position `at`. Calls
-// on the stub are not new invocations. `close(fed)` ends the turn and
+// logits out of the last, the input's first row at position `at`; it
+// answers (a promise) `{ out, ms }`. Calls on the stub are not new
+// invocations. Calls of different passes that arrive together (concurrent
+// conversations) run as one batch, each with the output it gets alone. `close(fed)` ends the turn and
 // keeps the cache for a next turn that starts with the `fed` ids; the
 // stub's disposal (workerd disposes it when the caller's request ends, or
 // the caller disposes it) ends it too, keeping nothing.
 //
 // Every decision is the module's (shard/src/gate.rs: who is admitted, who
 // waits and in what order, when an abandoned pass is reclaimed; ids never
-// reused): this file moves bytes in and out of it, hands it the time, waits
-// when it says wait, and wakes whom it names. It does no math. It logs one
+// reused; which queued calls run together): this file moves bytes in and
+// out of it, hands it the time, waits when it says wait, wakes whom it
+// names, and hands it whatever calls are queued. It does no math. It logs one
 // JSON line per pass when the pass ends: trace id, layers, calls, tokens,
 // its own time, and how it ended, so a slow reply shows which isolate was
 // slow.
@@ -42,6 +45,8 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
   // passes may reserve in all, what the plan budgeted the isolate's caches
   // for.
   let budget;
+  // BATCH_HOLD_MS, read once (NaN: not set).
+  let holdMs;
   // Past every id an instance handed out: where a new instance starts, so
   // a stub that outlived a trap never names another request's pass.
   let nextId = 1;
@@ -67,6 +72,10 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
     if (e.load(ptr, bytes.length, budget > 0 ? budget : 0, nextId) !== 0) {
       throw new Error(`the shard's weights do not load: ${text(e)}`);
     }
+    // BATCH_HOLD_MS, when set: how long calls may wait for each pass in
+    // step with them (the module's default otherwise).
+    holdMs ??= Number.parseInt(env?.BATCH_HOLD_MS ?? "", 10);
+    if (holdMs >= 0) e.set_hold(holdMs);
     if (e.info() !== 0) throw new Error(text(e));
     shard = { e, info: JSON.parse(text(e)) };
     instances += 1;
@@ -159,6 +168,108 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
     }
   }
 
+  // Calls of `forward` not yet run, in arrival order, and whether a flush
+  // is due. Calls that arrive while others wait run together: one pass of
+  // the module over all of them reads each weight once for all (each
+  // call's output is what it gets alone: shard/src/shard.rs, step_batch).
+  const queue = [];
+  // A flush is due as soon as this event is over, or when the module's
+  // hold ends (its timer).
+  let flushSoon = false;
+  let holdTimer = null;
+
+  // A flush once this event's work is done (a microtask: a call alone
+  // waits for nothing; calls that must meet are held by the module).
+  function schedule() {
+    if (flushSoon) return;
+    flushSoon = true;
+    queueMicrotask(flush);
+  }
+
+  // A flush `ms` from now (0: after the events already waiting), unless a
+  // call comes first (it flushes at once).
+  function holdFor(ms) {
+    clearTimeout(holdTimer);
+    holdTimer = setTimeout(flush, ms);
+  }
+
+  // Hands the module every queued call as one batch. The module decides
+  // which run now (shard/src/shard.rs, step_batch); those resolve with
+  // their output and their share of the batch's time (by rows), failed
+  // ones reject alone, and the rest go back to the front of the queue for
+  // the next flush: once other waiting events have run, or when the
+  // module holds them (waiting for passes in step with them), at the end
+  // of the hold; at the next call's arrival if that comes first. A trap rejects every call of
+  // the batch (and `run` ends every pass, which rejects whatever else is
+  // queued).
+  function flush() {
+    flushSoon = false;
+    clearTimeout(holdTimer);
+    holdTimer = null;
+    const calls = queue.splice(0);
+    if (calls.length === 0) return;
+    const started = performance.now();
+    let outcomes;
+    let hold = 0;
+    try {
+      outcomes = run((e) => {
+        const head = new Uint32Array(calls.length * 4);
+        let words = head.length;
+        calls.forEach((c, i) => {
+          head.set([c.pass.handle, c.position, c.isTokens ? 1 : 0, c.input.length], i * 4);
+          words += c.input.length;
+        });
+        const ptr = e.input_buffer(words * 4);
+        const view = new Uint8Array(e.memory.buffer, ptr, words * 4);
+        view.set(new Uint8Array(head.buffer));
+        let offset = head.byteLength;
+        for (const { input } of calls) {
+          view.set(new Uint8Array(input.buffer, input.byteOffset, input.byteLength), offset);
+          offset += input.byteLength;
+        }
+        if (e.step_batch(calls.length, Date.now()) !== 0) throw new Error(text(e));
+        const { outcomes, hold_ms } = JSON.parse(text(e));
+        const output = new Float32Array(e.memory.buffer, e.output_ptr(), e.output_len());
+        hold = hold_ms ?? 0;
+        return outcomes.map((a) => (a.out ? { out: output.slice(a.out.at, a.out.at + a.out.len) } : a));
+      });
+    } catch (err) {
+      for (const c of calls) c.reject(err);
+      return;
+    }
+    const ms = performance.now() - started;
+    const later = [];
+    let ranRows = 0;
+    calls.forEach((c, i) => {
+      if (outcomes[i].out) ranRows += c.rows;
+    });
+    calls.forEach((c, i) => {
+      const outcome = outcomes[i];
+      if (outcome.out) {
+        const share = ranRows > 0 ? (ms * c.rows) / ranRows : 0;
+        const pass = c.pass;
+        pass.calls += 1;
+        pass.position = c.position + c.rows;
+        pass.tokens += c.rows;
+        pass.ms += share;
+        c.resolve({ out: outcome.out, ms: share });
+      } else if (outcome.error) {
+        c.reject(new Error(outcome.error.message));
+      } else if (c.pass.ended) {
+        c.reject(new Error(`this pass has ended (${c.pass.ended})`));
+      } else {
+        later.push(c);
+      }
+    });
+    if (later.length > 0) {
+      queue.unshift(...later);
+      // After a hold, or (the batch was full) after the events waiting on
+      // the thread have run: a stage is one synchronous call, and touches
+      // and other requests' calls should not wait for several in a row.
+      holdFor(hold);
+    }
+  }
+
   class Pass extends RpcTarget {
     constructor(handle, traceparent, cached) {
       super();
@@ -177,30 +288,23 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
     }
 
     // One model pass: token ids or hidden states in, the first at position
-    // `at`; hidden states or logits out, with this shard's own time in ms.
+    // `at`; hidden states or logits out, with this shard's own time in ms
+    // (its share of the batch it ran in). Queued, and run with every other
+    // call queued by then (see `flush`).
     forward(input, at) {
-      if (this.ended) throw new Error(`this pass has ended (${this.ended})`);
-      const started = performance.now();
+      if (this.ended) return Promise.reject(new Error(`this pass has ended (${this.ended})`));
       const isTokens = input instanceof Uint32Array;
       if (!isTokens && !(input instanceof Float32Array)) {
-        throw new TypeError("forward takes a Uint32Array of token ids or a Float32Array of hidden states");
+        return Promise.reject(
+          new TypeError("forward takes a Uint32Array of token ids or a Float32Array of hidden states"),
+        );
       }
       const position = Number.isInteger(at) && at >= 0 ? at : this.position;
-      const result = run((e) => {
-        writeInput(e, input);
-        if (e.step(this.handle, position, isTokens ? 1 : 0, input.length, Date.now()) !== 0) {
-          return { error: text(e) };
-        }
-        return { out: new Float32Array(e.memory.buffer, e.output_ptr(), e.output_len()).slice() };
-      });
-      if (result.error) throw new Error(result.error);
-      const ms = performance.now() - started;
       const rows = isTokens ? input.length : input.length / shard.info.config.dims;
-      this.calls += 1;
-      this.position = position + rows;
-      this.tokens += rows;
-      this.ms += ms;
-      return { out: result.out, ms };
+      return new Promise((resolve, reject) => {
+        queue.push({ pass: this, input, isTokens, position, rows, resolve, reject });
+        schedule();
+      });
     }
 
     // The caller is still there: its timer fired `late` ms after it was
@@ -220,6 +324,9 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
       if (this.ended) return;
       this.ended = how;
       passes.delete(this.handle);
+      for (let i = queue.length - 1; i >= 0; i -= 1) {
+        if (queue[i].pass === this) queue.splice(i, 1)[0].reject(new Error(`this pass has ended (${how})`));
+      }
       if (shard && (how === "closed" || how === "disposed")) {
         const keep = fed instanceof Uint32Array ? fed : new Uint32Array(0);
         run((e) => {
@@ -227,6 +334,8 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
           e.close(this.handle, keep.length, Date.now());
         });
       }
+      // Calls held for this pass need not wait for it any more.
+      if (queue.length > 0) schedule();
       console.log(
         JSON.stringify({
           shard: true,

@@ -386,7 +386,8 @@ fn chat_errors(c: &Client) -> Result<(), Failed> {
             "frequency_penalty",
         ),
         (
-            json!({ "model": MODEL, "messages": user("hi"), "tools": [] }),
+            // The legacy `functions` (tools are served: tests/structured.rs).
+            json!({ "model": MODEL, "messages": user("hi"), "functions": [] }),
             422,
             "unknown field",
         ),

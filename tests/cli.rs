@@ -49,14 +49,7 @@ fn json_lines(bytes: &[u8]) -> Vec<Value> {
 /// `api::handle` for a POST of `body`, as the worker serves it.
 fn api_post(path: &str, body: &Value) -> Value {
     let bytes = serde_json::to_vec(body).expect("body");
-    let res = api::handle(&HttpRequest {
-        method: "POST",
-        path,
-        content_type: Some("application/json"),
-        body: &bytes,
-        body_complete: true,
-        session: None,
-    });
+    let res = api::handle(&HttpRequest::post_json(path, &bytes));
     assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
     serde_json::from_slice(&res.body).expect("response JSON")
 }

@@ -17,23 +17,7 @@ const FFN: usize = 96;
 const VOCAB: usize = 128;
 const LAYERS: usize = 2;
 
-/// Deterministic bytes: a small linear congruential stream.
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) as u32
-    }
-
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() % 20001) as f32 / 10000.0 - 1.0
-    }
-}
+use edgeinfer_engine::testing::Lcg as Noise;
 
 fn f16(v: f32) -> [u8; 2] {
     half::f16::from_f32(v).to_le_bytes()
@@ -45,7 +29,7 @@ fn q4_1(noise: &mut Noise, n: usize, scale: f32) -> Vec<u8> {
     for _ in 0..n / 32 {
         out.extend(f16(scale * (0.5 + 0.5 * noise.unit().abs()) / 8.0));
         out.extend(f16(-scale * (0.8 + 0.2 * noise.unit())));
-        out.extend((0..16).map(|_| noise.next() as u8));
+        out.extend((0..16).map(|_| noise.next_u32() as u8));
     }
     out
 }
@@ -55,7 +39,7 @@ fn q8_0(noise: &mut Noise, n: usize, scale: f32) -> Vec<u8> {
     let mut out = Vec::new();
     for _ in 0..n / 32 {
         out.extend(f16(scale / 127.0));
-        out.extend((0..32).map(|_| noise.next() as u8));
+        out.extend((0..32).map(|_| noise.next_u32() as u8));
     }
     out
 }
@@ -129,7 +113,7 @@ fn synthetic_with(edit: impl FnOnce(GGUFBuilder) -> GGUFBuilder, iq4_nl: Option<
         ] {
             let (kind, data) = if iq4_nl == Some(n(part).as_str()) {
                 let data = (0..rows * cols / 32 * 18)
-                    .map(|_| noise.next() as u8)
+                    .map(|_| noise.next_u32() as u8)
                     .collect();
                 (GGUFTensorType::IQ4_NL, data)
             } else {

@@ -640,6 +640,16 @@ fn models_list(c: &Client) -> Result<(), Failed> {
     check(
         lande["labels"].as_array().map(Vec::len) == Some(50),
         "50 labels",
+    )?;
+    // A sharded model's size is its weights across the shards (tens of
+    // MB), not the header the front embeds of it.
+    let sharded = data
+        .iter()
+        .find(|m| m["shards"].as_u64().is_some_and(|n| n > 1))
+        .ok_or("no sharded model listed")?;
+    check(
+        sharded["bytes"].as_u64().is_some_and(|b| b > 10_000_000),
+        format!("a sharded model's bytes: {sharded}"),
     )
 }
 

@@ -37,6 +37,16 @@ fn call(c: &Client, method: &str, path: &str, headers: &[(&str, &str)], body: &V
 }
 
 const ALPHA: (&str, &str) = ("authorization", "Bearer key-alpha");
+
+/// A session of key alpha's: its id, its path and its messages' path.
+fn alpha_session(c: &Client) -> Result<(String, String, String), Failed> {
+    let r = call(c, "POST", "/v1/sessions", &[ALPHA], &json!({}));
+    ensure(r.status == 201, || text(&r))?;
+    let id = r.json()["id"].as_str().unwrap_or_default().to_string();
+    let path = format!("/v1/sessions/{id}");
+    let messages = format!("{path}/messages");
+    Ok((id, path, messages))
+}
 const BETA: (&str, &str) = ("authorization", "Bearer key-beta");
 
 fn lande(c: &Client, headers: &[(&str, &str)]) -> Reply {
@@ -94,11 +104,7 @@ fn api_keys() -> Result<(), Failed> {
 fn sessions_belong_to_their_key() -> Result<(), Failed> {
     let w = Worker::start_with(&vars(&[("API_KEYS", "key-alpha,key-beta")]));
     let c = w.client();
-    let r = call(&c, "POST", "/v1/sessions", &[ALPHA], &json!({}));
-    ensure(r.status == 201, || text(&r))?;
-    let id = r.json()["id"].as_str().unwrap_or_default().to_string();
-    let path = format!("/v1/sessions/{id}");
-    let messages = format!("{path}/messages");
+    let (id, path, messages) = alpha_session(&c)?;
     let r = call(
         &c,
         "POST",
@@ -811,11 +817,7 @@ fn another_key_is_not_kept_waiting_by_a_turn_in_progress() -> Result<(), Failed>
     use std::time::Instant;
     let w = Worker::start_with(&vars(&[("API_KEYS", "key-alpha,key-beta")]));
     let c = w.client();
-    let r = call(&c, "POST", "/v1/sessions", &[ALPHA], &json!({}));
-    ensure(r.status == 201, || text(&r))?;
-    let id = r.json()["id"].as_str().unwrap_or_default().to_string();
-    let path = format!("/v1/sessions/{id}");
-    let messages = format!("{path}/messages");
+    let (_, path, messages) = alpha_session(&c)?;
     // The owner's long streamed turn (the default model, through its
     // shards: seconds), read in a thread that notes when each event came.
     let (started, first_event) = mpsc::channel();

@@ -1,9 +1,9 @@
 // A shard Worker's logic (shard/pass.mjs) through a wasm trap, in Node:
 // run by tests/sharded.rs on a built shard (its directory is the argument).
 // The module cannot be made to trap from outside (no request path panics),
-// so its instances are wrapped here: `step` throws a WebAssembly.RuntimeError
-// once when told to, as a trap does. Prints what happened as JSON; the Rust
-// check judges it.
+// so its instances are wrapped here: `step_batch` throws a
+// WebAssembly.RuntimeError once when told to, as a trap does. Prints what
+// happened as JSON; the Rust check judges it.
 import { readFile } from "node:fs/promises";
 import { pathToFileURL } from "node:url";
 
@@ -13,12 +13,12 @@ const Instance = WebAssembly.Instance;
 WebAssembly.Instance = function (module, imports) {
   const real = new Instance(module, imports);
   const exports = { ...real.exports };
-  exports.step = (...args) => {
+  exports.step_batch = (...args) => {
     if (trapNext) {
       trapNext = false;
       throw new WebAssembly.RuntimeError("unreachable (a test's trap)");
     }
-    return real.exports.step(...args);
+    return real.exports.step_batch(...args);
   };
   return { exports };
 };
@@ -42,17 +42,15 @@ const ids = new Uint32Array([1, 2, 3]);
 const open = async () => (await shard.begin("", 16, ids, "")).pass;
 const a = await open();
 const b = await open();
-a.forward(ids, 0);
+await a.forward(ids, 0);
+// Both passes' calls queued together run as one batch, which traps: both
+// are rejected.
 trapNext = true;
-let trapped = null;
-try {
-  b.forward(ids, 0);
-} catch (err) {
-  trapped = err instanceof WebAssembly.RuntimeError;
-}
+const queued = await Promise.allSettled([a.forward(new Uint32Array([4]), 3), b.forward(ids, 0)]);
+const trapped = queued.every((r) => r.status === "rejected" && r.reason instanceof WebAssembly.RuntimeError);
 let afterTrap = null;
 try {
-  a.forward(new Uint32Array([4]), 3);
+  await a.forward(new Uint32Array([4]), 3);
 } catch (err) {
   afterTrap = String(err.message);
 }
@@ -62,7 +60,7 @@ a.close();
 b[Symbol.dispose]();
 let stillOpen = true;
 try {
-  c.forward(ids, 0);
+  await c.forward(ids, 0);
 } catch {
   stillOpen = false;
 }

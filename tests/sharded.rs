@@ -333,6 +333,81 @@ fn concurrent_turns(c: &Client) -> Result<(), Failed> {
     Ok(())
 }
 
+/// Questions for concurrent conversations: distinct prompts of different
+/// lengths, so a batch holds prefills of different sizes and then single
+/// decode rows at different positions.
+const QUESTIONS: [&str; 6] = [
+    "What is 2 + 2?",
+    "Name a fruit.",
+    "Write one sentence about the sea.",
+    "Which planet is the largest in the solar system? Answer briefly.",
+    "Say hello in French.",
+    "List three animals that live in the forest, with one word about each.",
+];
+
+/// Each shard's `GET /` of `worker`.
+fn shard_infos(worker: &Worker) -> Vec<Value> {
+    worker
+        .shards
+        .iter()
+        .map(|base| Client::new(base).get("/").json())
+        .collect()
+}
+
+/// Concurrent greedy streams, each with a prompt of its own: every one
+/// streams exactly the text it streams alone (a call's output in a batch
+/// is bit for bit its output alone, end to end), and every shard shows
+/// that batches formed (its `GET /`: stages that ran several calls).
+fn concurrent_streams_are_batched_and_equal_alone(
+    c: &Client,
+    worker: &Worker,
+) -> Result<(), Failed> {
+    let body = |q: &str| {
+        json!({ "model": MODEL, "temperature": 0, "max_tokens": 24, "stream": true,
+                "messages": [{ "role": "user", "content": q }] })
+    };
+    let read = |q: &str| {
+        let s = stream(c, "/v1/chat/completions", &body(q));
+        let (text, finish, _) = stream_text(&s);
+        (s.status, text, finish)
+    };
+    let alone: Vec<_> = QUESTIONS.iter().map(|q| read(q)).collect();
+    let before = shard_infos(worker);
+    let together: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = QUESTIONS
+            .iter()
+            .map(|q| scope.spawn(move || read(q)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    for (q, (a, t)) in QUESTIONS.iter().zip(alone.iter().zip(&together)) {
+        ensure(a.0 == 200 && a.1.len() > 4, || format!("{q}: alone {a:?}"))?;
+        ensure(a == t, || format!("{q}: alone {a:?}, concurrently {t:?}"))?;
+    }
+    let after = shard_infos(worker);
+    for (b, a) in before.iter().zip(&after) {
+        let grew = |field: &str| {
+            a[field]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(b[field].as_u64().unwrap_or(0))
+        };
+        ensure(
+            grew("batched_stages") > 0 && a["max_batch"].as_u64() >= Some(2),
+            || {
+                format!(
+                    "no batch formed on shard {}: before {b}, after {a}",
+                    a["layers"]
+                )
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// A client that hangs up mid-stream: nothing partial is stored, the
 /// session still converses, and every shard frees the abandoned pass's
 /// reservation (its `GET /` shows none left once the turns are over).
@@ -691,6 +766,9 @@ fn checks() -> Vec<(&'static str, Check)> {
         }),
         ("concurrent_turns_share_the_shards", |s| {
             concurrent_turns(&s.all.client())
+        }),
+        ("concurrent_streams_are_batched_and_equal_alone", |s| {
+            concurrent_streams_are_batched_and_equal_alone(&s.all.client(), &s.all)
         }),
         ("an_interrupted_stream_frees_the_shards", |s| {
             interrupted_stream_frees_the_shards(&s.all.client(), &s.all)

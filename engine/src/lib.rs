@@ -18,6 +18,8 @@ pub mod error;
 pub mod kernels;
 pub mod ngrams;
 pub mod packed;
+#[doc(hidden)]
+pub mod testing;
 pub mod tfidf;
 
 pub use error::InputError;

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use serde::Serialize;
 
 use crate::gate::Millis;
-use crate::shard::{Begun, Input, Shard, ShardError};
+use crate::shard::{Batch, Begun, Call, Input, Ran, Shard, ShardError};
 
 struct State {
     shard: Shard,
@@ -127,6 +127,14 @@ pub unsafe extern "C" fn load(
         let r = s.shard.load(weights);
         status(s, r)
     })
+}
+
+/// Holds calls for the passes in step with them `hold_ms` per such pass at
+/// most, `MERGE` times that on the first shard (`Shard::set_hold`; the
+/// shard's `BATCH_HOLD_MS`, when set).
+#[no_mangle]
+pub extern "C" fn set_hold(hold_ms: u32) {
+    with(|s| s.shard.set_hold(Millis::from(hold_ms)));
 }
 
 /// The shard's config, part and state as JSON in the text buffer, or the
@@ -247,26 +255,108 @@ pub extern "C" fn input_buffer(bytes: usize) -> *mut u8 {
     })
 }
 
-/// Runs pass `handle` at `now` on the input buffer, its first row at
-/// position `at`: `count` token ids (u32) when `tokens` is 1, else `count`
-/// floats of hidden states. The result is in the output buffer.
+/// What became of one call of a batch, as the entry reads it.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    /// Its output: `len` floats from float `at` of the output buffer.
+    Out { at: usize, len: usize },
+    /// It failed alone, for this reason.
+    Error { message: String },
+    /// It did not run this time: ask again with it first.
+    Later {},
+}
+
+/// A batch's outcomes, and how long the entry may hold the calls before it
+/// asks again when none ran (it asks at once when another call comes).
+#[derive(Serialize)]
+struct Outcomes {
+    outcomes: Vec<Outcome>,
+    hold_ms: Option<u64>,
+}
+
+/// One record of a batch in the input buffer: pass, position, kind
+/// (1: token ids, 0: hidden states), length in words.
+const RECORD: usize = 4;
+
+/// Runs a batch of calls at `now` (see `Shard::step_batch`: the module
+/// decides how many go together). The input buffer holds `count` records
+/// of four little-endian words (handle, first row's position, 1 for token
+/// ids or 0 for hidden states, length in words), then each record's input
+/// in that order (u32 ids or f32 bits). 0 with `{"outcomes": [...],
+/// "hold_ms": ...}` in the text buffer, one outcome per record (`out` at
+/// an offset of the output buffer, `error`, or `later`; after `later`, ask
+/// again at once, or within `hold_ms` when it is set), or 1 with an error
+/// when the buffer does not hold what the records say.
 #[no_mangle]
-pub extern "C" fn step(handle: u32, at: usize, tokens: u32, count: usize, now: f64) -> u32 {
+pub extern "C" fn step_batch(count: usize, now: f64) -> u32 {
     with(|s| {
         let now = millis(now);
-        let result = if tokens == 1 {
-            let ids = words(&s.input, count);
-            s.shard.step(handle, at, Input::Tokens(&ids), now)
-        } else {
-            let hidden: Vec<f32> = words(&s.input, count)
-                .into_iter()
-                .map(f32::from_bits)
-                .collect();
-            s.shard.step(handle, at, Input::Hidden(&hidden), now)
+        let Some(inputs) = records(&s.input, count) else {
+            s.text = format!("the input buffer does not hold {count} records and their inputs");
+            return 1;
         };
-        let result = result.map(|out| s.output = out);
-        status(s, result)
+        let calls: Vec<Call> = inputs
+            .iter()
+            .map(|(handle, at, input)| Call {
+                handle: *handle,
+                at: *at,
+                input: match input {
+                    Owned::Tokens(t) => Input::Tokens(t),
+                    Owned::Hidden(h) => Input::Hidden(h),
+                },
+            })
+            .collect();
+        let Batch { ran, hold } = s.shard.step_batch(&calls, now);
+        s.output.clear();
+        let outcomes: Vec<Outcome> = ran
+            .into_iter()
+            .map(|r: Ran| match r {
+                Some(Ok(out)) => {
+                    let at = s.output.len();
+                    s.output.extend_from_slice(&out);
+                    Outcome::Out { at, len: out.len() }
+                }
+                Some(Err(e)) => Outcome::Error {
+                    message: e.to_string(),
+                },
+                None => Outcome::Later {},
+            })
+            .collect();
+        let answer = Outcomes {
+            outcomes,
+            hold_ms: hold,
+        };
+        s.text = serde_json::to_string(&answer).unwrap_or_default();
+        0
     })
+}
+
+/// A record's input, copied out of the input buffer.
+enum Owned {
+    Tokens(Vec<u32>),
+    Hidden(Vec<f32>),
+}
+
+/// The `count` records at the start of `input` and their inputs, or none
+/// when the buffer is shorter than they say.
+fn records(input: &[u8], count: usize) -> Option<Vec<(u32, usize, Owned)>> {
+    let head = count.checked_mul(RECORD)?;
+    let words = words(input, input.len() / 4);
+    let mut next = head;
+    let mut out = Vec::with_capacity(count);
+    for record in words.get(..head)?.chunks_exact(RECORD) {
+        let [handle, at, kind, len] = [record[0], record[1], record[2], record[3]];
+        let body = words.get(next..next.checked_add(len as usize)?)?;
+        next += len as usize;
+        let owned = if kind == 1 {
+            Owned::Tokens(body.to_vec())
+        } else {
+            Owned::Hidden(body.iter().map(|&w| f32::from_bits(w)).collect())
+        };
+        out.push((handle, at as usize, owned));
+    }
+    Some(out)
 }
 
 #[no_mangle]

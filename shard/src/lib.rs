@@ -19,4 +19,9 @@ pub mod gate;
 mod shard;
 
 pub use gate::{Limits, Millis, Refusal};
-pub use shard::{Begun, Input, News, Opened, Shard, ShardError};
+pub use shard::{
+    Batch, Begun, Call, Input, News, Opened, Ran, Shard, ShardError, BATCH_ROWS, HOLD, MERGE,
+};
+
+#[cfg(test)]
+mod batch_tests;

@@ -29,7 +29,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use edgeinfer_engine::decoder::format::{Config, Part};
-use edgeinfer_engine::decoder::{Decoder, DecoderError, KvCache, StageInput};
+use edgeinfer_engine::decoder::{Decoder, DecoderError, KvCache, StageInput, Step};
 
 use crate::gate::{Decisions, Gate, Limits, Millis, Refusal, Standing};
 
@@ -58,6 +58,57 @@ pub enum Input<'a> {
     Hidden(&'a [f32]),
 }
 
+/// One call of a batch ([`Shard::step_batch`]): pass `handle`'s input, its
+/// first row at position `at`.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub handle: u32,
+    pub at: usize,
+    pub input: Input<'a>,
+}
+
+/// What became of one call of a batch: its output or its error, or `None`
+/// when it did not run this time (ask again with it first: see
+/// [`Shard::step_batch`]).
+pub type Ran = Option<Result<Vec<f32>, ShardError>>;
+
+/// What a batch did: each call's outcome, and when none ran because
+/// passes that run in step with them are still to call, how long the
+/// entry may hold the calls before asking again (it asks sooner when
+/// another call comes).
+#[derive(Debug)]
+pub struct Batch {
+    pub ran: Vec<Ran>,
+    pub hold: Option<Millis>,
+}
+
+/// How long calls may be held for the passes in step with them, per such
+/// pass (ms): the front samples each conversation's token in turn on its
+/// thread (~1.1 ms each for SmolLM2's vocabulary), so their calls arrive
+/// spread by about that much each; 3 ms each covers it with room (8
+/// conversations: 24 ms at most, about one token's step).
+pub const HOLD: Millis = 3;
+
+/// The rows a batch takes beyond its first call's: room for every decode
+/// row (one per conversation) a shard's budget admits at once, not for a
+/// second prompt. Only single rows gain from sharing a stage (a prompt's
+/// rows already share every weight read among themselves), and a stage is
+/// one synchronous call during which nothing else on the thread runs: no
+/// timer, no touch of a pass (a touch held back by a long stage elsewhere
+/// can let a shard reclaim a pass that was only waiting; measured at 16
+/// streams when prompts were batched together), no other conversation's
+/// call. So a prompt runs alone or with a few single rows, as before.
+pub const BATCH_ROWS: usize = 32;
+
+/// Past the first shard, a pass is in step when it ran in one of this
+/// many last stages (see [`Shard::step_batch`]).
+const RELAY_WINDOW: u64 = 2;
+
+/// How much longer the first shard holds calls, per pass in step, to
+/// merge groups of conversations (see [`Shard::step_batch`]): a group
+/// behind another arrives after the other's trip through every shard.
+pub const MERGE: Millis = 8;
+
 /// What a shard tells its caller about itself (`GET /` on a shard Worker).
 #[derive(Debug, Serialize)]
 pub struct Info {
@@ -80,6 +131,18 @@ pub struct Info {
     /// The id the next request gets (ids are never reused).
     pub next_id: u32,
     pub cache_bytes: usize,
+    /// Passes of the model part run since the instance began (each one
+    /// stage over one or more calls), how many of them ran several calls
+    /// at once (concurrent conversations sharing one read of the weights),
+    /// the calls those held, and the most calls one of them held.
+    pub stages: u64,
+    pub batched_stages: u64,
+    pub batched_calls: u64,
+    pub max_batch: usize,
+    /// Asks whose calls were held for passes in step, and stages that ran
+    /// without one of them because the hold ran out.
+    pub holds: u64,
+    pub hold_timeouts: u64,
 }
 
 /// A pass just opened: its handle, and how many of its prompt's first
@@ -139,6 +202,10 @@ struct Pass {
     /// Whether it has been fed yet: only its first input may start before
     /// the end of its cache.
     fed: bool,
+    /// The stage it last ran in, and whether a hold ran out without it
+    /// since (see [`Shard::step_batch`]'s hold).
+    stage: u64,
+    missed: bool,
 }
 
 /// A finished pass's cache, for a later prompt that starts with `ids`.
@@ -166,6 +233,16 @@ pub struct Shard {
     reused_tokens: u64,
     reclaimed_passes: u64,
     refused_requests: u64,
+    stages: u64,
+    batched_stages: u64,
+    batched_calls: u64,
+    max_batch: usize,
+    holds: u64,
+    hold_timeouts: u64,
+    /// Since when the calls asked for are held, and for how long at most
+    /// (see [`Shard::step_batch`]).
+    holding: Option<Millis>,
+    hold: Millis,
 }
 
 /// How many first ids `a` and `b` share.
@@ -192,7 +269,22 @@ impl Shard {
             reused_tokens: 0,
             reclaimed_passes: 0,
             refused_requests: 0,
+            stages: 0,
+            batched_stages: 0,
+            batched_calls: 0,
+            max_batch: 0,
+            holding: None,
+            hold: HOLD,
+            holds: 0,
+            hold_timeouts: 0,
         }
+    }
+
+    /// Holds calls for the passes in step with them `hold` ms per such
+    /// pass at most, [`MERGE`] times that on the first shard (0: never;
+    /// [`HOLD`] unless set), for a deployment that measured better.
+    pub fn set_hold(&mut self, hold: Millis) {
+        self.hold = hold;
     }
 
     /// Reads the packed part in place: `weights` must outlive the isolate
@@ -235,6 +327,12 @@ impl Shard {
                 .map(|p| p.cache.bytes())
                 .chain(self.kept.iter().map(|k| k.cache.bytes()))
                 .sum(),
+            stages: self.stages,
+            batched_stages: self.batched_stages,
+            batched_calls: self.batched_calls,
+            max_batch: self.max_batch,
+            holds: self.holds,
+            hold_timeouts: self.hold_timeouts,
         })
     }
 
@@ -387,6 +485,8 @@ impl Shard {
             cache,
             scope,
             fed: false,
+            stage: 0,
+            missed: false,
         });
         Opened { handle, cached }
     }
@@ -450,7 +550,7 @@ impl Shard {
     /// `at`: hidden states for the next shard, or the next token's logits
     /// from the last one. A pass's first input may start before the end of
     /// the cache it opened with (the chain continues where every shard has
-    /// a cache): the rest is forgotten.
+    /// a cache): the rest is forgotten. A batch of one ([`Shard::step_batch`]).
     pub fn step(
         &mut self,
         handle: u32,
@@ -458,28 +558,168 @@ impl Shard {
         input: Input,
         now: Millis,
     ) -> Result<Vec<f32>, ShardError> {
-        let decoder = self.decoder.as_ref().ok_or(ShardError::NotLoaded)?;
-        if !self.gate.touch(handle, now) {
-            return Err(ShardError::NoPass(handle));
+        let call = Call { handle, at, input };
+        self.run_batch(&[call], now)
+            .pop()
+            .flatten()
+            .unwrap_or(Err(ShardError::NoPass(handle)))
+    }
+
+    /// Runs `calls` (each as [`Shard::step`] would run it) at `now`, as many
+    /// as may go together in one stage of the model part: each weight is
+    /// read once for all of them, and each call's output is bit for bit
+    /// what it gets alone (`Decoder::stage_batch`), so a stream's tokens
+    /// never depend on who else was talking. One call's error (a pass
+    /// ended, a wrong position, a reservation overrun, a bad input) fails
+    /// it alone.
+    ///
+    /// The calls run in the order given, as a prefix: the first always
+    /// runs; the next joins while the batch's rows stay within
+    /// [`BATCH_ROWS`] or the first call's rows, whichever is more, and its
+    /// pass has no call in the batch yet (a pass's calls follow each
+    /// other). The rest are `None`: the caller asks again with them first
+    /// (after letting other events run), so nobody is overtaken. Calls
+    /// that fail do not count.
+    ///
+    /// Batches form only if calls wait for each other: on one thread, calls
+    /// that arrive one by one would each run alone. So while a pass in
+    /// step has not called yet, the calls are held (none runs,
+    /// [`Batch::hold`]), at most [`HOLD`] ms ([`Shard::set_hold`]) per pass
+    /// in step from the first held ask. Past the first shard, a pass is in
+    /// step when it ran in one of the last two stages: conversations that
+    /// ran together stay together, and a group split in two (one part ran
+    /// before the other's calls were relayed) joins again. The first shard (the embedding: where every token's
+    /// pass starts) merges groups: there a pass is in step when it ran in
+    /// one of the last `n` stages (`n` the passes fed; with `g` groups
+    /// taking turns, each runs every `g <= n` stages), and the hold is
+    /// [`MERGE`] times longer, since a group behind another arrives only
+    /// after the other's trip through every shard. Holding for each other
+    /// on every shard would not merge them: each would wait on one shard
+    /// for the other, held on another. A new conversation joins at its
+    /// first call; one that ended is not waited for, and one that did not
+    /// come before a hold ran out is not waited for again until it calls.
+    /// A single conversation is never held.
+    pub fn step_batch(&mut self, calls: &[Call], now: Millis) -> Batch {
+        let asked = |p: &Pass| calls.iter().any(|c| c.handle == p.handle);
+        let first = self.decoder.as_ref().is_some_and(|d| d.part().embeds);
+        let fed = self.passes.iter().filter(|p| p.fed).count() as u64;
+        let window = if first { fed } else { RELAY_WINDOW };
+        let in_step = |p: &&Pass| p.fed && !p.missed && p.stage + window > self.stages;
+        let missing = self.passes.iter().filter(in_step).any(|p| !asked(p));
+        let per_pass = if first { MERGE * self.hold } else { self.hold };
+        let bound = per_pass * self.passes.iter().filter(in_step).count() as Millis;
+        let waited = now.saturating_sub(*self.holding.get_or_insert(now));
+        if missing && waited < bound && !calls.is_empty() {
+            self.holds += 1;
+            return Batch {
+                ran: calls.iter().map(|_| None).collect(),
+                hold: Some(bound - waited),
+            };
         }
-        let pass = self
-            .passes
-            .iter_mut()
-            .find(|p| p.handle == handle)
-            .ok_or(ShardError::NoPass(handle))?;
+        self.holding = None;
+        if missing && !calls.is_empty() {
+            self.hold_timeouts += 1;
+            // Not waited for again until it calls.
+            let stages = self.stages;
+            for p in self.passes.iter_mut() {
+                if p.fed && p.stage + window > stages && !asked(p) {
+                    p.missed = true;
+                }
+            }
+        }
+        Batch {
+            ran: self.run_batch(calls, now),
+            hold: None,
+        }
+    }
+
+    /// Runs what of `calls` may go together (see [`Shard::step_batch`]).
+    fn run_batch(&mut self, calls: &[Call], now: Millis) -> Vec<Ran> {
+        let mut ran: Vec<Ran> = Vec::with_capacity(calls.len());
+        let Some(decoder) = self.decoder.as_ref() else {
+            ran.resize_with(calls.len(), || Some(Err(ShardError::NotLoaded)));
+            return ran;
+        };
+        let dims = decoder.config().dims.max(1);
+        let mut limit = decoder.config().context;
+        // The calls that run: (call, pass index, its input, its rows).
+        let mut chosen: Vec<(usize, usize, StageInput, usize)> = Vec::with_capacity(calls.len());
+        let mut rows = 0;
+        for (c, call) in calls.iter().enumerate() {
+            let (input, n) = match call.input {
+                Input::Tokens(t) => (StageInput::Tokens(t), t.len()),
+                Input::Hidden(h) => (StageInput::Hidden(h), h.len() / dims),
+            };
+            let Some(i) = self.passes.iter().position(|p| p.handle == call.handle) else {
+                ran.push(Some(Err(ShardError::NoPass(call.handle))));
+                continue;
+            };
+            if chosen.is_empty() {
+                limit = limit.min(n.max(BATCH_ROWS));
+            }
+            let full = !chosen.is_empty() && rows + n > limit;
+            if full || chosen.iter().any(|c| c.1 == i) {
+                break;
+            }
+            let checked = if self.gate.touch(call.handle, now) {
+                Self::check(&mut self.passes[i], call.at, n).map(|()| i)
+            } else {
+                Err(ShardError::NoPass(call.handle))
+            };
+            match checked {
+                Ok(i) => {
+                    chosen.push((c, i, input, n));
+                    rows += n;
+                    ran.push(None);
+                }
+                Err(e) => ran.push(Some(Err(e))),
+            }
+        }
+        ran.resize_with(calls.len(), || None);
+        if chosen.is_empty() {
+            return ran;
+        }
+        let mut steps = Vec::with_capacity(chosen.len());
+        let mut order = Vec::with_capacity(chosen.len());
+        for (i, pass) in self.passes.iter_mut().enumerate() {
+            if let Some(&(c, _, input, _)) = chosen.iter().find(|x| x.1 == i) {
+                steps.push(Step {
+                    cache: &mut pass.cache,
+                    input,
+                });
+                order.push((c, i));
+            }
+        }
+        let results = decoder.stage_batch(&mut steps);
+        drop(steps);
+        self.stages += 1;
+        for ((c, i), result) in order.into_iter().zip(results) {
+            if result.is_ok() {
+                self.passes[i].fed = true;
+                self.passes[i].stage = self.stages;
+                self.passes[i].missed = false;
+            }
+            ran[c] = Some(result.map_err(ShardError::from));
+        }
+        if chosen.len() > 1 {
+            self.batched_stages += 1;
+            self.batched_calls += chosen.len() as u64;
+        }
+        self.max_batch = self.max_batch.max(chosen.len());
+        ran
+    }
+
+    /// Whether `pass` may be fed `rows` rows from position `at`: the first
+    /// input may start inside the cache it opened with (the rest is
+    /// forgotten), later ones where the last ended, and never past its
+    /// reservation.
+    fn check(pass: &mut Pass, at: usize, rows: usize) -> Result<(), ShardError> {
         let held = pass.cache.len();
         if at < held && !pass.fed {
             pass.cache.truncate(at);
         } else if at != held {
             return Err(ShardError::Position { at, held });
         }
-        let (input, rows) = match input {
-            Input::Tokens(t) => (StageInput::Tokens(t), t.len()),
-            Input::Hidden(h) => (
-                StageInput::Hidden(h),
-                h.len() / decoder.config().dims.max(1),
-            ),
-        };
         let needed = pass.cache.len() + rows;
         if needed > pass.reserved {
             return Err(ShardError::OverReservation {
@@ -487,9 +727,7 @@ impl Shard {
                 needed,
             });
         }
-        let out = decoder.stage(&mut pass.cache, input)?;
-        pass.fed = true;
-        Ok(out)
+        Ok(())
     }
 }
 

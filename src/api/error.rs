@@ -108,6 +108,15 @@ impl ApiError {
         Self::new(422, "invalid_request_error", "invalid_value", message)
     }
 
+    /// 400: a schema, grammar or tool the request relies on is not one the
+    /// server can hold a reply to (an unsupported JSON Schema keyword, a
+    /// schema that does not compile, a tool that was never declared). A
+    /// 400, as OpenAI answers these: never ignored, since the client counts
+    /// on the reply having that shape.
+    pub fn unsupported(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(400, "invalid_request_error", code, message)
+    }
+
     /// 413: the body, a batch, or one input is over a documented limit.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(413, "invalid_request_error", "too_large", message)

@@ -18,6 +18,8 @@ mod models;
 mod parse;
 pub mod rate_limit;
 pub mod request;
+pub mod responses;
+pub mod schema;
 pub mod sessions;
 mod similarity;
 pub mod timing;
@@ -40,7 +42,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::CoreError;
 use crate::registry::{self, ModelSpec};
 use chat::{ChatTurn, Event, Output, RequestMeta, Step, TurnSink, Wire};
-use sessions::{MemoryStore, SessionAnswer, SessionStore, SessionTurn, Shared};
+use responses::ResponseRequest;
+use sessions::{
+    MemoryStore, Session, SessionAnswer, SessionCall, SessionOp, SessionStore, SessionTurn, Shared,
+};
 use timing::Clock;
 use variants::{Arm, Variants};
 
@@ -282,6 +287,10 @@ pub enum Route<'a> {
     Session(&'a str),
     /// `POST /v1/sessions/{id}/messages`.
     SessionMessages(&'a str),
+    /// `POST /v1/responses`.
+    Responses,
+    /// `GET` / `DELETE /v1/responses/{id}` (the id is not validated here).
+    Response(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -301,7 +310,11 @@ impl<'a> Route<'a> {
             "/v1/similarity" => Some(Route::Similarity),
             "/v1/chat/completions" => Some(Route::ChatCompletions),
             "/v1/sessions" => Some(Route::Sessions),
+            "/v1/responses" => Some(Route::Responses),
             _ => {
+                if let Some(id) = path.strip_prefix("/v1/responses/") {
+                    return (!id.is_empty() && !id.contains('/')).then_some(Route::Response(id));
+                }
                 if let Some(id) = path.strip_prefix("/v1/models/") {
                     return (!id.is_empty() && !id.contains('/')).then_some(Route::Model(id));
                 }
@@ -325,13 +338,14 @@ impl<'a> Route<'a> {
             | Route::Health
             | Route::Models
             | Route::Model(_) => "GET, HEAD, OPTIONS",
-            Route::Session(_) => "GET, HEAD, DELETE, OPTIONS",
+            Route::Session(_) | Route::Response(_) => "GET, HEAD, DELETE, OPTIONS",
             Route::Classify
             | Route::Embeddings
             | Route::Similarity
             | Route::ChatCompletions
             | Route::Sessions
-            | Route::SessionMessages(_) => "POST, OPTIONS",
+            | Route::SessionMessages(_)
+            | Route::Responses => "POST, OPTIONS",
         }
     }
 
@@ -400,12 +414,76 @@ pub fn handle_with(
                 Err(e) => HttpResponse::error(e),
             }
         }
+        Call::Response(request) => {
+            respond_here(request, ctx, store).unwrap_or_else(HttpResponse::error)
+        }
     };
     // HEAD: what GET answers, headers only.
     if parsed.head {
         res.body.clear();
     }
     res
+}
+
+/// A Responses API call served here, its stored responses in `store`
+/// (the same session operations the worker sends each response's Durable
+/// Object).
+fn respond_here(
+    request: ResponseRequest,
+    ctx: &Context<'_>,
+    store: &mut dyn SessionStore,
+) -> Result<HttpResponse, ApiError> {
+    let owner = ctx.owner.map(str::to_string);
+    let call = |id: &str, op: SessionOp| SessionCall {
+        id: id.to_string(),
+        owner: owner.clone(),
+        op,
+    };
+    let export = |id: &str, store: &mut dyn SessionStore| -> Result<Session, ApiError> {
+        match sessions::serve(call(id, SessionOp::Export), store, RequestMeta::draw(ctx)) {
+            Ok(SessionAnswer::Done(res)) => serde_json::from_slice(&res.body)
+                .map_err(|e| ApiError::internal(format!("an exported session: {e}"))),
+            Ok(SessionAnswer::Turn(_)) => Err(ApiError::internal("an export that is a turn")),
+            Err(e) => Err(responses::answered_as_response(e, id)),
+        }
+    };
+    match request {
+        ResponseRequest::Get(id) => responses::view(&export(&id, store)?),
+        ResponseRequest::Delete(id) => {
+            export(&id, store)?;
+            sessions::serve(call(&id, SessionOp::Delete), store, RequestMeta::draw(ctx))
+                .map_err(|e| responses::answered_as_response(e, &id))?;
+            Ok(responses::deleted(&id))
+        }
+        ResponseRequest::Create(create) => {
+            let previous = match &create.previous {
+                Some(id) => {
+                    Some(export(id, store).map_err(|e| e.with_param("previous_response_id"))?)
+                }
+                None => None,
+            };
+            let id = responses::new_id(ctx);
+            let prepared = create.prepare(previous.as_ref(), &id)?;
+            if !prepared.store {
+                let (plan, wire) = prepared.unstored()?;
+                let meta = RequestMeta {
+                    id,
+                    ..RequestMeta::draw(ctx)
+                };
+                let turn = ChatTurn::start(plan, meta)?;
+                return Ok(answer_here(turn, &wire, &mut ()));
+            }
+            let meta = RequestMeta::draw(ctx);
+            let stored = prepared.stored(id, owner.clone(), meta.created);
+            match sessions::serve(stored, store, meta)? {
+                SessionAnswer::Turn(turn) => {
+                    let SessionTurn { turn, wire, record } = *turn;
+                    Ok(answer_here(turn, &wire, &mut record.sink(store)))
+                }
+                SessionAnswer::Done(res) => Ok(res),
+            }
+        }
+    }
 }
 
 /// Answers a call that needs no store and no host I/O: the pages, the
@@ -492,7 +570,7 @@ pub fn validate(req: &HttpRequest<'_>) -> Result<(), ApiError> {
         // Building the prompt is the last step before the model runs.
         Call::Chat(call) => ChatTurn::start(call.plan().0, RequestMeta::draw(&ctx)).map(drop),
         // The rest needs the session's history.
-        Call::Session(_) => Ok(()),
+        Call::Session(_) | Call::Response(_) => Ok(()),
     }
 }
 

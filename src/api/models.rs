@@ -15,7 +15,9 @@ pub struct ModelObject {
     pub task: String,
     pub version: String,
     pub sha256: String,
-    /// Size of the embedded graph in bytes.
+    /// Bytes of the weights that serve it: embedded in this worker, or,
+    /// for a model cut across shard Workers, packed in them all (what the
+    /// front embeds of it is a header).
     pub bytes: usize,
     pub license: String,
     pub source: String,
@@ -75,7 +77,12 @@ impl ModelObject {
             task: m.task.as_str().into(),
             version: m.version.into(),
             sha256: m.sha256.into(),
-            bytes: m.artifact.len(),
+            bytes: match m.input {
+                InputSpec::ShardedChat { shards, .. } => {
+                    shards.iter().map(|s| s.weights as usize).sum()
+                }
+                _ => m.artifact.len(),
+            },
             license: m.license.into(),
             source: format!(
                 "{}:{}@{}",

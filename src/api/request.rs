@@ -12,6 +12,7 @@ use super::embeddings::EmbeddingsRequest;
 use super::error::ApiError;
 use super::inference::Resolved;
 use super::parse::{body_within_limit, json_body};
+use super::responses::{self, ResponseRequest};
 use super::sessions::{self, NewSession, SessionCall, SessionOp, TurnRequest};
 use super::similarity::SimilarityRequest;
 use super::timing::Timings;
@@ -27,6 +28,9 @@ pub enum Call<'a> {
     /// Anything a session's store answers (a chat completion naming a
     /// session is a turn of it).
     Session(SessionRequest),
+    /// The Responses API: a reply (stored in its own session unless
+    /// `store: false`), or a stored response read or deleted.
+    Response(ResponseRequest),
 }
 
 /// The calls one function answers, the same on every host; the inference
@@ -134,6 +138,17 @@ pub fn parse<'a>(req: &HttpRequest<'a>, ctx: &Context<'_>) -> Result<Parsed<'a>,
         (Route::Session(id), _) => {
             sessions::check_id(id)?;
             Call::Session(SessionRequest::Get(id.to_string()))
+        }
+        (Route::Responses, _) => {
+            Call::Response(ResponseRequest::Create(Box::new(responses::parse(req)?)))
+        }
+        (Route::Response(id), "DELETE") => {
+            responses::check_id(id)?;
+            Call::Response(ResponseRequest::Delete(id.to_string()))
+        }
+        (Route::Response(id), _) => {
+            responses::check_id(id)?;
+            Call::Response(ResponseRequest::Get(id.to_string()))
         }
         (Route::SessionMessages(id), _) => {
             sessions::check_id(id)?;

@@ -5,8 +5,11 @@
 //! the weights are in shard Workers: then a generation asks its caller for
 //! each pass's logits.
 
+use std::sync::OnceLock;
+
 use tokenizers::Tokenizer;
 
+use super::constraint::Constraints;
 use super::template::{self, Message, Prompt, Template, TemplateSpec};
 use crate::error::CoreError;
 use edgeinfer_engine::decoder::Decoder;
@@ -16,6 +19,8 @@ pub struct ChatModel {
     tokenizer: Tokenizer,
     decoder: Decoder,
     template: Template,
+    /// Built on the first constrained reply (see [`ChatModel::constraints`]).
+    constraints: OnceLock<Result<Constraints, String>>,
 }
 
 impl std::fmt::Debug for ChatModel {
@@ -77,8 +82,13 @@ impl ChatModel {
                 controls.dedup();
                 Template {
                     begin: Vec::new(),
-                    prefixes: [vec![start], vec![start], vec![start]],
-                    texts: ["system\n".into(), "user\n".into(), "assistant\n".into()],
+                    prefixes: [vec![start], vec![start], vec![start], vec![start]],
+                    texts: [
+                        "system\n".into(),
+                        "user\n".into(),
+                        "assistant\n".into(),
+                        "tool\n".into(),
+                    ],
                     suffix: [vec![end], newline].concat(),
                     reply: [vec![start], ids("assistant\n")?].concat(),
                     default_system: Some(ids(&format!("system\n{default_system}"))?),
@@ -91,7 +101,29 @@ impl ChatModel {
             tokenizer,
             decoder,
             template,
+            constraints: OnceLock::new(),
         })
+    }
+
+    /// What compiles this model's grammars, built on first use (the token
+    /// trie of its vocabulary): the isolate's model is `'static`, so the
+    /// trie reads its tokenizer in place. `Err` (a vocabulary llguidance
+    /// cannot take) is kept too, and told to every constrained request.
+    pub fn constraints(&'static self) -> Result<&'static Constraints, CoreError> {
+        let built = self.constraints.get_or_init(|| {
+            let end = self.template.suffix.first().copied().unwrap_or(0);
+            Constraints::new(&self.tokenizer, self.decoder.config().vocab, end)
+        });
+        built.as_ref().map_err(|reason| CoreError::Inference {
+            model: self.id,
+            reason: format!("building the grammar tables: {reason}"),
+        })
+    }
+
+    /// Whether the grammar tables are built (a request that builds them
+    /// reports the time).
+    pub fn has_constraints(&self) -> bool {
+        self.constraints.get().is_some()
     }
 
     pub fn spec_id(&self) -> &'static str {

@@ -7,6 +7,7 @@
 //! reply, as in OpenAI's API).
 
 use super::chat::ChatModel;
+use super::constraint::Constraint;
 use super::sampling::{Sampler, SamplingParams};
 use crate::error::CoreError;
 use edgeinfer_engine::decoder::KvCache;
@@ -65,6 +66,11 @@ pub struct Generation<'m> {
     /// The last sampled token, still to be fed to the model.
     pending: Option<u32>,
     finish: Option<FinishReason>,
+    /// The grammar the reply is held to, if any, and the time its masks
+    /// took (ms, by `clock`).
+    constraint: Option<Constraint>,
+    clock: fn() -> f64,
+    constraint_ms: f64,
 }
 
 /// A reply's text, kept from its tokens as they are sampled: what is safe
@@ -203,7 +209,24 @@ impl<'m> Generation<'m> {
             fed: 0,
             pending: None,
             finish: None,
+            constraint: None,
+            clock: || 0.0,
+            constraint_ms: 0.0,
         }
+    }
+
+    /// Holds the reply to `constraint` from its first token on: each
+    /// step's logits are masked to what the grammar allows before sampling
+    /// (greedy or not), and the reply ends when the grammar is complete.
+    /// `clock` times the masks (see [`Generation::constraint_ms`]).
+    pub fn constrain(&mut self, constraint: Constraint, clock: fn() -> f64) {
+        self.constraint = Some(constraint);
+        self.clock = clock;
+    }
+
+    /// Time spent computing and applying grammar masks so far (ms).
+    pub fn constraint_ms(&self) -> f64 {
+        self.constraint_ms
     }
 
     /// The most tokens this generation feeds the model: the prompt and
@@ -317,13 +340,39 @@ impl<'m> Generation<'m> {
         let Some(mut logits) = self.logits.take() else {
             return Ok(Some(self.end(FinishReason::Length)?));
         };
+        if let Some(constraint) = &self.constraint {
+            let started = (self.clock)();
+            constraint.mask(&mut logits);
+            self.constraint_ms += ((self.clock)() - started).max(0.0);
+        }
         let token = self.sampler.pick(&mut logits, &self.tokens);
         self.sampled += 1;
         if self.model.template().is_control(token) {
             return Ok(Some(self.end(FinishReason::Stop)?));
         }
+        let mut complete = false;
+        if let Some(constraint) = &mut self.constraint {
+            let started = (self.clock)();
+            if !constraint.allows(token) {
+                // Every logit but the allowed ones was -inf: only NaN logits
+                // get here.
+                return Err(CoreError::Inference {
+                    model,
+                    reason: format!("token {token} sampled outside the grammar"),
+                });
+            }
+            constraint
+                .accept(token)
+                .map_err(|reason| CoreError::Inference { model, reason })?;
+            complete = constraint.only_end();
+            self.constraint_ms += ((self.clock)() - started).max(0.0);
+        }
         self.tokens.push(token);
         self.pending = Some(token);
+        if complete {
+            // The grammar allows nothing but the end: no pass to ask for it.
+            return Ok(Some(self.end(FinishReason::Stop)?));
+        }
         let model = self.model;
         self.reply
             .decode_new(&self.tokens, |ids| model.decode(ids), false)?;

@@ -98,23 +98,7 @@ impl Sampler {
         let total: f64 = order.iter().map(|&t| weight(t)).sum();
         let keep = if p.top_p < 1.0 {
             let target = f64::from(p.top_p) * total;
-            let mut m = k.min(64);
-            loop {
-                if m < k {
-                    order.select_nth_unstable_by(m - 1, by_rank);
-                }
-                order[..m].sort_unstable_by(by_rank);
-                let mut mass = 0.0;
-                let reached = order[..m].iter().position(|&t| {
-                    mass += weight(t);
-                    mass >= target
-                });
-                match reached {
-                    Some(i) => break i + 1,
-                    None if m == k => break k,
-                    None => m = (m * 4).min(k),
-                }
-            }
+            first_rank_where(order, k, by_rank, weight, |mass| mass >= target) + 1
         } else if k < vocab {
             order.sort_unstable_by(by_rank);
             k
@@ -123,24 +107,8 @@ impl Sampler {
             // and the draw walks only as far down the ranking as it must
             // (a growing ranked prefix), instead of sorting every token.
             let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
-            let mut m = k.min(64);
-            loop {
-                if m < k {
-                    order.select_nth_unstable_by(m - 1, by_rank);
-                }
-                order[..m].sort_unstable_by(by_rank);
-                let mut mass = 0.0;
-                if let Some(&t) = order[..m].iter().find(|&&t| {
-                    mass += weight(t);
-                    u < mass
-                }) {
-                    return t;
-                }
-                if m == k {
-                    return order[k - 1];
-                }
-                m = (m * 4).min(k);
-            }
+            let drawn = first_rank_where(order, k, by_rank, weight, |mass| u < mass);
+            return order[drawn];
         };
         let kept: f64 = order[..keep].iter().map(|&t| weight(t)).sum();
         // 53 random bits: a uniform f64 in [0, 1).
@@ -185,6 +153,37 @@ pub fn argmax(logits: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+/// The first rank, among `order`'s best `k` by `by_rank`, at which the mass
+/// summed down the ranking makes `reached` true (`k - 1` if none does).
+/// Only a growing prefix of the ranking is sorted (64 candidates, then four
+/// times more), since the answer almost always lies near the top.
+fn first_rank_where(
+    order: &mut [u32],
+    k: usize,
+    by_rank: impl Fn(&u32, &u32) -> std::cmp::Ordering + Copy,
+    weight: impl Fn(u32) -> f64,
+    reached: impl Fn(f64) -> bool,
+) -> usize {
+    let mut m = k.min(64);
+    loop {
+        if m < k {
+            order.select_nth_unstable_by(m - 1, by_rank);
+        }
+        order[..m].sort_unstable_by(by_rank);
+        let mut mass = 0.0;
+        if let Some(i) = order[..m].iter().position(|&t| {
+            mass += weight(t);
+            reached(mass)
+        }) {
+            return i;
+        }
+        if m == k {
+            return k - 1;
+        }
+        m = (m * 4).min(k);
+    }
 }
 
 #[cfg(test)]

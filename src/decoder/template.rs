@@ -27,6 +27,11 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A tool's result (chat completions' `role: "tool"`, the Responses
+    /// API's `function_call_output`): ChatML writes it as the role `tool`,
+    /// as SmolLM2's chat template renders any role; a template without one
+    /// (tinylm) writes it as a user message.
+    Tool,
 }
 
 impl Role {
@@ -35,6 +40,7 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 
@@ -43,6 +49,7 @@ impl Role {
             "system" | "developer" => Some(Role::System),
             "user" => Some(Role::User),
             "assistant" => Some(Role::Assistant),
+            "tool" => Some(Role::Tool),
             _ => None,
         }
     }
@@ -83,10 +90,10 @@ pub enum TemplateSpec {
 pub struct Template {
     /// Opens the prompt.
     pub begin: Vec<u32>,
-    /// Control ids before a message: system, user, assistant.
-    pub prefixes: [Vec<u32>; 3],
+    /// Control ids before a message: system, user, assistant, tool.
+    pub prefixes: [Vec<u32>; 4],
     /// Text before a message's content, tokenized with it (per role).
-    pub texts: [String; 3],
+    pub texts: [String; 4],
     /// After a message's content.
     pub suffix: Vec<u32>,
     /// What the prompt ends with: the opening of the reply.
@@ -102,7 +109,12 @@ impl From<TemplateTokens> for Template {
     fn from(t: TemplateTokens) -> Self {
         Template {
             begin: vec![t.bos],
-            prefixes: [vec![t.system], vec![t.user], vec![t.assistant]],
+            prefixes: [
+                vec![t.system],
+                vec![t.user],
+                vec![t.assistant],
+                vec![t.user],
+            ],
             texts: Default::default(),
             suffix: vec![t.end],
             reply: vec![t.assistant],
@@ -283,8 +295,13 @@ mod chatml_tests {
     fn chatml() -> Template {
         Template {
             begin: Vec::new(),
-            prefixes: [vec![1], vec![1], vec![1]],
-            texts: ["system\n".into(), "user\n".into(), "assistant\n".into()],
+            prefixes: [vec![1], vec![1], vec![1], vec![1]],
+            texts: [
+                "system\n".into(),
+                "user\n".into(),
+                "assistant\n".into(),
+                "tool\n".into(),
+            ],
             suffix: vec![2, 198],
             reply: vec![1, 72, 198],
             default_system: Some(vec![70, 198, 90, 91]),

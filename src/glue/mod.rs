@@ -22,6 +22,7 @@ mod cache;
 mod chat;
 mod log;
 mod rate_limit;
+mod responses;
 mod router;
 mod session;
 mod session_kv;

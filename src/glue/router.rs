@@ -204,6 +204,9 @@ async fn serve(mut req: Request, env: &Env, ctx: &worker::Context) -> Result<Res
             line.write_forwarded(&res)?;
             Ok(res)
         }
+        Call::Response(request) => {
+            super::responses::serve(request, &api_ctx, env, &trace(), line).await
+        }
     }
 }
 

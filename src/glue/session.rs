@@ -311,7 +311,13 @@ impl DurableObject for ChatSession {
         // key owns, is the same 404 at once. It must not wait for a turn in
         // progress (that would tell another key the session exists and is
         // busy), nor make storage for an id never created.
-        if !matches!(call.op, SessionOp::Create { .. }) {
+        // A stored response's first turn (`Prepared`) creates its session
+        // when its reply is complete: there is nothing to own yet, and its
+        // id is fresh (one already stored is refused, `id_taken`).
+        if !matches!(
+            call.op,
+            SessionOp::Create { .. } | SessionOp::Prepared { .. }
+        ) {
             let mut store = match self.store(&call.id).await {
                 Ok(store) => store,
                 Err(e) => return refuse(e),
@@ -327,10 +333,10 @@ impl DurableObject for ChatSession {
         // erased while a reply is about to be stored in it. (A read needs
         // no lock: a turn is stored in one statement.)
         let guard = match call.op {
-            SessionOp::Turn { .. } | SessionOp::Delete => {
+            SessionOp::Turn { .. } | SessionOp::Delete | SessionOp::Prepared { .. } => {
                 Some(self.turn_lock.clone().lock_owned().await)
             }
-            SessionOp::Create { .. } | SessionOp::Get => None,
+            SessionOp::Create { .. } | SessionOp::Get | SessionOp::Export => None,
         };
         // Read under the lock: a turn that waited sees the one before it.
         let mut store = match self.store(&call.id).await {

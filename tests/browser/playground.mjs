@@ -3,7 +3,8 @@
 //
 //   node tests/browser/playground.mjs <base-url> <screenshot-path>
 //
-// Checks the model list, a classification, a similarity ranking, a streamed
+// Checks the model list, a classification, a similarity ranking, a reply
+// held to a JSON Schema (the structured-output panel), a streamed
 // chat reply (text must arrive in pieces, not at once), and that a reload
 // restores the conversation from its session. Takes a full-page screenshot at
 // the end (also after a failure, to see what went wrong). Exits 1 with a
@@ -111,6 +112,17 @@ async function run() {
   ensure(ranked.every((r, i) => i === 0 || ranked[i - 1][1] >= r[1]), `similarity scores not in order: ${JSON.stringify(ranked)}`);
   log(`similarity: ${ranked.map(([i, s]) => `#${i} ${s.toFixed(3)}`).join(", ")}`);
 
+  // ---- structured output: the example schema, streamed, parses
+  await page.click("#json-run");
+  await page.waitForFunction(() => /parses|cut short/.test(document.getElementById("json-summary").textContent)
+    || document.getElementById("json-error").textContent, undefined, { timeout: 90_000 });
+  const jsonError = await page.textContent("#json-error");
+  ensure(!jsonError, `structured output failed: ${jsonError}`);
+  const extracted = JSON.parse(await page.textContent("#json-output"));
+  ensure(["customer", "total", "currency", "paid"].every((k) => k in extracted), `structured output ${JSON.stringify(extracted)}`);
+  ensure(["EUR", "USD", "GBP"].includes(extracted.currency), `currency ${extracted.currency} is not in the enum`);
+  log(`structured output: ${JSON.stringify(extracted)}`);
+
   // ---- chat: a session, a streamed reply
   await page.waitForFunction(() => /^[0-9a-f]{32}$/.test(document.getElementById("chat-session").textContent));
   const firstSession = await page.textContent("#chat-session");
@@ -139,14 +151,14 @@ async function run() {
       }
     }).observe(chatLog, { subtree: true, childList: true, characterData: true, attributes: true });
   });
-  await page.fill("#chat-max-tokens", "224");
-  await page.fill("#chat-temperature", "0.8");
+  await page.fill("#chat-max-tokens", "96");
+  await page.fill("#chat-temperature", "0.7");
   // Sampled with a seed, so the reply is repeatable; a reply of a token or
   // two cannot show streaming, so another turn (another seed) is allowed.
   const questions = [
-    "Tell me, good friend, what news from the court of the king?",
-    "Speak of the sea, and of the ships that sail upon it.",
-    "What say you of love, and of the night?",
+    "Give me three short tips for writing a clear email.",
+    "Why is the sky blue? Answer in two sentences.",
+    "Suggest a name for a pet turtle, and say why.",
   ];
   let streamed = null;
   for (const [turn, question] of questions.entries()) {

@@ -9,22 +9,7 @@ use crate::kernels::blocks::BLOCK;
 use crate::kernels::panels::{dequantize, f16_to_f32, PanelKind, Panels};
 use crate::packed::{leak_aligned, Packer};
 
-/// A deterministic pseudo-random stream in [-1, 1).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
-}
+use crate::testing::Lcg;
 
 /// Dense float64 weights of one model, `rows x cols` row-major per matrix.
 struct Model {
@@ -54,7 +39,7 @@ fn random_blocks(r: &mut Lcg, kind: PanelKind, n: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for _ in 0..n / t.span() {
         let start = out.len();
-        out.extend((0..t.block_bytes()).map(|_| ((r.next() + 1.0) * 128.0) as u8));
+        out.extend((0..t.block_bytes()).map(|_| ((r.unit() + 1.0) * 128.0) as u8));
         let b = &mut out[start..];
         let mut put = |at: usize, v: f32| b[at..at + 2].copy_from_slice(&f16_bits(v).to_le_bytes());
         match kind {

@@ -8,11 +8,14 @@
 
 mod fields;
 pub mod render;
+pub mod responses;
+pub mod shape;
 mod turn;
 pub mod wire;
 
 pub use fields::GenerationFields;
 pub use render::{CompletionBody, CompletionChunks, Output, Render, Wire};
+pub use shape::{CallMode, Shape};
 pub use turn::{
     ChatTurn, Event, Finish, Head, Pass, Reply, RequestMeta, Sharded, Step, TurnPlan, TurnSink,
 };
@@ -57,6 +60,18 @@ pub struct ChatBody {
     #[serde(default)]
     #[allow(dead_code)]
     pub user: Option<String>,
+    /// `{type: text | json_object | json_schema}`: what the reply must be.
+    #[serde(default)]
+    pub response_format: Option<Value>,
+    /// Function tools the model may call, and whether it must.
+    #[serde(default)]
+    pub tools: Option<Value>,
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+    /// Accepted: a reply holds one call at most either way.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub parallel_tool_calls: Option<bool>,
     #[serde(flatten)]
     pub generation: GenerationFields,
     /// Anything else: refused by name, so a typo is not silently ignored.
@@ -73,19 +88,72 @@ pub struct ChatCall {
     pub stream: bool,
     pub include_usage: bool,
     pub session: Option<String>,
+    /// What the reply must be: text, JSON under a schema, or a call.
+    pub shape: Shape,
 }
 
 impl ChatCall {
     /// The reply of a call without a session, and how it goes out.
     pub fn plan(self) -> (TurnPlan, Wire) {
-        let wire = Wire::chat(self.stream, self.include_usage, None);
+        let wire = Wire::chat(self.stream, self.include_usage, None).with_calls(self.shape.calls());
         let plan = TurnPlan {
             spec: self.spec,
-            messages: self.messages,
+            messages: with_instructions(self.messages, self.shape.instructions()),
             generation: self.generation,
+            grammar: self.shape.grammar(),
         };
         (plan, wire)
     }
+}
+
+/// `messages` with `instructions` (what the model is told of its tools)
+/// at the end of the first system message, or as one before the others.
+pub fn with_instructions(mut messages: Vec<Message>, instructions: Option<String>) -> Vec<Message> {
+    let Some(text) = instructions else {
+        return messages;
+    };
+    match messages.first_mut() {
+        Some(first) if first.role == Role::System => {
+            first.content = format!("{}\n\n{text}", first.content);
+        }
+        _ => messages.insert(
+            0,
+            Message {
+                role: Role::System,
+                content: text,
+            },
+        ),
+    }
+    messages
+}
+
+/// `response_format`, `tools` and `tool_choice` as one [`Shape`].
+fn shape(body: &ChatBody) -> Result<Shape, ApiError> {
+    let json = match &body.response_format {
+        None | Some(Value::Null) => None,
+        Some(format) => shape::response_format(format, "response_format", true)?,
+    };
+    let tools = match &body.tools {
+        None | Some(Value::Null) => Vec::new(),
+        Some(tools) => shape::tools(tools, "tools")?,
+    };
+    let choice = match (&body.tool_choice, tools.is_empty()) {
+        // No tools and no choice: nothing to call.
+        (None, true) => None,
+        (choice, _) => shape::tool_choice(choice.as_ref(), &tools, "tool_choice")?,
+    };
+    Ok(match (choice, json) {
+        (None, None) => Shape::Text,
+        (None, Some(schema)) => Shape::Json(schema),
+        (Some(shape::ToolChoice::Auto), Some(_)) => {
+            return Err(ApiError::unsupported(
+                "unsupported_combination",
+                "`response_format` with `tool_choice: \"auto\"` is not supported: a reply starting with `{` could be either; send `tool_choice: \"required\"` (or a named function) for a call, or no tools for JSON",
+            )
+            .with_param("tool_choice"))
+        }
+        (Some(choice), _) => Shape::Calls { tools, choice },
+    })
 }
 
 /// Parses and validates `POST /v1/chat/completions`; the `X-Session-Id`
@@ -104,6 +172,7 @@ pub fn parse(req: &HttpRequest<'_>) -> Result<ChatCall, ApiError> {
     }
     let spec = registry::chat_spec(&body.model)?;
     let messages = parse_messages(&body.messages)?;
+    let shape = shape(&body)?;
     // Checked now, so a bad value is a 422 before any session is touched.
     body.generation.options(0)?;
     let session = match (body.session, session_header) {
@@ -116,6 +185,14 @@ pub fn parse(req: &HttpRequest<'_>) -> Result<ChatCall, ApiError> {
         (Some(a), _) => Some(a),
         (None, b) => b.map(str::to_string),
     };
+    if session.is_some() && (shape != Shape::Text || messages.iter().any(|m| m.role == Role::Tool))
+    {
+        return Err(ApiError::unsupported(
+            "unsupported_with_session",
+            "`response_format`, `tools` and tool messages are not served in a session's turn; send the conversation without `session` (or use /v1/responses with previous_response_id)",
+        )
+        .with_param("session"));
+    }
     Ok(ChatCall {
         spec,
         messages,
@@ -123,6 +200,7 @@ pub fn parse(req: &HttpRequest<'_>) -> Result<ChatCall, ApiError> {
         stream: body.stream.unwrap_or(false),
         include_usage: body.stream_options.is_some_and(|o| o.include_usage),
         session,
+        shape,
     })
 }
 
@@ -151,6 +229,9 @@ pub fn parse_messages(value: &Value) -> Result<Vec<Message>, ApiError> {
     }
     let mut chars = 0;
     let mut messages = Vec::with_capacity(items.len());
+    // The ids of the calls earlier assistant messages made: a tool message
+    // answers one of them.
+    let mut calls: Vec<String> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let param = format!("messages[{i}]");
         let bad = |message: String| ApiError::invalid(message).with_param(param.clone());
@@ -160,7 +241,7 @@ pub fn parse_messages(value: &Value) -> Result<Vec<Message>, ApiError> {
         let role = match fields.get("role") {
             Some(Value::String(r)) => Role::parse(r).ok_or_else(|| {
                 bad(format!(
-                    "`{param}.role` is {r:?}; use system, developer, user or assistant"
+                    "`{param}.role` is {r:?}; use system, developer, user, assistant or tool"
                 ))
             })?,
             other => {
@@ -170,14 +251,39 @@ pub fn parse_messages(value: &Value) -> Result<Vec<Message>, ApiError> {
                 )))
             }
         };
-        let content = message_content(fields.get("content"), &format!("{param}.content"))?;
-        if let Some(field) = fields
-            .keys()
-            .find(|k| !["role", "content", "name"].contains(&k.as_str()))
-        {
+        let mut content = message_content(fields.get("content"), &format!("{param}.content"))?;
+        let allowed: &[&str] = match role {
+            Role::Assistant => &["role", "content", "name", "tool_calls", "refusal"],
+            Role::Tool => &["role", "content", "tool_call_id"],
+            _ => &["role", "content", "name"],
+        };
+        if let Some(field) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(bad(format!(
-                "`{param}.{field}` is not supported (tool calls and the like are not)"
+                "`{param}.{field}` is not supported in a {} message",
+                role.as_str()
             )));
+        }
+        if let Some(made) = fields.get("tool_calls").filter(|v| !v.is_null()) {
+            for (id, call) in history_calls(made, &format!("{param}.tool_calls"))? {
+                if !content.is_empty() {
+                    content.push('\n');
+                }
+                content.push_str(&call);
+                calls.push(id);
+            }
+        }
+        if role == Role::Tool {
+            let answers = fields.get("tool_call_id").and_then(Value::as_str);
+            if !answers.is_some_and(|id| calls.iter().any(|c| c == id)) {
+                return Err(ApiError::unsupported(
+                    "invalid_tool_message",
+                    format!(
+                        "`{param}` is a tool message whose `tool_call_id` ({}) answers no call of an earlier assistant message's `tool_calls`",
+                        answers.map_or("missing".into(), |id| format!("{id:?}"))
+                    ),
+                )
+                .with_param(format!("{param}.tool_call_id")));
+            }
         }
         chars += content.chars().count();
         messages.push(Message { role, content });
@@ -189,16 +295,48 @@ pub fn parse_messages(value: &Value) -> Result<Vec<Message>, ApiError> {
         .with_param("messages"));
     }
     match messages.last() {
+        // A tool's result: the model answers with it.
+        Some(m) if m.role == Role::Tool => Ok(messages),
         Some(m) if m.role == Role::User && !m.content.trim().is_empty() => Ok(messages),
         Some(m) if m.role == Role::User => Err(ApiError::invalid(
             "the last message is empty; send some text",
         )
         .with_param(format!("messages[{}].content", messages.len() - 1))),
         _ => Err(ApiError::invalid(
-            "the last message must be from the user (the reply is the assistant's turn)",
+            "the last message must be from the user or a tool (the reply is the assistant's turn)",
         )
         .with_param("messages")),
     }
+}
+
+/// An assistant message's `tool_calls`: each call's id, and the call as
+/// the model writes one (see [`shape`]), for the prompt.
+fn history_calls(value: &Value, param: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let bad = |message: String| ApiError::invalid(message).with_param(param);
+    let Value::Array(items) = value else {
+        return Err(bad(format!(
+            "`{param}` is {}; send an array of calls",
+            kind(value)
+        )));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(j, call)| {
+            let id = call.get("id").and_then(Value::as_str);
+            let function = call.get("function");
+            let name = function.and_then(|f| f.get("name")).and_then(Value::as_str);
+            let arguments = function.and_then(|f| f.get("arguments"));
+            match (id, name, arguments) {
+                (Some(id), Some(name), Some(arguments)) => {
+                    Ok((id.to_string(), shape::call_text(name, arguments)))
+                }
+                _ => Err(bad(format!(
+                    "`{param}[{j}]` must be {{\"id\", \"type\": \"function\", \"function\": {{\"name\", \"arguments\"}}}}"
+                ))),
+            }
+        })
+        .collect()
 }
 
 /// A message's text: a string, text parts joined, or null (empty).

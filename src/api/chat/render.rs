@@ -11,6 +11,10 @@
 //! reply and answers it at the end, with the status of the error that
 //! ended it if one did.
 
+use serde_json::json;
+
+use super::responses::{ResponseBody, ResponseEvents, ResponseHead};
+use super::shape::{CallMode, CallText, Piece};
 use super::turn::{Event, Finish, Head};
 use super::wire::{
     sse, AssistantMessage, ChatUsage, Choice, Chunk, ChunkChoice, ChunkDelta, Completion, DONE,
@@ -25,15 +29,30 @@ pub trait Render {
     fn render(&mut self, event: &Event) -> Vec<u8>;
 }
 
-/// How a reply goes out, as its request asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a reply goes out, as its request asked (serialized: a stored
+/// response's turn travels to its Durable Object planned).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Wire {
     /// One `chat.completion` body once the reply is complete; `session`
     /// names the session that now holds it.
-    Completion { session: Option<String> },
+    Completion {
+        session: Option<String>,
+        calls: CallMode,
+    },
     /// `chat.completion.chunk` events as the reply is made, a usage chunk
     /// before `data: [DONE]` if asked.
-    Chunks { include_usage: bool },
+    Chunks {
+        include_usage: bool,
+        calls: CallMode,
+    },
+    /// The Responses API: one `response` object, or its semantic events
+    /// when `stream`; `echo` holds the request's fields every `response`
+    /// object shows.
+    Responses {
+        stream: bool,
+        echo: serde_json::Map<String, serde_json::Value>,
+        calls: CallMode,
+    },
 }
 
 impl Wire {
@@ -41,9 +60,34 @@ impl Wire {
     /// fields) asked for.
     pub fn chat(stream: bool, include_usage: bool, session: Option<String>) -> Self {
         if stream {
-            Wire::Chunks { include_usage }
+            Wire::Chunks {
+                include_usage,
+                calls: CallMode::Never,
+            }
         } else {
-            Wire::Completion { session }
+            Wire::Completion {
+                session,
+                calls: CallMode::Never,
+            }
+        }
+    }
+
+    /// The same format, reading the reply as a tool call as `mode` says.
+    pub fn with_calls(self, mode: CallMode) -> Self {
+        match self {
+            Wire::Completion { session, .. } => Wire::Completion {
+                session,
+                calls: mode,
+            },
+            Wire::Chunks { include_usage, .. } => Wire::Chunks {
+                include_usage,
+                calls: mode,
+            },
+            Wire::Responses { stream, echo, .. } => Wire::Responses {
+                stream,
+                echo,
+                calls: mode,
+            },
         }
     }
 
@@ -53,14 +97,35 @@ impl Wire {
         match self {
             Wire::Completion { .. } => false,
             Wire::Chunks { .. } => true,
+            Wire::Responses { stream, .. } => *stream,
         }
     }
 
     /// The renderer of this format for the reply `head` names.
     pub fn renderer(&self, head: Head) -> Box<dyn Render> {
         match self {
-            Wire::Completion { session } => Box::new(CompletionBody::new(head, session.clone())),
-            Wire::Chunks { include_usage } => Box::new(CompletionChunks::new(head, *include_usage)),
+            Wire::Completion { session, calls } => {
+                Box::new(CompletionBody::new(head, session.clone()).with_calls(*calls))
+            }
+            Wire::Chunks {
+                include_usage,
+                calls,
+            } => Box::new(CompletionChunks::new(head, *include_usage).with_calls(*calls)),
+            Wire::Responses {
+                stream,
+                echo,
+                calls,
+            } => {
+                let head = ResponseHead {
+                    head,
+                    echo: echo.clone(),
+                    calls: *calls,
+                };
+                match stream {
+                    true => Box::new(ResponseEvents::new(head)),
+                    false => Box::new(ResponseBody::new(head)),
+                }
+            }
         }
     }
 }
@@ -70,6 +135,22 @@ pub struct CompletionBody {
     head: Head,
     session: Option<String>,
     text: String,
+    calls: CallMode,
+}
+
+/// A call's id, from its reply's (one call per reply).
+pub fn call_id(head: &Head) -> String {
+    let tail = head.id.rsplit('-').next().unwrap_or(&head.id);
+    format!("call_{tail}")
+}
+
+/// The finish reason a client reads: a complete call ends as
+/// `tool_calls`.
+fn finish_reason(finish: &Finish, call: bool) -> &'static str {
+    match finish.reason.as_str() {
+        "stop" if call => "tool_calls",
+        reason => reason,
+    }
 }
 
 impl CompletionBody {
@@ -78,10 +159,45 @@ impl CompletionBody {
             head,
             session,
             text: String::new(),
+            calls: CallMode::Never,
         }
     }
 
+    pub fn with_calls(mut self, calls: CallMode) -> Self {
+        self.calls = calls;
+        self
+    }
+
     fn body(&self, finish: &Finish) -> Vec<u8> {
+        let mut split = CallText::new(self.calls);
+        split.push(&self.text);
+        split.end();
+        if let Some((name, arguments)) = split.call().filter(|_| split.is_call()) {
+            let body = json!({
+                "id": self.head.id,
+                "object": "chat.completion",
+                "created": self.head.created,
+                "model": self.head.model,
+                "model_sha256": self.head.model_sha256,
+                "choices": [{
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": null,
+                        "refusal": null,
+                        "tool_calls": [{
+                            "id": call_id(&self.head),
+                            "type": "function",
+                            "function": {"name": name, "arguments": arguments}
+                        }]
+                    },
+                    "finish_reason": finish_reason(finish, true),
+                    "logprobs": null
+                }],
+                "usage": finish.usage,
+            });
+            return serde_json::to_vec(&body).unwrap_or_default();
+        }
         let body = Completion {
             id: &self.head.id,
             object: "chat.completion",
@@ -94,7 +210,7 @@ impl CompletionBody {
                     role: "assistant",
                     content: &self.text,
                 },
-                finish_reason: finish.reason.as_str(),
+                finish_reason: finish_reason(finish, false),
                 logprobs: None,
             }],
             usage: finish.usage.clone(),
@@ -128,6 +244,7 @@ impl Render for CompletionBody {
 pub struct CompletionChunks {
     head: Head,
     include_usage: bool,
+    split: CallText,
 }
 
 impl CompletionChunks {
@@ -135,7 +252,51 @@ impl CompletionChunks {
         CompletionChunks {
             head,
             include_usage,
+            split: CallText::new(CallMode::Never),
         }
+    }
+
+    pub fn with_calls(mut self, calls: CallMode) -> Self {
+        self.split = CallText::new(calls);
+        self
+    }
+
+    /// The chunks of a reply's text: content, or a call's start and its
+    /// arguments as OpenAI streams them (`delta.tool_calls[0]`).
+    fn pieces(&self, pieces: Vec<Piece>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for piece in pieces {
+            match piece {
+                Piece::Text(text) => out.extend(self.chunk(None, Some(&text), None, None)),
+                Piece::Call(name) => out.extend(self.call_chunk(json!({
+                    "index": 0,
+                    "id": call_id(&self.head),
+                    "type": "function",
+                    "function": {"name": name, "arguments": ""}
+                }))),
+                Piece::Arguments(arguments) => out.extend(self.call_chunk(json!({
+                    "index": 0,
+                    "function": {"arguments": arguments}
+                }))),
+            }
+        }
+        out
+    }
+
+    fn call_chunk(&self, call: serde_json::Value) -> Vec<u8> {
+        let chunk = json!({
+            "id": self.head.id,
+            "object": "chat.completion.chunk",
+            "created": self.head.created,
+            "model": self.head.model,
+            "choices": [{
+                "index": 0,
+                "delta": {"tool_calls": [call]},
+                "finish_reason": null,
+                "logprobs": null
+            }]
+        });
+        sse(&serde_json::to_vec(&chunk).unwrap_or_default())
     }
 
     fn chunk(
@@ -171,13 +332,33 @@ impl Render for CompletionChunks {
     fn render(&mut self, event: &Event) -> Vec<u8> {
         match event {
             Event::Started => self.chunk(Some("assistant"), Some(""), None, None),
-            Event::Text(text) => self.chunk(None, Some(text), None, None),
+            Event::Text(text) => {
+                let pieces = self.split.push(text);
+                match pieces.is_empty() {
+                    // Held back (a call's closing brace, an undecided
+                    // start): a sign of life instead.
+                    true => KEEPALIVE.to_vec(),
+                    false => self.pieces(pieces),
+                }
+            }
             // A comment line: one event per model step, no chunk a client
             // would see.
             Event::Pending => KEEPALIVE.to_vec(),
             Event::Finished(finish) => {
-                let content = (!finish.text.is_empty()).then_some(finish.text.as_str());
-                let mut out = self.chunk(None, content, Some(finish.reason.as_str()), None);
+                let mut pieces = self.split.push(&finish.text);
+                pieces.extend(self.split.end());
+                let mut out = Vec::new();
+                let mut last = None;
+                // The last text piece goes with the finish reason, as before.
+                if let Some(Piece::Text(_)) = pieces.last() {
+                    if let Some(Piece::Text(text)) = pieces.pop() {
+                        last = Some(text);
+                    }
+                }
+                out.extend(self.pieces(pieces));
+                let reason = finish_reason(finish, self.split.is_call());
+                let content = last.as_deref().filter(|t| !t.is_empty());
+                out.extend(self.chunk(None, content, Some(reason), None));
                 if self.include_usage {
                     out.extend(self.chunk(None, None, None, Some(finish.usage.clone())));
                 }

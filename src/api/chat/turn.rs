@@ -11,6 +11,7 @@ use crate::api::error::ApiError;
 use crate::api::timing::{self, Clock, Timings, Work};
 use crate::api::{hex, Context, Served};
 use crate::decoder::chat::ChatModel;
+use crate::decoder::constraint::Grammar;
 use crate::decoder::generation::{Delta, FinishReason, Generation};
 use crate::decoder::template::Message;
 use crate::error::CoreError;
@@ -56,6 +57,9 @@ pub struct TurnPlan {
     /// included).
     pub messages: Vec<Message>,
     pub generation: GenerationFields,
+    /// What the reply must be (JSON under a schema, a tool call), if
+    /// anything: checked by the request's parse, compiled here.
+    pub grammar: Option<Grammar>,
 }
 
 /// What [`ChatTurn::poll`] asks of the host, or tells it.
@@ -214,9 +218,23 @@ impl ChatTurn {
         timings.lap_if(model_loaded, "init");
         let prompt = model.prompt(&plan.messages, options.max_tokens)?;
         timings.lap("tokenize");
+        let mut generation = Generation::new(model, prompt.ids, options);
+        if let Some(grammar) = &plan.grammar {
+            let built = model.has_constraints();
+            let constraints = model.constraints()?;
+            timings.lap_if(!built, "grammar_init");
+            let constraint = constraints.compile(grammar).map_err(|reason| {
+                ApiError::unsupported(
+                    "invalid_schema",
+                    format!("the schema cannot constrain a reply: {reason}"),
+                )
+            })?;
+            timings.lap("grammar");
+            generation.constrain(constraint, meta.clock);
+        }
         Ok(ChatTurn {
             spec,
-            generation: Generation::new(model, prompt.ids, options),
+            generation,
             meta,
             dropped_messages: prompt.dropped_messages,
             phase: Phase::Start,
@@ -374,6 +392,10 @@ impl ChatTurn {
         if self.generating_ms > 0.0 || self.phase != Phase::Start {
             all.push("inference", self.generating_ms);
         }
+        if self.generation.constraint_ms() > 0.0 {
+            // Part of `inference`: the masks' share of it.
+            all.push("constrain", self.generation.constraint_ms());
+        }
         for &(name, ms) in &self.hops {
             all.push(name, ms);
         }
@@ -437,6 +459,7 @@ mod tests {
                 temperature: Some(0.0),
                 ..GenerationFields::default()
             },
+            grammar: None,
         };
         let meta = RequestMeta {
             id: "chatcmpl-test".into(),

@@ -15,8 +15,8 @@ mod serve;
 mod store;
 
 pub use parse::{parse_create, parse_message, turn_from_chat, NewSession, TurnRequest};
-pub use record::{Record, SessionSink};
-pub use serve::{serve, SessionAnswer, SessionCall, SessionOp, SessionTurn};
+pub use record::{Creation, Record, SessionSink, STATE_ROLE};
+pub use serve::{serve, PreparedTurn, SessionAnswer, SessionCall, SessionOp, SessionTurn};
 pub use store::{MemoryStore, Session, SessionStore, Shared, Staged, StoreError, Write};
 
 use serde::{Deserialize, Serialize};

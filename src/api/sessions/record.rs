@@ -3,7 +3,7 @@
 //! client sees its end. Chat defines the sink ([`TurnSink`]); this is the
 //! one sessions give it, so chat needs to know nothing of sessions.
 
-use super::{SessionStore, StoredMessage};
+use super::{SessionMeta, SessionStore, StoredMessage};
 use crate::api::chat::{Reply, TurnSink};
 use crate::api::error::ApiError;
 use crate::decoder::template::{Message, Role};
@@ -15,7 +15,23 @@ pub struct Record {
     pub messages: Vec<Message>,
     /// When the turn was asked (Unix seconds): every stored row's time.
     pub created: u64,
+    /// The session this turn creates (a stored response), if it does.
+    pub creates: Option<Box<Creation>>,
 }
+
+/// A session made by its first turn: created once the reply is complete,
+/// with its history before the turn's rows and `state` after the reply.
+#[derive(Debug, Clone)]
+pub struct Creation {
+    pub meta: SessionMeta,
+    pub history: Vec<StoredMessage>,
+    /// The caller's own record of the turn (a stored response's fields), as
+    /// the last row's content, role [`STATE_ROLE`].
+    pub state: serde_json::Value,
+}
+
+/// The role of a [`Creation`]'s last row: never a message the model sees.
+pub const STATE_ROLE: &str = "state";
 
 impl Record {
     /// The sink that stores this turn in `store`.
@@ -36,7 +52,20 @@ pub struct SessionSink<'a> {
 
 impl TurnSink for SessionSink<'_> {
     fn finished(&mut self, reply: &Reply) -> Result<(), ApiError> {
-        let rows = turn_rows(&self.record.messages, reply, self.record.created);
+        let now = self.record.created;
+        let mut rows = turn_rows(&self.record.messages, reply, now);
+        if let Some(creation) = &self.record.creates {
+            self.store.create(&creation.meta)?;
+            rows.splice(0..0, creation.history.iter().cloned());
+            rows.push(StoredMessage {
+                role: STATE_ROLE.into(),
+                content: creation.state.to_string(),
+                created: now,
+                finish_reason: None,
+                prompt_tokens: None,
+                completion_tokens: None,
+            });
+        }
         self.store
             .append(&self.record.session, &rows)
             .map_err(ApiError::from)

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::record::Creation;
 use super::{
     deleted, not_found, view, Record, Session, SessionMeta, SessionStore, StoredMessage,
     TurnRequest,
@@ -36,6 +37,49 @@ pub enum SessionOp {
     Delete,
     /// `POST /v1/sessions/{id}/messages`, or a chat completion naming it.
     Turn { turn: TurnRequest },
+    /// The session as stored (its meta and every row), for a host that
+    /// builds on it elsewhere (a response continued by
+    /// `previous_response_id`).
+    Export,
+    /// A session made by its first turn (a stored response): `turn` is
+    /// planned whole by the caller; when its reply is complete, the session
+    /// is created with `history`, the turn's new messages, the reply and a
+    /// last row holding `state` (the caller's, opaque here), all at once.
+    Prepared {
+        meta: SessionMeta,
+        history: Vec<StoredMessage>,
+        /// Boxed: the largest part, and the other operations are small.
+        turn: Box<PreparedTurn>,
+        state: serde_json::Value,
+    },
+}
+
+/// A turn planned by its caller: the conversation the model sees, what to
+/// store of it, and how the reply goes out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreparedTurn {
+    /// The model's `id@version`.
+    pub model: String,
+    /// Everything the model sees (instructions and history included).
+    pub messages: Vec<Message>,
+    /// What the turn adds to the stored conversation (before the reply).
+    pub new_messages: Vec<Message>,
+    pub generation: crate::api::chat::GenerationFields,
+    pub grammar: Option<crate::decoder::constraint::Grammar>,
+    pub wire: Wire,
+}
+
+impl PreparedTurn {
+    /// The turn's plan and wire.
+    pub fn plan(&self) -> Result<(TurnPlan, Wire), ApiError> {
+        let plan = TurnPlan {
+            spec: session_model(&self.model)?,
+            messages: self.messages.clone(),
+            generation: self.generation.clone(),
+            grammar: self.grammar.clone(),
+        };
+        Ok((plan, self.wire.clone()))
+    }
 }
 
 /// What a session operation comes to: an answer, or a reply to generate.
@@ -93,6 +137,46 @@ pub fn serve(
                     session: session.meta.id,
                     messages,
                     created,
+                    creates: None,
+                },
+            })));
+        }
+        SessionOp::Export => {
+            let session = owned(store)?;
+            HttpResponse::json(200, &session)
+        }
+        SessionOp::Prepared {
+            meta: session,
+            history,
+            turn,
+            state,
+        } => {
+            if store.load(&id)?.is_some() {
+                return Err(ApiError::conflict(
+                    "id_taken",
+                    format!("`{id}` is already stored; nothing was changed"),
+                ));
+            }
+            // The reply is the response: its id and time.
+            let meta = RequestMeta {
+                id: id.clone(),
+                created: session.created,
+                ..meta
+            };
+            let created = meta.created;
+            let (plan, wire) = turn.plan()?;
+            return Ok(SessionAnswer::Turn(Box::new(SessionTurn {
+                turn: ChatTurn::start(plan, meta)?,
+                wire,
+                record: Record {
+                    session: id,
+                    messages: turn.new_messages,
+                    created,
+                    creates: Some(Box::new(Creation {
+                        meta: session,
+                        history,
+                        state,
+                    })),
                 },
             })));
         }
@@ -146,6 +230,7 @@ fn plan_turn(
         spec,
         messages: conversation,
         generation: turn.generation.or(&meta.defaults),
+        grammar: None,
     };
     let wire = Wire::chat(turn.stream, turn.include_usage, Some(meta.id.clone()));
     Ok((plan, wire, turn.new_messages))
@@ -153,7 +238,7 @@ fn plan_turn(
 
 /// The session's model: its `id@version`, else (after an upgrade replaced
 /// that version) the same id's current one.
-fn session_model(name: &str) -> Result<&'static ModelSpec, ApiError> {
+pub fn session_model(name: &str) -> Result<&'static ModelSpec, ApiError> {
     registry::chat_spec(name)
         .or_else(|_| registry::chat_spec(name.split('@').next().unwrap_or_default()))
         .map_err(ApiError::from)

@@ -65,14 +65,7 @@ fn probe(route: ApiRoute, defaults: &Defaults) -> Result<Duration, Failure> {
         ),
     };
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let req = HttpRequest {
-        method: "POST",
-        path: route.path(),
-        content_type: Some("application/json"),
-        body: &bytes,
-        body_complete: true,
-        session: None,
-    };
+    let req = HttpRequest::post_json(route.path(), &bytes);
     let start = Instant::now();
     api::validate(&req).map_err(|e| {
         let flag = e

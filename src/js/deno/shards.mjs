@@ -42,7 +42,7 @@ class Fetcher {
 function stub(pass) {
   return {
     forward: async (input, at) => {
-      const { out, ms } = pass.forward(input.slice(), at);
+      const { out, ms } = await pass.forward(input.slice(), at);
       return { out, ms };
     },
     close: async (fed) => pass.close(fed?.slice()),

@@ -1,26 +1,13 @@
 use super::gguf::GgufType;
 use super::*;
 
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) as u32
-    }
-    fn f(&mut self) -> f32 {
-        (self.next() as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-    }
-}
+use crate::testing::Lcg;
 
 /// Random f16 bits of a finite value below 1 (subnormals and negative
 /// values included).
 fn f16_bits(r: &mut Lcg) -> [u8; 2] {
-    let exp = (r.next() % 15) as u16;
-    ((r.next() as u16 & 0x83ff) | (exp << 10)).to_le_bytes()
+    let exp = (r.next_u32() % 15) as u16;
+    ((r.next_u32() as u16 & 0x83ff) | (exp << 10)).to_le_bytes()
 }
 
 /// GGUF Q4_1 bytes of `rows x cols`.
@@ -29,7 +16,7 @@ fn gguf_q4_1(r: &mut Lcg, rows: usize, cols: usize) -> Vec<u8> {
     for _ in 0..rows * cols / BLOCK {
         out.extend(f16_bits(r));
         out.extend(f16_bits(r));
-        out.extend((0..16).map(|_| r.next() as u8));
+        out.extend((0..16).map(|_| r.next_u32() as u8));
     }
     out
 }
@@ -104,7 +91,7 @@ fn four_bit_panels_equal_the_definition_bit_for_bit() {
             w.row(c, &mut row);
             assert_eq!(&row, want, "row {c}");
         }
-        let x: Vec<f32> = (0..rows * k).map(|_| rng.f() * 3.0).collect();
+        let x: Vec<f32> = (0..rows * k).map(|_| rng.unit() * 3.0).collect();
         let mut q = Quantized::default();
         q.quantize(&x, k);
         let mut out = vec![0.0; rows * n];
@@ -153,12 +140,12 @@ fn eight_bit_panels_equal_the_definition_bit_for_bit() {
     let mut rng = Lcg(11);
     for (rows, n, k) in [(1, 4, 32), (2, 7, 64), (6, 5, 576), (4, 13, 128)] {
         let values: Vec<i8> = (0..n * k)
-            .map(|_| (rng.next() % 255) as i32 as i8)
+            .map(|_| (rng.next_u32() % 255) as i32 as i8)
             .collect();
-        let scales: Vec<f32> = (0..n * k / BLOCK).map(|_| rng.f() * 0.01).collect();
+        let scales: Vec<f32> = (0..n * k / BLOCK).map(|_| rng.unit() * 0.01).collect();
         let packed = Panels::pack_q8(&values, &scales, n, k);
         let w = Panels::new(PanelKind::Q8, &packed, n, k).unwrap();
-        let x: Vec<f32> = (0..rows * k).map(|_| rng.f() * 3.0).collect();
+        let x: Vec<f32> = (0..rows * k).map(|_| rng.unit() * 3.0).collect();
         let mut q = Quantized::default();
         q.quantize(&x, k);
         let mut out = vec![0.0; rows * n];
@@ -197,7 +184,7 @@ fn a_row_is_the_same_alone_and_batched() {
     let gguf = gguf_q4_1(&mut rng, n, k);
     let packed = Panels::pack_q4_1(&gguf, n, k).unwrap();
     let w = Panels::new(PanelKind::Q4_1, &packed, n, k).unwrap();
-    let x: Vec<f32> = (0..7 * k).map(|_| rng.f()).collect();
+    let x: Vec<f32> = (0..7 * k).map(|_| rng.unit()).collect();
     let mut all = Quantized::default();
     all.quantize(&x, k);
     let mut batched = vec![0.0; 7 * n];
@@ -225,11 +212,11 @@ fn the_portable_path_gives_the_same_bits() {
     let gguf = gguf_q4_1(&mut rng, n, k);
     let q4 = Panels::pack_q4_1(&gguf, n, k).unwrap();
     let values: Vec<i8> = (0..n * k)
-        .map(|_| (rng.next() % 255) as i32 as i8)
+        .map(|_| (rng.next_u32() % 255) as i32 as i8)
         .collect();
-    let scales: Vec<f32> = (0..n * k / BLOCK).map(|_| rng.f() * 0.01).collect();
+    let scales: Vec<f32> = (0..n * k / BLOCK).map(|_| rng.unit() * 0.01).collect();
     let q8 = Panels::pack_q8(&values, &scales, n, k);
-    let x: Vec<f32> = (0..rows * k).map(|_| rng.f()).collect();
+    let x: Vec<f32> = (0..rows * k).map(|_| rng.unit()).collect();
     let mut q = Quantized::default();
     q.quantize(&x, k);
     for (kind, bytes) in [(PanelKind::Q4_1, &q4), (PanelKind::Q8, &q8)] {
@@ -265,16 +252,16 @@ fn packing_refuses_bad_input() {
 /// largest magnitude, the integer sums' worst case.
 fn gguf_blocks(r: &mut Lcg, t: GgufType, blocks: usize, extreme: bool) -> Vec<u8> {
     let f16 = |r: &mut Lcg| -> [u8; 2] {
-        let exp = (r.next() % 31) as u16;
-        ((r.next() as u16 & 0x83ff) | (exp << 10)).to_le_bytes()
+        let exp = (r.next_u32() % 31) as u16;
+        ((r.next_u32() as u16 & 0x83ff) | (exp << 10)).to_le_bytes()
     };
     let mut out = Vec::new();
     for _ in 0..blocks {
         let start = out.len();
-        let fill = if r.next() % 2 == 0 { 0x00u8 } else { 0xff };
+        let fill = if r.next_u32() % 2 == 0 { 0x00u8 } else { 0xff };
         out.extend((0..t.block_bytes()).map(|_| match extreme {
             true => fill,
-            false => r.next() as u8,
+            false => r.next_u32() as u8,
         }));
         let b = &mut out[start..];
         let mut put = |at: usize, r: &mut Lcg| {
@@ -317,8 +304,8 @@ const TYPES: [GgufType; 8] = [
 fn activations(r: &mut Lcg, rows: usize, k: usize, extreme: bool) -> Vec<f32> {
     (0..rows * k)
         .map(|_| match extreme {
-            true => [1.5f32, -1.5][r.next() as usize % 2],
-            false => r.f() * 3.0,
+            true => [1.5f32, -1.5][r.next_u32() as usize % 2],
+            false => r.unit() * 3.0,
         })
         .collect()
 }
