@@ -23,11 +23,11 @@ use std::io::Cursor;
 
 use gguf_rs_lib::prelude::{GGUFFileReader, GGUFTensorType, Metadata, MetadataValue};
 
-use super::pack_llama::format::{
-    Config, Header, Layer, Matrix, Part, Rope, RopeStyle, Weights, MAGIC,
-};
 use super::packed::Packer;
 use super::plan::Costs;
+use edgeinfer_engine::decoder::format::{
+    Config, Header, Layer, Matrix, Part, Rope, RopeStyle, Weights, MAGIC,
+};
 use edgeinfer_engine::kernels::panels::{self, PanelKind, Panels};
 
 /// How the weights are stored in the packed form.
