@@ -51,8 +51,9 @@ fn norm(noise: &mut Noise) -> Vec<u8> {
 }
 
 /// A two-layer Llama GGUF; `edit` may change the builder before it is
-/// written, and the tensor named `q5_0` (if any) is stored as Q5_0.
-fn synthetic_with(edit: impl FnOnce(GGUFBuilder) -> GGUFBuilder, q5_0: Option<&str>) -> Vec<u8> {
+/// written, and the tensor named `iq4_nl` (if any) is stored as IQ4_NL, a
+/// type without a kernel (18 bytes per 32 values).
+fn synthetic_with(edit: impl FnOnce(GGUFBuilder) -> GGUFBuilder, iq4_nl: Option<&str>) -> Vec<u8> {
     let mut noise = Noise(7);
     let hd = DIMS / HEADS;
     let kvd = KV_HEADS * hd;
@@ -110,11 +111,11 @@ fn synthetic_with(edit: impl FnOnce(GGUFBuilder) -> GGUFBuilder, q5_0: Option<&s
             ("ffn_up", DIMS, FFN, 0.3),
             ("ffn_down", FFN, DIMS, 0.2),
         ] {
-            let (kind, data) = if q5_0 == Some(n(part).as_str()) {
-                let data = (0..rows * cols / 32 * 22)
+            let (kind, data) = if iq4_nl == Some(n(part).as_str()) {
+                let data = (0..rows * cols / 32 * 18)
                     .map(|_| noise.next_u32() as u8)
                     .collect();
-                (GGUFTensorType::Q5_0, data)
+                (GGUFTensorType::IQ4_NL, data)
             } else {
                 (GGUFTensorType::Q4_1, q4_1(&mut noise, rows * cols, scale))
             };
@@ -223,15 +224,15 @@ fn what_the_engine_does_not_run_is_refused_by_name() {
     assert!(e.contains("ffn_gate"), "{e}");
 }
 
-/// A tensor type without a kernel (Q5_0 here) is named, with the tensor.
+/// A tensor type without a kernel (IQ4_NL here) is named, with the tensor.
 #[test]
 fn a_tensor_type_without_a_kernel_is_refused() {
     let bytes = synthetic_with(|b| b, Some("blk.1.attn_v.weight"));
     let gguf = Gguf::parse(&bytes).unwrap();
     for storage in [Storage::AsStored, Storage::Float32] {
-        let e = gguf.pack(storage).err().expect("packed a Q5_0 tensor");
+        let e = gguf.pack(storage).err().expect("packed an IQ4_NL tensor");
         assert!(
-            e.contains("blk.1.attn_v.weight") && e.contains("Q5_0"),
+            e.contains("blk.1.attn_v.weight") && e.contains("IQ4_NL"),
             "{e}"
         );
     }

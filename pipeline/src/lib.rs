@@ -15,6 +15,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+#[cfg(feature = "onnx")]
 use tract_onnx::prelude::*;
 
 // The container every packed model is written in (the engine's own).
@@ -24,12 +25,15 @@ pub use edgeinfer_engine::packed;
 use edgeinfer_engine::tfidf::TfidfModel;
 
 // The sentence encoder's weights, packed for the worker.
+#[cfg(feature = "onnx")]
 pub mod pack_bert;
 
 // The small dense networks (lande, heads on embeddings), packed likewise.
+#[cfg(feature = "onnx")]
 pub mod pack_dense;
 
 // Llama-family decoders (the chat models), packed for the decoder engine.
+#[cfg(feature = "onnx")]
 pub mod pack_llama;
 
 // Llama-architecture GGUF files (the instruct model), packed likewise.
@@ -587,37 +591,14 @@ pub fn check_model(
             &artifact,
         )?,
     };
-    if !matches!(
-        input,
-        CheckedInput::TfidfWords { .. }
-            | CheckedInput::Chat { .. }
-            | CheckedInput::ShardedChat { .. }
-    ) {
-        check_graph(m, &input, &artifact)?;
-    }
     let embedded = match input {
-        CheckedInput::Tokens { .. } => pack_bert::pack(&artifact).map_err(|e| CheckError {
-            model: m.id.clone(),
-            what: format!("cannot pack models/{} for the worker: {e}", m.artifact),
-            fix: format!(
-                "export a post-norm BERT encoder quantized as {} does, or extend pipeline/src/pack_bert.rs and engine/src/bert",
-                m.export
-            ),
-        })?,
-        CheckedInput::Ngrams { .. } | CheckedInput::SentenceEmbedding { .. } => {
-            pack_dense::pack(&artifact).map_err(|e| CheckError {
-                model: m.id.clone(),
-                what: format!("cannot pack models/{} for the worker: {e}", m.artifact),
-                fix: format!(
-                    "export a Gemm/Relu/Softmax network ({}), or extend pipeline/src/pack_dense.rs and engine/src/dense",
-                    m.export
-                ),
-            })?
-        }
         CheckedInput::Chat { ref packed, .. } | CheckedInput::ShardedChat { ref packed, .. } => {
             packed.clone()
         }
         CheckedInput::TfidfWords { .. } => artifact.clone(),
+        CheckedInput::Tokens { .. }
+        | CheckedInput::Ngrams { .. }
+        | CheckedInput::SentenceEmbedding { .. } => pack_graph(m, &input, &artifact)?,
     };
     Ok(Checked {
         artifact,
@@ -663,7 +644,7 @@ fn sharded_chat(
     };
     let gguf = pack_gguf::Gguf::parse(gguf_bytes).map_err(|e| fail(e.to_string()))?;
     let layers = gguf.layers().map_err(&fail)?;
-    let config_only = pack_llama::format::Part {
+    let config_only = edgeinfer_engine::decoder::format::Part {
         model_layers: layers,
         first_layer: 0,
         end_layer: 0,
@@ -742,10 +723,67 @@ fn chat_tokens(
     Ok(ids)
 }
 
+/// Checks an ONNX graph with tract, as the worker will load it, and packs
+/// it for the engine: a BERT encoder (`pack_bert`) or a dense network
+/// (`pack_dense`).
+#[cfg(feature = "onnx")]
+fn pack_graph(
+    m: &ModelEntry,
+    input: &CheckedInput,
+    artifact: &[u8],
+) -> Result<Vec<u8>, CheckError> {
+    check_graph(m, input, artifact)?;
+    let packed = match input {
+        CheckedInput::Tokens { .. } => pack_bert::pack(artifact).map_err(|e| CheckError {
+            model: m.id.clone(),
+            what: format!("cannot pack models/{} for the worker: {e}", m.artifact),
+            fix: format!(
+                "export a post-norm BERT encoder quantized as {} does, or extend pipeline/src/pack_bert.rs and engine/src/bert",
+                m.export
+            ),
+        })?,
+        _ => pack_dense::pack(artifact).map_err(|e| CheckError {
+            model: m.id.clone(),
+            what: format!("cannot pack models/{} for the worker: {e}", m.artifact),
+            fix: format!(
+                "export a Gemm/Relu/Softmax network ({}), or extend pipeline/src/pack_dense.rs and engine/src/dense",
+                m.export
+            ),
+        })?,
+    };
+    Ok(packed)
+}
+
+/// Without the `onnx` feature (the shard Workers' build, which packs GGUF
+/// files only) an ONNX model is refused by name rather than compiling
+/// tract a second time for a binary that never reads one.
+#[cfg(not(feature = "onnx"))]
+fn pack_graph(m: &ModelEntry, _: &CheckedInput, _: &[u8]) -> Result<Vec<u8>, CheckError> {
+    without_onnx(m)
+}
+
+#[cfg(not(feature = "onnx"))]
+fn pack_chat_model(m: &ModelEntry, _: &[u8], _: [usize; 5]) -> Result<Vec<u8>, CheckError> {
+    without_onnx(m)
+}
+
+#[cfg(not(feature = "onnx"))]
+fn without_onnx<T>(m: &ModelEntry) -> Result<T, CheckError> {
+    err(
+        &m.id,
+        format!(
+            "models/{} is an ONNX graph and this build reads none",
+            m.artifact
+        ),
+        "build edgeinfer-pipeline with its default feature `onnx`",
+    )
+}
+
 /// Packs the decoder for src/decoder (which refuses any graph that is not the
 /// architecture it implements, naming the node) and checks that the model
 /// is the shape the manifest states: `[context, layers, kv_heads,
 /// head_dim, vocab]`.
+#[cfg(feature = "onnx")]
 fn pack_chat_model(m: &ModelEntry, onnx: &[u8], stated: [usize; 5]) -> Result<Vec<u8>, CheckError> {
     let (packed, c, layers) = pack_llama::pack(onnx).map_err(|e| CheckError {
         model: m.id.clone(),
@@ -982,6 +1020,7 @@ fn ngram_vocab(
 
 /// Loads the graph with tract, as the worker will, and checks its inputs and
 /// output against the manifest.
+#[cfg(feature = "onnx")]
 pub fn check_graph(m: &ModelEntry, input: &CheckedInput, onnx: &[u8]) -> Result<(), CheckError> {
     let unsupported = |e: TractError| CheckError {
         model: m.id.clone(),

@@ -1,17 +1,21 @@
-//! Llama-architecture GGUF files packed for `src/decoder`: the file's config
-//! from its metadata, every tensor matched by name and shape, and the weights
-//! kept as the file stores them (Q8_0 and Q4_1 blocks, their f16 scales and
-//! minimums widened to float32, which is exact) or, for the reference the
-//! golden tests compare against, dequantized to float32 as `gguf` does.
+//! Llama-family GGUF files (architectures `llama` and `qwen2`) packed for
+//! the decoder engine: the file's config from its metadata, every tensor
+//! matched by name and shape, and the weights kept as the file stores them
+//! (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K blocks in panels,
+//! [`edgeinfer_engine::kernels::panels`]; F16 and F32 as float32) or, for
+//! the reference the golden tests compare against, dequantized to float32
+//! as `gguf` does.
 //!
 //! Anything the engine does not implement is refused with the reason: an
-//! architecture other than `llama`, rope scaling, a tensor type without a
+//! architecture other than those two, rope scaling, a tensor type without a
 //! kernel, a tensor the engine would not read, or one it needs and is
 //! missing.
 //!
-//! q and k are used as stored: GGUF's converter permutes their rows so that
-//! rotary pairs are adjacent (llama.cpp's "normal" rope), which is the
-//! engine's [`RopeStyle::Interleaved`].
+//! q and k are used as stored. For `llama`, GGUF's converter permutes their
+//! rows so that rotary pairs are adjacent (llama.cpp's "normal" rope), which
+//! is the engine's [`RopeStyle::Interleaved`]; for `qwen2` it does not, and
+//! llama.cpp rotates the halves (its "neox" rope): [`RopeStyle::HalfSplit`].
+//! `qwen2` adds biases to q, k and v (float32, required); `llama` has none.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -19,12 +23,12 @@ use std::io::Cursor;
 
 use gguf_rs_lib::prelude::{GGUFFileReader, GGUFTensorType, Metadata, MetadataValue};
 
-use super::pack_llama::format::{
-    Config, Header, Layer, Matrix, Part, Rope, RopeStyle, Weights, MAGIC,
-};
 use super::packed::Packer;
 use super::plan::Costs;
-use edgeinfer_engine::kernels::panels::Panels;
+use edgeinfer_engine::decoder::format::{
+    Config, Header, Layer, Matrix, Part, Rope, RopeStyle, Weights, MAGIC,
+};
+use edgeinfer_engine::kernels::panels::{self, PanelKind, Panels};
 
 /// How the weights are stored in the packed form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +37,28 @@ pub enum Storage {
     AsStored,
     /// Every matrix dequantized to float32 (the reference's weights).
     Float32,
+}
+
+/// The architectures the engine runs (`general.architecture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Llama,
+    /// Llama's block with biases on q, k and v, and rotary halves.
+    Qwen2,
+}
+
+impl Architecture {
+    /// The name, also the prefix of its metadata keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Llama => "llama",
+            Architecture::Qwen2 => "qwen2",
+        }
+    }
+
+    fn has_qkv_bias(self) -> bool {
+        self == Architecture::Qwen2
+    }
 }
 
 /// A parsed GGUF file over its bytes.
@@ -81,6 +107,30 @@ impl<'a> Gguf<'a> {
         })
     }
 
+    /// A tensor's type, its dimensions (GGUF order: `dims[0]` is the
+    /// contiguous one) and its bytes as the file stores them.
+    pub fn tensor(&self, name: &str) -> Option<(GGUFTensorType, &[u64], &'a [u8])> {
+        self.tensors
+            .get(name)
+            .map(|t| (t.kind, t.dims.as_slice(), t.bytes))
+    }
+
+    /// The architecture (`general.architecture`), if the engine runs it.
+    pub fn architecture(&self) -> Result<Architecture, String> {
+        match self.string("general.architecture")? {
+            "llama" => Ok(Architecture::Llama),
+            "qwen2" => Ok(Architecture::Qwen2),
+            other => Err(format!(
+                "GGUF architecture {other:?}: the decoder engine runs \"llama\" and \"qwen2\" only"
+            )),
+        }
+    }
+
+    /// `{architecture}.{suffix}`: where the file keeps the model's shape.
+    fn key(&self, suffix: &str) -> Result<String, String> {
+        Ok(format!("{}.{suffix}", self.architecture()?.name()))
+    }
+
     pub fn get(&self, key: &str) -> Option<&MetadataValue> {
         self.metadata.get(key)
     }
@@ -108,16 +158,12 @@ impl<'a> Gguf<'a> {
         }
     }
 
-    /// The model's shape from its `llama.*` metadata.
+    /// The model's shape from its `{architecture}.*` metadata.
     pub fn config(&self) -> Result<Config, String> {
-        let arch = self.string("general.architecture")?;
-        if arch != "llama" {
-            return Err(format!(
-                "GGUF architecture {arch:?}: the decoder engine runs \"llama\" only"
-            ));
-        }
+        let arch = self.architecture()?;
+        let key = |suffix: &str| self.key(suffix);
         if let Some(kind) = self
-            .get("llama.rope.scaling.type")
+            .get(&key("rope.scaling.type")?)
             .and_then(MetadataValue::as_str)
         {
             if kind != "none" {
@@ -126,18 +172,18 @@ impl<'a> Gguf<'a> {
                 ));
             }
         }
-        let dims = self.uint("llama.embedding_length")?;
-        let heads = self.uint("llama.attention.head_count")?;
-        let kv_heads = match self.get("llama.attention.head_count_kv") {
+        let dims = self.uint(&key("embedding_length")?)?;
+        let heads = self.uint(&key("attention.head_count")?)?;
+        let kv_heads = match self.get(&key("attention.head_count_kv")?) {
             None => heads,
-            Some(_) => self.uint("llama.attention.head_count_kv")?,
+            Some(_) => self.uint(&key("attention.head_count_kv")?)?,
         };
         if heads == 0 || dims % heads != 0 {
             return Err(format!("{dims} dims do not split into {heads} heads"));
         }
         let head_dim = dims / heads;
         if let Some(Some(rot)) = self
-            .get("llama.rope.dimension_count")
+            .get(&key("rope.dimension_count")?)
             .map(MetadataValue::as_u64)
         {
             if rot as usize != head_dim {
@@ -152,22 +198,26 @@ impl<'a> Gguf<'a> {
             .and_then(|t| t.dims.get(1))
             .map(|&v| v as usize)
             .ok_or("GGUF has no token_embd.weight of two dimensions")?;
+        let eps = key("attention.layer_norm_rms_epsilon")?;
         Ok(Config {
             vocab,
             dims,
             heads,
             kv_heads,
             head_dim,
-            ffn: self.uint("llama.feed_forward_length")?,
-            context: self.uint("llama.context_length")?,
+            ffn: self.uint(&key("feed_forward_length")?)?,
+            context: self.uint(&key("context_length")?)?,
             norm_eps: self
-                .float("llama.attention.layer_norm_rms_epsilon")?
-                .ok_or("GGUF metadata llama.attention.layer_norm_rms_epsilon is missing")?
+                .float(&eps)?
+                .ok_or_else(|| format!("GGUF metadata {eps} is missing"))?
                 as f32,
             rope: Rope {
                 // llama.cpp's default base when the file names none.
-                theta: self.float("llama.rope.freq_base")?.unwrap_or(10_000.0),
-                style: RopeStyle::Interleaved,
+                theta: self.float(&key("rope.freq_base")?)?.unwrap_or(10_000.0),
+                style: match arch {
+                    Architecture::Llama => RopeStyle::Interleaved,
+                    Architecture::Qwen2 => RopeStyle::HalfSplit,
+                },
             },
         })
     }
@@ -183,9 +233,15 @@ impl<'a> Gguf<'a> {
             let n: u64 = t.dims.iter().product();
             packed_bytes(t.kind, n)
         };
+        let biased = self.architecture()?.has_qkv_bias();
         let layers = (0..self.layers()?)
             .map(|i| {
-                [
+                let biases = ["attn_q", "attn_k", "attn_v"]
+                    .iter()
+                    .filter(|_| biased)
+                    .map(|part| bytes(&format!("blk.{i}.{part}.bias")))
+                    .sum::<Result<u64, String>>()?;
+                let weights = [
                     "attn_norm",
                     "attn_q",
                     "attn_k",
@@ -198,7 +254,8 @@ impl<'a> Gguf<'a> {
                 ]
                 .iter()
                 .map(|part| bytes(&format!("blk.{i}.{part}.weight")))
-                .sum()
+                .sum::<Result<u64, String>>()?;
+                Ok(weights + biases)
             })
             .collect::<Result<Vec<u64>, String>>()?;
         Ok(Costs {
@@ -214,9 +271,9 @@ impl<'a> Gguf<'a> {
         })
     }
 
-    /// Layers (`llama.block_count`).
+    /// Layers (`{architecture}.block_count`).
     pub fn layers(&self) -> Result<usize, String> {
-        self.uint("llama.block_count")
+        self.uint(&self.key("block_count")?)
     }
 
     /// The whole model packed for the engine.
@@ -293,6 +350,7 @@ impl<'a> Gguf<'a> {
         } else {
             None
         };
+        let biased = self.architecture()?.has_qkv_bias();
         let mut blocks = Vec::new();
         for i in 0..layers {
             let n = |part: &str| format!("blk.{i}.{part}.weight");
@@ -305,6 +363,17 @@ impl<'a> Gguf<'a> {
                 shape("attn_v", d, kvd)?,
                 shape("attn_output", qd, d)?,
             );
+            let bias = |part: &str, rows: usize| -> Result<Option<&Tensor>, String> {
+                match biased {
+                    true => take(&format!("blk.{i}.{part}.bias"), &[rows]).map(Some),
+                    false => Ok(None),
+                }
+            };
+            let biases = [
+                bias("attn_q", qd)?,
+                bias("attn_k", kvd)?,
+                bias("attn_v", kvd)?,
+            ];
             let ffn_norm = take(&n("ffn_norm"), &[d])?;
             let tensors = [
                 q,
@@ -319,7 +388,21 @@ impl<'a> Gguf<'a> {
                 continue;
             }
             let [q, k, v, o, gate, up, down] = tensors;
+            let mut bias_spans = [None; 3];
+            for ((span, t), part) in bias_spans
+                .iter_mut()
+                .zip(biases)
+                .zip(["attn_q", "attn_k", "attn_v"])
+            {
+                if let Some(t) = t {
+                    *span = Some(norm(&mut p, t, &format!("blk.{i}.{part}.bias"))?);
+                }
+            }
+            let [q_bias, k_bias, v_bias] = bias_spans;
             blocks.push(Layer {
+                q_bias,
+                k_bias,
+                v_bias,
                 attention_norm: norm(&mut p, attn_norm, &n("attn_norm"))?,
                 q: matrix(&mut p, q, &n("attn_q"))?,
                 k: matrix(&mut p, k, &n("attn_k"))?,
@@ -371,26 +454,46 @@ impl<'a> Gguf<'a> {
     }
 }
 
-/// Bytes of `n` weights of `kind` in the packed form (Q8_0's scales
-/// widened to float32, Q4_1's kept as f16, floats as float32), rows assumed
-/// whole panels (the planner's estimate).
+/// The panel kind keeping a GGUF tensor type's blocks, if it has one.
+pub fn panel_kind(kind: GGUFTensorType) -> Option<PanelKind> {
+    Some(match kind {
+        GGUFTensorType::Q4_0 => PanelKind::Q4_0,
+        GGUFTensorType::Q4_1 => PanelKind::Q4_1,
+        GGUFTensorType::Q5_0 => PanelKind::Q5_0,
+        GGUFTensorType::Q5_1 => PanelKind::Q5_1,
+        GGUFTensorType::Q8_0 => PanelKind::Q8,
+        GGUFTensorType::Q4_K => PanelKind::Q4K,
+        GGUFTensorType::Q5_K => PanelKind::Q5K,
+        GGUFTensorType::Q6_K => PanelKind::Q6K,
+        _ => return None,
+    })
+}
+
+fn no_kernel(kind: GGUFTensorType) -> String {
+    format!(
+        "tensor type {kind} has no kernel (F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K do)"
+    )
+}
+
+/// Bytes of `n` weights of `kind` in the packed form (the panels' bytes
+/// per weight; floats as float32), rows assumed whole panels (the
+/// planner's estimate).
 pub fn packed_bytes(kind: GGUFTensorType, n: u64) -> Result<u64, String> {
     match kind {
         GGUFTensorType::F32 | GGUFTensorType::F16 => Ok(4 * n),
-        GGUFTensorType::Q8_0 => Ok(n + n / 32 * 4),
-        GGUFTensorType::Q4_1 => Ok(n / 2 + n / 32 * 4),
-        other => Err(format!("tensor type {other:?} has no kernel")),
+        _ => {
+            let p = panel_kind(kind).ok_or_else(|| no_kernel(kind))?;
+            let weights = (panels::PANEL * p.span()) as u64;
+            Ok(n / weights * p.block_bytes() as u64)
+        }
     }
 }
-
-const Q8_0_BYTES: usize = 2 + 32;
-const Q4_1_BYTES: usize = 2 + 2 + 16;
 
 fn f16(b: &[u8]) -> f32 {
     half::f16::from_le_bytes([b[0], b[1]]).to_f32()
 }
 
-/// A float tensor (norm weights) as float32.
+/// A float tensor (norm weights, biases) as float32.
 fn floats(t: &Tensor) -> Result<Vec<f32>, String> {
     match t.kind {
         GGUFTensorType::F32 => Ok(t
@@ -399,38 +502,27 @@ fn floats(t: &Tensor) -> Result<Vec<f32>, String> {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect()),
         GGUFTensorType::F16 => Ok(t.bytes.chunks_exact(2).map(f16).collect()),
-        other => Err(format!("a norm weight in {other:?}: expected F32 or F16")),
+        other => Err(format!(
+            "a norm weight or bias in {other}: expected F32 or F16"
+        )),
     }
 }
 
 /// The values of a matrix of `n` weights, dequantized to float32 the way
-/// `gguf`'s reader does (scale times value, plus the minimum, in float32).
+/// `gguf`'s reader does ([`panels::dequantize`]; checked against it on a
+/// real file, pipeline/tests/gguf_blocks.rs).
 pub fn dequantize(kind: GGUFTensorType, bytes: &[u8], n: usize) -> Result<Vec<f32>, String> {
-    let mut out = Vec::with_capacity(n);
-    match kind {
-        GGUFTensorType::F32 | GGUFTensorType::F16 => {
-            return floats(&Tensor {
-                kind,
-                dims: Vec::new(),
-                bytes,
-            })
+    let out = match kind {
+        GGUFTensorType::F32 | GGUFTensorType::F16 => floats(&Tensor {
+            kind,
+            dims: Vec::new(),
+            bytes,
+        })?,
+        _ => {
+            let p = panel_kind(kind).ok_or_else(|| no_kernel(kind))?;
+            panels::dequantize(p.gguf(), bytes, n)?
         }
-        GGUFTensorType::Q8_0 => {
-            for b in bytes.chunks_exact(Q8_0_BYTES) {
-                let d = f16(&b[0..2]);
-                out.extend(b[2..].iter().map(|&q| f32::from(q as i8) * d));
-            }
-        }
-        GGUFTensorType::Q4_1 => {
-            for b in bytes.chunks_exact(Q4_1_BYTES) {
-                let (d, m) = (f16(&b[0..2]), f16(&b[2..4]));
-                let qs = &b[4..];
-                out.extend(qs.iter().map(|&q| f32::from(q & 15) * d + m));
-                out.extend(qs.iter().map(|&q| f32::from(q >> 4) * d + m));
-            }
-        }
-        other => return Err(format!("tensor type {other:?} has no kernel")),
-    }
+    };
     if out.len() != n {
         return Err(format!("{} values where {n} were expected", out.len()));
     }
@@ -451,32 +543,14 @@ fn pack_matrix(
             values: p.push_f32(&values),
         });
     }
-    match t.kind {
-        GGUFTensorType::Q8_0 => {
-            let blocks = t.bytes.chunks_exact(Q8_0_BYTES);
-            let scales: Vec<f32> = blocks.clone().map(|b| f16(&b[0..2])).collect();
-            let values: Vec<i8> = blocks
-                .flat_map(|b| b[2..].iter().map(|&v| v as i8))
-                .collect();
-            if values.len() != n {
-                return Err(format!(
-                    "{} Q8_0 values where {n} were expected",
-                    values.len()
-                ));
-            }
-            let panels = Panels::pack_q8(&values, &scales, rows, cols);
-            Ok(Weights::Q8Panels {
-                panels: p.push(&panels, panels.len()),
-            })
-        }
-        GGUFTensorType::Q4_1 => {
-            let panels = Panels::pack_q4_1(t.bytes, rows, cols)?;
-            Ok(Weights::Q4_1Panels {
-                panels: p.push(&panels, panels.len()),
-            })
-        }
-        other => Err(format!(
-            "tensor type {other:?} has no kernel (Q8_0, Q4_1, F16 and F32 do)"
-        )),
-    }
+    let kind = panel_kind(t.kind).ok_or_else(|| no_kernel(t.kind))?;
+    let packed = Panels::pack(kind, t.bytes, rows, cols).map_err(|e| format!("{}: {e}", t.kind))?;
+    let panels = p.push(&packed, packed.len());
+    // Q8_0 and Q4_1 keep their own variants: files packed before the
+    // other kinds existed read the same.
+    Ok(match kind {
+        PanelKind::Q8 => Weights::Q8Panels { panels },
+        PanelKind::Q4_1 => Weights::Q4_1Panels { panels },
+        kind => Weights::Panels { kind, panels },
+    })
 }

@@ -236,6 +236,10 @@ impl<'a> Matcher<'a> {
                 q: a.q,
                 k: a.k,
                 v: a.v,
+                // The ONNX export is Llama's: no biases.
+                q_bias: None,
+                k_bias: None,
+                v_bias: None,
                 o: a.o,
                 mlp_norm: m.norm,
                 gate: m.gate,

@@ -129,6 +129,9 @@ fn shards(f: Format, budget: usize) -> [Shard; 2] {
             gate: matrix(&mut p, &mut r, c.ffn, d, true, f),
             up: matrix(&mut p, &mut r, c.ffn, d, true, f),
             down: matrix(&mut p, &mut r, d, c.ffn, true, f),
+            q_bias: None,
+            k_bias: None,
+            v_bias: None,
         });
     }
     let final_norm = p.push_f32(&r.vec(d, 0.3).iter().map(|v| v + 1.0).collect::<Vec<_>>());

@@ -13,7 +13,7 @@ use thiserror::Error;
 use super::format::{Config, Header, Matrix as MatrixSpec, Part, RopeStyle, Weights, MAGIC};
 use super::kv::KvCache;
 use crate::kernels;
-use crate::kernels::blocks::{Quantized, BLOCK};
+use crate::kernels::blocks::Quantized;
 use crate::kernels::panels::{self, PanelKind, Panels};
 use crate::packed::{self, Data, FormatError};
 
@@ -64,7 +64,7 @@ enum Matrix {
         scales: &'static [f32],
         cols: usize,
     },
-    /// GGUF-style blocks (Q8_0, Q4_1) in panels of four rows:
+    /// GGUF's blocks (Q8_0, Q4_1, Q4_K, ...) in panels of four rows:
     /// activations quantized per block.
     Panels(Panels<'static>),
 }
@@ -136,6 +136,9 @@ impl Matrix {
             Weights::Q4_1Panels { panels } => {
                 Self::panels(data, *panels, PanelKind::Q4_1, rows, cols, what)?
             }
+            Weights::Panels { kind, panels } => {
+                Self::panels(data, *panels, *kind, rows, cols, what)?
+            }
         })
     }
 
@@ -147,7 +150,7 @@ impl Matrix {
         cols: usize,
         what: &str,
     ) -> Result<Self, FormatError> {
-        whole_blocks(cols, what)?;
+        whole_blocks(cols, kind.span(), what)?;
         let bytes = data
             .u8s(span, kind.matrix_bytes(rows, cols))
             .map_err(|e| FormatError(format!("{what}: {e}")))?;
@@ -194,12 +197,19 @@ impl Matrix {
     }
 }
 
-fn whole_blocks(cols: usize, what: &str) -> Result<(), FormatError> {
-    if cols % BLOCK == 0 {
+/// Adds `bias` to every row of `x` (rows of `bias.len()`).
+fn add_rows(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        kernels::add(row, bias);
+    }
+}
+
+fn whole_blocks(cols: usize, span: usize, what: &str) -> Result<(), FormatError> {
+    if cols % span == 0 {
         Ok(())
     } else {
         Err(FormatError(format!(
-            "{what}: {cols} columns are not whole blocks of {BLOCK}"
+            "{what}: {cols} columns are not whole blocks of {span}"
         )))
     }
 }
@@ -210,6 +220,8 @@ struct Block {
     q: Matrix,
     k: Matrix,
     v: Matrix,
+    /// q, k, v's biases (Qwen2), or none.
+    qkv_bias: Option<[&'static [f32]; 3]>,
     o: Matrix,
     mlp_norm: &'static [f32],
     gate: Matrix,
@@ -276,20 +288,35 @@ impl Decoder {
             )));
         }
         let (d, qd, kvd) = (c.dims, c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let norm = |span, what: &str| {
-            data.f32s(span, d)
+        let floats = |span, n, what: &str| {
+            data.f32s(span, n)
                 .map_err(|e| FormatError(format!("{what}: {e}")))
         };
+        let norm = |span, what: &str| floats(span, d, what);
         let mut blocks = Vec::with_capacity(h.layers.len());
         for (l, i) in h.layers.iter().zip(part.first_layer..) {
             let m = |spec, rows, cols, what: &str| {
                 Matrix::load(&data, spec, rows, cols, &format!("layer {i} {what}"))
+            };
+            let qkv_bias = match (l.q_bias, l.k_bias, l.v_bias) {
+                (None, None, None) => None,
+                (Some(q), Some(k), Some(v)) => Some([
+                    floats(q, qd, &format!("layer {i} q bias"))?,
+                    floats(k, kvd, &format!("layer {i} k bias"))?,
+                    floats(v, kvd, &format!("layer {i} v bias"))?,
+                ]),
+                _ => {
+                    return Err(FormatError(format!(
+                        "layer {i}: biases on some of q, k, v but not all"
+                    )))
+                }
             };
             blocks.push(Block {
                 attention_norm: norm(l.attention_norm, "attention norm")?,
                 q: m(&l.q, qd, d, "q")?,
                 k: m(&l.k, kvd, d, "k")?,
                 v: m(&l.v, kvd, d, "v")?,
+                qkv_bias,
                 o: m(&l.o, d, qd, "o")?,
                 mlp_norm: norm(l.mlp_norm, "mlp norm")?,
                 gate: m(&l.gate, c.ffn, d, "gate")?,
@@ -498,6 +525,11 @@ impl Decoder {
             block.q.apply(&mut input, &mut q);
             block.k.apply(&mut input, &mut k);
             block.v.apply(&mut input, &mut v);
+            if let Some([qb, kb, vb]) = block.qkv_bias {
+                add_rows(&mut q, qb);
+                add_rows(&mut k, kb);
+                add_rows(&mut v, vb);
+            }
             self.rotate(&mut q, &cos, &sin);
             self.rotate(&mut k, &cos, &sin);
             for &(i, start, rows, past) in &seqs {

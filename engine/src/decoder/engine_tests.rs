@@ -6,7 +6,7 @@
 use super::*;
 use crate::decoder::format::{Layer, Matrix as MatrixSpec, Part, Rope};
 use crate::kernels::blocks::BLOCK;
-use crate::kernels::panels::{f16_to_f32, Panels};
+use crate::kernels::panels::{dequantize, f16_to_f32, PanelKind, Panels};
 use crate::packed::{leak_aligned, Packer};
 
 use crate::testing::Lcg;
@@ -18,6 +18,8 @@ struct Model {
     head: Option<Vec<f64>>,
     final_norm: Vec<f64>,
     layers: Vec<[Vec<f64>; 9]>,
+    /// Per layer, q, k and v's biases (Qwen2), or none.
+    biases: Vec<Option<[Vec<f64>; 3]>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +28,35 @@ enum Format {
     I8,
     Q8,
     Q4_1,
+    /// Random GGUF blocks of the kind's type, kept in panels.
+    Blocks(PanelKind),
+}
+
+/// `n` values of random GGUF blocks of `kind`'s type, scaled so weights
+/// are a few tenths at most (f16 scales set, codes and 6-bit scales random).
+fn random_blocks(r: &mut Lcg, kind: PanelKind, n: usize) -> Vec<u8> {
+    let t = kind.gguf();
+    let mut out = Vec::new();
+    for _ in 0..n / t.span() {
+        let start = out.len();
+        out.extend((0..t.block_bytes()).map(|_| ((r.unit() + 1.0) * 128.0) as u8));
+        let b = &mut out[start..];
+        let mut put = |at: usize, v: f32| b[at..at + 2].copy_from_slice(&f16_bits(v).to_le_bytes());
+        match kind {
+            PanelKind::Q8 => put(0, 0.3 / 127.0),
+            PanelKind::Q4_0 | PanelKind::Q5_0 => put(0, 0.3 / 16.0),
+            PanelKind::Q4_1 | PanelKind::Q5_1 => {
+                put(0, 0.3 / 31.0);
+                put(2, -0.15);
+            }
+            PanelKind::Q4K | PanelKind::Q5K => {
+                put(0, 0.3 / 31.0 / 63.0);
+                put(2, 0.15 / 63.0);
+            }
+            PanelKind::Q6K => put(208, 0.3 / 32.0 / 128.0),
+        }
+    }
+    out
 }
 
 /// f16 bits of `v` rounded toward zero (the reference then uses the f16
@@ -112,6 +143,18 @@ fn pack_matrix(
             let panels = p.push(&panels, panels.len());
             (Weights::Q4_1Panels { panels }, dequant)
         }
+        Format::Blocks(kind) => {
+            // The values only seed the blocks: random codes stand in.
+            let mut r = Lcg(values[0].to_bits().into());
+            let gguf = random_blocks(&mut r, kind, rows * cols);
+            let dequant = dequantize(kind.gguf(), &gguf, rows * cols).unwrap();
+            let panels = Panels::pack(kind, &gguf, rows, cols).unwrap();
+            let panels = p.push(&panels, panels.len());
+            (
+                Weights::Panels { kind, panels },
+                dequant.iter().map(|&v| f64::from(v)).collect(),
+            )
+        }
     };
     (
         MatrixSpec {
@@ -124,7 +167,19 @@ fn pack_matrix(
 }
 
 fn build(c: Config, layers: usize, tied: bool, f: Format, seed: u64) -> (Decoder, Model) {
-    let (p, header, model) = pack(c, layers, tied, f, seed);
+    build_with(c, layers, tied, f, seed, false)
+}
+
+/// As [`build`], with biases on q, k and v when `biased` (Qwen2's block).
+fn build_with(
+    c: Config,
+    layers: usize,
+    tied: bool,
+    f: Format,
+    seed: u64,
+    biased: bool,
+) -> (Decoder, Model) {
+    let (p, header, model) = pack_with(c, layers, tied, f, seed, biased);
     let bytes = leak_aligned(&p.finish(MAGIC, &header).unwrap());
     (Decoder::parse(bytes).unwrap(), model)
 }
@@ -132,13 +187,26 @@ fn build(c: Config, layers: usize, tied: bool, f: Format, seed: u64) -> (Decoder
 /// A random model's packed data and whole-model header, and its float64
 /// transcription.
 fn pack(c: Config, layers: usize, tied: bool, f: Format, seed: u64) -> (Packer, Header, Model) {
+    pack_with(c, layers, tied, f, seed, false)
+}
+
+fn pack_with(
+    c: Config,
+    layers: usize,
+    tied: bool,
+    f: Format,
+    seed: u64,
+    biased: bool,
+) -> (Packer, Header, Model) {
     let mut r = Lcg(seed);
     let mut p = Packer::default();
     let (d, qd, kvd) = (c.dims, c.heads * c.head_dim, c.kv_heads * c.head_dim);
     let (embedding_spec, embedding) = pack_matrix(&mut p, &r.vec(c.vocab * d, 1.0), c.vocab, d, f);
     let mut specs = Vec::new();
     let mut dense = Vec::new();
+    let mut biases = Vec::new();
     for _ in 0..layers {
+        let bias = biased.then(|| [r.vec(qd, 0.5), r.vec(kvd, 0.5), r.vec(kvd, 0.5)]);
         let norm1 = r.vec(d, 0.5).iter().map(|v| v + 1.0).collect::<Vec<_>>();
         let norm2 = r.vec(d, 0.5).iter().map(|v| v + 1.0).collect::<Vec<_>>();
         let mut m =
@@ -152,11 +220,16 @@ fn pack(c: Config, layers: usize, tied: bool, f: Format, seed: u64) -> (Packer, 
         let (down, dv) = m(d, c.ffn);
         let to64 = |x: &[f32]| x.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
         dense.push([to64(&norm1), qv, kv, vv, ov, to64(&norm2), gv, uv, dv]);
+        let spans = bias.as_ref().map(|b| b.each_ref().map(|b| p.push_f32(b)));
+        biases.push(bias.map(|b| b.map(|b| to64(&b))));
         specs.push(Layer {
             attention_norm: p.push_f32(&norm1),
             q,
             k,
             v,
+            q_bias: spans.map(|s| s[0]),
+            k_bias: spans.map(|s| s[1]),
+            v_bias: spans.map(|s| s[2]),
             o,
             mlp_norm: p.push_f32(&norm2),
             gate,
@@ -186,6 +259,7 @@ fn pack(c: Config, layers: usize, tied: bool, f: Format, seed: u64) -> (Packer, 
         head,
         final_norm: final_norm.iter().map(|&v| f64::from(v)).collect(),
         layers: dense,
+        biases,
     };
     (p, header, model)
 }
@@ -250,11 +324,18 @@ fn reference(m: &Model, tokens: &[u32]) -> Vec<f64> {
         .iter()
         .map(|&t| m.embedding[t as usize * d..(t as usize + 1) * d].to_vec())
         .collect();
-    for l in &m.layers {
+    for (l, bias) in m.layers.iter().zip(&m.biases) {
         let hs: Vec<Vec<f64>> = xs.iter().map(|x| rms(x, &l[0], eps)).collect();
-        let mut qs: Vec<Vec<f64>> = hs.iter().map(|h| matvec(&l[1], h)).collect();
-        let mut ks: Vec<Vec<f64>> = hs.iter().map(|h| matvec(&l[2], h)).collect();
-        let vs: Vec<Vec<f64>> = hs.iter().map(|h| matvec(&l[3], h)).collect();
+        let biased = |w: &[f64], h: &[f64], b: usize| {
+            let mut y = matvec(w, h);
+            if let Some(bias) = bias {
+                y.iter_mut().zip(&bias[b]).for_each(|(y, b)| *y += b);
+            }
+            y
+        };
+        let mut qs: Vec<Vec<f64>> = hs.iter().map(|h| biased(&l[1], h, 0)).collect();
+        let mut ks: Vec<Vec<f64>> = hs.iter().map(|h| biased(&l[2], h, 1)).collect();
+        let vs: Vec<Vec<f64>> = hs.iter().map(|h| biased(&l[3], h, 2)).collect();
         for (pos, (q, k)) in qs.iter_mut().zip(&mut ks).enumerate() {
             rotate(q, pos, c);
             rotate(k, pos, c);
@@ -372,6 +453,47 @@ fn block_formats_follow_the_transcription_within_activation_rounding() {
             err <= 0.005 * scale && err > 1e-7,
             "{style:?}: {err} of {scale}"
         );
+    }
+}
+
+/// Every GGUF block format in panels, and Qwen2's biases on q, k and v:
+/// the engine follows the float64 transcription of the same weights (the
+/// file's blocks dequantized) within the activations' rounding. The K
+/// formats' blocks span 256 columns, so their model is 256 wide.
+#[test]
+fn every_gguf_format_and_qkv_biases_follow_the_transcription() {
+    let tokens: Vec<u32> = (0..7).map(|i| (i * 5 + 2) % 52).collect();
+    let wide = Config {
+        dims: 256,
+        head_dim: 64,
+        ffn: 256,
+        ..config(RopeStyle::HalfSplit)
+    };
+    for (i, kind) in PanelKind::ALL.into_iter().enumerate() {
+        for biased in [false, true] {
+            let c = match kind.span() {
+                32 => config(RopeStyle::HalfSplit),
+                _ => wide,
+            };
+            let (decoder, model) = build_with(
+                c,
+                2,
+                i % 2 == 0,
+                Format::Blocks(kind),
+                40 + i as u64,
+                biased,
+            );
+            let logits = decoder.forward(&mut decoder.new_cache(), &tokens).unwrap();
+            let want = reference(&model, &tokens);
+            let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let err = worst(&logits, &want);
+            println!("{kind:?} biased {biased}: max |logit diff| {err:.2e} of {scale:.2}");
+            assert!(scale > 0.1, "{kind:?}: degenerate logits");
+            assert!(
+                err <= 0.005 * scale,
+                "{kind:?} biased {biased}: {err} of {scale}"
+            );
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Span;
+use crate::kernels::panels::PanelKind;
 
 /// The first bytes of a packed decoder; the digit changes with the layout.
 pub const MAGIC: &[u8; 8] = b"EILLAMA3";
@@ -106,7 +107,8 @@ impl Part {
 }
 
 /// A pre-norm block: RMSNorm, grouped-query attention, residual; RMSNorm,
-/// SwiGLU MLP (`down(silu(gate x) * up x)`), residual. No biases.
+/// SwiGLU MLP (`down(silu(gate x) * up x)`), residual. Biases on q, k and v
+/// only where the architecture has them (Qwen2); none elsewhere.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Layer {
     /// float32, `dims`.
@@ -114,6 +116,15 @@ pub struct Layer {
     pub q: Matrix,
     pub k: Matrix,
     pub v: Matrix,
+    /// float32, one per row of q, k, v: added after the product, before
+    /// the rotation. Absent from the header when `None`, so a model
+    /// without biases packs to the same bytes as before they existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q_bias: Option<Span>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k_bias: Option<Span>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v_bias: Option<Span>,
     pub o: Matrix,
     /// float32, `dims`.
     pub mlp_norm: Span,
@@ -147,4 +158,8 @@ pub enum Weights {
     /// 32: weight = q x scale + min), bytes as the file has them, in panels
     /// of four rows ([`crate::kernels::panels::PanelKind::Q4_1`]).
     Q4_1Panels { panels: Span },
+    /// GGUF's other block formats (Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), their
+    /// values and scales as the file has them, in panels of four rows
+    /// ([`crate::kernels::panels::PanelKind`] says each layout).
+    Panels { kind: PanelKind, panels: Span },
 }

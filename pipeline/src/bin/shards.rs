@@ -14,14 +14,14 @@
 //! ```
 //!
 //! Run by scripts/build-shards: `cargo run -p edgeinfer-pipeline --bin
-//! shards -- <shard.wasm> <out>`.
+//! shards -- <shard.wasm> <out>` (with `--no-default-features`: no ONNX, so no tract).
 
 use std::path::{Path, PathBuf};
 
 use edgeinfer_pipeline as check;
 
 use check::pack_gguf::{Gguf, Storage};
-use check::pack_llama::format::Part;
+use edgeinfer_engine::decoder::format::Part;
 
 fn fail(message: String) -> ! {
     eprintln!("shards: {message}");

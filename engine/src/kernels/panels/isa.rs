@@ -1,0 +1,550 @@
+//! The panel kernels, written once over the few vector operations they use
+//! ([`Isa`]), and those operations in wasm simd128 and in SSE4.1: the x86-64
+//! path is the wasm path instruction for instruction, so the native bench
+//! and tests measure and check what the worker runs.
+
+use super::{Acts, PanelKind, BLOCK, PANEL};
+
+/// 128-bit vector operations (all `unsafe`: they read raw pointers or need
+/// the target feature). `I` holds integers (i16x8 or i32x4), `F` f32x4.
+pub(super) trait Isa {
+    type I: Copy;
+    type F: Copy;
+    /// 16 bytes.
+    unsafe fn load(p: *const u8) -> Self::I;
+    /// 8 bytes zero-extended to u16x8.
+    unsafe fn load_u8x8(p: *const u8) -> Self::I;
+    /// The u16 at `p` in every i16 lane.
+    unsafe fn splat16_at(p: *const u8) -> Self::I;
+    /// 4 bytes zero-extended to i32x4.
+    unsafe fn u8x4(p: *const u8) -> Self::I;
+    /// 4 bytes sign-extended to i32x4.
+    unsafe fn i8x4(p: *const u8) -> Self::I;
+    unsafe fn f32x4(p: *const u8) -> Self::F;
+    /// Four f16 as float32 (see [`super::f16_to_f32`]).
+    unsafe fn f16x4(p: *const u8) -> Self::F;
+    unsafe fn i16x8(v: [i16; 8]) -> Self::I;
+    unsafe fn splat16(v: i16) -> Self::I;
+    /// Bytes 0..8 (8..16) sign-extended to i16x8.
+    unsafe fn widen_lo(v: Self::I) -> Self::I;
+    unsafe fn widen_hi(v: Self::I) -> Self::I;
+    unsafe fn and(a: Self::I, b: Self::I) -> Self::I;
+    unsafe fn or(a: Self::I, b: Self::I) -> Self::I;
+    unsafe fn sub16(a: Self::I, b: Self::I) -> Self::I;
+    unsafe fn eq16(a: Self::I, b: Self::I) -> Self::I;
+    unsafe fn shr16<const N: i32>(a: Self::I) -> Self::I;
+    unsafe fn shl16<const N: i32>(a: Self::I) -> Self::I;
+    /// Pairwise i16 products summed into i32x4.
+    unsafe fn madd(a: Self::I, b: Self::I) -> Self::I;
+    unsafe fn add32(a: Self::I, b: Self::I) -> Self::I;
+    unsafe fn mul32(a: Self::I, b: Self::I) -> Self::I;
+    /// Two rows' partial sums folded, lanes `[a0+a2, b0+b2, a1+a3, b1+b3]`.
+    unsafe fn fold(a: Self::I, b: Self::I) -> Self::I;
+    /// Two folds into the four rows' sums `[s0, s1, s2, s3]`.
+    unsafe fn join(p01: Self::I, p23: Self::I) -> Self::I;
+    unsafe fn cvt(a: Self::I) -> Self::F;
+    unsafe fn fmul(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn fadd(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn fsub(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn fsplat(v: f32) -> Self::F;
+    unsafe fn lanes(a: Self::F) -> [f32; PANEL];
+}
+
+/// Bit `2l` of a u16 in lane `l`, and bit `2l + 1`: the file's `qh` bits of
+/// the even and odd elements of a run of sixteen.
+const EVEN: [i16; 8] = [1, 4, 16, 64, 256, 1024, 4096, 16384];
+const ODD: [i16; 8] = [2, 8, 32, 128, 512, 2048, 8192, i16::MIN];
+
+/// The 32 int16 quants of activation block `b` of a row.
+#[inline(always)]
+unsafe fn acts<S: Isa>(q: &[i16], b: usize) -> [S::I; 4] {
+    let p = q.as_ptr().add(b * BLOCK) as *const u8;
+    [
+        S::load(p),
+        S::load(p.add(16)),
+        S::load(p.add(32)),
+        S::load(p.add(48)),
+    ]
+}
+
+/// A 5-bit code's fifth bit as 16, where `mask` selects it in `bits`.
+#[inline(always)]
+unsafe fn bit16<S: Isa>(bits: S::I, mask: S::I) -> S::I {
+    S::and(S::eq16(S::and(bits, mask), mask), S::splat16(16))
+}
+
+/// Row `j`'s 32 integer weights of the four rows' values at `q`, as four
+/// int16x8 in [`super::ORDER`].
+#[inline(always)]
+unsafe fn weights<S: Isa>(kind: PanelKind, q: *const u8, j: usize) -> [S::I; 4] {
+    if kind == PanelKind::Q8 {
+        let lo = S::load(q.add(j * BLOCK));
+        let hi = S::load(q.add(j * BLOCK + 16));
+        return [
+            S::widen_lo(lo),
+            S::widen_hi(lo),
+            S::widen_lo(hi),
+            S::widen_hi(hi),
+        ];
+    }
+    // As int16 lanes each holding bytes 2l and 2l + 1: the low nibbles of
+    // the even bytes, their high nibbles, the low nibbles of the odd bytes,
+    // their high nibbles.
+    let v = S::load(q.add(j * BLOCK / 2));
+    let nibble = S::splat16(15);
+    let n = [
+        S::and(v, nibble),
+        S::and(S::shr16::<4>(v), nibble),
+        S::and(S::shr16::<8>(v), nibble),
+        S::shr16::<12>(v),
+    ];
+    let high = q.add(PANEL * BLOCK / 2);
+    match kind {
+        PanelKind::Q4_0 => n.map(|n| S::sub16(n, S::splat16(8))),
+        PanelKind::Q5_0 | PanelKind::Q5_1 | PanelKind::Q5K => {
+            let (lo, hi) = (
+                S::splat16_at(high.add(4 * j)),
+                S::splat16_at(high.add(4 * j + 2)),
+            );
+            let (even, odd) = (S::i16x8(EVEN), S::i16x8(ODD));
+            let w = [
+                S::or(n[0], bit16::<S>(lo, even)),
+                S::or(n[1], bit16::<S>(hi, even)),
+                S::or(n[2], bit16::<S>(lo, odd)),
+                S::or(n[3], bit16::<S>(hi, odd)),
+            ];
+            match kind {
+                PanelKind::Q5_0 => w.map(|w| S::sub16(w, S::splat16(16))),
+                _ => w,
+            }
+        }
+        PanelKind::Q6K => {
+            let h = S::load_u8x8(high.add(8 * j));
+            let w = [
+                S::or(n[0], S::shl16::<4>(S::and(h, S::splat16(3)))),
+                S::or(n[1], S::shl16::<2>(S::and(h, S::splat16(12)))),
+                S::or(n[2], S::and(h, S::splat16(48))),
+                S::or(n[3], S::shr16::<2>(S::and(h, S::splat16(192)))),
+            ];
+            w.map(|w| S::sub16(w, S::splat16(32)))
+        }
+        _ => n,
+    }
+}
+
+/// A row's dot with one weight row: the whole block's partial sums, or
+/// (Q6_K) the two halves' (runs 0 and 2 are elements 0..16).
+#[inline(always)]
+unsafe fn dot<S: Isa>(split: bool, x: &[S::I; 4], w: &[S::I; 4]) -> (S::I, S::I) {
+    let (m0, m1, m2, m3) = (
+        S::madd(x[0], w[0]),
+        S::madd(x[1], w[1]),
+        S::madd(x[2], w[2]),
+        S::madd(x[3], w[3]),
+    );
+    if split {
+        (S::add32(m0, m2), S::add32(m1, m3))
+    } else {
+        let all = S::add32(S::add32(m0, m1), S::add32(m2, m3));
+        (all, all)
+    }
+}
+
+/// The panel block's per-row scale vectors: `d` and the minimum (`m`, or
+/// `dmin`; zero when the format has none).
+#[inline(always)]
+unsafe fn scales<S: Isa>(kind: PanelKind, tail: *const u8) -> (S::F, S::F) {
+    match kind {
+        PanelKind::Q8 => (S::f32x4(tail), S::fsplat(0.0)),
+        PanelKind::Q4_0 | PanelKind::Q5_0 => (S::f16x4(tail), S::fsplat(0.0)),
+        PanelKind::Q4_1 | PanelKind::Q5_1 => (S::f16x4(tail), S::f16x4(tail.add(2 * PANEL))),
+        PanelKind::Q4K | PanelKind::Q5K => (
+            S::f16x4(tail.add(16 * PANEL)),
+            S::f16x4(tail.add(18 * PANEL)),
+        ),
+        PanelKind::Q6K => (S::f16x4(tail.add(16 * PANEL)), S::fsplat(0.0)),
+    }
+}
+
+/// One block's four sums (`lo`; `hi` the second halves' for Q6_K) into
+/// the accumulator, as the module's definition says.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn finish<S: Isa>(
+    kind: PanelKind,
+    acc: S::F,
+    tail: *const u8,
+    sub: usize,
+    (d, m): (S::F, S::F),
+    (lo, hi): (S::I, S::I),
+    scale: f32,
+    sum: f32,
+) -> S::F {
+    let scale = S::fmul(d, S::fsplat(scale));
+    match kind {
+        PanelKind::Q4_1 | PanelKind::Q5_1 => {
+            let acc = S::fadd(acc, S::fmul(S::cvt(lo), scale));
+            S::fadd(acc, S::fmul(m, S::fsplat(sum)))
+        }
+        PanelKind::Q4K | PanelKind::Q5K => {
+            let sc = S::u8x4(tail.add(PANEL * sub));
+            let mn = S::u8x4(tail.add(8 * PANEL + PANEL * sub));
+            let acc = S::fadd(acc, S::fmul(S::cvt(S::mul32(lo, sc)), scale));
+            S::fsub(acc, S::fmul(S::fmul(m, S::cvt(mn)), S::fsplat(sum)))
+        }
+        PanelKind::Q6K => {
+            let a = S::i8x4(tail.add(2 * PANEL * sub));
+            let b = S::i8x4(tail.add(2 * PANEL * sub + PANEL));
+            let i = S::fadd(S::cvt(S::mul32(lo, a)), S::cvt(S::mul32(hi, b)));
+            S::fadd(acc, S::fmul(i, scale))
+        }
+        _ => S::fadd(acc, S::fmul(S::cvt(lo), scale)),
+    }
+}
+
+/// One panel by `R` activation rows, kind `K` ([`PanelKind::from_id`]).
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+pub(super) unsafe fn tile<S: Isa, const K: u8, const R: usize>(
+    panel: &[u8],
+    a: &Acts<R>,
+    blocks: usize,
+) -> [[f32; PANEL]; R] {
+    let kind = PanelKind::from_id(K);
+    let (subs, sub_bytes, bb) = (kind.subs(), kind.sub_bytes(), kind.block_bytes());
+    let split = kind == PanelKind::Q6K;
+    let mut acc = [S::fsplat(0.0); R];
+    for pb in 0..blocks / subs {
+        let block = panel.as_ptr().add(pb * bb);
+        let tail = block.add(subs * sub_bytes);
+        let dm = scales::<S>(kind, tail);
+        for sub in 0..subs {
+            let b = pb * subs + sub;
+            let q = block.add(sub * sub_bytes);
+            // One weight row at a time, each row's sums folded as soon as
+            // a pair is done: few vectors live at once.
+            let pair = |x: (S::I, S::I), y: (S::I, S::I)| match split {
+                true => (S::fold(x.0, y.0), S::fold(x.1, y.1)),
+                false => (S::fold(x.0, y.0), S::fold(x.0, y.0)),
+            };
+            let w = weights::<S>(kind, q, 0);
+            let s0: [_; R] = core::array::from_fn(|r| dot::<S>(split, &acts::<S>(a.q[r], b), &w));
+            let w = weights::<S>(kind, q, 1);
+            let p01: [_; R] =
+                core::array::from_fn(|r| pair(s0[r], dot::<S>(split, &acts::<S>(a.q[r], b), &w)));
+            let w = weights::<S>(kind, q, 2);
+            let s2: [_; R] = core::array::from_fn(|r| dot::<S>(split, &acts::<S>(a.q[r], b), &w));
+            let w = weights::<S>(kind, q, 3);
+            for r in 0..R {
+                let p23 = pair(s2[r], dot::<S>(split, &acts::<S>(a.q[r], b), &w));
+                let lo = S::join(p01[r].0, p23.0);
+                let hi = match split {
+                    true => S::join(p01[r].1, p23.1),
+                    false => lo,
+                };
+                acc[r] = finish::<S>(
+                    kind,
+                    acc[r],
+                    tail,
+                    sub,
+                    dm,
+                    (lo, hi),
+                    a.scales[r][b],
+                    a.sums[r][b],
+                );
+            }
+        }
+    }
+    core::array::from_fn(|r| S::lanes(acc[r]))
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(super) use wasm::Wasm;
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm {
+    use core::arch::wasm32::*;
+
+    use super::super::{F16_SCALE, PANEL};
+    use super::Isa;
+
+    pub(in super::super) struct Wasm;
+
+    impl Isa for Wasm {
+        type I = v128;
+        type F = v128;
+        #[inline(always)]
+        unsafe fn load(p: *const u8) -> v128 {
+            v128_load(p as *const v128)
+        }
+        #[inline(always)]
+        unsafe fn load_u8x8(p: *const u8) -> v128 {
+            u16x8_load_extend_u8x8(p)
+        }
+        #[inline(always)]
+        unsafe fn splat16_at(p: *const u8) -> v128 {
+            v128_load16_splat(p as *const u16)
+        }
+        #[inline(always)]
+        unsafe fn u8x4(p: *const u8) -> v128 {
+            u32x4_extend_low_u16x8(u16x8_extend_low_u8x16(v128_load32_zero(p as *const u32)))
+        }
+        #[inline(always)]
+        unsafe fn i8x4(p: *const u8) -> v128 {
+            i32x4_extend_low_i16x8(i16x8_extend_low_i8x16(v128_load32_zero(p as *const u32)))
+        }
+        #[inline(always)]
+        unsafe fn f32x4(p: *const u8) -> v128 {
+            v128_load(p as *const v128)
+        }
+        #[inline(always)]
+        unsafe fn f16x4(p: *const u8) -> v128 {
+            let w = u32x4_extend_low_u16x8(v128_load64_zero(p as *const u64));
+            let sign = i32x4_shl(v128_and(w, u32x4_splat(0x8000)), 16);
+            let magnitude = i32x4_shl(v128_and(w, u32x4_splat(0x7fff)), 13);
+            v128_or(f32x4_mul(magnitude, f32x4_splat(F16_SCALE)), sign)
+        }
+        #[inline(always)]
+        unsafe fn i16x8(v: [i16; 8]) -> v128 {
+            i16x8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
+        }
+        #[inline(always)]
+        unsafe fn splat16(v: i16) -> v128 {
+            i16x8_splat(v)
+        }
+        #[inline(always)]
+        unsafe fn widen_lo(v: v128) -> v128 {
+            i16x8_extend_low_i8x16(v)
+        }
+        #[inline(always)]
+        unsafe fn widen_hi(v: v128) -> v128 {
+            i16x8_extend_high_i8x16(v)
+        }
+        #[inline(always)]
+        unsafe fn and(a: v128, b: v128) -> v128 {
+            v128_and(a, b)
+        }
+        #[inline(always)]
+        unsafe fn or(a: v128, b: v128) -> v128 {
+            v128_or(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sub16(a: v128, b: v128) -> v128 {
+            i16x8_sub(a, b)
+        }
+        #[inline(always)]
+        unsafe fn eq16(a: v128, b: v128) -> v128 {
+            i16x8_eq(a, b)
+        }
+        #[inline(always)]
+        unsafe fn shr16<const N: i32>(a: v128) -> v128 {
+            u16x8_shr(a, N as u32)
+        }
+        #[inline(always)]
+        unsafe fn shl16<const N: i32>(a: v128) -> v128 {
+            i16x8_shl(a, N as u32)
+        }
+        #[inline(always)]
+        unsafe fn madd(a: v128, b: v128) -> v128 {
+            i32x4_dot_i16x8(a, b)
+        }
+        #[inline(always)]
+        unsafe fn add32(a: v128, b: v128) -> v128 {
+            i32x4_add(a, b)
+        }
+        #[inline(always)]
+        unsafe fn mul32(a: v128, b: v128) -> v128 {
+            i32x4_mul(a, b)
+        }
+        #[inline(always)]
+        unsafe fn fold(a: v128, b: v128) -> v128 {
+            i32x4_add(
+                i32x4_shuffle::<0, 4, 1, 5>(a, b),
+                i32x4_shuffle::<2, 6, 3, 7>(a, b),
+            )
+        }
+        #[inline(always)]
+        unsafe fn join(p01: v128, p23: v128) -> v128 {
+            i32x4_add(
+                i64x2_shuffle::<0, 2>(p01, p23),
+                i64x2_shuffle::<1, 3>(p01, p23),
+            )
+        }
+        #[inline(always)]
+        unsafe fn cvt(a: v128) -> v128 {
+            f32x4_convert_i32x4(a)
+        }
+        #[inline(always)]
+        unsafe fn fmul(a: v128, b: v128) -> v128 {
+            f32x4_mul(a, b)
+        }
+        #[inline(always)]
+        unsafe fn fadd(a: v128, b: v128) -> v128 {
+            f32x4_add(a, b)
+        }
+        #[inline(always)]
+        unsafe fn fsub(a: v128, b: v128) -> v128 {
+            f32x4_sub(a, b)
+        }
+        #[inline(always)]
+        unsafe fn fsplat(v: f32) -> v128 {
+            f32x4_splat(v)
+        }
+        #[inline(always)]
+        unsafe fn lanes(a: v128) -> [f32; PANEL] {
+            [
+                f32x4_extract_lane::<0>(a),
+                f32x4_extract_lane::<1>(a),
+                f32x4_extract_lane::<2>(a),
+                f32x4_extract_lane::<3>(a),
+            ]
+        }
+    }
+}
+
+/// The kernel compiled for SSE4.1 (the generic body and every [`Isa`]
+/// operation inlined into this one function with the feature enabled).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.1")]
+pub(super) unsafe fn tile_sse41<const K: u8, const R: usize>(
+    panel: &[u8],
+    a: &Acts<R>,
+    blocks: usize,
+) -> [[f32; PANEL]; R] {
+    tile::<sse::Sse41, K, R>(panel, a, blocks)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod sse {
+    use std::arch::x86_64::*;
+
+    use super::super::{F16_SCALE, PANEL};
+    use super::Isa;
+
+    pub(super) struct Sse41;
+
+    impl Isa for Sse41 {
+        type I = __m128i;
+        type F = __m128;
+        #[inline(always)]
+        unsafe fn load(p: *const u8) -> __m128i {
+            _mm_loadu_si128(p as *const __m128i)
+        }
+        #[inline(always)]
+        unsafe fn load_u8x8(p: *const u8) -> __m128i {
+            _mm_cvtepu8_epi16(_mm_loadl_epi64(p as *const __m128i))
+        }
+        #[inline(always)]
+        unsafe fn splat16_at(p: *const u8) -> __m128i {
+            _mm_set1_epi16((p as *const i16).read_unaligned())
+        }
+        #[inline(always)]
+        unsafe fn u8x4(p: *const u8) -> __m128i {
+            _mm_cvtepu8_epi32(_mm_cvtsi32_si128((p as *const i32).read_unaligned()))
+        }
+        #[inline(always)]
+        unsafe fn i8x4(p: *const u8) -> __m128i {
+            _mm_cvtepi8_epi32(_mm_cvtsi32_si128((p as *const i32).read_unaligned()))
+        }
+        #[inline(always)]
+        unsafe fn f32x4(p: *const u8) -> __m128 {
+            _mm_loadu_ps(p as *const f32)
+        }
+        #[inline(always)]
+        unsafe fn f16x4(p: *const u8) -> __m128 {
+            let w = _mm_cvtepu16_epi32(_mm_loadl_epi64(p as *const __m128i));
+            let sign = _mm_slli_epi32::<16>(_mm_and_si128(w, _mm_set1_epi32(0x8000)));
+            let magnitude = _mm_slli_epi32::<13>(_mm_and_si128(w, _mm_set1_epi32(0x7fff)));
+            _mm_or_ps(
+                _mm_mul_ps(_mm_castsi128_ps(magnitude), _mm_set1_ps(F16_SCALE)),
+                _mm_castsi128_ps(sign),
+            )
+        }
+        #[inline(always)]
+        unsafe fn i16x8(v: [i16; 8]) -> __m128i {
+            _mm_setr_epi16(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
+        }
+        #[inline(always)]
+        unsafe fn splat16(v: i16) -> __m128i {
+            _mm_set1_epi16(v)
+        }
+        #[inline(always)]
+        unsafe fn widen_lo(v: __m128i) -> __m128i {
+            _mm_cvtepi8_epi16(v)
+        }
+        #[inline(always)]
+        unsafe fn widen_hi(v: __m128i) -> __m128i {
+            _mm_cvtepi8_epi16(_mm_srli_si128::<8>(v))
+        }
+        #[inline(always)]
+        unsafe fn and(a: __m128i, b: __m128i) -> __m128i {
+            _mm_and_si128(a, b)
+        }
+        #[inline(always)]
+        unsafe fn or(a: __m128i, b: __m128i) -> __m128i {
+            _mm_or_si128(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sub16(a: __m128i, b: __m128i) -> __m128i {
+            _mm_sub_epi16(a, b)
+        }
+        #[inline(always)]
+        unsafe fn eq16(a: __m128i, b: __m128i) -> __m128i {
+            _mm_cmpeq_epi16(a, b)
+        }
+        #[inline(always)]
+        unsafe fn shr16<const N: i32>(a: __m128i) -> __m128i {
+            _mm_srli_epi16::<N>(a)
+        }
+        #[inline(always)]
+        unsafe fn shl16<const N: i32>(a: __m128i) -> __m128i {
+            _mm_slli_epi16::<N>(a)
+        }
+        #[inline(always)]
+        unsafe fn madd(a: __m128i, b: __m128i) -> __m128i {
+            _mm_madd_epi16(a, b)
+        }
+        #[inline(always)]
+        unsafe fn add32(a: __m128i, b: __m128i) -> __m128i {
+            _mm_add_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn mul32(a: __m128i, b: __m128i) -> __m128i {
+            _mm_mullo_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn fold(a: __m128i, b: __m128i) -> __m128i {
+            _mm_add_epi32(_mm_unpacklo_epi32(a, b), _mm_unpackhi_epi32(a, b))
+        }
+        #[inline(always)]
+        unsafe fn join(p01: __m128i, p23: __m128i) -> __m128i {
+            _mm_add_epi32(_mm_unpacklo_epi64(p01, p23), _mm_unpackhi_epi64(p01, p23))
+        }
+        #[inline(always)]
+        unsafe fn cvt(a: __m128i) -> __m128 {
+            _mm_cvtepi32_ps(a)
+        }
+        #[inline(always)]
+        unsafe fn fmul(a: __m128, b: __m128) -> __m128 {
+            _mm_mul_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn fadd(a: __m128, b: __m128) -> __m128 {
+            _mm_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn fsub(a: __m128, b: __m128) -> __m128 {
+            _mm_sub_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn fsplat(v: f32) -> __m128 {
+            _mm_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn lanes(a: __m128) -> [f32; PANEL] {
+            let mut lanes = [0.0f32; PANEL];
+            _mm_storeu_ps(lanes.as_mut_ptr(), a);
+            lanes
+        }
+    }
+}
