@@ -658,14 +658,18 @@ fn a_shards_refusal_is_a_503_before_the_stream() -> Result<(), Failed> {
     Ok(())
 }
 
-/// A shard whose `open` fails (it is down): 503 JSON, stream or not, and a
-/// session turn stores nothing.
+/// A shard whose `open` fails (it is down): 503 JSON with `Retry-After`
+/// (the crowd bench found these without one), stream or not, and a session
+/// turn stores nothing.
 fn shard_down(c: &Client) -> Result<(), Failed> {
     let body = json!({ "model": MODEL, "messages": [{ "role": "user", "content": "Hi" }] });
     for stream in [false, true] {
         let mut b = body.clone();
         b["stream"] = json!(stream);
         let res = c.post_json("/v1/chat/completions", &b);
+        ensure(res.header("retry-after").is_some(), || {
+            format!("a 503 without Retry-After: {:?}", res.headers)
+        })?;
         let error = res.expect_error(503);
         ensure(error["code"] == "shard_unavailable", || format!("{error}"))?;
         let message = error["message"].as_str().unwrap_or("");
@@ -680,6 +684,9 @@ fn shard_down(c: &Client) -> Result<(), Failed> {
         &format!("/v1/sessions/{id}/messages"),
         &json!({ "content": "Hi" }),
     );
+    ensure(res.header("retry-after").is_some(), || {
+        format!("a session's 503 without Retry-After: {:?}", res.headers)
+    })?;
     res.expect_error(503);
     let view = c.get(&format!("/v1/sessions/{id}")).json();
     ensure(view["messages"].as_array().map(Vec::len) == Some(0), || {

@@ -143,29 +143,38 @@ fn describe(e: &JsValue) -> String {
         .unwrap_or_else(|| format!("{e:?}"))
 }
 
-fn shard_error(model: &str, shard: &ShardSpec, what: &str) -> ApiError {
+/// Seconds a client is told to wait after a shard failed or did not answer
+/// in time: the shards' own refusal says 5 (shard/src/gate.rs), and a shard
+/// that timed out is most often one that was busy.
+const SHARD_RETRY_AFTER_S: u64 = 5;
+
+/// 503 `shard_unavailable` naming the shard, with `Retry-After`
+/// (`retry_after` seconds): every 503 a client gets says when to retry.
+fn shard_error_after(model: &str, shard: &ShardSpec, what: &str, retry_after: u64) -> ApiError {
     ApiError::unavailable(format!(
         "model {model}: shard Worker {} (layers {}..{}, binding {}) {what}; retry shortly",
         shard.script, shard.first_layer, shard.end_layer, shard.binding
     ))
     .with_code("shard_unavailable")
+    .with_header("retry-after", retry_after.to_string())
+}
+
+fn shard_error(model: &str, shard: &ShardSpec, what: &str) -> ApiError {
+    shard_error_after(model, shard, what, SHARD_RETRY_AFTER_S)
 }
 
 /// A shard's refusal of a pass (`{ message, retry_after }`: it had no room
-/// in time): 503, with `Retry-After` when the shard gave one.
+/// in time): 503, with the shard's `Retry-After` when it gave one.
 fn refusal(model: &str, shard: &ShardSpec, refused: &JsValue) -> ApiError {
     let field = |name: &str| Reflect::get(refused, &JsValue::from_str(name)).ok();
     let message = field("message")
         .and_then(|m| m.as_string())
         .unwrap_or_else(|| "refused a pass".into());
-    let e = shard_error(model, shard, &message);
-    match field("retry_after")
+    let seconds = field("retry_after")
         .and_then(|v| v.as_f64())
         .filter(|s| s.is_finite() && *s >= 0.0)
-    {
-        Some(seconds) => e.with_header("retry-after", format!("{}", seconds.ceil() as u64)),
-        None => e,
-    }
+        .map_or(SHARD_RETRY_AFTER_S, |s| s.ceil() as u64);
+    shard_error_after(model, shard, &message, seconds)
 }
 
 /// Awaits `promise`, at most `timeout`.
