@@ -441,22 +441,34 @@ fn sub_scales(kind: PanelKind, block: &[u8], sub: usize, j: usize) -> SubScales 
 /// `out[r * rows + c] = sum over blocks of x[r] . w[c]` for every activation
 /// row `r` of `x` and weight row `c` of `w` (see the module's definition).
 pub fn linear(x: &Quantized, w: &Panels, out: &mut [f32]) {
+    linear_with::<false>(x, w, out)
+}
+
+/// [`linear`] by the portable path whatever the target: what the vector
+/// kernels are checked against bit for bit, in wasm too
+/// (examples/panels_wasm.rs), where the tests do not run.
+#[doc(hidden)]
+pub fn linear_portable(x: &Quantized, w: &Panels, out: &mut [f32]) {
+    linear_with::<true>(x, w, out)
+}
+
+fn linear_with<const PORTABLE: bool>(x: &Quantized, w: &Panels, out: &mut [f32]) {
     const fn id(kind: PanelKind) -> u8 {
         kind.id()
     }
     match w.kind {
-        PanelKind::Q8 => linear_in::<{ id(PanelKind::Q8) }>(x, w, out),
-        PanelKind::Q4_1 => linear_in::<{ id(PanelKind::Q4_1) }>(x, w, out),
-        PanelKind::Q4_0 => linear_in::<{ id(PanelKind::Q4_0) }>(x, w, out),
-        PanelKind::Q5_0 => linear_in::<{ id(PanelKind::Q5_0) }>(x, w, out),
-        PanelKind::Q5_1 => linear_in::<{ id(PanelKind::Q5_1) }>(x, w, out),
-        PanelKind::Q4K => linear_in::<{ id(PanelKind::Q4K) }>(x, w, out),
-        PanelKind::Q5K => linear_in::<{ id(PanelKind::Q5K) }>(x, w, out),
-        PanelKind::Q6K => linear_in::<{ id(PanelKind::Q6K) }>(x, w, out),
+        PanelKind::Q8 => linear_in::<{ id(PanelKind::Q8) }, PORTABLE>(x, w, out),
+        PanelKind::Q4_1 => linear_in::<{ id(PanelKind::Q4_1) }, PORTABLE>(x, w, out),
+        PanelKind::Q4_0 => linear_in::<{ id(PanelKind::Q4_0) }, PORTABLE>(x, w, out),
+        PanelKind::Q5_0 => linear_in::<{ id(PanelKind::Q5_0) }, PORTABLE>(x, w, out),
+        PanelKind::Q5_1 => linear_in::<{ id(PanelKind::Q5_1) }, PORTABLE>(x, w, out),
+        PanelKind::Q4K => linear_in::<{ id(PanelKind::Q4K) }, PORTABLE>(x, w, out),
+        PanelKind::Q5K => linear_in::<{ id(PanelKind::Q5K) }, PORTABLE>(x, w, out),
+        PanelKind::Q6K => linear_in::<{ id(PanelKind::Q6K) }, PORTABLE>(x, w, out),
     }
 }
 
-fn linear_in<const K: u8>(x: &Quantized, w: &Panels, out: &mut [f32]) {
+fn linear_in<const K: u8, const PORTABLE: bool>(x: &Quantized, w: &Panels, out: &mut [f32]) {
     let (k, rows, n) = (w.cols, x.rows(), w.rows);
     assert!(x.width() == k && out.len() == rows * n);
     for p in 0..n.div_ceil(PANEL) {
@@ -466,10 +478,10 @@ fn linear_in<const K: u8>(x: &Quantized, w: &Panels, out: &mut [f32]) {
         while r < rows {
             let take = (rows - r).min(4);
             let sums: [[f32; PANEL]; 4] = match take {
-                4 => tile::<K, 4>(panel, x, r),
-                3 => widen(tile::<K, 3>(panel, x, r)),
-                2 => widen(tile::<K, 2>(panel, x, r)),
-                _ => widen(tile::<K, 1>(panel, x, r)),
+                4 => tile::<K, 4, PORTABLE>(panel, x, r),
+                3 => widen(tile::<K, 3, PORTABLE>(panel, x, r)),
+                2 => widen(tile::<K, 2, PORTABLE>(panel, x, r)),
+                _ => widen(tile::<K, 1, PORTABLE>(panel, x, r)),
             };
             for (i, row) in sums.iter().enumerate().take(take) {
                 let at = (r + i) * n + p * PANEL;
@@ -485,7 +497,11 @@ fn widen<const R: usize>(t: [[f32; PANEL]; R]) -> [[f32; PANEL]; 4] {
 }
 
 /// One panel by activation rows `r..r + R`: the four outputs of each row.
-fn tile<const K: u8, const R: usize>(panel: &[u8], x: &Quantized, r: usize) -> [[f32; PANEL]; R] {
+fn tile<const K: u8, const R: usize, const PORTABLE: bool>(
+    panel: &[u8],
+    x: &Quantized,
+    r: usize,
+) -> [[f32; PANEL]; R] {
     let kind = PanelKind::from_id(K);
     let blocks = x.width() / BLOCK;
     assert!(
@@ -494,6 +510,9 @@ fn tile<const K: u8, const R: usize>(panel: &[u8], x: &Quantized, r: usize) -> [
             && r + R <= x.rows()
     );
     let a = Acts::<R>::new(x, r);
+    if PORTABLE {
+        return tile_portable::<R>(kind, panel, &a, blocks);
+    }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
         // SAFETY: the panel holds `blocks` whole blocks and the activation
@@ -539,10 +558,6 @@ impl<'a, const R: usize> Acts<'a, R> {
 }
 
 /// The definition, element by element (and the path of other targets).
-#[cfg_attr(
-    all(target_arch = "wasm32", target_feature = "simd128"),
-    allow(dead_code)
-)]
 fn tile_portable<const R: usize>(
     kind: PanelKind,
     panel: &[u8],
