@@ -50,6 +50,13 @@ pub(super) trait Isa {
     unsafe fn lanes(a: Self::F) -> [f32; PANEL];
 }
 
+/// f16 bits sign-extended to i32 and shifted left by 13 hold the sign at
+/// bit 31 and the magnitude's 15 bits at 13..27 (where
+/// [`super::f16_to_f32`] places them): this keeps just those. Times 2^112
+/// that is the f16's value, the sign carried through the exact product:
+/// three operations where masking sign and magnitude apart took seven.
+const F16_BITS: u32 = 0x8fff_e000;
+
 /// Bit `2l` of a u16 in lane `l`, and bit `2l + 1`: the file's `qh` bits of
 /// the even and odd elements of a run of sixteen.
 const EVEN: [i16; 8] = [1, 4, 16, 64, 256, 1024, 4096, 16384];
@@ -58,7 +65,7 @@ const ODD: [i16; 8] = [2, 8, 32, 128, 512, 2048, 8192, i16::MIN];
 /// The 32 int16 quants of activation block `b` of a row.
 #[inline(always)]
 unsafe fn acts<S: Isa>(q: &[i16], b: usize) -> [S::I; 4] {
-    let p = q.as_ptr().add(b * BLOCK) as *const u8;
+    let p = opaque(q.as_ptr() as *const u8, 2 * b * BLOCK);
     [
         S::load(p),
         S::load(p.add(16)),
@@ -215,7 +222,7 @@ pub(super) unsafe fn tile<S: Isa, const K: u8, const R: usize>(
     let split = kind == PanelKind::Q6K;
     let mut acc = [S::fsplat(0.0); R];
     for pb in 0..blocks / subs {
-        let block = panel.as_ptr().add(pb * bb);
+        let block = opaque(panel.as_ptr(), pb * bb);
         let tail = block.add(subs * sub_bytes);
         let dm = scales::<S>(kind, tail);
         for sub in 0..subs {
@@ -258,6 +265,56 @@ pub(super) unsafe fn tile<S: Isa, const K: u8, const R: usize>(
     core::array::from_fn(|r| S::lanes(acc[r]))
 }
 
+/// `base + offset`, hidden from LLVM's loop strength reduction: the
+/// addresses it rebuilds lose the no-wrap flag wasm32 needs to fold a
+/// load's constant offset into the instruction, so every load of a block
+/// cost an extra add (and in V8 an extra `lea` and a register). Through an
+/// integer the block's base is opaque to it and the offsets stay folded.
+#[inline(always)]
+fn opaque(base: *const u8, offset: usize) -> *const u8 {
+    core::ptr::with_exposed_provenance(base.expose_provenance() + offset)
+}
+
+/// The wasm kernel of one kind and tile height, as a function of its own:
+/// inlined into [`super::linear`] with every other kind's, V8's register
+/// allocator spilled even the accumulator of the one-row loop.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(never)]
+pub(super) unsafe fn tile_wasm<const K: u8, const R: usize>(
+    panel: &[u8],
+    a: &Acts<R>,
+    blocks: usize,
+) -> [[f32; PANEL]; R] {
+    tile::<Wasm, K, R>(panel, a, blocks)
+}
+
+/// The vector path's f16 conversion of the four f16 at `p` (`None` where
+/// there is none): checked against [`super::f16_to_f32`] on every value.
+pub(super) fn f16x4(p: &[u8; 8]) -> Option<[f32; PANEL]> {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        // SAFETY: 8 bytes are read; simd128 is enabled.
+        Some(unsafe { Wasm::lanes(Wasm::f16x4(p.as_ptr())) })
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "sse4.1")]
+        unsafe fn f16x4_sse41(p: &[u8; 8]) -> [f32; PANEL] {
+            sse::Sse41::lanes(sse::Sse41::f16x4(p.as_ptr()))
+        }
+        // SAFETY: 8 bytes are read; SSE4.1 is detected first.
+        super::super::sse41().then(|| unsafe { f16x4_sse41(p) })
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
+    {
+        let _ = p;
+        None
+    }
+}
+
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub(super) use wasm::Wasm;
 
@@ -267,6 +324,7 @@ mod wasm {
 
     use super::super::{F16_SCALE, PANEL};
     use super::Isa;
+    use super::F16_BITS;
 
     pub(in super::super) struct Wasm;
 
@@ -299,10 +357,8 @@ mod wasm {
         }
         #[inline(always)]
         unsafe fn f16x4(p: *const u8) -> v128 {
-            let w = u32x4_extend_low_u16x8(v128_load64_zero(p as *const u64));
-            let sign = i32x4_shl(v128_and(w, u32x4_splat(0x8000)), 16);
-            let magnitude = i32x4_shl(v128_and(w, u32x4_splat(0x7fff)), 13);
-            v128_or(f32x4_mul(magnitude, f32x4_splat(F16_SCALE)), sign)
+            let w = i32x4_shl(i32x4_load_extend_i16x4(p as *const i16), 13);
+            f32x4_mul(v128_and(w, u32x4_splat(F16_BITS)), f32x4_splat(F16_SCALE))
         }
         #[inline(always)]
         unsafe fn i16x8(v: [i16; 8]) -> v128 {
@@ -420,6 +476,7 @@ mod sse {
 
     use super::super::{F16_SCALE, PANEL};
     use super::Isa;
+    use super::F16_BITS;
 
     pub(super) struct Sse41;
 
@@ -452,13 +509,9 @@ mod sse {
         }
         #[inline(always)]
         unsafe fn f16x4(p: *const u8) -> __m128 {
-            let w = _mm_cvtepu16_epi32(_mm_loadl_epi64(p as *const __m128i));
-            let sign = _mm_slli_epi32::<16>(_mm_and_si128(w, _mm_set1_epi32(0x8000)));
-            let magnitude = _mm_slli_epi32::<13>(_mm_and_si128(w, _mm_set1_epi32(0x7fff)));
-            _mm_or_ps(
-                _mm_mul_ps(_mm_castsi128_ps(magnitude), _mm_set1_ps(F16_SCALE)),
-                _mm_castsi128_ps(sign),
-            )
+            let w = _mm_slli_epi32::<13>(_mm_cvtepi16_epi32(_mm_loadl_epi64(p as *const __m128i)));
+            let bits = _mm_and_si128(w, _mm_set1_epi32(F16_BITS as i32));
+            _mm_mul_ps(_mm_castsi128_ps(bits), _mm_set1_ps(F16_SCALE))
         }
         #[inline(always)]
         unsafe fn i16x8(v: [i16; 8]) -> __m128i {

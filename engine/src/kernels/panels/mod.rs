@@ -354,6 +354,30 @@ pub fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(magnitude.to_bits() | (u32::from(h & 0x8000) << 16))
 }
 
+/// Whether the vector path's f16 conversion (if there is one) gives
+/// [`f16_to_f32`]'s float32 bits for every finite f16: run by the tests,
+/// and in wasm by examples/panels_wasm.rs. The first value that differs.
+#[doc(hidden)]
+pub fn check_f16_conversion() -> Result<(), u16> {
+    let finite = (0..=u16::MAX).filter(|h| h & 0x7c00 != 0x7c00);
+    let all: Vec<u16> = finite.collect();
+    for four in all.chunks(4) {
+        let mut bytes = [0u8; 8];
+        for (b, h) in bytes.chunks_exact_mut(2).zip(four) {
+            b.copy_from_slice(&h.to_le_bytes());
+        }
+        let Some(got) = isa::f16x4(&bytes) else {
+            return Ok(());
+        };
+        for (&h, g) in four.iter().zip(got) {
+            if g.to_bits() != f16_to_f32(h).to_bits() {
+                return Err(h);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// 2^112: float32's exponent bias minus f16's, as a factor.
 const F16_SCALE: f32 = 5.192_297e33;
 
@@ -517,7 +541,7 @@ fn tile<const K: u8, const R: usize, const PORTABLE: bool>(
     {
         // SAFETY: the panel holds `blocks` whole blocks and the activation
         // rows `blocks` blocks each (asserted above and by `Acts::new`).
-        unsafe { isa::tile::<isa::Wasm, K, R>(panel, &a, blocks) }
+        unsafe { isa::tile_wasm::<K, R>(panel, &a, blocks) }
     }
     #[cfg(target_arch = "x86_64")]
     {
