@@ -21,8 +21,10 @@ pub(super) trait Isa {
     /// 4 bytes sign-extended to i32x4.
     unsafe fn i8x4(p: *const u8) -> Self::I;
     unsafe fn f32x4(p: *const u8) -> Self::F;
-    /// Four f16 as float32 (see [`super::f16_to_f32`]).
-    unsafe fn f16x4(p: *const u8) -> Self::F;
+    /// Four f16 as float32 (see [`super::f16_to_f32`]), given
+    /// [`F16_BITS`] and [`super::F16_SCALE`] splatted.
+    unsafe fn f16x4(p: *const u8, bits: Self::I, scale: Self::F) -> Self::F;
+    unsafe fn splat32(v: u32) -> Self::I;
     unsafe fn i16x8(v: [i16; 8]) -> Self::I;
     unsafe fn splat16(v: i16) -> Self::I;
     /// Bytes 0..8 (8..16) sign-extended to i16x8.
@@ -62,6 +64,31 @@ const F16_BITS: u32 = 0x8fff_e000;
 const EVEN: [i16; 8] = [1, 4, 16, 64, 256, 1024, 4096, 16384];
 const ODD: [i16; 8] = [2, 8, 32, 128, 512, 2048, 8192, i16::MIN];
 
+/// The vector constants of the kernels, made once per tile and hidden from
+/// the compilers: V8 otherwise built each one again (three instructions) in
+/// every iteration of the block loop.
+struct Consts<S: Isa> {
+    nibble: S::I,
+    f16_bits: S::I,
+    f16_scale: S::F,
+}
+
+impl<S: Isa> Consts<S> {
+    #[inline(always)]
+    unsafe fn new() -> Self {
+        core::hint::black_box(Consts {
+            nibble: S::splat16(15),
+            f16_bits: S::splat32(F16_BITS),
+            f16_scale: S::fsplat(super::F16_SCALE),
+        })
+    }
+
+    #[inline(always)]
+    unsafe fn f16x4(&self, p: *const u8) -> S::F {
+        S::f16x4(p, self.f16_bits, self.f16_scale)
+    }
+}
+
 /// The 32 int16 quants of activation block `b` of a row.
 #[inline(always)]
 unsafe fn acts<S: Isa>(q: &[i16], b: usize) -> [S::I; 4] {
@@ -83,7 +110,7 @@ unsafe fn bit16<S: Isa>(bits: S::I, mask: S::I) -> S::I {
 /// Row `j`'s 32 integer weights of the four rows' values at `q`, as four
 /// int16x8 in [`super::ORDER`].
 #[inline(always)]
-unsafe fn weights<S: Isa>(kind: PanelKind, q: *const u8, j: usize) -> [S::I; 4] {
+unsafe fn weights<S: Isa>(kind: PanelKind, k: &Consts<S>, q: *const u8, j: usize) -> [S::I; 4] {
     if kind == PanelKind::Q8 {
         let lo = S::load(q.add(j * BLOCK));
         let hi = S::load(q.add(j * BLOCK + 16));
@@ -98,7 +125,7 @@ unsafe fn weights<S: Isa>(kind: PanelKind, q: *const u8, j: usize) -> [S::I; 4] 
     // the even bytes, their high nibbles, the low nibbles of the odd bytes,
     // their high nibbles.
     let v = S::load(q.add(j * BLOCK / 2));
-    let nibble = S::splat16(15);
+    let nibble = k.nibble;
     let n = [
         S::and(v, nibble),
         S::and(S::shr16::<4>(v), nibble),
@@ -160,16 +187,15 @@ unsafe fn dot<S: Isa>(split: bool, x: &[S::I; 4], w: &[S::I; 4]) -> (S::I, S::I)
 /// The panel block's per-row scale vectors: `d` and the minimum (`m`, or
 /// `dmin`; zero when the format has none).
 #[inline(always)]
-unsafe fn scales<S: Isa>(kind: PanelKind, tail: *const u8) -> (S::F, S::F) {
+unsafe fn scales<S: Isa>(kind: PanelKind, k: &Consts<S>, tail: *const u8) -> (S::F, S::F) {
     match kind {
         PanelKind::Q8 => (S::f32x4(tail), S::fsplat(0.0)),
-        PanelKind::Q4_0 | PanelKind::Q5_0 => (S::f16x4(tail), S::fsplat(0.0)),
-        PanelKind::Q4_1 | PanelKind::Q5_1 => (S::f16x4(tail), S::f16x4(tail.add(2 * PANEL))),
-        PanelKind::Q4K | PanelKind::Q5K => (
-            S::f16x4(tail.add(16 * PANEL)),
-            S::f16x4(tail.add(18 * PANEL)),
-        ),
-        PanelKind::Q6K => (S::f16x4(tail.add(16 * PANEL)), S::fsplat(0.0)),
+        PanelKind::Q4_0 | PanelKind::Q5_0 => (k.f16x4(tail), S::fsplat(0.0)),
+        PanelKind::Q4_1 | PanelKind::Q5_1 => (k.f16x4(tail), k.f16x4(tail.add(2 * PANEL))),
+        PanelKind::Q4K | PanelKind::Q5K => {
+            (k.f16x4(tail.add(16 * PANEL)), k.f16x4(tail.add(18 * PANEL)))
+        }
+        PanelKind::Q6K => (k.f16x4(tail.add(16 * PANEL)), S::fsplat(0.0)),
     }
 }
 
@@ -221,10 +247,11 @@ pub(super) unsafe fn tile<S: Isa, const K: u8, const R: usize>(
     let (subs, sub_bytes, bb) = (kind.subs(), kind.sub_bytes(), kind.block_bytes());
     let split = kind == PanelKind::Q6K;
     let mut acc = [S::fsplat(0.0); R];
+    let k = Consts::<S>::new();
     for pb in 0..blocks / subs {
         let block = opaque(panel.as_ptr(), pb * bb);
         let tail = block.add(subs * sub_bytes);
-        let dm = scales::<S>(kind, tail);
+        let dm = scales::<S>(kind, &k, tail);
         for sub in 0..subs {
             let b = pb * subs + sub;
             let q = block.add(sub * sub_bytes);
@@ -234,14 +261,14 @@ pub(super) unsafe fn tile<S: Isa, const K: u8, const R: usize>(
                 true => (S::fold(x.0, y.0), S::fold(x.1, y.1)),
                 false => (S::fold(x.0, y.0), S::fold(x.0, y.0)),
             };
-            let w = weights::<S>(kind, q, 0);
+            let w = weights::<S>(kind, &k, q, 0);
             let s0: [_; R] = core::array::from_fn(|r| dot::<S>(split, &acts::<S>(a.q[r], b), &w));
-            let w = weights::<S>(kind, q, 1);
+            let w = weights::<S>(kind, &k, q, 1);
             let p01: [_; R] =
                 core::array::from_fn(|r| pair(s0[r], dot::<S>(split, &acts::<S>(a.q[r], b), &w)));
-            let w = weights::<S>(kind, q, 2);
+            let w = weights::<S>(kind, &k, q, 2);
             let s2: [_; R] = core::array::from_fn(|r| dot::<S>(split, &acts::<S>(a.q[r], b), &w));
-            let w = weights::<S>(kind, q, 3);
+            let w = weights::<S>(kind, &k, q, 3);
             for r in 0..R {
                 let p23 = pair(s2[r], dot::<S>(split, &acts::<S>(a.q[r], b), &w));
                 let lo = S::join(p01[r].0, p23.0);
@@ -256,8 +283,9 @@ pub(super) unsafe fn tile<S: Isa, const K: u8, const R: usize>(
                     sub,
                     dm,
                     (lo, hi),
-                    a.scales[r][b],
-                    a.sums[r][b],
+                    // SAFETY: `Acts::new` checked each row has `blocks`.
+                    *a.scales[r].get_unchecked(b),
+                    *a.sums[r].get_unchecked(b),
                 );
             }
         }
@@ -294,13 +322,13 @@ pub(super) fn f16x4(p: &[u8; 8]) -> Option<[f32; PANEL]> {
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
         // SAFETY: 8 bytes are read; simd128 is enabled.
-        Some(unsafe { Wasm::lanes(Wasm::f16x4(p.as_ptr())) })
+        Some(unsafe { Wasm::lanes(Consts::<Wasm>::new().f16x4(p.as_ptr())) })
     }
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "sse4.1")]
         unsafe fn f16x4_sse41(p: &[u8; 8]) -> [f32; PANEL] {
-            sse::Sse41::lanes(sse::Sse41::f16x4(p.as_ptr()))
+            sse::Sse41::lanes(Consts::<sse::Sse41>::new().f16x4(p.as_ptr()))
         }
         // SAFETY: 8 bytes are read; SSE4.1 is detected first.
         super::super::sse41().then(|| unsafe { f16x4_sse41(p) })
@@ -322,9 +350,8 @@ pub(super) use wasm::Wasm;
 mod wasm {
     use core::arch::wasm32::*;
 
-    use super::super::{F16_SCALE, PANEL};
+    use super::super::PANEL;
     use super::Isa;
-    use super::F16_BITS;
 
     pub(in super::super) struct Wasm;
 
@@ -356,9 +383,13 @@ mod wasm {
             v128_load(p as *const v128)
         }
         #[inline(always)]
-        unsafe fn f16x4(p: *const u8) -> v128 {
+        unsafe fn f16x4(p: *const u8, bits: v128, scale: v128) -> v128 {
             let w = i32x4_shl(i32x4_load_extend_i16x4(p as *const i16), 13);
-            f32x4_mul(v128_and(w, u32x4_splat(F16_BITS)), f32x4_splat(F16_SCALE))
+            f32x4_mul(v128_and(w, bits), scale)
+        }
+        #[inline(always)]
+        unsafe fn splat32(v: u32) -> v128 {
+            u32x4_splat(v)
         }
         #[inline(always)]
         unsafe fn i16x8(v: [i16; 8]) -> v128 {
@@ -474,9 +505,8 @@ pub(super) unsafe fn tile_sse41<const K: u8, const R: usize>(
 mod sse {
     use std::arch::x86_64::*;
 
-    use super::super::{F16_SCALE, PANEL};
+    use super::super::PANEL;
     use super::Isa;
-    use super::F16_BITS;
 
     pub(super) struct Sse41;
 
@@ -508,10 +538,13 @@ mod sse {
             _mm_loadu_ps(p as *const f32)
         }
         #[inline(always)]
-        unsafe fn f16x4(p: *const u8) -> __m128 {
+        unsafe fn f16x4(p: *const u8, bits: __m128i, scale: __m128) -> __m128 {
             let w = _mm_slli_epi32::<13>(_mm_cvtepi16_epi32(_mm_loadl_epi64(p as *const __m128i)));
-            let bits = _mm_and_si128(w, _mm_set1_epi32(F16_BITS as i32));
-            _mm_mul_ps(_mm_castsi128_ps(bits), _mm_set1_ps(F16_SCALE))
+            _mm_mul_ps(_mm_castsi128_ps(_mm_and_si128(w, bits)), scale)
+        }
+        #[inline(always)]
+        unsafe fn splat32(v: u32) -> __m128i {
+            _mm_set1_epi32(v as i32)
         }
         #[inline(always)]
         unsafe fn i16x8(v: [i16; 8]) -> __m128i {
