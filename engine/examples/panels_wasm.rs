@@ -15,7 +15,8 @@ mod common;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm {
-    use edgeinfer_engine::kernels::panels::PanelKind;
+    use edgeinfer_engine::kernels::blocks::Quantized;
+    use edgeinfer_engine::kernels::panels::{linear, PanelKind, Panels};
 
     use super::common;
 
@@ -26,6 +27,41 @@ mod wasm {
     #[no_mangle]
     pub extern "C" fn check() -> u32 {
         u32::from(common::check().is_ok())
+    }
+
+    /// A matrix and activations made by [`prepare`], for [`run`].
+    static mut PREPARED: Option<(PanelKind, Vec<u8>, usize, usize, Quantized)> = None;
+
+    /// Makes the operands [`run`] multiplies (where the clock does not
+    /// move while the code runs, as in workerd, the host times `run`).
+    #[no_mangle]
+    pub extern "C" fn prepare(kind: u32, rows: u32, n: u32, k: u32) -> u32 {
+        let kind = PanelKind::ALL[kind as usize % PanelKind::ALL.len()];
+        let (n, k) = (n as usize, k as usize);
+        let mut rng = common::Rng::new(1);
+        let Some(packed) = common::matrix(kind, n, k, &mut rng) else {
+            return 0;
+        };
+        let q = common::activations(rows as usize, k, &mut rng);
+        // SAFETY: a single-threaded module; nothing else holds PREPARED.
+        unsafe { *core::ptr::addr_of_mut!(PREPARED) = Some((kind, packed, n, k, q)) };
+        1
+    }
+
+    /// `reps` products of the operands of the last [`prepare`].
+    #[no_mangle]
+    pub extern "C" fn run(reps: u32) -> f32 {
+        // SAFETY: as in `prepare`.
+        let Some((kind, packed, n, k, q)) = (unsafe { &*core::ptr::addr_of!(PREPARED) }) else {
+            return f32::NAN;
+        };
+        let w = Panels::new(*kind, packed, *n, *k).expect("panels");
+        let mut out = vec![0.0f32; q.rows() * n];
+        for _ in 0..reps {
+            linear(q, &w, &mut out);
+            core::hint::black_box(&out);
+        }
+        out[0]
     }
 
     #[no_mangle]
