@@ -303,6 +303,38 @@ fn opaque(base: *const u8, offset: usize) -> *const u8 {
     core::ptr::with_exposed_provenance(base.expose_provenance() + offset)
 }
 
+/// One activation row by every panel of `panels` (`n` weight rows), into
+/// `out`: [`tile`] panel after panel inside one function, so the per-call
+/// work (a call, the activation row's views and checks, the constants) is
+/// paid once per product instead of once per panel, which on SmolLM2's
+/// 576-wide matrices is 18 blocks.
+#[inline(always)]
+pub(super) unsafe fn row<S: Isa, const K: u8>(
+    panels: &[u8],
+    a: &Acts<1>,
+    blocks: usize,
+    out: &mut [f32],
+) {
+    let kind = PanelKind::from_id(K);
+    let panel_bytes = blocks / kind.subs() * kind.block_bytes();
+    for (p, panel) in panels.chunks_exact(panel_bytes).enumerate() {
+        let [sums] = tile::<S, K, 1>(panel, a, blocks);
+        super::store(out, p * PANEL, &sums);
+    }
+}
+
+/// [`row`] in wasm, a function of its own (see [`tile_wasm`]).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(never)]
+pub(super) unsafe fn row_wasm<const K: u8>(
+    panels: &[u8],
+    a: &Acts<1>,
+    blocks: usize,
+    out: &mut [f32],
+) {
+    row::<Wasm, K>(panels, a, blocks, out)
+}
+
 /// The wasm kernel of one kind and tile height, as a function of its own:
 /// inlined into [`super::linear`] with every other kind's, V8's register
 /// allocator spilled even the accumulator of the one-row loop.
@@ -499,6 +531,18 @@ pub(super) unsafe fn tile_sse41<const K: u8, const R: usize>(
     blocks: usize,
 ) -> [[f32; PANEL]; R] {
     tile::<sse::Sse41, K, R>(panel, a, blocks)
+}
+
+/// [`row`] compiled for SSE4.1.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.1")]
+pub(super) unsafe fn row_sse41<const K: u8>(
+    panels: &[u8],
+    a: &Acts<1>,
+    blocks: usize,
+    out: &mut [f32],
+) {
+    row::<sse::Sse41, K>(panels, a, blocks, out)
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -495,9 +495,11 @@ fn linear_with<const PORTABLE: bool>(x: &Quantized, w: &Panels, out: &mut [f32])
 fn linear_in<const K: u8, const PORTABLE: bool>(x: &Quantized, w: &Panels, out: &mut [f32]) {
     let (k, rows, n) = (w.cols, x.rows(), w.rows);
     assert!(x.width() == k && out.len() == rows * n);
+    if rows == 1 && !PORTABLE && row::<K>(x, w, out) {
+        return;
+    }
     for p in 0..n.div_ceil(PANEL) {
         let panel = w.panel(p);
-        let cols = (n - p * PANEL).min(PANEL);
         let mut r = 0;
         while r < rows {
             let take = (rows - r).min(4);
@@ -508,10 +510,29 @@ fn linear_in<const K: u8, const PORTABLE: bool>(x: &Quantized, w: &Panels, out: 
                 _ => widen(tile::<K, 1, PORTABLE>(panel, x, r)),
             };
             for (i, row) in sums.iter().enumerate().take(take) {
-                let at = (r + i) * n + p * PANEL;
-                out[at..at + cols].copy_from_slice(&row[..cols]);
+                store(&mut out[(r + i) * n..(r + i + 1) * n], p * PANEL, row);
             }
             r += take;
+        }
+    }
+}
+
+/// A panel's four outputs into `out` at `at`, fewer where the matrix ends.
+/// A whole panel as a fixed-size copy (one vector store): a copy of
+/// variable length became wasm's `memory.copy`, which V8 runs as a call
+/// into C, once per panel.
+#[inline(always)]
+fn store(out: &mut [f32], at: usize, sums: &[f32; PANEL]) {
+    match out.get_mut(at..at + PANEL) {
+        Some(whole) => whole.copy_from_slice(sums),
+        // One by one, unrolled: LLVM makes a loop of copies memory.copy.
+        None => {
+            let rest = &mut out[at..];
+            for (i, &s) in sums.iter().enumerate().take(PANEL - 1) {
+                if let Some(o) = rest.get_mut(i) {
+                    *o = s;
+                }
+            }
         }
     }
 }
@@ -557,6 +578,40 @@ fn tile<const K: u8, const R: usize, const PORTABLE: bool>(
     )))]
     {
         tile_portable::<R>(kind, panel, &a, blocks)
+    }
+}
+
+/// One activation row (a decode step) by the whole matrix with the vector
+/// kernel, panel after panel in one call (`false` where there is none).
+/// The same per-panel tile as [`linear_in`]'s, so the same bits.
+fn row<const K: u8>(x: &Quantized, w: &Panels, out: &mut [f32]) -> bool {
+    let kind = PanelKind::from_id(K);
+    let blocks = x.width() / BLOCK;
+    assert!(blocks % kind.subs() == 0 && w.bytes.len() == kind.matrix_bytes(w.rows, w.cols));
+    let a = Acts::<1>::new(x, 0);
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        // SAFETY: the matrix is whole panels of `blocks` blocks and the
+        // activation row `blocks` blocks (asserted above and by `Acts::new`).
+        unsafe { isa::row_wasm::<K>(w.bytes, &a, blocks, out) };
+        true
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::sse41() {
+            // SAFETY: as above; SSE4.1 was just detected.
+            unsafe { isa::row_sse41::<K>(w.bytes, &a, blocks, out) };
+            return true;
+        }
+        false
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
+    {
+        let _ = (a, out);
+        false
     }
 }
 
