@@ -2,6 +2,19 @@
 //! ([`Isa`]), and those operations in wasm simd128 and in SSE4.1: the x86-64
 //! path is the wasm path instruction for instruction, so the native bench
 //! and tests measure and check what the worker runs.
+//!
+//! What V8 makes of the wasm matters as much as the wasm (read with
+//! `node --print-wasm-code`, and workerd's code copied out of its memory):
+//! workerd bounds-checks every load (a compare and branch each), rebuilds a
+//! vector constant where it is used unless it comes from outside the loop,
+//! and node 20's V8 issues a loop's loads before its arithmetic, so what is
+//! loaded stays live (and spills). Hence: few loads a block, constants made
+//! once ([`Consts`]), each kernel a function of its own (`tile_wasm`,
+//! `row_wasm`), and nothing per panel that V8 turns into a call. The
+//! integer work itself (per row and 32 weights: unpacking, four pairwise
+//! products, three additions, then the folds) is already about as short as
+//! int16 activations allow; other layouts measured (rows in lanes, with
+//! activation pairs splatted) did no better in either V8.
 
 use super::{Acts, PanelKind, BLOCK, PANEL};
 
