@@ -582,10 +582,17 @@ fn tile<const K: u8, const R: usize, const PORTABLE: bool>(
 }
 
 /// One activation row (a decode step) by the whole matrix with the vector
-/// kernel, panel after panel in one call (`false` where there is none).
+/// kernel, panel after panel in one call (`false` where there is none, or
+/// for the formats that do not gain by it).
 /// The same per-panel tile as [`linear_in`]'s, so the same bits.
 fn row<const K: u8>(x: &Quantized, w: &Panels, out: &mut [f32]) -> bool {
     let kind = PanelKind::from_id(K);
+    // Only the plain formats: with the high bits' unpacking inside the
+    // panel loop, node 20's V8 spilled in the block loop (Q5_1 a third
+    // slower), where workerd gained nothing.
+    if !matches!(kind, PanelKind::Q8 | PanelKind::Q4_0 | PanelKind::Q4_1) {
+        return false;
+    }
     let blocks = x.width() / BLOCK;
     assert!(blocks % kind.subs() == 0 && w.bytes.len() == kind.matrix_bytes(w.rows, w.cols));
     let a = Acts::<1>::new(x, 0);
