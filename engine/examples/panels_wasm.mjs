@@ -2,6 +2,8 @@
 // panel format, 1 and 4 rows, on the first shape (`all`: every shape).
 // Several modules (e.g. a kernel before and after a change) are timed
 // side by side, each measurement taking turns, best of `ROUNDS` (default 3).
+// `node --no-liftoff` compiles with TurboFan from the start: the code a
+// Worker runs once warm, without the tiering's timing in the numbers.
 import { readFileSync } from "node:fs";
 const names = ["Q8", "Q4_1", "Q4_0", "Q5_0", "Q5_1", "Q4K", "Q5K", "Q6K"];
 const shapes = [[896, 4864], [576, 576], [192, 576], [1536, 576], [576, 1536], [49152, 576]];
