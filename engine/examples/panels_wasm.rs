@@ -1,61 +1,74 @@
-//! The panel kernels' speed in wasm simd128, what a Worker runs: a module
-//! whose one import is `env.now` (milliseconds) and whose export
-//! `bench(kind, rows)` returns G multiply-adds per second of
-//! [`PanelKind::ALL`]`[kind]` on the matrix of examples/panels.rs. Run by
-//! engine/examples/panels_wasm.mjs (node):
+//! The panel kernels in wasm simd128, what a Worker runs: a module whose
+//! one import is `env.now` (milliseconds), exporting `check()` (1 when the
+//! kernels give every format's products bit for bit as the portable
+//! definition: the tests do not run in wasm) and `bench(kind, rows, n, k)`
+//! (G multiply-adds per second of [`PanelKind::ALL`]`[kind]` on an `n x k`
+//! matrix; -1 when `k` is not whole blocks). Run by
+//! engine/examples/panels_wasm.mjs (node), on examples/common/panels.rs's
+//! shapes:
 //! `cargo build -p edgeinfer-engine --release --example panels_wasm --target wasm32-unknown-unknown`
-//! `node engine/examples/panels_wasm.mjs $CARGO_TARGET_DIR/wasm32-unknown-unknown/release/examples/panels_wasm.wasm`
+//! `node engine/examples/panels_wasm.mjs $CARGO_TARGET_DIR/wasm32-unknown-unknown/release/examples/panels_wasm.wasm [all]`
+
+#[cfg(target_arch = "wasm32")]
+#[path = "common/panels.rs"]
+mod common;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm {
     use edgeinfer_engine::kernels::blocks::Quantized;
     use edgeinfer_engine::kernels::panels::{linear, PanelKind, Panels};
 
+    use super::common;
+
     extern "C" {
         fn now() -> f64;
     }
 
     #[no_mangle]
-    pub extern "C" fn bench(kind: u32, rows: u32) -> f64 {
+    pub extern "C" fn check() -> u32 {
+        u32::from(common::check().is_ok())
+    }
+
+    /// A matrix and activations made by [`prepare`], for [`run`].
+    static mut PREPARED: Option<(PanelKind, Vec<u8>, usize, usize, Quantized)> = None;
+
+    /// Makes the operands [`run`] multiplies (where the clock does not
+    /// move while the code runs, as in workerd, the host times `run`).
+    #[no_mangle]
+    pub extern "C" fn prepare(kind: u32, rows: u32, n: u32, k: u32) -> u32 {
         let kind = PanelKind::ALL[kind as usize % PanelKind::ALL.len()];
-        let (n, k, rows) = (896usize, 4864usize, rows as usize);
-        let mut seed = 1u64;
-        let mut next = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) as u32
+        let (n, k) = (n as usize, k as usize);
+        let mut rng = common::Rng::new(1);
+        let Some(packed) = common::matrix(kind, n, k, &mut rng) else {
+            return 0;
         };
-        let t = kind.gguf();
-        let mut gguf: Vec<u8> = (0..n * k / t.span() * t.block_bytes())
-            .map(|_| next() as u8)
-            .collect();
-        for b in gguf.chunks_exact_mut(t.block_bytes()) {
-            let at = if kind == PanelKind::Q6K { 208 } else { 0 };
-            b[at + 1] &= 0x3b;
-            b[3] &= 0x3b;
+        let q = common::activations(rows as usize, k, &mut rng);
+        // SAFETY: a single-threaded module; nothing else holds PREPARED.
+        unsafe { *core::ptr::addr_of_mut!(PREPARED) = Some((kind, packed, n, k, q)) };
+        1
+    }
+
+    /// `reps` products of the operands of the last [`prepare`].
+    #[no_mangle]
+    pub extern "C" fn run(reps: u32) -> f32 {
+        // SAFETY: as in `prepare`.
+        let Some((kind, packed, n, k, q)) = (unsafe { &*core::ptr::addr_of!(PREPARED) }) else {
+            return f32::NAN;
+        };
+        let w = Panels::new(*kind, packed, *n, *k).expect("panels");
+        let mut out = vec![0.0f32; q.rows() * n];
+        for _ in 0..reps {
+            linear(q, &w, &mut out);
+            core::hint::black_box(&out);
         }
-        let Ok(packed) = Panels::pack(kind, &gguf, n, k) else {
-            return -1.0;
-        };
-        let Some(w) = Panels::new(kind, &packed, n, k) else {
-            return -1.0;
-        };
-        let x: Vec<f32> = (0..rows * k).map(|_| next() as f32 / 4e9 - 0.5).collect();
-        let mut q = Quantized::default();
-        q.quantize(&x, k);
-        let mut out = vec![0.0f32; rows * n];
-        let mut best = f64::MAX;
-        for _ in 0..7 {
-            let reps = 20;
-            // SAFETY: an import of the host's clock, no arguments.
-            let t0 = unsafe { now() };
-            for _ in 0..reps {
-                linear(&q, &w, &mut out);
-            }
-            best = best.min((unsafe { now() } - t0) / 1e3 / reps as f64);
-        }
-        core::hint::black_box(&out);
-        (rows * n * k) as f64 / best / 1e9
+        out[0]
+    }
+
+    #[no_mangle]
+    pub extern "C" fn bench(kind: u32, rows: u32, n: u32, k: u32) -> f64 {
+        let kind = PanelKind::ALL[kind as usize % PanelKind::ALL.len()];
+        // SAFETY: an import of the host's clock, no arguments.
+        let now = || unsafe { now() } / 1e3;
+        common::bench(kind, rows as usize, n as usize, k as usize, &now)
     }
 }

@@ -2,6 +2,19 @@
 //! ([`Isa`]), and those operations in wasm simd128 and in SSE4.1: the x86-64
 //! path is the wasm path instruction for instruction, so the native bench
 //! and tests measure and check what the worker runs.
+//!
+//! What V8 makes of the wasm matters as much as the wasm (read with
+//! `node --print-wasm-code`, and workerd's code copied out of its memory):
+//! workerd bounds-checks every load (a compare and branch each), rebuilds a
+//! vector constant where it is used unless it comes from outside the loop,
+//! and node 20's V8 issues a loop's loads before its arithmetic, so what is
+//! loaded stays live (and spills). Hence: few loads a block, constants made
+//! once ([`Consts`]), each kernel a function of its own (`tile_wasm`,
+//! `row_wasm`), and nothing per panel that V8 turns into a call. The
+//! integer work itself (per row and 32 weights: unpacking, four pairwise
+//! products, three additions, then the folds) is already about as short as
+//! int16 activations allow; other layouts measured (rows in lanes, with
+//! activation pairs splatted) did no better in either V8.
 
 use super::{Acts, PanelKind, BLOCK, PANEL};
 
@@ -21,8 +34,10 @@ pub(super) trait Isa {
     /// 4 bytes sign-extended to i32x4.
     unsafe fn i8x4(p: *const u8) -> Self::I;
     unsafe fn f32x4(p: *const u8) -> Self::F;
-    /// Four f16 as float32 (see [`super::f16_to_f32`]).
-    unsafe fn f16x4(p: *const u8) -> Self::F;
+    /// Four f16 as float32 (see [`super::f16_to_f32`]), given
+    /// [`F16_BITS`] and [`super::F16_SCALE`] splatted.
+    unsafe fn f16x4(p: *const u8, bits: Self::I, scale: Self::F) -> Self::F;
+    unsafe fn splat32(v: u32) -> Self::I;
     unsafe fn i16x8(v: [i16; 8]) -> Self::I;
     unsafe fn splat16(v: i16) -> Self::I;
     /// Bytes 0..8 (8..16) sign-extended to i16x8.
@@ -50,15 +65,47 @@ pub(super) trait Isa {
     unsafe fn lanes(a: Self::F) -> [f32; PANEL];
 }
 
+/// f16 bits sign-extended to i32 and shifted left by 13 hold the sign at
+/// bit 31 and the magnitude's 15 bits at 13..27 (where
+/// [`super::f16_to_f32`] places them): this keeps just those. Times 2^112
+/// that is the f16's value, the sign carried through the exact product:
+/// three operations where masking sign and magnitude apart took seven.
+const F16_BITS: u32 = 0x8fff_e000;
+
 /// Bit `2l` of a u16 in lane `l`, and bit `2l + 1`: the file's `qh` bits of
 /// the even and odd elements of a run of sixteen.
 const EVEN: [i16; 8] = [1, 4, 16, 64, 256, 1024, 4096, 16384];
 const ODD: [i16; 8] = [2, 8, 32, 128, 512, 2048, 8192, i16::MIN];
 
+/// The vector constants of the kernels, made once per tile and hidden from
+/// the compilers: V8 otherwise built each one again (three instructions) in
+/// every iteration of the block loop.
+struct Consts<S: Isa> {
+    nibble: S::I,
+    f16_bits: S::I,
+    f16_scale: S::F,
+}
+
+impl<S: Isa> Consts<S> {
+    #[inline(always)]
+    unsafe fn new() -> Self {
+        core::hint::black_box(Consts {
+            nibble: S::splat16(15),
+            f16_bits: S::splat32(F16_BITS),
+            f16_scale: S::fsplat(super::F16_SCALE),
+        })
+    }
+
+    #[inline(always)]
+    unsafe fn f16x4(&self, p: *const u8) -> S::F {
+        S::f16x4(p, self.f16_bits, self.f16_scale)
+    }
+}
+
 /// The 32 int16 quants of activation block `b` of a row.
 #[inline(always)]
 unsafe fn acts<S: Isa>(q: &[i16], b: usize) -> [S::I; 4] {
-    let p = q.as_ptr().add(b * BLOCK) as *const u8;
+    let p = opaque(q.as_ptr() as *const u8, 2 * b * BLOCK);
     [
         S::load(p),
         S::load(p.add(16)),
@@ -76,7 +123,7 @@ unsafe fn bit16<S: Isa>(bits: S::I, mask: S::I) -> S::I {
 /// Row `j`'s 32 integer weights of the four rows' values at `q`, as four
 /// int16x8 in [`super::ORDER`].
 #[inline(always)]
-unsafe fn weights<S: Isa>(kind: PanelKind, q: *const u8, j: usize) -> [S::I; 4] {
+unsafe fn weights<S: Isa>(kind: PanelKind, k: &Consts<S>, q: *const u8, j: usize) -> [S::I; 4] {
     if kind == PanelKind::Q8 {
         let lo = S::load(q.add(j * BLOCK));
         let hi = S::load(q.add(j * BLOCK + 16));
@@ -91,7 +138,7 @@ unsafe fn weights<S: Isa>(kind: PanelKind, q: *const u8, j: usize) -> [S::I; 4] 
     // the even bytes, their high nibbles, the low nibbles of the odd bytes,
     // their high nibbles.
     let v = S::load(q.add(j * BLOCK / 2));
-    let nibble = S::splat16(15);
+    let nibble = k.nibble;
     let n = [
         S::and(v, nibble),
         S::and(S::shr16::<4>(v), nibble),
@@ -153,16 +200,15 @@ unsafe fn dot<S: Isa>(split: bool, x: &[S::I; 4], w: &[S::I; 4]) -> (S::I, S::I)
 /// The panel block's per-row scale vectors: `d` and the minimum (`m`, or
 /// `dmin`; zero when the format has none).
 #[inline(always)]
-unsafe fn scales<S: Isa>(kind: PanelKind, tail: *const u8) -> (S::F, S::F) {
+unsafe fn scales<S: Isa>(kind: PanelKind, k: &Consts<S>, tail: *const u8) -> (S::F, S::F) {
     match kind {
         PanelKind::Q8 => (S::f32x4(tail), S::fsplat(0.0)),
-        PanelKind::Q4_0 | PanelKind::Q5_0 => (S::f16x4(tail), S::fsplat(0.0)),
-        PanelKind::Q4_1 | PanelKind::Q5_1 => (S::f16x4(tail), S::f16x4(tail.add(2 * PANEL))),
-        PanelKind::Q4K | PanelKind::Q5K => (
-            S::f16x4(tail.add(16 * PANEL)),
-            S::f16x4(tail.add(18 * PANEL)),
-        ),
-        PanelKind::Q6K => (S::f16x4(tail.add(16 * PANEL)), S::fsplat(0.0)),
+        PanelKind::Q4_0 | PanelKind::Q5_0 => (k.f16x4(tail), S::fsplat(0.0)),
+        PanelKind::Q4_1 | PanelKind::Q5_1 => (k.f16x4(tail), k.f16x4(tail.add(2 * PANEL))),
+        PanelKind::Q4K | PanelKind::Q5K => {
+            (k.f16x4(tail.add(16 * PANEL)), k.f16x4(tail.add(18 * PANEL)))
+        }
+        PanelKind::Q6K => (k.f16x4(tail.add(16 * PANEL)), S::fsplat(0.0)),
     }
 }
 
@@ -214,10 +260,11 @@ pub(super) unsafe fn tile<S: Isa, const K: u8, const R: usize>(
     let (subs, sub_bytes, bb) = (kind.subs(), kind.sub_bytes(), kind.block_bytes());
     let split = kind == PanelKind::Q6K;
     let mut acc = [S::fsplat(0.0); R];
+    let k = Consts::<S>::new();
     for pb in 0..blocks / subs {
-        let block = panel.as_ptr().add(pb * bb);
+        let block = opaque(panel.as_ptr(), pb * bb);
         let tail = block.add(subs * sub_bytes);
-        let dm = scales::<S>(kind, tail);
+        let dm = scales::<S>(kind, &k, tail);
         for sub in 0..subs {
             let b = pb * subs + sub;
             let q = block.add(sub * sub_bytes);
@@ -227,14 +274,14 @@ pub(super) unsafe fn tile<S: Isa, const K: u8, const R: usize>(
                 true => (S::fold(x.0, y.0), S::fold(x.1, y.1)),
                 false => (S::fold(x.0, y.0), S::fold(x.0, y.0)),
             };
-            let w = weights::<S>(kind, q, 0);
+            let w = weights::<S>(kind, &k, q, 0);
             let s0: [_; R] = core::array::from_fn(|r| dot::<S>(split, &acts::<S>(a.q[r], b), &w));
-            let w = weights::<S>(kind, q, 1);
+            let w = weights::<S>(kind, &k, q, 1);
             let p01: [_; R] =
                 core::array::from_fn(|r| pair(s0[r], dot::<S>(split, &acts::<S>(a.q[r], b), &w)));
-            let w = weights::<S>(kind, q, 2);
+            let w = weights::<S>(kind, &k, q, 2);
             let s2: [_; R] = core::array::from_fn(|r| dot::<S>(split, &acts::<S>(a.q[r], b), &w));
-            let w = weights::<S>(kind, q, 3);
+            let w = weights::<S>(kind, &k, q, 3);
             for r in 0..R {
                 let p23 = pair(s2[r], dot::<S>(split, &acts::<S>(a.q[r], b), &w));
                 let lo = S::join(p01[r].0, p23.0);
@@ -249,13 +296,96 @@ pub(super) unsafe fn tile<S: Isa, const K: u8, const R: usize>(
                     sub,
                     dm,
                     (lo, hi),
-                    a.scales[r][b],
-                    a.sums[r][b],
+                    // SAFETY: `Acts::new` checked each row has `blocks`.
+                    *a.scales[r].get_unchecked(b),
+                    *a.sums[r].get_unchecked(b),
                 );
             }
         }
     }
     core::array::from_fn(|r| S::lanes(acc[r]))
+}
+
+/// `base + offset`, hidden from LLVM's loop strength reduction: the
+/// addresses it rebuilds lose the no-wrap flag wasm32 needs to fold a
+/// load's constant offset into the instruction, so every load of a block
+/// cost an extra add (and in V8 an extra `lea` and a register). Through an
+/// integer the block's base is opaque to it and the offsets stay folded.
+#[inline(always)]
+fn opaque(base: *const u8, offset: usize) -> *const u8 {
+    core::ptr::with_exposed_provenance(base.expose_provenance() + offset)
+}
+
+/// One activation row by every panel of `panels` (`n` weight rows), into
+/// `out`: [`tile`] panel after panel inside one function, so the per-call
+/// work (a call, the activation row's views and checks, the constants) is
+/// paid once per product instead of once per panel, which on SmolLM2's
+/// 576-wide matrices is 18 blocks.
+#[inline(always)]
+pub(super) unsafe fn row<S: Isa, const K: u8>(
+    panels: &[u8],
+    a: &Acts<1>,
+    blocks: usize,
+    out: &mut [f32],
+) {
+    let kind = PanelKind::from_id(K);
+    let panel_bytes = blocks / kind.subs() * kind.block_bytes();
+    for (p, panel) in panels.chunks_exact(panel_bytes).enumerate() {
+        let [sums] = tile::<S, K, 1>(panel, a, blocks);
+        super::store(out, p * PANEL, &sums);
+    }
+}
+
+/// [`row`] in wasm, a function of its own (see [`tile_wasm`]).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(never)]
+pub(super) unsafe fn row_wasm<const K: u8>(
+    panels: &[u8],
+    a: &Acts<1>,
+    blocks: usize,
+    out: &mut [f32],
+) {
+    row::<Wasm, K>(panels, a, blocks, out)
+}
+
+/// The wasm kernel of one kind and tile height, as a function of its own:
+/// inlined into [`super::linear`] with every other kind's, V8's register
+/// allocator spilled even the accumulator of the one-row loop.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(never)]
+pub(super) unsafe fn tile_wasm<const K: u8, const R: usize>(
+    panel: &[u8],
+    a: &Acts<R>,
+    blocks: usize,
+) -> [[f32; PANEL]; R] {
+    tile::<Wasm, K, R>(panel, a, blocks)
+}
+
+/// The vector path's f16 conversion of the four f16 at `p` (`None` where
+/// there is none): checked against [`super::f16_to_f32`] on every value.
+pub(super) fn f16x4(p: &[u8; 8]) -> Option<[f32; PANEL]> {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        // SAFETY: 8 bytes are read; simd128 is enabled.
+        Some(unsafe { Wasm::lanes(Consts::<Wasm>::new().f16x4(p.as_ptr())) })
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "sse4.1")]
+        unsafe fn f16x4_sse41(p: &[u8; 8]) -> [f32; PANEL] {
+            sse::Sse41::lanes(Consts::<sse::Sse41>::new().f16x4(p.as_ptr()))
+        }
+        // SAFETY: 8 bytes are read; SSE4.1 is detected first.
+        super::super::sse41().then(|| unsafe { f16x4_sse41(p) })
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
+    {
+        let _ = p;
+        None
+    }
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -265,7 +395,7 @@ pub(super) use wasm::Wasm;
 mod wasm {
     use core::arch::wasm32::*;
 
-    use super::super::{F16_SCALE, PANEL};
+    use super::super::PANEL;
     use super::Isa;
 
     pub(in super::super) struct Wasm;
@@ -298,11 +428,13 @@ mod wasm {
             v128_load(p as *const v128)
         }
         #[inline(always)]
-        unsafe fn f16x4(p: *const u8) -> v128 {
-            let w = u32x4_extend_low_u16x8(v128_load64_zero(p as *const u64));
-            let sign = i32x4_shl(v128_and(w, u32x4_splat(0x8000)), 16);
-            let magnitude = i32x4_shl(v128_and(w, u32x4_splat(0x7fff)), 13);
-            v128_or(f32x4_mul(magnitude, f32x4_splat(F16_SCALE)), sign)
+        unsafe fn f16x4(p: *const u8, bits: v128, scale: v128) -> v128 {
+            let w = i32x4_shl(i32x4_load_extend_i16x4(p as *const i16), 13);
+            f32x4_mul(v128_and(w, bits), scale)
+        }
+        #[inline(always)]
+        unsafe fn splat32(v: u32) -> v128 {
+            u32x4_splat(v)
         }
         #[inline(always)]
         unsafe fn i16x8(v: [i16; 8]) -> v128 {
@@ -414,11 +546,23 @@ pub(super) unsafe fn tile_sse41<const K: u8, const R: usize>(
     tile::<sse::Sse41, K, R>(panel, a, blocks)
 }
 
+/// [`row`] compiled for SSE4.1.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.1")]
+pub(super) unsafe fn row_sse41<const K: u8>(
+    panels: &[u8],
+    a: &Acts<1>,
+    blocks: usize,
+    out: &mut [f32],
+) {
+    row::<sse::Sse41, K>(panels, a, blocks, out)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod sse {
     use std::arch::x86_64::*;
 
-    use super::super::{F16_SCALE, PANEL};
+    use super::super::PANEL;
     use super::Isa;
 
     pub(super) struct Sse41;
@@ -451,14 +595,13 @@ mod sse {
             _mm_loadu_ps(p as *const f32)
         }
         #[inline(always)]
-        unsafe fn f16x4(p: *const u8) -> __m128 {
-            let w = _mm_cvtepu16_epi32(_mm_loadl_epi64(p as *const __m128i));
-            let sign = _mm_slli_epi32::<16>(_mm_and_si128(w, _mm_set1_epi32(0x8000)));
-            let magnitude = _mm_slli_epi32::<13>(_mm_and_si128(w, _mm_set1_epi32(0x7fff)));
-            _mm_or_ps(
-                _mm_mul_ps(_mm_castsi128_ps(magnitude), _mm_set1_ps(F16_SCALE)),
-                _mm_castsi128_ps(sign),
-            )
+        unsafe fn f16x4(p: *const u8, bits: __m128i, scale: __m128) -> __m128 {
+            let w = _mm_slli_epi32::<13>(_mm_cvtepi16_epi32(_mm_loadl_epi64(p as *const __m128i)));
+            _mm_mul_ps(_mm_castsi128_ps(_mm_and_si128(w, bits)), scale)
+        }
+        #[inline(always)]
+        unsafe fn splat32(v: u32) -> __m128i {
+            _mm_set1_epi32(v as i32)
         }
         #[inline(always)]
         unsafe fn i16x8(v: [i16; 8]) -> __m128i {

@@ -354,6 +354,30 @@ pub fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(magnitude.to_bits() | (u32::from(h & 0x8000) << 16))
 }
 
+/// Whether the vector path's f16 conversion (if there is one) gives
+/// [`f16_to_f32`]'s float32 bits for every finite f16: run by the tests,
+/// and in wasm by examples/panels_wasm.rs. The first value that differs.
+#[doc(hidden)]
+pub fn check_f16_conversion() -> Result<(), u16> {
+    let finite = (0..=u16::MAX).filter(|h| h & 0x7c00 != 0x7c00);
+    let all: Vec<u16> = finite.collect();
+    for four in all.chunks(4) {
+        let mut bytes = [0u8; 8];
+        for (b, h) in bytes.chunks_exact_mut(2).zip(four) {
+            b.copy_from_slice(&h.to_le_bytes());
+        }
+        let Some(got) = isa::f16x4(&bytes) else {
+            return Ok(());
+        };
+        for (&h, g) in four.iter().zip(got) {
+            if g.to_bits() != f16_to_f32(h).to_bits() {
+                return Err(h);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// 2^112: float32's exponent bias minus f16's, as a factor.
 const F16_SCALE: f32 = 5.192_297e33;
 
@@ -441,41 +465,74 @@ fn sub_scales(kind: PanelKind, block: &[u8], sub: usize, j: usize) -> SubScales 
 /// `out[r * rows + c] = sum over blocks of x[r] . w[c]` for every activation
 /// row `r` of `x` and weight row `c` of `w` (see the module's definition).
 pub fn linear(x: &Quantized, w: &Panels, out: &mut [f32]) {
+    linear_with::<false>(x, w, out)
+}
+
+/// [`linear`] by the portable path whatever the target: what the vector
+/// kernels are checked against bit for bit, in wasm too
+/// (examples/panels_wasm.rs), where the tests do not run.
+#[doc(hidden)]
+pub fn linear_portable(x: &Quantized, w: &Panels, out: &mut [f32]) {
+    linear_with::<true>(x, w, out)
+}
+
+fn linear_with<const PORTABLE: bool>(x: &Quantized, w: &Panels, out: &mut [f32]) {
     const fn id(kind: PanelKind) -> u8 {
         kind.id()
     }
     match w.kind {
-        PanelKind::Q8 => linear_in::<{ id(PanelKind::Q8) }>(x, w, out),
-        PanelKind::Q4_1 => linear_in::<{ id(PanelKind::Q4_1) }>(x, w, out),
-        PanelKind::Q4_0 => linear_in::<{ id(PanelKind::Q4_0) }>(x, w, out),
-        PanelKind::Q5_0 => linear_in::<{ id(PanelKind::Q5_0) }>(x, w, out),
-        PanelKind::Q5_1 => linear_in::<{ id(PanelKind::Q5_1) }>(x, w, out),
-        PanelKind::Q4K => linear_in::<{ id(PanelKind::Q4K) }>(x, w, out),
-        PanelKind::Q5K => linear_in::<{ id(PanelKind::Q5K) }>(x, w, out),
-        PanelKind::Q6K => linear_in::<{ id(PanelKind::Q6K) }>(x, w, out),
+        PanelKind::Q8 => linear_in::<{ id(PanelKind::Q8) }, PORTABLE>(x, w, out),
+        PanelKind::Q4_1 => linear_in::<{ id(PanelKind::Q4_1) }, PORTABLE>(x, w, out),
+        PanelKind::Q4_0 => linear_in::<{ id(PanelKind::Q4_0) }, PORTABLE>(x, w, out),
+        PanelKind::Q5_0 => linear_in::<{ id(PanelKind::Q5_0) }, PORTABLE>(x, w, out),
+        PanelKind::Q5_1 => linear_in::<{ id(PanelKind::Q5_1) }, PORTABLE>(x, w, out),
+        PanelKind::Q4K => linear_in::<{ id(PanelKind::Q4K) }, PORTABLE>(x, w, out),
+        PanelKind::Q5K => linear_in::<{ id(PanelKind::Q5K) }, PORTABLE>(x, w, out),
+        PanelKind::Q6K => linear_in::<{ id(PanelKind::Q6K) }, PORTABLE>(x, w, out),
     }
 }
 
-fn linear_in<const K: u8>(x: &Quantized, w: &Panels, out: &mut [f32]) {
+fn linear_in<const K: u8, const PORTABLE: bool>(x: &Quantized, w: &Panels, out: &mut [f32]) {
     let (k, rows, n) = (w.cols, x.rows(), w.rows);
     assert!(x.width() == k && out.len() == rows * n);
+    if rows == 1 && !PORTABLE && row::<K>(x, w, out) {
+        return;
+    }
     for p in 0..n.div_ceil(PANEL) {
         let panel = w.panel(p);
-        let cols = (n - p * PANEL).min(PANEL);
         let mut r = 0;
         while r < rows {
             let take = (rows - r).min(4);
             let sums: [[f32; PANEL]; 4] = match take {
-                4 => tile::<K, 4>(panel, x, r),
-                3 => widen(tile::<K, 3>(panel, x, r)),
-                2 => widen(tile::<K, 2>(panel, x, r)),
-                _ => widen(tile::<K, 1>(panel, x, r)),
+                4 => tile::<K, 4, PORTABLE>(panel, x, r),
+                3 => widen(tile::<K, 3, PORTABLE>(panel, x, r)),
+                2 => widen(tile::<K, 2, PORTABLE>(panel, x, r)),
+                _ => widen(tile::<K, 1, PORTABLE>(panel, x, r)),
             };
             for (i, row) in sums.iter().enumerate().take(take) {
-                let at = (r + i) * n + p * PANEL;
-                out[at..at + cols].copy_from_slice(&row[..cols]);
+                store(&mut out[(r + i) * n..(r + i + 1) * n], p * PANEL, row);
             }
             r += take;
+        }
+    }
+}
+
+/// A panel's four outputs into `out` at `at`, fewer where the matrix ends.
+/// A whole panel as a fixed-size copy (one vector store): a copy of
+/// variable length became wasm's `memory.copy`, which V8 runs as a call
+/// into C, once per panel.
+#[inline(always)]
+fn store(out: &mut [f32], at: usize, sums: &[f32; PANEL]) {
+    match out.get_mut(at..at + PANEL) {
+        Some(whole) => whole.copy_from_slice(sums),
+        // One by one, unrolled: LLVM makes a loop of copies memory.copy.
+        None => {
+            let rest = &mut out[at..];
+            for (i, &s) in sums.iter().enumerate().take(PANEL - 1) {
+                if let Some(o) = rest.get_mut(i) {
+                    *o = s;
+                }
+            }
         }
     }
 }
@@ -485,7 +542,11 @@ fn widen<const R: usize>(t: [[f32; PANEL]; R]) -> [[f32; PANEL]; 4] {
 }
 
 /// One panel by activation rows `r..r + R`: the four outputs of each row.
-fn tile<const K: u8, const R: usize>(panel: &[u8], x: &Quantized, r: usize) -> [[f32; PANEL]; R] {
+fn tile<const K: u8, const R: usize, const PORTABLE: bool>(
+    panel: &[u8],
+    x: &Quantized,
+    r: usize,
+) -> [[f32; PANEL]; R] {
     let kind = PanelKind::from_id(K);
     let blocks = x.width() / BLOCK;
     assert!(
@@ -494,11 +555,14 @@ fn tile<const K: u8, const R: usize>(panel: &[u8], x: &Quantized, r: usize) -> [
             && r + R <= x.rows()
     );
     let a = Acts::<R>::new(x, r);
+    if PORTABLE {
+        return tile_portable::<R>(kind, panel, &a, blocks);
+    }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
         // SAFETY: the panel holds `blocks` whole blocks and the activation
         // rows `blocks` blocks each (asserted above and by `Acts::new`).
-        unsafe { isa::tile::<isa::Wasm, K, R>(panel, &a, blocks) }
+        unsafe { isa::tile_wasm::<K, R>(panel, &a, blocks) }
     }
     #[cfg(target_arch = "x86_64")]
     {
@@ -514,6 +578,47 @@ fn tile<const K: u8, const R: usize>(panel: &[u8], x: &Quantized, r: usize) -> [
     )))]
     {
         tile_portable::<R>(kind, panel, &a, blocks)
+    }
+}
+
+/// One activation row (a decode step) by the whole matrix with the vector
+/// kernel, panel after panel in one call (`false` where there is none, or
+/// for the formats that do not gain by it).
+/// The same per-panel tile as [`linear_in`]'s, so the same bits.
+fn row<const K: u8>(x: &Quantized, w: &Panels, out: &mut [f32]) -> bool {
+    let kind = PanelKind::from_id(K);
+    // Only the plain formats: with the high bits' unpacking inside the
+    // panel loop, node 20's V8 spilled in the block loop (Q5_1 a third
+    // slower), where workerd gained nothing.
+    if !matches!(kind, PanelKind::Q8 | PanelKind::Q4_0 | PanelKind::Q4_1) {
+        return false;
+    }
+    let blocks = x.width() / BLOCK;
+    assert!(blocks % kind.subs() == 0 && w.bytes.len() == kind.matrix_bytes(w.rows, w.cols));
+    let a = Acts::<1>::new(x, 0);
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        // SAFETY: the matrix is whole panels of `blocks` blocks and the
+        // activation row `blocks` blocks (asserted above and by `Acts::new`).
+        unsafe { isa::row_wasm::<K>(w.bytes, &a, blocks, out) };
+        true
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::sse41() {
+            // SAFETY: as above; SSE4.1 was just detected.
+            unsafe { isa::row_sse41::<K>(w.bytes, &a, blocks, out) };
+            return true;
+        }
+        false
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
+    {
+        let _ = (a, out);
+        false
     }
 }
 
@@ -539,10 +644,6 @@ impl<'a, const R: usize> Acts<'a, R> {
 }
 
 /// The definition, element by element (and the path of other targets).
-#[cfg_attr(
-    all(target_arch = "wasm32", target_feature = "simd128"),
-    allow(dead_code)
-)]
 fn tile_portable<const R: usize>(
     kind: PanelKind,
     panel: &[u8],

@@ -56,6 +56,11 @@ fn f16_conversion_is_exact_for_every_finite_value() {
     }
 }
 
+#[test]
+fn vector_f16_conversion_is_the_scalar_one() {
+    assert_eq!(check_f16_conversion(), Ok(()));
+}
+
 /// f16 decoded from its definition, in float64.
 fn half_reference(h: u16) -> f32 {
     let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };

@@ -1,0 +1,131 @@
+//! What examples/panels.rs (native) and examples/panels_wasm.rs (wasm)
+//! share: the shapes they time, random GGUF matrices, the timing loop and
+//! the check of the vector kernels against the portable definition.
+
+use edgeinfer_engine::kernels::blocks::Quantized;
+use edgeinfer_engine::kernels::panels::{
+    check_f16_conversion, linear, linear_portable, PanelKind, Panels,
+};
+
+/// `(rows, cols)` of the timed products: Qwen2.5-0.5B's ffn_down (whole
+/// blocks of 256 for the K formats), then SmolLM2-135M's own shapes (q/o,
+/// k/v, gate/up, down, the tied vocabulary head): small matrices show
+/// what each panel and each call costs beyond the multiply-adds.
+#[allow(dead_code)] // the wasm module takes its shapes from node
+pub const SHAPES: [(usize, usize); 6] = [
+    (896, 4864),
+    (576, 576),
+    (192, 576),
+    (1536, 576),
+    (576, 1536),
+    (49152, 576),
+];
+
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) as u32
+    }
+}
+
+/// A `n x k` matrix of random GGUF blocks of `kind`'s type in panels
+/// (`None` when `k` is not whole blocks), which is all the speed depends
+/// on; its f16 scales finite (each exponent's top bit cleared; signs kept).
+pub fn matrix(kind: PanelKind, n: usize, k: usize, rng: &mut Rng) -> Option<Vec<u8>> {
+    let t = kind.gguf();
+    if k % t.span() != 0 {
+        return None;
+    }
+    let mut gguf: Vec<u8> = (0..n * k / t.span() * t.block_bytes())
+        .map(|_| rng.next() as u8)
+        .collect();
+    for b in gguf.chunks_exact_mut(t.block_bytes()) {
+        let at = if kind == PanelKind::Q6K { 208 } else { 0 };
+        b[at + 1] &= 0xbb;
+        if !matches!(
+            kind,
+            PanelKind::Q8 | PanelKind::Q4_0 | PanelKind::Q5_0 | PanelKind::Q6K
+        ) {
+            b[3] &= 0xbb;
+        }
+    }
+    Some(Panels::pack(kind, &gguf, n, k).expect("pack"))
+}
+
+/// `rows` random activation rows of width `k`, quantized.
+pub fn activations(rows: usize, k: usize, rng: &mut Rng) -> Quantized {
+    let x: Vec<f32> = (0..rows * k)
+        .map(|_| rng.next() as f32 / 4e9 - 0.5)
+        .collect();
+    let mut q = Quantized::default();
+    q.quantize(&x, k);
+    q
+}
+
+/// G multiply-adds per second of `kind` on `n x k` by `rows` activation
+/// rows (best of 5 timings of at least ~20 ms each), or -1 when `k` is
+/// not whole blocks. `now` is seconds.
+pub fn bench(kind: PanelKind, rows: usize, n: usize, k: usize, now: &dyn Fn() -> f64) -> f64 {
+    let mut rng = Rng::new(1);
+    let Some(packed) = matrix(kind, n, k, &mut rng) else {
+        return -1.0;
+    };
+    let w = Panels::new(kind, &packed, n, k).expect("panels");
+    let q = activations(rows, k, &mut rng);
+    let mut out = vec![0.0f32; rows * n];
+    let macs = (rows * n * k) as f64;
+    let reps = (2e7 / macs).ceil().max(1.0) as usize;
+    // Warm: V8 first runs a function as Liftoff's quick code, and a call
+    // already running keeps it (one row's product is one call).
+    for _ in 0..reps.max(4) {
+        linear(&q, &w, &mut out);
+    }
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t0 = now();
+        for _ in 0..reps {
+            linear(&q, &w, &mut out);
+        }
+        best = best.min((now() - t0) / reps as f64);
+        core::hint::black_box(&out);
+    }
+    macs / best / 1e9
+}
+
+/// Whether the vector f16 conversion is the scalar one on every finite
+/// value, and the kernels in use give every format's products bit for bit as
+/// the portable definition does, for tiles of 1 to 4 rows and more (5, 6
+/// rows: a tile of 4 then one of 1 or 2), on shapes with a partial panel.
+pub fn check() -> Result<(), String> {
+    check_f16_conversion().map_err(|h| format!("f16 {h:#06x} converted differently"))?;
+    let mut rng = Rng::new(3);
+    for kind in PanelKind::ALL {
+        for (n, k) in [(7usize, 512usize), (13, 768), (4, 256)] {
+            let packed = matrix(kind, n, k, &mut rng).expect("whole blocks");
+            let w = Panels::new(kind, &packed, n, k).expect("panels");
+            for rows in 1..=6 {
+                let q = activations(rows, k, &mut rng);
+                let (mut simd, mut portable) = (vec![0.0f32; rows * n], vec![1.0f32; rows * n]);
+                linear(&q, &w, &mut simd);
+                linear_portable(&q, &w, &mut portable);
+                let same = simd
+                    .iter()
+                    .zip(&portable)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                if !same {
+                    return Err(format!("{kind:?} {n}x{k}, {rows} rows: differs"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
