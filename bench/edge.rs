@@ -478,6 +478,21 @@ fn autocannon(base: &str, path: &str, body: &Value, connections: usize, amount: 
     })
 }
 
+/// A partial bench's output: its rows as a table (and a second table after
+/// them, if any), and its JSON where `--json` says.
+fn report(rows: &[(String, String)], table: Option<&str>, json: &Value, path: Option<&str>) {
+    println!("| metric | value |\n|---|---|");
+    for (k, v) in rows {
+        println!("| {k} | {v} |");
+    }
+    if let Some(table) = table {
+        println!("\n{table}");
+    }
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_vec_pretty(json).unwrap()).expect("write JSON");
+    }
+}
+
 fn main() {
     let a = args();
     if a.decoder_only {
@@ -489,37 +504,18 @@ fn main() {
     }
     if let Some(seconds) = a.crowd_seconds {
         let (rows, json) = crowd::rows(seconds);
-        println!("| metric | value |\n|---|---|");
-        for (k, v) in rows {
-            println!("| {k} | {v} |");
-        }
-        if let Some(path) = &a.json {
-            std::fs::write(path, serde_json::to_vec_pretty(&json).unwrap()).expect("write JSON");
-        }
+        report(&rows, None, &json, a.json.as_deref());
         return;
     }
     if a.sharded_only {
         let (rows, json) = sharded::rows(a.runs);
-        println!("| metric | value |\n|---|---|");
-        for (k, v) in rows {
-            println!("| {k} | {v} |");
-        }
-        if let Some(path) = &a.json {
-            std::fs::write(path, serde_json::to_vec_pretty(&json).unwrap()).expect("write JSON");
-        }
+        report(&rows, None, &json, a.json.as_deref());
         return;
     }
     support::ensure_built();
     if a.platforms_only {
         let (rows, table, json) = platforms::rows(&cases(), a.runs, a.requests);
-        println!("| metric | value |\n|---|---|");
-        for (k, v) in rows {
-            println!("| {k} | {v} |");
-        }
-        println!("\n{table}");
-        if let Some(path) = &a.json {
-            std::fs::write(path, serde_json::to_vec_pretty(&json).unwrap()).expect("write JSON");
-        }
+        report(&rows, Some(&table), &json, a.json.as_deref());
         return;
     }
     let (raw, gzip, wrangler_line) = bundle();

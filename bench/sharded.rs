@@ -468,13 +468,17 @@ struct Stream {
     error: Option<String>,
 }
 
-fn summarize(s: &Events) -> Stream {
-    let times: Vec<f64> = s
-        .events
+/// When each event that carried text arrived, ms from the request.
+fn content_times(s: &Events) -> Vec<f64> {
+    s.events
         .iter()
         .filter(|(_, d)| d.contains("\"content\":\"") && !d.contains("\"content\":\"\""))
         .map(|(t, _)| ms(*t))
-        .collect();
+        .collect()
+}
+
+fn summarize(s: &Events) -> Stream {
+    let times = content_times(s);
     let error = s
         .events
         .iter()
@@ -826,12 +830,7 @@ pub fn rows(runs: usize) -> (Vec<(String, String)>, Value) {
                 "/v1/chat/completions",
                 &chat(story(), DECODE_TOKENS, true),
             );
-            let times: Vec<f64> = s
-                .events
-                .iter()
-                .filter(|(_, d)| d.contains("\"content\":\"") && !d.contains("\"content\":\"\""))
-                .map(|(t, _)| ms(*t))
-                .collect();
+            let times = content_times(&s);
             let n = times.len();
             ((times[n - 1] - times[0]) / (n - 1) as f64, n)
         })
