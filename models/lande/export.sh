@@ -5,9 +5,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
-venv="${EDGEINFER_EXPORT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/edgeinfer/export-venv}"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q -r requirements.txt
+source ../venv.sh
+pinned_venv EDGEINFER_EXPORT_VENV export-venv requirements.txt
 npm ci --silent --no-audit --no-fund
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT

@@ -10,9 +10,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
-venv="${EDGEINFER_MINILM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/edgeinfer/minilm-venv}"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q -r ../minilm/requirements.txt
+source ../venv.sh
+pinned_venv EDGEINFER_MINILM_VENV minilm-venv ../minilm/requirements.txt
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONHASHSEED=0 PYTHONDONTWRITEBYTECODE=1
 # Optional: an output directory and train.py options (models/sentiment-balanced

@@ -27,9 +27,8 @@ if [ "${1:-}" = "--fetch-only" ]; then
   exec python3 fetch.py
 fi
 [ $# -eq 0 ] || { echo "usage: $0 [--fetch-only]" >&2; exit 2; }
-venv="${EDGEINFER_SMOLLM2_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/edgeinfer/smollm2-venv}"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check -r requirements.txt
+source ../venv.sh
+pinned_venv EDGEINFER_SMOLLM2_VENV smollm2-venv requirements.txt --disable-pip-version-check
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false RAYON_NUM_THREADS=1
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONHASHSEED=0
 work="$(mktemp -d)"

@@ -12,9 +12,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
-venv="${EDGEINFER_TINYLM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/edgeinfer/tinylm-venv}"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q -r requirements.txt
+source ../venv.sh
+pinned_venv EDGEINFER_TINYLM_VENV tinylm-venv requirements.txt
 export TOKENIZERS_PARALLELISM=false RAYON_NUM_THREADS=1
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONHASHSEED=0 PYTHONDONTWRITEBYTECODE=1
 if [ -n "${EDGEINFER_TINYLM_WORK:-}" ]; then
