@@ -10,11 +10,15 @@ lande's and every probability must be within PROB_TOLERANCE of it, or nothing is
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import onnx_export  # noqa: E402
 
 OPSET = 13
 # lande sums its dot products in float64 (JS numbers), the ONNX graph in float32:
@@ -49,16 +53,7 @@ def build(weights: dict) -> onnx.ModelProto:
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", n_out])],
         initializer=inits,
     )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="edgeinfer/models/lande/to_onnx.py",
-    )
-    # Written by hand, so fix the IR version instead of taking the newest the
-    # installed onnx knows: older readers (tract) accept it.
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return onnx_export.hand_built(graph, "edgeinfer/models/lande/to_onnx.py", OPSET)
 
 
 def dense_features(case: dict, n_in: int) -> np.ndarray:

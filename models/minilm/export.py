@@ -50,6 +50,11 @@ from sentence_transformers import SentenceTransformer  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sentences import sentences  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import onnx_export  # noqa: E402
+from onnx_export import vec  # noqa: E402
+
+PRODUCER = "edgeinfer/models/minilm/export.py"
 OPSET = 17
 MAX_TOKENS = 256
 DIMS = 384
@@ -218,19 +223,6 @@ def word_table_name(model: onnx.ModelProto, vocab_size: int) -> str:
     return names[0]
 
 
-def finish(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Strips value_info (tract cannot unify it with symbolic dims) and fixes metadata."""
-    del model.graph.value_info[:]
-    model.producer_name = "edgeinfer/models/minilm/export.py"
-    model.producer_version = ""
-    model.doc_string = ""
-    model.graph.doc_string = ""
-    for n in model.graph.node:
-        n.doc_string = ""
-    del model.metadata_props[:]
-    return model
-
-
 def pruned(fp32: onnx.ModelProto, table: str, keep: np.ndarray) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(fp32)
@@ -255,7 +247,7 @@ def quantized(fp32: onnx.ModelProto, tmp: Path, n_fp32: int, per_channel: bool =
         sys.exit(f"FP32_RANKING names nodes the graph does not have: {missing}")
     quantize_dynamic(str(src), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8,
                      nodes_to_exclude=exclude)
-    return finish(onnx.load(str(dst)))
+    return onnx_export.finish(onnx.load(str(dst)), PRODUCER)
 
 
 # ---------------------------------------------------------------- keep-sets
@@ -349,32 +341,18 @@ def remap_for(keep: np.ndarray, vocab_size: int, unk_id: int) -> tuple:
 # ---------------------------------------------------------------- output
 
 
-def g7(x) -> float:
-    return float(f"{float(x):.7g}")
-
-
-def vec(v) -> str:
-    return "[" + ",".join(repr(g7(x)) for x in v) + "]"
-
-
 def write_golden(path: Path, meta: dict, cases: list) -> None:
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.write("{\n")
-        for k, v in meta.items():
-            f.write(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},\n")
-        f.write('  "cases": [\n')
-        for i, c in enumerate(cases):
-            f.write(
-                "    {"
-                f'"text": {json.dumps(c["text"], ensure_ascii=False)}, '
-                f'"ids": {json.dumps(c["ids"], separators=(",", ":"))}, '
-                f'"truncated": {json.dumps(c["truncated"])}, '
-                f'"tokens_untruncated": {c["tokens_untruncated"]}, '
-                f'"embedding": {vec(c["embedding"])}, '
-                f'"shipped": {vec(c["shipped"])}'
-                "}" + ("," if i + 1 < len(cases) else "") + "\n"
-            )
-        f.write("  ]\n}\n")
+    onnx_export.write_golden(path, meta, [
+        "{"
+        f'"text": {json.dumps(c["text"], ensure_ascii=False)}, '
+        f'"ids": {json.dumps(c["ids"], separators=(",", ":"))}, '
+        f'"truncated": {json.dumps(c["truncated"])}, '
+        f'"tokens_untruncated": {c["tokens_untruncated"]}, '
+        f'"embedding": {vec(c["embedding"])}, '
+        f'"shipped": {vec(c["shipped"])}'
+        "}"
+        for c in cases
+    ])
 
 
 def license_text(pkg_dir: Path, out: Path) -> str:
@@ -468,7 +446,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         export_fp32(st, tmp / "fp32.onnx")
-        fp32 = finish(onnx.load(str(tmp / "fp32.onnx")))
+        fp32 = onnx_export.finish(onnx.load(str(tmp / "fp32.onnx")), PRODUCER)
         onnx.checker.check_model(fp32, full_check=True)
         table = word_table_name(fp32, vocab_size)
         log(f"fp32 graph exported ({time.time() - t0:.0f}s)")
@@ -654,7 +632,7 @@ def sensitivity() -> None:
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         export_fp32(st, tmp / "fp32.onnx")
-        fp32 = finish(onnx.load(str(tmp / "fp32.onnx")))
+        fp32 = onnx_export.finish(onnx.load(str(tmp / "fp32.onnx")), PRODUCER)
         ident = np.arange(len(tok.get_vocab()), dtype=np.int64)
         ref = run_each(session(fp32), calib, ident)
 

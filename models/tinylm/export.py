@@ -52,8 +52,11 @@ from tokenizers import Tokenizer
 import common
 from model import MASK_VALUE, Config, TinyLM, count_params, rope_tables
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import onnx_export  # noqa: E402
+
+PRODUCER = "edgeinfer/models/tinylm/export.py"
 OPSET = 17
-IR_VERSION = 8
 TOL = 1e-4
 MAX_NEW_TOKENS = 40
 MAX_PPL_INCREASE = 0.02
@@ -253,32 +256,14 @@ def build_graph(model: TinyLM, quantize: bool) -> onnx.ModelProto:
     for init in b.inits:
         init.name = init.name.replace(".", "/")
     graph = helper.make_graph(b.nodes, "tinylm", inputs, outputs, b.inits)
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                          producer_name="edgeinfer/models/tinylm/export.py")
-    m.ir_version = IR_VERSION
-    onnx.checker.check_model(m, full_check=True)
-    return finish(m)
-
-
-def finish(m: onnx.ModelProto) -> onnx.ModelProto:
-    """No value_info (tract cannot unify it with symbolic dims), no doc strings or
-    metadata, fixed producer."""
-    del m.graph.value_info[:]
-    m.producer_name = "edgeinfer/models/tinylm/export.py"
-    m.producer_version = ""
-    m.doc_string = ""
-    m.graph.doc_string = ""
-    for n in m.graph.node:
-        n.doc_string = ""
-    del m.metadata_props[:]
-    return m
+    return onnx_export.finish(onnx_export.hand_built(graph, PRODUCER, OPSET), PRODUCER)
 
 
 def dynamic_int8(fp32_path: Path, out_path: Path) -> onnx.ModelProto:
     """onnxruntime quantize_dynamic: QInt8 weights per output channel, uint8
     activations quantized per tensor at run time (MatMulInteger)."""
     quantize_dynamic(str(fp32_path), str(out_path), per_channel=True, weight_type=QuantType.QInt8)
-    m = finish(onnx.load(str(out_path)))
+    m = onnx_export.finish(onnx.load(str(out_path)), PRODUCER)
     onnx.save(m, str(out_path))
     return m
 
