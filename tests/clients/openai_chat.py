@@ -22,28 +22,22 @@ def check(cond, message):
 def main():
     client = openai.OpenAI(base_url=os.environ["EDGEINFER_BASE_URL"], api_key="unused", max_retries=0)
 
-    whole = client.chat.completions.create(
+    # One request, whole and then streamed: greedy, so the two texts must be the same.
+    question = dict(
         model=MODEL,
         messages=[{"role": "system", "content": "You are a helpful assistant. Answer briefly."},
                   {"role": "user", "content": "What is the capital of France?"}],
         max_tokens=30,
         temperature=0,
     )
+    whole = client.chat.completions.create(**question)
     choice = whole.choices[0]
     check(whole.object == "chat.completion", whole)
     check(choice.message.role == "assistant" and isinstance(choice.message.content, str), whole)
     check(choice.finish_reason in ("stop", "length"), whole)
     check(whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens, whole.usage)
 
-    stream = client.chat.completions.create(
-        model=MODEL,
-        messages=[{"role": "system", "content": "You are a helpful assistant. Answer briefly."},
-                  {"role": "user", "content": "What is the capital of France?"}],
-        max_tokens=30,
-        temperature=0,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
+    stream = client.chat.completions.create(**question, stream=True, stream_options={"include_usage": True})
     text, finish, usage, chunks = "", None, None, 0
     for chunk in stream:
         chunks += 1
