@@ -93,7 +93,7 @@ use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use edgeinfer::decoder::template::{Message, Role};
+use edgeinfer::decoder::template::Message;
 use serde_json::{json, Value};
 
 use super::support::sse::{hang_up_after_first_token, stream, stream_text, Events};
@@ -191,15 +191,8 @@ fn conversation(i: usize) -> Value {
 fn prompt_ids(messages: &Value) -> Vec<u32> {
     let spec = edgeinfer::registry::find(MODEL).expect("the sharded model is in the manifest");
     let (model, _) = edgeinfer::registry::chat_model(spec).expect("its tokenizer loads");
-    let messages: Vec<Message> = messages
-        .as_array()
-        .expect("messages")
-        .iter()
-        .map(|m| Message {
-            role: Role::parse(m["role"].as_str().expect("role")).expect("a known role"),
-            content: m["content"].as_str().expect("content").to_string(),
-        })
-        .collect();
+    let messages: Vec<Message> =
+        serde_json::from_value(messages.clone()).expect("messages of known roles");
     model.prompt(&messages, 1).expect("fits").ids
 }
 

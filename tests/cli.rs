@@ -54,8 +54,9 @@ fn api_post(path: &str, body: &Value) -> Value {
     serde_json::from_slice(&res.body).expect("response JSON")
 }
 
+/// The sentiment golden file's cases (what this test reads of them).
 #[derive(Deserialize)]
-struct Golden {
+struct Cases {
     cases: Vec<Case>,
 }
 
@@ -75,7 +76,7 @@ enum Expect {
 #[test]
 fn classify_batch_of_1000_lines_keeps_order_ids_and_errors() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/lande/golden.json");
-    let golden: Golden = serde_json::from_slice(&std::fs::read(path).expect("golden")).unwrap();
+    let golden: Cases = serde_json::from_slice(&std::fs::read(path).expect("golden")).unwrap();
     // lande's own top label on these sentences, in ~50 languages.
     let cases: Vec<&Case> = golden
         .cases

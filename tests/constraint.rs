@@ -13,7 +13,6 @@ use edgeinfer::api::schema;
 use edgeinfer::decoder::chat::ChatModel;
 use edgeinfer::decoder::constraint::{Constraint, Grammar};
 use edgeinfer::decoder::generation::{FinishReason, GenerateOptions, Generation};
-use edgeinfer::decoder::sampling::SamplingParams;
 use edgeinfer::decoder::template::{Message, Role};
 use edgeinfer::registry::{self, InputSpec};
 use rand_chacha::ChaCha8Rng;
@@ -152,14 +151,7 @@ fn generate(
         )
         .unwrap()
         .ids;
-    let options = GenerateOptions {
-        max_tokens,
-        stop: Vec::new(),
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-    };
+    let options = GenerateOptions::greedy(max_tokens);
     let mut generation = Generation::new(model, prompt, options);
     generation.constrain(constraint, || 0.0);
     loop {

@@ -20,7 +20,6 @@ use edgeinfer::api::chat::shape::{Shape, Tool, ToolChoice};
 use edgeinfer::decoder::chat::ChatModel;
 use edgeinfer::decoder::constraint::Grammar;
 use edgeinfer::decoder::generation::{FinishReason, GenerateOptions, Generation};
-use edgeinfer::decoder::sampling::SamplingParams;
 use edgeinfer::decoder::template::{Message, Role};
 use edgeinfer::registry::{self, InputSpec};
 use edgeinfer_engine::decoder::Decoder;
@@ -57,14 +56,7 @@ fn run(
     max_tokens: usize,
 ) -> Run {
     let prompt = model.prompt(messages, max_tokens).unwrap().ids;
-    let options = GenerateOptions {
-        max_tokens,
-        stop: Vec::new(),
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-    };
+    let options = GenerateOptions::greedy(max_tokens);
     let mut generation = Generation::new(model, prompt, options);
     if let Some(grammar) = grammar {
         let constraint = model.constraints().unwrap().compile(grammar).unwrap();

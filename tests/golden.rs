@@ -16,6 +16,12 @@ use edgeinfer_pipeline as check;
 
 const PROB_TOLERANCE: f32 = 2e-4;
 
+/// A golden file that is a list of cases, each model's own shape.
+#[derive(Deserialize)]
+pub struct Cases<C> {
+    pub cases: Vec<C>,
+}
+
 #[derive(Deserialize)]
 struct Golden {
     labels: Vec<String>,
@@ -144,10 +150,7 @@ mod minilm {
     const FP32_MEAN_COSINE: f32 = 0.99;
     const FP32_MIN_COSINE: f32 = 0.97;
 
-    #[derive(Deserialize)]
-    pub struct Golden {
-        pub cases: Vec<Case>,
-    }
+    pub type Golden = super::Cases<Case>;
 
     #[derive(Deserialize)]
     pub struct Case {
@@ -236,10 +239,7 @@ mod profanity {
     pub const ID: &str = "profanity";
     const PROB_TOLERANCE: f64 = 1e-5;
 
-    #[derive(Deserialize)]
-    struct Golden {
-        cases: Vec<Case>,
-    }
+    type Golden = super::Cases<Case>;
 
     #[derive(Deserialize)]
     struct Case {
@@ -370,10 +370,7 @@ mod tinylm {
     /// onnxruntime and our engine sum in different orders: f32 rounding only.
     const LOGITS_TOLERANCE: f32 = 1e-4;
 
-    #[derive(Deserialize)]
-    struct Golden {
-        cases: Vec<Case>,
-    }
+    type Golden = super::Cases<Case>;
 
     #[derive(Deserialize)]
     struct Case {

@@ -204,7 +204,7 @@ fn unsupported_graph_fails_the_check() {
     let checked = check::check_model(&models_dir(), &manifest().model, &m).unwrap();
     let e = check::check_graph(&m, &checked.input, b"this is not an onnx protobuf")
         .expect_err("must fail");
-    assert_names_model_and_fix(&e, "tract cannot run");
+    assert_names_model_and_fix(&e, "cannot read models/lande/lande.onnx as an ONNX graph");
     // A valid graph whose output does not match the labels.
     let mut wrong = lande_entry();
     wrong.labels.pop();

@@ -14,24 +14,8 @@ use serde_json::{json, Value};
 /// The small chat model this host runs itself.
 const MODEL: &str = "shakespeare-llama";
 
-fn post(store: &mut dyn SessionStore, ctx: &Context<'_>, path: &str, body: &Value) -> HttpResponse {
-    let bytes = serde_json::to_vec(body).unwrap();
-    api::handle_with(&HttpRequest::post_json(path, &bytes), ctx, store)
-}
-
-fn get(store: &mut dyn SessionStore, ctx: &Context<'_>, method: &str, path: &str) -> HttpResponse {
-    api::handle_with(&HttpRequest::bodiless(method, path), ctx, store)
-}
-
-fn json_of(res: &HttpResponse) -> Value {
-    serde_json::from_slice(&res.body).unwrap_or_else(|e| {
-        panic!(
-            "{} is not JSON ({e}): {}",
-            res.status,
-            String::from_utf8_lossy(&res.body)
-        )
-    })
-}
+mod inproc;
+use inproc::{json_of, post, request};
 
 /// A new session of [`MODEL`] with `system`; its id.
 fn create(store: &mut dyn SessionStore, ctx: &Context<'_>, system: &str) -> String {
@@ -73,7 +57,7 @@ fn say_streamed(store: &mut dyn SessionStore, ctx: &Context<'_>, id: &str) -> Ht
 }
 
 fn messages(store: &mut dyn SessionStore, ctx: &Context<'_>, id: &str) -> Vec<Value> {
-    let res = get(store, ctx, "GET", &format!("/v1/sessions/{id}"));
+    let res = request(store, ctx, "GET", &format!("/v1/sessions/{id}"));
     assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
     json_of(&res)["messages"].as_array().unwrap().clone()
 }
@@ -227,26 +211,20 @@ fn a_turn_that_cannot_be_stored_is_not_answered_as_done() {
 #[test]
 fn a_session_belongs_to_the_key_that_made_it() {
     let mut store = MemoryStore::new();
-    let alice = Context {
-        owner: Some("alice-digest"),
-        ..Context::default()
-    };
-    let bob = Context {
-        owner: Some("bob-digest"),
-        ..Context::default()
-    };
+    let alice = Context::owned_by("alice-digest");
+    let bob = Context::owned_by("bob-digest");
     let id = create(&mut store, &alice, "Be brief.");
     let path = format!("/v1/sessions/{id}");
     for res in [
-        get(&mut store, &bob, "GET", &path),
+        request(&mut store, &bob, "GET", &path),
         say(&mut store, &bob, &id, "Hail."),
-        get(&mut store, &bob, "DELETE", &path),
-        get(&mut store, &Context::default(), "GET", &path),
+        request(&mut store, &bob, "DELETE", &path),
+        request(&mut store, &Context::default(), "GET", &path),
     ] {
         assert_eq!(res.status, 404);
         assert_eq!(json_of(&res)["error"]["code"], "session_not_found");
     }
-    assert_eq!(get(&mut store, &alice, "GET", &path).status, 200);
+    assert_eq!(request(&mut store, &alice, "GET", &path).status, 200);
 }
 
 #[test]
@@ -271,10 +249,10 @@ fn limits_and_bad_ids() {
     assert_eq!(messages(&mut store, &ctx, &id).len(), rows.len());
 
     for bad in ["nope", "0123456789ABCDEF0123456789ABCDEF", &"a".repeat(33)] {
-        let res = get(&mut store, &ctx, "GET", &format!("/v1/sessions/{bad}"));
+        let res = request(&mut store, &ctx, "GET", &format!("/v1/sessions/{bad}"));
         assert_eq!(res.status, 404, "{bad}");
     }
-    let res = get(
+    let res = request(
         &mut store,
         &ctx,
         "GET",
@@ -297,13 +275,13 @@ fn limits_and_bad_ids() {
 fn delete_erases_and_head_answers_without_a_body() {
     let (mut store, ctx, id) = brief_session();
     let path = format!("/v1/sessions/{id}");
-    let head = get(&mut store, &ctx, "HEAD", &path);
+    let head = request(&mut store, &ctx, "HEAD", &path);
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
-    let gone = get(&mut store, &ctx, "DELETE", &path);
+    let gone = request(&mut store, &ctx, "DELETE", &path);
     assert_eq!(gone.status, 200);
     assert_eq!(json_of(&gone)["deleted"], true);
-    assert_eq!(get(&mut store, &ctx, "GET", &path).status, 404);
+    assert_eq!(request(&mut store, &ctx, "GET", &path).status, 404);
     assert_eq!(say(&mut store, &ctx, &id, "Hail.").status, 404);
     assert_eq!(store.ids().count(), 0);
 }
@@ -423,7 +401,7 @@ fn staged_writes_hold_what_each_call_did() {
     // A copy holds one session: another id is a store failure, not a miss.
     assert!(call.load(&"0".repeat(32)).is_err());
     let mut call = Staged::new(&id, committed.load(&id).unwrap());
-    let res = get(&mut call, &ctx, "DELETE", &format!("/v1/sessions/{id}"));
+    let res = request(&mut call, &ctx, "DELETE", &format!("/v1/sessions/{id}"));
     assert_eq!(res.status, 200);
     let writes = call.take_writes();
     assert_eq!(writes, vec![Write::Delete]);

@@ -9,29 +9,13 @@
 //! that nothing was stored by a refused request.
 
 use edgeinfer::api::sessions::MemoryStore;
-use edgeinfer::api::{self, Context, HttpRequest, HttpResponse};
+use edgeinfer::api::{Context, HttpResponse};
 use serde_json::{json, Value};
 
 const MODEL: &str = "shakespeare-llama";
 
-fn post(store: &mut MemoryStore, ctx: &Context<'_>, path: &str, body: &Value) -> HttpResponse {
-    let bytes = serde_json::to_vec(body).unwrap();
-    api::handle_with(&HttpRequest::post_json(path, &bytes), ctx, store)
-}
-
-fn request(store: &mut MemoryStore, ctx: &Context<'_>, method: &str, path: &str) -> HttpResponse {
-    api::handle_with(&HttpRequest::bodiless(method, path), ctx, store)
-}
-
-fn json_of(res: &HttpResponse) -> Value {
-    serde_json::from_slice(&res.body).unwrap_or_else(|e| {
-        panic!(
-            "{} is not JSON ({e}): {}",
-            res.status,
-            String::from_utf8_lossy(&res.body)
-        )
-    })
-}
+mod inproc;
+use inproc::{json_of, post, request};
 
 fn ok(res: HttpResponse) -> Value {
     assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
@@ -454,14 +438,8 @@ fn a_stored_response_is_read_continued_and_deleted() {
 #[test]
 fn another_keys_response_is_a_404_and_nothing_is_stored() {
     let mut store = MemoryStore::new();
-    let alice = Context {
-        owner: Some("alice-digest"),
-        ..Context::default()
-    };
-    let bob = Context {
-        owner: Some("bob-digest"),
-        ..Context::default()
-    };
+    let alice = Context::owned_by("alice-digest");
+    let bob = Context::owned_by("bob-digest");
     let first = ok(respond(
         &mut store,
         &alice,

@@ -164,6 +164,15 @@ fn open(s: &mut Shard, tokens: usize) -> u32 {
     }
 }
 
+/// A call that feeds token ids.
+fn tokens(handle: u32, at: usize, ids: &[u32]) -> Call<'_> {
+    Call {
+        handle,
+        at,
+        input: Input::Tokens(ids),
+    }
+}
+
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
@@ -219,11 +228,7 @@ fn a_batch_gives_every_call_the_bits_it_gets_alone() {
             let calls: Vec<Call> = talking
                 .iter()
                 .zip(&ids)
-                .map(|(&i, t)| Call {
-                    handle: handles[i][0],
-                    at: fed[i],
-                    input: Input::Tokens(t),
-                })
+                .map(|(&i, t)| tokens(handles[i][0], fed[i], t))
                 .collect();
             let hidden = batch(&mut b0, &calls);
             let calls: Vec<Call> = talking
@@ -290,46 +295,18 @@ fn one_calls_error_fails_it_alone() {
             .collect();
         let rows = vec![0.5f32; config().dims];
         let calls = [
-            Call {
-                handle: 999,
-                at: 0,
-                input: Input::Tokens(&[1]),
-            },
-            Call {
-                handle: good[0],
-                at: 0,
-                input: Input::Tokens(&[1, 2, 3]),
-            },
-            Call {
-                handle: closed,
-                at: 0,
-                input: Input::Tokens(&[1]),
-            },
-            Call {
-                handle: wrong_at,
-                at: 1,
-                input: Input::Tokens(&[1]),
-            },
-            Call {
-                handle: small,
-                at: 0,
-                input: Input::Tokens(&[1, 2, 3]),
-            },
-            Call {
-                handle: bad_id,
-                at: 0,
-                input: Input::Tokens(&[7, 500]),
-            },
+            tokens(999, 0, &[1]),
+            tokens(good[0], 0, &[1, 2, 3]),
+            tokens(closed, 0, &[1]),
+            tokens(wrong_at, 1, &[1]),
+            tokens(small, 0, &[1, 2, 3]),
+            tokens(bad_id, 0, &[7, 500]),
             Call {
                 handle: hidden_in,
                 at: 0,
                 input: Input::Hidden(&rows),
             },
-            Call {
-                handle: good[1],
-                at: 0,
-                input: Input::Tokens(&[4, 5, 6]),
-            },
+            tokens(good[1], 0, &[4, 5, 6]),
         ];
         let got = batch(&mut s, &calls);
         assert_eq!(got[0], Err(ShardError::NoPass(999)));
@@ -367,33 +344,13 @@ fn a_batch_runs_a_prefix_of_bounded_rows_one_call_per_pass() {
     let ran = s
         .step_batch(
             &[
-                Call {
-                    handle: a,
-                    at: 0,
-                    input: Input::Tokens(&long),
-                },
+                tokens(a, 0, &long),
                 // Fails (never opened): takes no room.
-                Call {
-                    handle: 77,
-                    at: 0,
-                    input: Input::Tokens(&[1, 2, 3, 4]),
-                },
-                Call {
-                    handle: c,
-                    at: 0,
-                    input: Input::Tokens(&[1, 2]),
-                },
+                tokens(77, 0, &[1, 2, 3, 4]),
+                tokens(c, 0, &[1, 2]),
                 // The context is full: this and all after wait.
-                Call {
-                    handle: b,
-                    at: 0,
-                    input: Input::Tokens(&[1]),
-                },
-                Call {
-                    handle: c,
-                    at: 2,
-                    input: Input::Tokens(&[1]),
-                },
+                tokens(b, 0, &[1]),
+                tokens(c, 2, &[1]),
             ],
             0,
         )
@@ -411,26 +368,10 @@ fn a_batch_runs_a_prefix_of_bounded_rows_one_call_per_pass() {
     let ran = s
         .step_batch(
             &[
-                Call {
-                    handle: b,
-                    at: 0,
-                    input: Input::Tokens(&[1]),
-                },
-                Call {
-                    handle: c,
-                    at: 2,
-                    input: Input::Tokens(&[1]),
-                },
-                Call {
-                    handle: c,
-                    at: 3,
-                    input: Input::Tokens(&[1]),
-                },
-                Call {
-                    handle: a,
-                    at: BATCH_ROWS - 2,
-                    input: Input::Tokens(&[1]),
-                },
+                tokens(b, 0, &[1]),
+                tokens(c, 2, &[1]),
+                tokens(c, 3, &[1]),
+                tokens(a, BATCH_ROWS - 2, &[1]),
             ],
             0,
         )
@@ -453,16 +394,8 @@ fn a_batch_runs_a_prefix_of_bounded_rows_one_call_per_pass() {
     // waited for).
     s.close(c, None, 0);
     let prompt: Vec<u32> = (0..BATCH_ROWS as u32 + 5).map(|t| t % 90).collect();
-    let first = Call {
-        handle: b,
-        at: 1,
-        input: Input::Tokens(&prompt),
-    };
-    let next = Call {
-        handle: a,
-        at: BATCH_ROWS - 2,
-        input: Input::Tokens(&[1]),
-    };
+    let first = tokens(b, 1, &prompt);
+    let next = tokens(a, BATCH_ROWS - 2, &[1]);
     let ran = s.step_batch(&[first, next], 0).ran;
     assert_eq!(ran.iter().map(state).collect::<Vec<_>>(), ["ran", "later"]);
     assert_eq!(s.info().unwrap().stages, 3);

@@ -63,12 +63,7 @@ pub struct ClassifyResponse {
 }
 
 pub(super) fn serve(call: Resolved<ClassifyRequest>, mode: Mode) -> Result<HttpResponse, ApiError> {
-    let Resolved {
-        body,
-        spec,
-        arm,
-        mut timings,
-    } = call;
+    let (body, spec, arm, mut timings) = call.into_parts();
     if !spec.task.classifies() {
         return Err(registry::wrong_task(spec, "classification").into());
     }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::inference::{encoder_for, tokenize_within_limit, Resolved, TokenUsage};
+use super::inference::{embed_within_limit, encoder_for, Resolved, TokenUsage};
 use super::parse::input_texts;
 use super::{HttpResponse, Mode, ModelRef};
 
@@ -59,12 +59,7 @@ pub(super) fn serve(
     call: Resolved<EmbeddingsRequest>,
     mode: Mode,
 ) -> Result<HttpResponse, ApiError> {
-    let Resolved {
-        body,
-        spec,
-        arm,
-        mut timings,
-    } = call;
+    let (body, spec, arm, mut timings) = call.into_parts();
     let base64 = match body.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -90,13 +85,10 @@ pub(super) fn serve(
         }
     }
     let texts = input_texts(&body.input)?;
-    let tokenized = tokenize_within_limit(encoder, &texts)?;
-    timings.lap("tokenize");
-    if mode == Mode::Validate {
+    let Some((tokenized, embeddings)) = embed_within_limit(encoder, &texts, &mut timings, mode)?
+    else {
         return Ok(HttpResponse::validated());
-    }
-    let embeddings = encoder.embed(&tokenized)?;
-    timings.lap("inference");
+    };
     let data = embeddings
         .into_iter()
         .enumerate()

@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::limits::MAX_TOTAL_TOKENS;
 use super::timing::{self, Timings, Work};
 use super::variants::Arm;
-use super::Served;
+use super::{Mode, Served};
 use crate::encoder::{SentenceEncoder, Tokenized};
 use crate::registry::{self, ModelSpec};
 
@@ -21,6 +21,13 @@ pub struct Resolved<T> {
     pub spec: &'static ModelSpec,
     pub arm: Option<Arm>,
     pub timings: Timings,
+}
+
+impl<T> Resolved<T> {
+    /// Its parts, each owned by the route that serves it.
+    pub fn into_parts(self) -> (T, &'static ModelSpec, Option<Arm>, Timings) {
+        (self.body, self.spec, self.arm, self.timings)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -89,6 +96,28 @@ impl Served {
         self.cpu_ms = Some(usage.cpu_ms);
         self
     }
+}
+
+/// Texts as tokenized, and their embeddings in the same order.
+pub(super) type Embedded = (Vec<Tokenized>, Vec<Vec<f32>>);
+
+/// `texts` tokenized within the limit and embedded, timed as `tokenize`
+/// and `inference`; `None` in [`Mode::Validate`], which stops before any
+/// inference.
+pub(super) fn embed_within_limit(
+    encoder: &SentenceEncoder,
+    texts: &[&str],
+    timings: &mut Timings,
+    mode: Mode,
+) -> Result<Option<Embedded>, ApiError> {
+    let tokenized = tokenize_within_limit(encoder, texts)?;
+    timings.lap("tokenize");
+    if mode == Mode::Validate {
+        return Ok(None);
+    }
+    let embeddings = encoder.embed(&tokenized)?;
+    timings.lap("inference");
+    Ok(Some((tokenized, embeddings)))
 }
 
 /// Tokenizes and enforces the per-request token limit before any inference.

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::CoreError;
 use crate::registry::{self, ModelSpec};
 use chat::{ChatTurn, Event, Output, RequestMeta, Step, TurnSink, Wire};
-use responses::ResponseRequest;
+use responses::{Begun, ResponseRequest};
 use sessions::{
     MemoryStore, Session, SessionAnswer, SessionCall, SessionOp, SessionStore, SessionTurn, Shared,
 };
@@ -115,6 +115,16 @@ pub struct Context<'a> {
     pub owner: Option<&'a str>,
     /// The model of sessions that name none (`DEFAULT_CHAT_MODEL`).
     pub default_chat_model: Option<&'a str>,
+}
+
+impl<'a> Context<'a> {
+    /// The host's defaults, calling as the key whose digest is `owner`.
+    pub fn owned_by(owner: &'a str) -> Self {
+        Context {
+            owner: Some(owner),
+            ..Context::default()
+        }
+    }
 }
 
 impl Default for Context<'_> {
@@ -462,25 +472,15 @@ fn respond_here(
                 }
                 None => None,
             };
-            let id = responses::new_id(ctx);
-            let prepared = create.prepare(previous.as_ref(), &id)?;
-            if !prepared.store {
-                let (plan, wire) = prepared.unstored()?;
-                let meta = RequestMeta {
-                    id,
-                    ..RequestMeta::draw(ctx)
-                };
-                let turn = ChatTurn::start(plan, meta)?;
-                return Ok(answer_here(turn, &wire, &mut ()));
-            }
-            let meta = RequestMeta::draw(ctx);
-            let stored = prepared.stored(id, owner.clone(), meta.created);
-            match sessions::serve(stored, store, meta)? {
-                SessionAnswer::Turn(turn) => {
-                    let SessionTurn { turn, wire, record } = *turn;
-                    Ok(answer_here(turn, &wire, &mut record.sink(store)))
-                }
-                SessionAnswer::Done(res) => Ok(res),
+            match create.begin(previous.as_ref(), ctx, owner.clone())? {
+                Begun::Here(turn, wire) => Ok(answer_here(*turn, &wire, &mut ())),
+                Begun::Stored(stored, meta) => match sessions::serve(*stored, store, meta)? {
+                    SessionAnswer::Turn(turn) => {
+                        let SessionTurn { turn, wire, record } = *turn;
+                        Ok(answer_here(turn, &wire, &mut record.sink(store)))
+                    }
+                    SessionAnswer::Done(res) => Ok(res),
+                },
             }
         }
     }

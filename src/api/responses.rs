@@ -27,7 +27,10 @@ use serde_json::{json, Map, Value};
 
 use super::chat::responses::{self as wire, ResponseHead, Status};
 use super::chat::shape::{self, CallMode, CallText, Shape};
-use super::chat::{message_content, with_instructions, GenerationFields, Head, TurnPlan, Wire};
+use super::chat::{
+    message_content, with_instructions, ChatTurn, GenerationFields, Head, RequestMeta, TurnPlan,
+    Wire,
+};
 use super::error::ApiError;
 use super::limits::{MAX_CHAT_CHARS, MAX_MESSAGES};
 use super::parse::{json_body, kind, no_unknown_fields};
@@ -220,26 +223,12 @@ pub fn parse(req: &HttpRequest<'_>) -> Result<ResponsesCall, ApiError> {
             );
         }
     }
-    let tools = match &body.tools {
-        None | Some(Value::Null) => Vec::new(),
-        Some(tools) => shape::tools(tools, "tools")?,
-    };
-    let choice = match (&body.tool_choice, tools.is_empty()) {
-        (None, true) => None,
-        (choice, _) => shape::tool_choice(choice.as_ref(), &tools, "tool_choice")?,
-    };
-    let shape = match (choice, json) {
-        (None, None) => Shape::Text,
-        (None, Some(schema)) => Shape::Json(schema),
-        (Some(shape::ToolChoice::Auto), Some(_)) => {
-            return Err(ApiError::unsupported(
-                "unsupported_combination",
-                "`text.format` with `tool_choice: \"auto\"` is not supported: a reply starting with `{` could be either; send `tool_choice: \"required\"` (or a named function) for a call, or no tools for JSON",
-            )
-            .with_param("tool_choice"))
-        }
-        (Some(choice), _) => Shape::Calls { tools, choice },
-    };
+    let shape = shape::of(
+        json,
+        "text.format",
+        body.tools.as_ref(),
+        body.tool_choice.as_ref(),
+    )?;
     let metadata = match &body.metadata {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(Value::Object(m)) if m.len() <= 16 && m.values().all(Value::is_string) => {
@@ -502,15 +491,6 @@ fn is_call(head: &ResponseHead, reply: &StoredMessage) -> bool {
     split.is_call() && reply.finish_reason.as_deref() == Some("stop")
 }
 
-fn stored_message(m: &StoredMessage) -> Result<Message, ApiError> {
-    let role = Role::parse(&m.role)
-        .ok_or_else(|| ApiError::internal(format!("stored role {:?}", m.role)))?;
-    Ok(Message {
-        role,
-        content: m.content.clone(),
-    })
-}
-
 /// `GET /v1/responses/{id}`: the stored response object.
 pub fn view(session: &Session) -> Result<HttpResponse, ApiError> {
     let (state, rows) = split_state(session)?;
@@ -587,7 +567,7 @@ impl ResponsesCall {
             });
         }
         for row in &history {
-            messages.push(stored_message(row)?);
+            messages.push(row.message()?);
         }
         messages.extend(self.input.iter().cloned());
         let messages = with_instructions(messages, self.shape.instructions());
@@ -616,6 +596,40 @@ impl ResponsesCall {
             state,
             store: self.store,
         })
+    }
+}
+
+/// Where a new response runs.
+pub enum Begun {
+    /// `store: false`: a turn the caller runs, stored nowhere.
+    Here(Box<ChatTurn>, Wire),
+    /// The call that runs and stores it in the response's own session, and
+    /// the request's meta for the store that serves it here.
+    Stored(Box<SessionCall>, RequestMeta),
+}
+
+impl ResponsesCall {
+    /// Starts a new response (`previous`: the previous response's session,
+    /// its owner checked): run here, or sent to its own session.
+    pub fn begin(
+        self,
+        previous: Option<&Session>,
+        ctx: &Context<'_>,
+        owner: Option<String>,
+    ) -> Result<Begun, ApiError> {
+        let id = new_id(ctx);
+        let prepared = self.prepare(previous, &id)?;
+        if !prepared.store {
+            let (plan, wire) = prepared.unstored()?;
+            let meta = RequestMeta {
+                id,
+                ..RequestMeta::draw(ctx)
+            };
+            return Ok(Begun::Here(Box::new(ChatTurn::start(plan, meta)?), wire));
+        }
+        let meta = RequestMeta::draw(ctx);
+        let call = prepared.stored(id, owner, meta.created);
+        Ok(Begun::Stored(Box::new(call), meta))
     }
 }
 

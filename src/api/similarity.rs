@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::inference::{encoder_for, tokenize_within_limit, Resolved, TokenUsage};
+use super::inference::{embed_within_limit, encoder_for, Resolved, TokenUsage};
 use super::limits::MAX_INPUTS;
 use super::parse::input_texts;
 use super::{HttpResponse, Mode, ModelRef};
@@ -45,12 +45,7 @@ pub(super) fn serve(
     call: Resolved<SimilarityRequest>,
     mode: Mode,
 ) -> Result<HttpResponse, ApiError> {
-    let Resolved {
-        body,
-        spec,
-        arm,
-        mut timings,
-    } = call;
+    let (body, spec, arm, mut timings) = call.into_parts();
     let (encoder, served) = encoder_for(spec, arm, &mut timings)?;
     let spec = encoder.spec();
     let query = match &body.query {
@@ -93,13 +88,10 @@ pub(super) fn serve(
         }
     };
     let texts: Vec<&str> = query.into_iter().chain(documents).collect();
-    let tokenized = tokenize_within_limit(encoder, &texts)?;
-    timings.lap("tokenize");
-    if mode == Mode::Validate {
+    let Some((tokenized, embeddings)) = embed_within_limit(encoder, &texts, &mut timings, mode)?
+    else {
         return Ok(HttpResponse::validated());
-    }
-    let embeddings = encoder.embed(&tokenized)?;
-    timings.lap("inference");
+    };
     let (query, documents) = embeddings
         .split_first()
         .ok_or_else(|| ApiError::internal("the encoder returned no embedding for the query"))?;

@@ -38,6 +38,21 @@ pub struct GenerateOptions {
     pub sampling: SamplingParams,
 }
 
+impl GenerateOptions {
+    /// Argmax at every step, no stop text: the reference decoding the
+    /// golden and constraint checks compare against.
+    pub fn greedy(max_tokens: usize) -> Self {
+        GenerateOptions {
+            max_tokens,
+            stop: Vec::new(),
+            sampling: SamplingParams {
+                temperature: 0.0,
+                ..SamplingParams::default()
+            },
+        }
+    }
+}
+
 /// What one step produced: text to append (possibly empty while a character
 /// or a possible stop sequence is incomplete), and the end, once reached.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -407,6 +407,25 @@ fn worst(a: &[f32], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Our logits for `tokens` and the float64 transcription's, on a fresh
+/// two-layer model of this shape, with the transcription's largest |logit|
+/// (the scale a tolerance is relative to).
+fn both_logits(
+    style: RopeStyle,
+    tied: bool,
+    f: Format,
+    seed: u64,
+    tokens: &[u32],
+) -> (Vec<f32>, Vec<f64>, f64) {
+    let (decoder, model) = build(config(style), 2, tied, f, seed);
+    let mut cache = decoder.new_cache();
+    let logits = decoder.forward(&mut cache, tokens).unwrap();
+    assert_eq!(cache.len(), tokens.len());
+    let want = reference(&model, tokens);
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    (logits, want, scale)
+}
+
 #[test]
 fn matches_the_float64_transcription_in_every_format() {
     let tokens: Vec<u32> = (0..11).map(|i| (i * 7 + 3) % 52).collect();
@@ -416,18 +435,13 @@ fn matches_the_float64_transcription_in_every_format() {
         (RopeStyle::HalfSplit, false, Format::I8, 3),
         (RopeStyle::Interleaved, true, Format::I8, 4),
     ] {
-        let (decoder, model) = build(config(style), 2, tied, f, seed);
-        let mut cache = decoder.new_cache();
-        let logits = decoder.forward(&mut cache, &tokens).unwrap();
-        let want = reference(&model, &tokens);
-        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let (logits, want, scale) = both_logits(style, tied, f, seed, &tokens);
         assert!(scale > 0.1, "logits are not trivial");
         assert!(
             worst(&logits, &want) <= 1e-4 * scale,
             "{style:?} tied={tied}: {}",
             worst(&logits, &want)
         );
-        assert_eq!(cache.len(), tokens.len());
     }
 }
 
@@ -443,10 +457,7 @@ fn block_formats_follow_the_transcription_within_activation_rounding() {
         (RopeStyle::HalfSplit, false, Format::Q4_1, 9),
         (RopeStyle::Interleaved, true, Format::Q4_1, 10),
     ] {
-        let (decoder, model) = build(config(style), 2, tied, f, seed);
-        let logits = decoder.forward(&mut decoder.new_cache(), &tokens).unwrap();
-        let want = reference(&model, &tokens);
-        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let (logits, want, scale) = both_logits(style, tied, f, seed, &tokens);
         let err = worst(&logits, &want);
         println!("{f:?} {style:?}: max |logit diff| {err:.2e} of {scale:.2}");
         assert!(

@@ -180,13 +180,7 @@ fn dot_2x4(a0: &[i16], a1: &[i16], w: [&[i8]; 4]) -> [[i32; 4]; 2] {
             + i32x4_extract_lane::<2>(v)
             + i32x4_extract_lane::<3>(v)
     };
-    let mut out = [[0; 4]; 2];
-    for r in 0..2 {
-        for j in 0..4 {
-            out[r][j] = sum(acc[r][j]);
-        }
-    }
-    out
+    acc.map(|row| row.map(sum))
 }
 
 /// x86-64 with SSE4.1 (every x86-64 CPU of the last fifteen years): the
@@ -284,13 +278,7 @@ fn dot_f32_2x4(a0: &[f32], a1: &[f32], w: [&[f32]; 4]) -> [[f32; 4]; 2] {
         (f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v))
             + (f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v))
     };
-    let mut out = [[0.0; 4]; 2];
-    for r in 0..2 {
-        for j in 0..4 {
-            out[r][j] = sum(acc[r][j]);
-        }
-    }
-    out
+    acc.map(|row| row.map(sum))
 }
 
 /// The same kernel in SSE (part of every x86-64 CPU).

@@ -133,27 +133,12 @@ fn shape(body: &ChatBody) -> Result<Shape, ApiError> {
         None | Some(Value::Null) => None,
         Some(format) => shape::response_format(format, "response_format", true)?,
     };
-    let tools = match &body.tools {
-        None | Some(Value::Null) => Vec::new(),
-        Some(tools) => shape::tools(tools, "tools")?,
-    };
-    let choice = match (&body.tool_choice, tools.is_empty()) {
-        // No tools and no choice: nothing to call.
-        (None, true) => None,
-        (choice, _) => shape::tool_choice(choice.as_ref(), &tools, "tool_choice")?,
-    };
-    Ok(match (choice, json) {
-        (None, None) => Shape::Text,
-        (None, Some(schema)) => Shape::Json(schema),
-        (Some(shape::ToolChoice::Auto), Some(_)) => {
-            return Err(ApiError::unsupported(
-                "unsupported_combination",
-                "`response_format` with `tool_choice: \"auto\"` is not supported: a reply starting with `{` could be either; send `tool_choice: \"required\"` (or a named function) for a call, or no tools for JSON",
-            )
-            .with_param("tool_choice"))
-        }
-        (Some(choice), _) => Shape::Calls { tools, choice },
-    })
+    shape::of(
+        json,
+        "response_format",
+        body.tools.as_ref(),
+        body.tool_choice.as_ref(),
+    )
 }
 
 /// Parses and validates `POST /v1/chat/completions`; the `X-Session-Id`

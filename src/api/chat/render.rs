@@ -17,8 +17,8 @@ use super::responses::{ResponseBody, ResponseEvents, ResponseHead};
 use super::shape::{CallMode, CallText, Piece};
 use super::turn::{Event, Finish, Head};
 use super::wire::{
-    sse, AssistantMessage, ChatUsage, Choice, Chunk, ChunkChoice, ChunkDelta, Completion, DONE,
-    KEEPALIVE,
+    sent_or_kept_alive, sse, AssistantMessage, ChatUsage, Choice, Chunk, ChunkChoice, ChunkDelta,
+    Completion, DONE, KEEPALIVE,
 };
 use crate::api::error::ApiError;
 use crate::api::{HttpResponse, Served};
@@ -104,9 +104,9 @@ impl Wire {
     /// The renderer of this format for the reply `head` names.
     pub fn renderer(&self, head: Head) -> Box<dyn Render> {
         match self {
-            Wire::Completion { session, calls } => {
-                Box::new(CompletionBody::new(head, session.clone()).with_calls(*calls))
-            }
+            Wire::Completion { session, calls } => Box::new(Whole::new(
+                CompletionBody::new(head, session.clone()).with_calls(*calls),
+            )),
             Wire::Chunks {
                 include_usage,
                 calls,
@@ -123,7 +123,7 @@ impl Wire {
                 };
                 match stream {
                     true => Box::new(ResponseEvents::new(head)),
-                    false => Box::new(ResponseBody::new(head)),
+                    false => Box::new(Whole::new(ResponseBody::new(head))),
                 }
             }
         }
@@ -134,7 +134,6 @@ impl Wire {
 pub struct CompletionBody {
     head: Head,
     session: Option<String>,
-    text: String,
     calls: CallMode,
 }
 
@@ -158,7 +157,6 @@ impl CompletionBody {
         CompletionBody {
             head,
             session,
-            text: String::new(),
             calls: CallMode::Never,
         }
     }
@@ -167,10 +165,12 @@ impl CompletionBody {
         self.calls = calls;
         self
     }
+}
 
-    fn body(&self, finish: &Finish) -> Vec<u8> {
+impl WholeBody for CompletionBody {
+    fn body(&self, text: &str, finish: &Finish) -> Vec<u8> {
         let mut split = CallText::new(self.calls);
-        split.push(&self.text);
+        split.push(text);
         split.end();
         if let Some((name, arguments)) = split.call().filter(|_| split.is_call()) {
             let body = json!({
@@ -208,7 +208,7 @@ impl CompletionBody {
                 index: 0,
                 message: AssistantMessage {
                     role: "assistant",
-                    content: &self.text,
+                    content: text,
                 },
                 finish_reason: finish_reason(finish, false),
                 logprobs: None,
@@ -220,7 +220,29 @@ impl CompletionBody {
     }
 }
 
-impl Render for CompletionBody {
+/// A wire format answered with one body once the reply is complete.
+pub trait WholeBody {
+    /// The body of the complete reply, `text`.
+    fn body(&self, text: &str, finish: &Finish) -> Vec<u8>;
+}
+
+/// A [`WholeBody`] format as a [`Render`]: the text gathered as it comes,
+/// one body at the finish (or the failure's error body).
+pub struct Whole<B> {
+    format: B,
+    text: String,
+}
+
+impl<B: WholeBody> Whole<B> {
+    pub fn new(format: B) -> Self {
+        Whole {
+            format,
+            text: String::new(),
+        }
+    }
+}
+
+impl<B: WholeBody> Render for Whole<B> {
     fn render(&mut self, event: &Event) -> Vec<u8> {
         match event {
             Event::Text(text) => {
@@ -229,7 +251,7 @@ impl Render for CompletionBody {
             }
             Event::Finished(finish) => {
                 self.text.push_str(&finish.text);
-                self.body(finish)
+                self.format.body(&self.text, finish)
             }
             Event::Failed(e) => e.body(),
             Event::Started | Event::Pending | Event::Done => Vec::new(),
@@ -333,13 +355,7 @@ impl Render for CompletionChunks {
         match event {
             Event::Started => self.chunk(Some("assistant"), Some(""), None, None),
             Event::Text(text) => {
-                let pieces = self.split.push(text);
-                match pieces.is_empty() {
-                    // Held back (a call's closing brace, an undecided
-                    // start): a sign of life instead.
-                    true => KEEPALIVE.to_vec(),
-                    false => self.pieces(pieces),
-                }
+                sent_or_kept_alive(self.split.push(text), |pieces| self.pieces(pieces))
             }
             // A comment line: one event per model step, no chunk a client
             // would see.

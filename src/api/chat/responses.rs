@@ -17,10 +17,10 @@
 
 use serde_json::{json, Map, Value};
 
-use super::render::Render;
+use super::render::{Render, WholeBody};
 use super::shape::{CallMode, CallText, Piece};
 use super::turn::{Event, Finish, Head};
-use super::wire::KEEPALIVE;
+use super::wire::{sent_or_kept_alive, KEEPALIVE};
 
 /// What every `response` object of one reply shows.
 #[derive(Debug, Clone)]
@@ -175,35 +175,20 @@ fn finish_usage(finish: &Finish) -> Value {
 /// A reply as one `response` object.
 pub struct ResponseBody {
     head: ResponseHead,
-    text: String,
 }
 
 impl ResponseBody {
     pub fn new(head: ResponseHead) -> Self {
-        ResponseBody {
-            head,
-            text: String::new(),
-        }
+        ResponseBody { head }
     }
 }
 
-impl Render for ResponseBody {
-    fn render(&mut self, event: &Event) -> Vec<u8> {
-        match event {
-            Event::Text(text) => {
-                self.text.push_str(text);
-                Vec::new()
-            }
-            Event::Finished(finish) => {
-                self.text.push_str(&finish.text);
-                let status = Status::of(finish.reason.as_str());
-                let output = output(&self.head, &self.text, status);
-                let body = object(&self.head, status, output, Some(finish_usage(finish)));
-                serde_json::to_vec(&body).unwrap_or_default()
-            }
-            Event::Failed(e) => e.body(),
-            Event::Started | Event::Pending | Event::Done => Vec::new(),
-        }
+impl WholeBody for ResponseBody {
+    fn body(&self, text: &str, finish: &Finish) -> Vec<u8> {
+        let status = Status::of(finish.reason.as_str());
+        let output = output(&self.head, text, status);
+        let body = object(&self.head, status, output, Some(finish_usage(finish)));
+        serde_json::to_vec(&body).unwrap_or_default()
     }
 }
 
@@ -351,11 +336,7 @@ impl Render for ResponseEvents {
                 out
             }
             Event::Text(text) => {
-                let pieces = self.split.push(text);
-                match pieces.is_empty() {
-                    true => KEEPALIVE.to_vec(),
-                    false => self.pieces(pieces),
-                }
+                sent_or_kept_alive(self.split.push(text), |pieces| self.pieces(pieces))
             }
             Event::Pending => KEEPALIVE.to_vec(),
             Event::Finished(finish) => self.finished(finish),
@@ -379,6 +360,7 @@ impl Render for ResponseEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::chat::render::Whole;
     use crate::api::chat::wire::{ChatUsage, PromptTokensDetails};
     use crate::decoder::generation::FinishReason;
 
@@ -412,8 +394,9 @@ mod tests {
         })
     }
 
-    /// Each event's type and data.
-    fn events(render: &mut dyn Render, events: &[Event]) -> Vec<(String, Value)> {
+    /// Each event's type and data, streamed for a reply in `mode`.
+    fn events(mode: CallMode, events: &[Event]) -> Vec<(String, Value)> {
+        let mut render = ResponseEvents::new(head(mode));
         let bytes: Vec<u8> = events.iter().flat_map(|e| render.render(e)).collect();
         String::from_utf8(bytes)
             .unwrap()
@@ -428,9 +411,8 @@ mod tests {
 
     #[test]
     fn text_streams_as_semantic_events_in_order() {
-        let mut render = ResponseEvents::new(head(CallMode::Never));
         let got = events(
-            &mut render,
+            CallMode::Never,
             &[
                 Event::Started,
                 Event::Text("Hel".into()),
@@ -440,9 +422,8 @@ mod tests {
                 Event::Done,
             ],
         );
-        let kinds: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
-            kinds,
+            got.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
             [
                 "response.created",
                 "response.in_progress",
@@ -474,9 +455,8 @@ mod tests {
 
     #[test]
     fn a_call_streams_its_arguments_and_a_cut_reply_is_incomplete() {
-        let mut render = ResponseEvents::new(head(CallMode::Always));
         let got = events(
-            &mut render,
+            CallMode::Always,
             &[
                 Event::Started,
                 Event::Text("{\"name\":\"f\",\"arguments\":{\"a\"".into()),
@@ -484,9 +464,8 @@ mod tests {
                 finish("}", FinishReason::Stop),
             ],
         );
-        let kinds: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
-            kinds,
+            got.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
             [
                 "response.created",
                 "response.in_progress",
@@ -512,7 +491,7 @@ mod tests {
         assert_eq!(item["call_id"], "call_ab12");
         assert_eq!(item["arguments"], "{\"a\":1}");
 
-        let mut body = ResponseBody::new(head(CallMode::Never));
+        let mut body = Whole::new(ResponseBody::new(head(CallMode::Never)));
         let out: Vec<u8> = [Event::Text("Hi".into()), finish("", FinishReason::Length)]
             .iter()
             .flat_map(|e| body.render(e))

@@ -398,6 +398,39 @@ pub fn tools(value: &Value, param: &str) -> Result<Vec<Tool>, ApiError> {
     Ok(tools)
 }
 
+/// A reply's shape from the request's parts: the schema its format asked
+/// for (`format_param` names that field: `response_format` or
+/// `text.format`), its `tools` and its `tool_choice`. Chat completions and
+/// Responses ask the same question under different names.
+pub fn of(
+    json: Option<Value>,
+    format_param: &str,
+    tools: Option<&Value>,
+    choice: Option<&Value>,
+) -> Result<Shape, ApiError> {
+    let tools = match tools {
+        None | Some(Value::Null) => Vec::new(),
+        Some(tools) => self::tools(tools, "tools")?,
+    };
+    let choice = match (choice, tools.is_empty()) {
+        // No tools and no choice: nothing to call.
+        (None, true) => None,
+        (choice, _) => tool_choice(choice, &tools, "tool_choice")?,
+    };
+    Ok(match (choice, json) {
+        (None, None) => Shape::Text,
+        (None, Some(schema)) => Shape::Json(schema),
+        (Some(ToolChoice::Auto), Some(_)) => {
+            return Err(ApiError::unsupported(
+                "unsupported_combination",
+                format!("`{format_param}` with `tool_choice: \"auto\"` is not supported: a reply starting with `{{` could be either; send `tool_choice: \"required\"` (or a named function) for a call, or no tools for JSON"),
+            )
+            .with_param("tool_choice"))
+        }
+        (Some(choice), _) => Shape::Calls { tools, choice },
+    })
+}
+
 /// `tool_choice` over the declared `tools`: `None` for `"none"` (no call,
 /// and the tools are not described to the model).
 pub fn tool_choice(

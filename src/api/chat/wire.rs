@@ -95,6 +95,19 @@ pub const DONE: &[u8] = b"data: [DONE]\n\n";
 /// client would see.
 pub const KEEPALIVE: &[u8] = b": \n\n";
 
+/// A stream's new text as its client sees it: the pieces the call
+/// splitter let out, sent; or, when it held them all back (a call's
+/// closing brace, an undecided start), a sign of life.
+pub fn sent_or_kept_alive(
+    pieces: Vec<super::shape::Piece>,
+    send: impl FnOnce(Vec<super::shape::Piece>) -> Vec<u8>,
+) -> Vec<u8> {
+    match pieces.is_empty() {
+        true => KEEPALIVE.to_vec(),
+        false => send(pieces),
+    }
+}
+
 /// Headers of a streamed reply.
 pub const SSE_HEADERS: [(&str, &str); 3] = [
     ("content-type", "text/event-stream; charset=utf-8"),

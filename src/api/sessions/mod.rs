@@ -25,6 +25,7 @@ use super::chat::GenerationFields;
 use super::error::ApiError;
 use super::limits::{MAX_SESSION_BYTES, MAX_SESSION_MESSAGES};
 use super::{hex, Context, HttpResponse};
+use crate::decoder::template::{Message, Role};
 
 /// Session ids are 128 random bits, as 32 lowercase hex digits.
 pub const ID_HEX_DIGITS: usize = 32;
@@ -105,6 +106,20 @@ pub struct StoredMessage {
     pub prompt_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_tokens: Option<u64>,
+}
+
+impl StoredMessage {
+    /// The message a prompt is rendered from; a role this build does not
+    /// know is the store's fault (only known roles are written), not the
+    /// caller's.
+    pub fn message(&self) -> Result<Message, ApiError> {
+        let role = Role::parse(&self.role)
+            .ok_or_else(|| ApiError::internal(format!("stored role {:?}", self.role)))?;
+        Ok(Message {
+            role,
+            content: self.content.clone(),
+        })
+    }
 }
 
 #[derive(Serialize)]

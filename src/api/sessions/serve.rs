@@ -223,7 +223,7 @@ fn plan_turn(
         });
     }
     for m in history {
-        conversation.push(stored_message(m)?);
+        conversation.push(m.message()?);
     }
     conversation.extend(turn.new_messages.iter().cloned());
     let plan = TurnPlan {
@@ -242,15 +242,6 @@ pub fn session_model(name: &str) -> Result<&'static ModelSpec, ApiError> {
     registry::chat_spec(name)
         .or_else(|_| registry::chat_spec(name.split('@').next().unwrap_or_default()))
         .map_err(ApiError::from)
-}
-
-fn stored_message(m: &StoredMessage) -> Result<Message, ApiError> {
-    let role = Role::parse(&m.role)
-        .ok_or_else(|| ApiError::internal(format!("stored role {:?}", m.role)))?;
-    Ok(Message {
-        role,
-        content: m.content.clone(),
-    })
 }
 
 fn session_full(message: String) -> ApiError {
