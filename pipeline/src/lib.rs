@@ -15,14 +15,16 @@ use std::path::Path;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-#[cfg(feature = "onnx")]
-use tract_onnx::prelude::*;
 
 // The container every packed model is written in (the engine's own).
 pub use edgeinfer_engine::packed;
 
 // The runtime's own loader, so the build refuses what the worker could not load.
 use edgeinfer_engine::tfidf::TfidfModel;
+
+// The ONNX messages the packers read.
+#[cfg(feature = "onnx")]
+pub mod onnx;
 
 // The sentence encoder's weights, packed for the worker.
 #[cfg(feature = "onnx")]
@@ -723,7 +725,7 @@ fn chat_tokens(
     Ok(ids)
 }
 
-/// Checks an ONNX graph with tract, as the worker will load it, and packs
+/// Checks an ONNX graph's inputs and output, and packs
 /// it for the engine: a BERT encoder (`pack_bert`) or a dense network
 /// (`pack_dense`).
 #[cfg(feature = "onnx")]
@@ -756,7 +758,7 @@ fn pack_graph(
 
 /// Without the `onnx` feature (the shard Workers' build, which packs GGUF
 /// files only) an ONNX model is refused by name rather than compiling
-/// tract a second time for a binary that never reads one.
+/// the ONNX reader for a binary that never reads one.
 #[cfg(not(feature = "onnx"))]
 fn pack_graph(m: &ModelEntry, _: &CheckedInput, _: &[u8]) -> Result<Vec<u8>, CheckError> {
     without_onnx(m)
@@ -1018,55 +1020,73 @@ fn ngram_vocab(
     Ok(lists)
 }
 
-/// Loads the graph with tract, as the worker will, and checks its inputs and
-/// output against the manifest.
+/// Reads the graph and checks its inputs and output against the manifest:
+/// the element types and widths the worker feeds and reads (each model's
+/// packer then checks the nodes it packs).
 #[cfg(feature = "onnx")]
-pub fn check_graph(m: &ModelEntry, input: &CheckedInput, onnx: &[u8]) -> Result<(), CheckError> {
-    let unsupported = |e: TractError| CheckError {
-        model: m.id.clone(),
-        what: format!("tract cannot run models/{}: {e:#}", m.artifact),
-        fix: format!(
-            "export the graph with operators and shapes tract-onnx supports ({})",
-            m.export
-        ),
-    };
-    let model = tract_onnx::onnx()
-        .model_for_read(&mut &onnx[..])
-        .map_err(unsupported)?;
-    let model = model.into_typed().map_err(unsupported)?;
+pub fn check_graph(m: &ModelEntry, input: &CheckedInput, bytes: &[u8]) -> Result<(), CheckError> {
     let reexport = format!("re-export it ({})", m.export);
-    let last = |f: &TypedFact| f.shape.last().and_then(|d| d.to_i64().ok());
+    let unreadable = |e: String| CheckError {
+        model: m.id.clone(),
+        what: format!("cannot read models/{} as an ONNX graph: {e}", m.artifact),
+        fix: reexport.clone(),
+    };
+    let model = onnx::read(bytes).map_err(unreadable)?;
+    let graph = model
+        .graph
+        .ok_or_else(|| unreadable("it has no graph".into()))?;
     let (inputs, width) = match input {
-        CheckedInput::Ngrams { vocab } => {
-            (vec![f32::datum_type()], vocab.iter().map(Vec::len).sum())
-        }
-        CheckedInput::SentenceEmbedding { dims, .. } => (vec![f32::datum_type()], *dims),
+        CheckedInput::Ngrams { vocab } => (vec![onnx::FLOAT], vocab.iter().map(Vec::len).sum()),
+        CheckedInput::SentenceEmbedding { dims, .. } => (vec![onnx::FLOAT], *dims),
         // input_ids and attention_mask, [batch, tokens] each.
-        CheckedInput::Tokens { .. } => (vec![i64::datum_type(); 2], 0),
+        CheckedInput::Tokens { .. } => (vec![onnx::INT64; 2], 0),
         CheckedInput::TfidfWords { .. }
         | CheckedInput::Chat { .. }
         | CheckedInput::ShardedChat { .. } => return Ok(()),
     };
-    if model.inputs.len() != inputs.len() || model.outputs.len() != 1 {
+    // Older exporters list the initializers among the inputs too.
+    let constants: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let fed: Vec<&onnx::ValueInfoProto> = graph
+        .input
+        .iter()
+        .filter(|v| !constants.contains(v.name.as_str()))
+        .collect();
+    if fed.len() != inputs.len() || graph.output.len() != 1 {
         return err(
             &m.id,
             format!(
                 "the graph has {} inputs and {} outputs; expected {} and 1",
-                model.inputs.len(),
-                model.outputs.len(),
+                fed.len(),
+                graph.output.len(),
                 inputs.len()
             ),
             reexport,
         );
     }
-    for (i, datum) in inputs.iter().enumerate() {
-        let fact = model.input_fact(i).map_err(unsupported)?;
-        let width_ok = width == 0 || last(fact) == Some(width as i64);
-        if fact.datum_type != *datum || fact.rank() != 2 || !width_ok {
+    // Of element type `want`, [batch, width] (any width for 0).
+    let fits = |value: &onnx::ValueInfoProto, want: i32, width: usize| {
+        matches!(value.tensor(), Some((t, dims))
+            if t == want && dims.len() == 2 && (width == 0 || dims[1] == Some(width as i64)))
+    };
+    let shown = |value: &onnx::ValueInfoProto| match value.tensor() {
+        Some((t, dims)) => {
+            let dims: Vec<String> = dims
+                .iter()
+                .map(|d| d.map_or("?".to_string(), |d| d.to_string()))
+                .collect();
+            format!("{} [{}]", onnx::type_name(t), dims.join(", "))
+        }
+        None => "not a tensor of stated shape".to_string(),
+    };
+    for (i, (value, &want)) in fed.iter().zip(&inputs).enumerate() {
+        if !fits(value, want, width) {
             return err(
                 &m.id,
                 format!(
-                    "graph input {i} is {fact:?}, expected {datum:?} [batch, {}]",
+                    "graph input {i} ({:?}) is {}, expected {} [batch, {}]",
+                    value.name,
+                    shown(value),
+                    onnx::type_name(want),
                     if width == 0 {
                         "tokens".to_string()
                     } else {
@@ -1077,27 +1097,19 @@ pub fn check_graph(m: &ModelEntry, input: &CheckedInput, onnx: &[u8]) -> Result<
             );
         }
     }
-    let output = model.output_fact(0).map_err(unsupported)?.clone();
     let outputs = match input {
         CheckedInput::Tokens { dims, .. } => *dims,
         _ => m.labels.len(),
     };
-    if output.datum_type != f32::datum_type()
-        || output.rank() != 2
-        || last(&output) != Some(outputs as i64)
-    {
+    if !fits(&graph.output[0], onnx::FLOAT, outputs) {
         return err(
             &m.id,
             format!(
-                "graph output is {output:?}, expected f32 [batch, {outputs}] (one score per label, or the embedding)"
+                "graph output is {}, expected f32 [batch, {outputs}] (one score per label, or the embedding)",
+                shown(&graph.output[0])
             ),
             format!("{reexport}, or fix the manifest's labels / input.dims"),
         );
-    }
-    // The worker runs a sentence encoder from its packed weights, not
-    // through tract: optimizing its graph here would only cost build time.
-    if !matches!(input, CheckedInput::Tokens { .. }) {
-        model.into_optimized().map_err(unsupported)?;
     }
     Ok(())
 }

@@ -12,8 +12,7 @@
 
 use std::collections::HashMap;
 
-use tract_onnx::pb::{NodeProto, TensorProto};
-use tract_onnx::prelude::Framework;
+use crate::onnx::{NodeProto, TensorProto};
 
 pub use super::packed::{Packer, Span};
 
@@ -27,9 +26,8 @@ pub struct Const {
     pub bytes: Vec<u8>,
 }
 
-pub const FLOAT: i32 = 1;
-const UINT8: i32 = 2;
-const INT8: i32 = 3;
+pub use crate::onnx::FLOAT;
+use crate::onnx::{INT8, UINT8};
 
 impl Const {
     fn from_proto(t: &TensorProto) -> Result<Const, String> {
@@ -108,9 +106,7 @@ pub fn with_graph<T>(
     onnx: &[u8],
     f: impl FnOnce(&Graph) -> Result<T, String>,
 ) -> Result<T, String> {
-    let proto = tract_onnx::onnx()
-        .proto_model_for_read(&mut &onnx[..])
-        .map_err(|e| format!("not an ONNX model: {e}"))?;
+    let proto = crate::onnx::read(onnx)?;
     let graph = proto.graph.as_ref().ok_or("the model has no graph")?;
     let mut consts = HashMap::new();
     for t in &graph.initializer {

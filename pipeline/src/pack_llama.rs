@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use tract_onnx::pb::NodeProto;
+use crate::onnx::NodeProto;
 
 use super::pack_bert::{with_graph, Const, Graph, Packer, Span, FLOAT};
 
