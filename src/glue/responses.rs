@@ -11,8 +11,8 @@ use worker::{Env, Response, Result};
 
 use super::log::LogLine;
 use super::session::forward;
-use crate::api::chat::{ChatTurn, RequestMeta, Wire};
-use crate::api::responses::{self, ResponseRequest};
+use crate::api::chat::{ChatTurn, Wire};
+use crate::api::responses::{self, Begun, ResponseRequest};
 use crate::api::sessions::{Session, SessionCall, SessionOp};
 use crate::api::trace::Trace;
 use crate::api::{ApiError, Context, HttpResponse};
@@ -94,22 +94,15 @@ async fn serve_call(
                 ),
                 None => None,
             };
-            let id = responses::new_id(ctx);
-            let prepared = create.prepare(previous.as_ref(), &id)?;
-            if !prepared.store {
-                let (plan, wire) = prepared.unstored()?;
-                let meta = RequestMeta {
-                    id,
-                    ..RequestMeta::draw(ctx)
-                };
-                let turn = ChatTurn::start(plan, meta)?;
-                return Ok(Answer::Reply(Box::new(turn), wire));
+            match create.begin(previous.as_ref(), ctx, owner)? {
+                Begun::Here(turn, wire) => Ok(Answer::Reply(turn, wire)),
+                Begun::Stored(stored, _) => {
+                    let res = forward(env, &stored, trace)
+                        .await
+                        .map_err(|e| ApiError::internal(e.to_string()))?;
+                    Ok(Answer::Forwarded(res))
+                }
             }
-            let stored = prepared.stored(id, owner.clone(), (ctx.now)());
-            let res = forward(env, &stored, trace)
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            Ok(Answer::Forwarded(res))
         }
     }
 }

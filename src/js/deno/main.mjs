@@ -1,7 +1,7 @@
 // The Deno server: the worker's own build -- the same wasm module workerd
-// runs (../index_bg.wasm), with the JS glue worker-build made for it
-// (./index.js, its wasm import rewritten as a source-phase import by
-// scripts/build-worker) -- served by Deno.serve. Every route is the Rust
+// runs (../index_bg.wasm), with the same bundle of src/js/worker.mjs and
+// wasm-bindgen's glue (./index.js, its wasm import rewritten as a
+// source-phase import by scripts/build-worker) -- served by Deno.serve. Every route is the Rust
 // worker's; this file gives it what workerd would: an `env` with its
 // bindings (Deno KV for the cache and the sessions, the object classes of
 // the same module as in-process Durable Objects, the shard Workers of a
@@ -23,15 +23,6 @@ import Worker, * as exports from "./index.js";
 import { DurableObjectNamespace } from "./objects.mjs";
 import { KvNamespace, SessionKv } from "./store.mjs";
 import { shardBindings } from "./shards.mjs";
-
-const INTERNAL_ERROR = JSON.stringify({
-  error: {
-    type: "server_error",
-    code: "internal_error",
-    message: "the server failed to process the request; it has been logged",
-    param: null,
-  },
-});
 
 function setting(name, fallback) {
   const value = Deno.env.get(name);
@@ -71,52 +62,26 @@ const ctx = {
 };
 
 // A panic traps the wasm instance inside wasm-bindgen's task queue, where
-// no request's promise sees it: it arrives here as an uncaught error, and
-// every request in flight on that instance is answered 500 (worker-build's
-// glue makes a fresh instance for the next). Deno would otherwise end the
-// process on an uncaught error; the server keeps serving instead.
-const inFlight = new Set();
+// no request's promise sees it: it arrives as an uncaught error, which the
+// worker's own listener (src/js/worker.mjs) turns into a 500 for every
+// request in flight on that instance, and a fresh instance for the next.
+// Deno would also end the process on an uncaught error; the server logs it
+// and keeps serving instead.
 addEventListener("error", (event) => {
   event.preventDefault();
   console.error(JSON.stringify({ status: 500, error: `uncaught: ${event.error ?? event.message}` }));
-  if (event.error instanceof WebAssembly.RuntimeError) {
-    for (const fail of inFlight) fail(event.error);
-  }
 });
 addEventListener("unhandledrejection", (event) => {
   event.preventDefault();
   console.error(JSON.stringify({ status: 500, error: `unhandled rejection: ${event.reason}` }));
 });
 
-async function serve(request, info) {
+function serve(request, info) {
   // The client's address, as Cloudflare's edge sets it (the rate limiter's
   // bucket without API keys): never what the client sent.
   const headers = new Headers(request.headers);
   headers.set("cf-connecting-ip", info.remoteAddr.hostname);
-  const forwarded = new Request(request, { headers });
-  let fail;
-  const aborted = new Promise((_, reject) => {
-    fail = reject;
-  });
-  inFlight.add(fail);
-  try {
-    return await Promise.race([new Worker(ctx, env).fetch(forwarded), aborted]);
-  } catch (e) {
-    console.error(
-      JSON.stringify({
-        method: request.method,
-        path: new URL(request.url).pathname,
-        status: 500,
-        error: `the worker failed: ${e}`,
-      }),
-    );
-    return new Response(INTERNAL_ERROR, {
-      status: 500,
-      headers: { "content-type": "application/json" },
-    });
-  } finally {
-    inFlight.delete(fail);
-  }
+  return new Worker(ctx, env).fetch(new Request(request, { headers }));
 }
 
 const port = Number.parseInt(setting("PORT", "8787"), 10);
