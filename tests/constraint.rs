@@ -8,24 +8,20 @@
 //! random tools, `required` and `auto`, split back into name and arguments
 //! by the renderers' own `CallText`.
 
+use edgeinfer_pipeline as check;
+#[path = "support/smollm2.rs"]
+mod smollm2;
+mod support;
+
 use edgeinfer::api::chat::shape::{CallMode, CallText, Shape, Tool, ToolChoice};
 use edgeinfer::api::schema;
 use edgeinfer::decoder::chat::ChatModel;
 use edgeinfer::decoder::constraint::{Constraint, Grammar};
 use edgeinfer::decoder::generation::{FinishReason, GenerateOptions, Generation};
 use edgeinfer::decoder::template::{Message, Role};
-use edgeinfer::registry::{self, InputSpec};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde_json::{json, Map, Value};
-
-fn smollm2() -> &'static ChatModel {
-    let spec = registry::MODELS
-        .iter()
-        .find(|m| matches!(m.input, InputSpec::ShardedChat { .. }))
-        .expect("the sharded chat model is embedded");
-    registry::chat_model(spec).expect("loads").0
-}
 
 fn below(rng: &mut ChaCha8Rng, n: u64) -> u64 {
     rng.next_u64() % n
@@ -185,7 +181,7 @@ fn validates(schema: &Value, instance: &Value) -> Result<(), String> {
 
 #[test]
 fn replies_under_random_schemas_always_parse_and_validate() {
-    let model = smollm2();
+    let model = smollm2::chat_model();
     let constraints = model.constraints().unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(28);
     let mut logits = Logits::new(model, 7);
@@ -208,7 +204,7 @@ fn replies_under_random_schemas_always_parse_and_validate() {
 
 #[test]
 fn any_json_object_parses() {
-    let model = smollm2();
+    let model = smollm2::chat_model();
     let constraints = model.constraints().unwrap();
     let mut logits = Logits::new(model, 11);
     for _ in 0..20 {
@@ -224,7 +220,7 @@ fn any_json_object_parses() {
 
 #[test]
 fn tool_calls_name_a_declared_tool_with_valid_arguments() {
-    let model = smollm2();
+    let model = smollm2::chat_model();
     let constraints = model.constraints().unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let mut logits = Logits::new(model, 3);

@@ -21,17 +21,8 @@ use edgeinfer::decoder::chat::ChatModel;
 use edgeinfer::decoder::constraint::Grammar;
 use edgeinfer::decoder::generation::{FinishReason, GenerateOptions, Generation};
 use edgeinfer::decoder::template::{Message, Role};
-use edgeinfer::registry::{self, InputSpec};
 use edgeinfer_engine::decoder::Decoder;
 use serde_json::{json, Value};
-
-fn model() -> &'static ChatModel {
-    let spec = registry::MODELS
-        .iter()
-        .find(|m| matches!(m.input, InputSpec::ShardedChat { .. }))
-        .expect("the sharded chat model is embedded");
-    registry::chat_model(spec).expect("loads").0
-}
 
 /// Milliseconds since the first call: the generation's clock for its masks.
 fn clock() -> f64 {
@@ -171,7 +162,7 @@ fn loose_parse(text: &str) -> Option<Value> {
 
 #[test]
 fn extraction_with_a_schema_always_parses_and_validates() {
-    let model = model();
+    let model = smollm2::chat_model();
     let decoder = smollm2::decoder(Storage::AsStored);
     let grammar = Grammar::JsonSchema(person_schema());
     let texts = texts();
@@ -208,7 +199,7 @@ fn extraction_with_a_schema_always_parses_and_validates() {
 
 #[test]
 fn mask_cost_of_json_and_a_tool_call() {
-    let model = model();
+    let model = smollm2::chat_model();
     let decoder = smollm2::decoder(Storage::AsStored);
     let tools = Shape::Calls {
         tools: vec![
@@ -351,7 +342,7 @@ fn orders() -> Vec<(String, String)> {
 
 #[test]
 fn nested_extraction_with_a_schema_always_parses_and_validates() {
-    let model = model();
+    let model = smollm2::chat_model();
     let decoder = smollm2::decoder(Storage::AsStored);
     let grammar = Grammar::JsonSchema(order_schema());
     let (mut parsed, mut valid, mut loose) = (0, 0, 0);

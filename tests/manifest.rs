@@ -174,6 +174,13 @@ fn lande_entry() -> check::ModelEntry {
         .unwrap()
 }
 
+/// The check's refusal of lande's entry edited by `edit`.
+fn lande_refused(edit: impl FnOnce(&mut check::ModelEntry)) -> check::CheckError {
+    let mut m = lande_entry();
+    edit(&mut m);
+    check::check_model(&models_dir(), &manifest().model, &m).expect_err("must fail")
+}
+
 fn assert_names_model_and_fix(e: &check::CheckError, what: &str) {
     let text = e.to_string();
     assert!(text.contains("model `lande`"), "{text}");
@@ -183,18 +190,14 @@ fn assert_names_model_and_fix(e: &check::CheckError, what: &str) {
 
 #[test]
 fn hash_mismatch_fails_the_check() {
-    let mut m = lande_entry();
-    m.sha256 = "0".repeat(64);
-    let e = check::check_model(&models_dir(), &manifest().model, &m).expect_err("must fail");
+    let e = lande_refused(|m| m.sha256 = "0".repeat(64));
     assert_names_model_and_fix(&e, "sha256");
     assert!(e.fix.contains("export.sh"));
 }
 
 #[test]
 fn missing_file_fails_the_check() {
-    let mut m = lande_entry();
-    m.artifact = "lande/missing.onnx".into();
-    let e = check::check_model(&models_dir(), &manifest().model, &m).expect_err("must fail");
+    let e = lande_refused(|m| m.artifact = "lande/missing.onnx".into());
     assert_names_model_and_fix(&e, "cannot read models/lande/missing.onnx");
 }
 
@@ -214,9 +217,7 @@ fn unsupported_graph_fails_the_check() {
 
 #[test]
 fn unsupported_task_and_duplicate_ids_fail() {
-    let mut m = lande_entry();
-    m.task = "image-generation".into();
-    let e = check::check_model(&models_dir(), &manifest().model, &m).expect_err("must fail");
+    let e = lande_refused(|m| m.task = "image-generation".into());
     assert_names_model_and_fix(&e, "unsupported task");
     let text = std::fs::read_to_string(models_dir().join("manifest.toml")).unwrap();
     let doubled = format!("{text}\n{}", &text[text.find("[[model]]").unwrap()..]);

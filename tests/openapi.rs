@@ -13,7 +13,7 @@ use std::process::Command;
 use edgeinfer::api::Route;
 use libtest_mimic::Failed;
 use serde_json::{json, Value};
-use support::{ensure, Bindings, Check, Client, TempDir};
+use support::{ensure, Bindings, Check, Client, Reply, TempDir};
 
 /// Methods a client may send; the ones a path does not serve must get 405.
 /// QUERY stands for the methods the worker crate does not know: it reads
@@ -163,28 +163,27 @@ fn router_routes_are_documented(_: &Client) -> Result<(), Failed> {
 /// Over HTTP: each documented method reaches its route (no 405, no
 /// `route_not_found`), every other method gets 405 with the documented ones
 /// in `Allow`. Sessions and responses paths use a real one, deleted last.
+/// The `id` of what `res` created (`what`), answered with `status`.
+fn created_id(res: &Reply, status: u16, what: &str) -> Result<String, Failed> {
+    ensure(res.status == status, || {
+        format!("create {what}: {}", res.status)
+    })?;
+    Ok(res.json()["id"]
+        .as_str()
+        .ok_or_else(|| format!("{what} without id"))?
+        .to_string())
+}
+
 fn methods_match_over_http(c: &Client) -> Result<(), Failed> {
     let documented = documented(&spec()?)?;
     let created = c.post_json("/v1/sessions", &json!({}));
-    ensure(created.status == 201, || {
-        format!("create a session: {}", created.status)
-    })?;
-    let id = created.json()["id"]
-        .as_str()
-        .ok_or("session without id")?
-        .to_string();
+    let id = created_id(&created, 201, "a session")?;
     // A stored response for the response paths (a short, stored reply).
     let response = c.post_json(
         "/v1/responses",
         &json!({"model": "shakespeare-llama", "input": "Hail.", "max_output_tokens": 2}),
     );
-    ensure(response.status == 200, || {
-        format!("create a response: {}", response.status)
-    })?;
-    let response_id = response.json()["id"]
-        .as_str()
-        .ok_or("response without id")?
-        .to_string();
+    let response_id = created_id(&response, 200, "a response")?;
     // DELETE last, so the session exists for every other probe.
     let mut order: Vec<(&String, &BTreeSet<String>)> = documented.iter().collect();
     order.sort_by_key(|(_, m)| m.contains("DELETE"));

@@ -23,19 +23,19 @@ pub use edgeinfer_engine::packed;
 use edgeinfer_engine::tfidf::TfidfModel;
 
 // The ONNX messages the packers read.
-#[cfg(feature = "onnx")]
+#[cfg(feature = "front")]
 pub mod onnx;
 
 // The sentence encoder's weights, packed for the worker.
-#[cfg(feature = "onnx")]
+#[cfg(feature = "front")]
 pub mod pack_bert;
 
 // The small dense networks (lande, heads on embeddings), packed likewise.
-#[cfg(feature = "onnx")]
+#[cfg(feature = "front")]
 pub mod pack_dense;
 
 // Llama-family decoders (the chat models), packed for the decoder engine.
-#[cfg(feature = "onnx")]
+#[cfg(feature = "front")]
 pub mod pack_llama;
 
 // Llama-architecture GGUF files (the instruct model), packed likewise.
@@ -657,9 +657,9 @@ fn sharded_chat(
         .pack_part(pack_gguf::Storage::AsStored, config_only, context)
         .map_err(&fail)?;
     let shards = shard_plan(m, &gguf)?;
-    let tokenizer = tokenizers::Tokenizer::from_bytes(&tokenizer_json)
+    let tokenizer = Vocabulary::load(&tokenizer_json)
         .map_err(|e| fail(format!("models/{path} does not load: {e}")))?;
-    let size = tokenizer.get_vocab_size(true);
+    let size = tokenizer.size();
     if size > packed.config.vocab {
         return Err(fail(format!(
             "models/{path} has {size} tokens, the model's vocabulary {}",
@@ -671,7 +671,7 @@ fn sharded_chat(
         .iter_mut()
         .zip([("start", &template.start), ("end", &template.end)])
     {
-        *slot = tokenizer.token_to_id(token).ok_or_else(|| CheckError {
+        *slot = tokenizer.id(token).ok_or_else(|| CheckError {
             model: m.id.clone(),
             what: format!("input.template.{name} = {token:?} is not a token of models/{path}"),
             fix: "name the tokenizer's own ChatML tokens in [model.input.template]".into(),
@@ -687,6 +687,48 @@ fn sharded_chat(
     })
 }
 
+/// A tokenizer.json as the worker's tokenizer (the same crate and
+/// features) loads it: what the checks read of it, its size and its ids.
+#[cfg(feature = "front")]
+struct Vocabulary(tokenizers::Tokenizer);
+
+#[cfg(feature = "front")]
+impl Vocabulary {
+    fn load(bytes: &[u8]) -> Result<Self, String> {
+        tokenizers::Tokenizer::from_bytes(bytes)
+            .map(Vocabulary)
+            .map_err(|e| e.to_string())
+    }
+
+    fn size(&self) -> usize {
+        self.0.get_vocab_size(true)
+    }
+
+    fn id(&self, token: &str) -> Option<u32> {
+        self.0.token_to_id(token)
+    }
+}
+
+/// Without the `front` feature no tokenizer is read (the shard Workers'
+/// build checks no model the front embeds): every load is refused.
+#[cfg(not(feature = "front"))]
+struct Vocabulary;
+
+#[cfg(not(feature = "front"))]
+impl Vocabulary {
+    fn load(_: &[u8]) -> Result<Self, String> {
+        Err("this build reads no tokenizer.json: build edgeinfer-pipeline with its default feature `front`".into())
+    }
+
+    fn size(&self) -> usize {
+        0
+    }
+
+    fn id(&self, _: &str) -> Option<u32> {
+        None
+    }
+}
+
 /// Loads the tokenizer, checks its vocabulary size against the graph's and
 /// resolves the template's control tokens to ids.
 fn chat_tokens(
@@ -697,11 +739,11 @@ fn chat_tokens(
     template: &TemplateEntry,
 ) -> Result<[u32; 6], CheckError> {
     let fix = format!("re-export the model ({})", m.export);
-    let tokenizer = match tokenizers::Tokenizer::from_bytes(bytes) {
+    let tokenizer = match Vocabulary::load(bytes) {
         Ok(t) => t,
         Err(e) => return err(&m.id, format!("models/{path} does not load: {e}"), fix),
     };
-    let size = tokenizer.get_vocab_size(true);
+    let size = tokenizer.size();
     if size != vocab {
         return err(
             &m.id,
@@ -711,7 +753,7 @@ fn chat_tokens(
     }
     let mut ids = [0u32; 6];
     for (slot, (name, token)) in ids.iter_mut().zip(template.named()) {
-        match tokenizer.token_to_id(token) {
+        match tokenizer.id(token) {
             Some(id) => *slot = id,
             None => {
                 return err(
@@ -728,7 +770,7 @@ fn chat_tokens(
 /// Checks an ONNX graph's inputs and output, and packs
 /// it for the engine: a BERT encoder (`pack_bert`) or a dense network
 /// (`pack_dense`).
-#[cfg(feature = "onnx")]
+#[cfg(feature = "front")]
 fn pack_graph(
     m: &ModelEntry,
     input: &CheckedInput,
@@ -756,28 +798,28 @@ fn pack_graph(
     Ok(packed)
 }
 
-/// Without the `onnx` feature (the shard Workers' build, which packs GGUF
+/// Without the `front` feature (the shard Workers' build, which packs GGUF
 /// files only) an ONNX model is refused by name rather than compiling
 /// the ONNX reader for a binary that never reads one.
-#[cfg(not(feature = "onnx"))]
+#[cfg(not(feature = "front"))]
 fn pack_graph(m: &ModelEntry, _: &CheckedInput, _: &[u8]) -> Result<Vec<u8>, CheckError> {
-    without_onnx(m)
+    without_front(m)
 }
 
-#[cfg(not(feature = "onnx"))]
+#[cfg(not(feature = "front"))]
 fn pack_chat_model(m: &ModelEntry, _: &[u8], _: [usize; 5]) -> Result<Vec<u8>, CheckError> {
-    without_onnx(m)
+    without_front(m)
 }
 
-#[cfg(not(feature = "onnx"))]
-fn without_onnx<T>(m: &ModelEntry) -> Result<T, CheckError> {
+#[cfg(not(feature = "front"))]
+fn without_front<T>(m: &ModelEntry) -> Result<T, CheckError> {
     err(
         &m.id,
         format!(
             "models/{} is an ONNX graph and this build reads none",
             m.artifact
         ),
-        "build edgeinfer-pipeline with its default feature `onnx`",
+        "build edgeinfer-pipeline with its default feature `front`",
     )
 }
 
@@ -785,7 +827,7 @@ fn without_onnx<T>(m: &ModelEntry) -> Result<T, CheckError> {
 /// architecture it implements, naming the node) and checks that the model
 /// is the shape the manifest states: `[context, layers, kv_heads,
 /// head_dim, vocab]`.
-#[cfg(feature = "onnx")]
+#[cfg(feature = "front")]
 fn pack_chat_model(m: &ModelEntry, onnx: &[u8], stated: [usize; 5]) -> Result<Vec<u8>, CheckError> {
     let (packed, c, layers) = pack_llama::pack(onnx).map_err(|e| CheckError {
         model: m.id.clone(),
@@ -850,7 +892,7 @@ fn token_rows(
     keep_json: &[u8],
 ) -> Result<Vec<u32>, CheckError> {
     let regenerate = format!("regenerate it with {}", m.export);
-    let tokenizer = match tokenizers::Tokenizer::from_bytes(tokenizer_json) {
+    let tokenizer = match Vocabulary::load(tokenizer_json) {
         Ok(t) => t,
         Err(e) => {
             return err(
@@ -860,8 +902,8 @@ fn token_rows(
             )
         }
     };
-    let size = tokenizer.get_vocab_size(true);
-    let Some(unk_id) = tokenizer.token_to_id(unk) else {
+    let size = tokenizer.size();
+    let Some(unk_id) = tokenizer.id(unk) else {
         return err(
             &m.id,
             format!("the tokenizer has no token {unk:?} (input.unk_token)"),
@@ -1023,7 +1065,7 @@ fn ngram_vocab(
 /// Reads the graph and checks its inputs and output against the manifest:
 /// the element types and widths the worker feeds and reads (each model's
 /// packer then checks the nodes it packs).
-#[cfg(feature = "onnx")]
+#[cfg(feature = "front")]
 pub fn check_graph(m: &ModelEntry, input: &CheckedInput, bytes: &[u8]) -> Result<(), CheckError> {
     let reexport = format!("re-export it ({})", m.export);
     let unreadable = |e: String| CheckError {

@@ -7,12 +7,25 @@
 
 use std::sync::OnceLock;
 
+use edgeinfer::decoder::chat::ChatModel;
 use edgeinfer::decoder::sampling::argmax;
+use edgeinfer::registry::{self, InputSpec};
 use edgeinfer_engine::decoder::Decoder;
 use edgeinfer_engine::packed::leak_aligned;
 use serde_json::Value;
 
 use super::check::pack_gguf::{Gguf, Storage};
+
+/// The embedded sharded chat model (SmolLM2), loaded as the front isolate
+/// loads it: its tokenizer, template and constraint tables (the layers
+/// live in the shards).
+pub fn chat_model() -> &'static ChatModel {
+    let spec = registry::MODELS
+        .iter()
+        .find(|m| matches!(m.input, InputSpec::ShardedChat { .. }))
+        .expect("the sharded chat model is embedded");
+    registry::chat_model(spec).expect("loads").0
+}
 
 pub fn golden() -> &'static Value {
     static GOLDEN: OnceLock<Value> = OnceLock::new();

@@ -167,19 +167,12 @@ fn pack_matrix(
 }
 
 fn build(c: Config, layers: usize, tied: bool, f: Format, seed: u64) -> (Decoder, Model) {
-    build_with(c, layers, tied, f, seed, false)
+    load(pack(c, layers, tied, f, seed))
 }
 
-/// As [`build`], with biases on q, k and v when `biased` (Qwen2's block).
-fn build_with(
-    c: Config,
-    layers: usize,
-    tied: bool,
-    f: Format,
-    seed: u64,
-    biased: bool,
-) -> (Decoder, Model) {
-    let (p, header, model) = pack_with(c, layers, tied, f, seed, biased);
+/// The decoder of a packed model (from [`pack`] or [`pack_with`]), and its
+/// transcription.
+fn load((p, header, model): (Packer, Header, Model)) -> (Decoder, Model) {
     let bytes = leak_aligned(&p.finish(MAGIC, &header).unwrap());
     (Decoder::parse(bytes).unwrap(), model)
 }
@@ -190,6 +183,7 @@ fn pack(c: Config, layers: usize, tied: bool, f: Format, seed: u64) -> (Packer, 
     pack_with(c, layers, tied, f, seed, false)
 }
 
+/// As [`pack`], with biases on q, k and v when `biased` (Qwen2's block).
 fn pack_with(
     c: Config,
     layers: usize,
@@ -407,6 +401,17 @@ fn worst(a: &[f32], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Two models in each of two formats: both rope styles, tied and untied
+/// heads, seeds counted from `seed`.
+fn four_models(formats: [Format; 2], seed: u64) -> [(RopeStyle, bool, Format, u64); 4] {
+    [
+        (RopeStyle::HalfSplit, true, formats[0], seed),
+        (RopeStyle::Interleaved, false, formats[0], seed + 1),
+        (RopeStyle::HalfSplit, false, formats[1], seed + 2),
+        (RopeStyle::Interleaved, true, formats[1], seed + 3),
+    ]
+}
+
 /// Our logits for `tokens` and the float64 transcription's, on a fresh
 /// two-layer model of this shape, with the transcription's largest |logit|
 /// (the scale a tolerance is relative to).
@@ -429,12 +434,7 @@ fn both_logits(
 #[test]
 fn matches_the_float64_transcription_in_every_format() {
     let tokens: Vec<u32> = (0..11).map(|i| (i * 7 + 3) % 52).collect();
-    for (style, tied, f, seed) in [
-        (RopeStyle::HalfSplit, true, Format::F32, 1),
-        (RopeStyle::Interleaved, false, Format::F32, 2),
-        (RopeStyle::HalfSplit, false, Format::I8, 3),
-        (RopeStyle::Interleaved, true, Format::I8, 4),
-    ] {
+    for (style, tied, f, seed) in four_models([Format::F32, Format::I8], 1) {
         let (logits, want, scale) = both_logits(style, tied, f, seed, &tokens);
         assert!(scale > 0.1, "logits are not trivial");
         assert!(
@@ -451,12 +451,7 @@ fn matches_the_float64_transcription_in_every_format() {
 #[test]
 fn block_formats_follow_the_transcription_within_activation_rounding() {
     let tokens: Vec<u32> = (0..9).map(|i| (i * 5 + 1) % 52).collect();
-    for (style, tied, f, seed) in [
-        (RopeStyle::HalfSplit, true, Format::Q8, 7),
-        (RopeStyle::Interleaved, false, Format::Q8, 8),
-        (RopeStyle::HalfSplit, false, Format::Q4_1, 9),
-        (RopeStyle::Interleaved, true, Format::Q4_1, 10),
-    ] {
+    for (style, tied, f, seed) in four_models([Format::Q8, Format::Q4_1], 7) {
         let (logits, want, scale) = both_logits(style, tied, f, seed, &tokens);
         let err = worst(&logits, &want);
         println!("{f:?} {style:?}: max |logit diff| {err:.2e} of {scale:.2}");
@@ -486,14 +481,14 @@ fn every_gguf_format_and_qkv_biases_follow_the_transcription() {
                 32 => config(RopeStyle::HalfSplit),
                 _ => wide,
             };
-            let (decoder, model) = build_with(
+            let (decoder, model) = load(pack_with(
                 c,
                 2,
                 i % 2 == 0,
                 Format::Blocks(kind),
                 40 + i as u64,
                 biased,
-            );
+            ));
             let logits = decoder.forward(&mut decoder.new_cache(), &tokens).unwrap();
             let want = reference(&model, &tokens);
             let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Run by scripts/build-shards: `cargo run -p edgeinfer-pipeline --bin
-//! shards -- <shard.wasm> <out>` (with `--no-default-features`: no ONNX reader).
+//! shards -- <shard.wasm> <out>` (with `--no-default-features`: no ONNX reader, no tokenizers).
 
 use std::path::{Path, PathBuf};
 

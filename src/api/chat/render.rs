@@ -438,7 +438,7 @@ impl Output {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::api::chat::wire::PromptTokensDetails;
     use crate::decoder::generation::FinishReason;
@@ -453,9 +453,14 @@ mod tests {
     }
 
     fn finish(text: &str) -> Event {
+        finished(text, FinishReason::Stop)
+    }
+
+    /// A reply's last event, with made-up usage (the renderers' tests share it).
+    pub(crate) fn finished(text: &str, reason: FinishReason) -> Event {
         Event::Finished(Finish {
             text: text.into(),
-            reason: FinishReason::Stop,
+            reason,
             usage: ChatUsage {
                 prompt_tokens: 5,
                 completion_tokens: 3,

@@ -361,7 +361,6 @@ impl Render for ResponseEvents {
 mod tests {
     use super::*;
     use crate::api::chat::render::Whole;
-    use crate::api::chat::wire::{ChatUsage, PromptTokensDetails};
     use crate::decoder::generation::FinishReason;
 
     fn head(calls: CallMode) -> ResponseHead {
@@ -379,25 +378,16 @@ mod tests {
         }
     }
 
-    fn finish(text: &str, reason: FinishReason) -> Event {
-        Event::Finished(Finish {
-            text: text.into(),
-            reason,
-            usage: ChatUsage {
-                prompt_tokens: 5,
-                completion_tokens: 3,
-                total_tokens: 8,
-                prompt_tokens_details: PromptTokensDetails { cached_tokens: 2 },
-                dropped_messages: 0,
-                cpu_ms: 1.5,
-            },
-        })
-    }
+    use crate::api::chat::render::tests::finished as finish;
 
-    /// Each event's type and data, streamed for a reply in `mode`.
+    /// Each event's type and data, streamed for a reply in `mode` that
+    /// starts, then makes `events`.
     fn events(mode: CallMode, events: &[Event]) -> Vec<(String, Value)> {
         let mut render = ResponseEvents::new(head(mode));
-        let bytes: Vec<u8> = events.iter().flat_map(|e| render.render(e)).collect();
+        let bytes: Vec<u8> = std::iter::once(&Event::Started)
+            .chain(events)
+            .flat_map(|e| render.render(e))
+            .collect();
         String::from_utf8(bytes)
             .unwrap()
             .split_terminator("\n\n")
@@ -414,7 +404,6 @@ mod tests {
         let got = events(
             CallMode::Never,
             &[
-                Event::Started,
                 Event::Text("Hel".into()),
                 Event::Pending,
                 Event::Text("lo".into()),
@@ -458,7 +447,6 @@ mod tests {
         let got = events(
             CallMode::Always,
             &[
-                Event::Started,
                 Event::Text("{\"name\":\"f\",\"arguments\":{\"a\"".into()),
                 Event::Text(":1}".into()),
                 finish("}", FinishReason::Stop),
