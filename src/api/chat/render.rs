@@ -16,18 +16,13 @@ use serde_json::json;
 use super::responses::{ResponseBody, ResponseEvents, ResponseHead};
 use super::shape::{CallMode, CallText, Piece};
 use super::turn::{Event, Finish, Head};
+pub use super::turn::{Render, Whole, WholeBody};
 use super::wire::{
     sent_or_kept_alive, sse, AssistantMessage, ChatUsage, Choice, Chunk, ChunkChoice, ChunkDelta,
     Completion, DONE, KEEPALIVE,
 };
 use crate::api::error::ApiError;
 use crate::api::{HttpResponse, Served};
-
-/// One wire format of replies.
-pub trait Render {
-    /// The bytes `event` adds to the reply's body (none for some).
-    fn render(&mut self, event: &Event) -> Vec<u8>;
-}
 
 /// How a reply goes out, as its request asked (serialized: a stored
 /// response's turn travels to its Durable Object planned).
@@ -220,45 +215,6 @@ impl WholeBody for CompletionBody {
     }
 }
 
-/// A wire format answered with one body once the reply is complete.
-pub trait WholeBody {
-    /// The body of the complete reply, `text`.
-    fn body(&self, text: &str, finish: &Finish) -> Vec<u8>;
-}
-
-/// A [`WholeBody`] format as a [`Render`]: the text gathered as it comes,
-/// one body at the finish (or the failure's error body).
-pub struct Whole<B> {
-    format: B,
-    text: String,
-}
-
-impl<B: WholeBody> Whole<B> {
-    pub fn new(format: B) -> Self {
-        Whole {
-            format,
-            text: String::new(),
-        }
-    }
-}
-
-impl<B: WholeBody> Render for Whole<B> {
-    fn render(&mut self, event: &Event) -> Vec<u8> {
-        match event {
-            Event::Text(text) => {
-                self.text.push_str(text);
-                Vec::new()
-            }
-            Event::Finished(finish) => {
-                self.text.push_str(&finish.text);
-                self.format.body(&self.text, finish)
-            }
-            Event::Failed(e) => e.body(),
-            Event::Started | Event::Pending | Event::Done => Vec::new(),
-        }
-    }
-}
-
 /// A reply as `chat.completion.chunk` server-sent events: the role first,
 /// then the text as it comes, the finish reason with the last of it, the
 /// usage if asked, and `data: [DONE]`; an error mid-stream is an `error`
@@ -438,9 +394,8 @@ impl Output {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::api::chat::wire::PromptTokensDetails;
     use crate::decoder::generation::FinishReason;
 
     fn head() -> Head {
@@ -453,23 +408,7 @@ pub(crate) mod tests {
     }
 
     fn finish(text: &str) -> Event {
-        finished(text, FinishReason::Stop)
-    }
-
-    /// A reply's last event, with made-up usage (the renderers' tests share it).
-    pub(crate) fn finished(text: &str, reason: FinishReason) -> Event {
-        Event::Finished(Finish {
-            text: text.into(),
-            reason,
-            usage: ChatUsage {
-                prompt_tokens: 5,
-                completion_tokens: 3,
-                total_tokens: 8,
-                prompt_tokens_details: PromptTokensDetails { cached_tokens: 2 },
-                dropped_messages: 0,
-                cpu_ms: 1.5,
-            },
-        })
+        super::super::turn::finished(text, FinishReason::Stop)
     }
 
     fn reply(tail: &str) -> Vec<Event> {

@@ -17,9 +17,9 @@
 
 use serde_json::{json, Map, Value};
 
-use super::render::{Render, WholeBody};
 use super::shape::{CallMode, CallText, Piece};
 use super::turn::{Event, Finish, Head};
+use super::turn::{Render, WholeBody};
 use super::wire::{sent_or_kept_alive, KEEPALIVE};
 
 /// What every `response` object of one reply shows.
@@ -360,7 +360,7 @@ impl Render for ResponseEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::chat::render::Whole;
+    use crate::api::chat::turn::Whole;
     use crate::decoder::generation::FinishReason;
 
     fn head(calls: CallMode) -> ResponseHead {
@@ -378,7 +378,7 @@ mod tests {
         }
     }
 
-    use crate::api::chat::render::tests::finished as finish;
+    use crate::api::chat::turn::finished as finish;
 
     /// Each event's type and data, streamed for a reply in `mode` that
     /// starts, then makes `events`.

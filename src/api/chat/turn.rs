@@ -424,6 +424,69 @@ impl ChatTurn {
     }
 }
 
+/// One wire format of replies (beside the events it renders, so that the
+/// renderers of each format implement it without importing one another).
+pub trait Render {
+    /// The bytes `event` adds to the reply's body (none for some).
+    fn render(&mut self, event: &Event) -> Vec<u8>;
+}
+
+/// A wire format answered with one body once the reply is complete.
+pub trait WholeBody {
+    /// The body of the complete reply, `text`.
+    fn body(&self, text: &str, finish: &Finish) -> Vec<u8>;
+}
+
+/// A [`WholeBody`] format as a [`Render`]: the text gathered as it comes,
+/// one body at the finish (or the failure's error body).
+pub struct Whole<B> {
+    format: B,
+    text: String,
+}
+
+impl<B: WholeBody> Whole<B> {
+    pub fn new(format: B) -> Self {
+        Whole {
+            format,
+            text: String::new(),
+        }
+    }
+}
+
+impl<B: WholeBody> Render for Whole<B> {
+    fn render(&mut self, event: &Event) -> Vec<u8> {
+        match event {
+            Event::Text(text) => {
+                self.text.push_str(text);
+                Vec::new()
+            }
+            Event::Finished(finish) => {
+                self.text.push_str(&finish.text);
+                self.format.body(&self.text, finish)
+            }
+            Event::Failed(e) => e.body(),
+            Event::Started | Event::Pending | Event::Done => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+/// A reply's last event, with made-up usage (the renderers' tests share it).
+pub(crate) fn finished(text: &str, reason: crate::decoder::generation::FinishReason) -> Event {
+    Event::Finished(Finish {
+        text: text.into(),
+        reason,
+        usage: super::wire::ChatUsage {
+            prompt_tokens: 5,
+            completion_tokens: 3,
+            total_tokens: 8,
+            prompt_tokens_details: super::wire::PromptTokensDetails { cached_tokens: 2 },
+            dropped_messages: 0,
+            cpu_ms: 1.5,
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
