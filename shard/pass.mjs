@@ -10,10 +10,12 @@
 // many of the prompt's first tokens that cache already holds (kept from an
 // earlier turn of the conversation, shard/src/shard.rs), or `{ refused: {
 // message, retry_after } }` when the shard has no room for it in time.
-// Then `forward(input, at)` once per model pass: token ids (Uint32Array)
-// into the first shard, hidden states (Float32Array) between shards,
-// logits out of the last, the input's first row at position `at`; it
-// answers (a promise) `{ out, ms }`. Calls on the stub are not new
+// Then `forward(input, at, best)` once per model pass: token ids
+// (Uint32Array) into the first shard, hidden states (Float32Array) between
+// shards, logits out of the last, the input's first row at position `at`;
+// it answers (a promise) `{ out, ms }`. With `best` (1 to 256) the last
+// shard answers only the best logits, best first, with their token ids:
+// `{ out, ids, ms }` (the other shards ignore it). Calls on the stub are not new
 // invocations. Calls of different passes that arrive together (concurrent
 // conversations) run as one batch, each with the output it gets alone. `close(fed)` ends the turn and
 // keeps the cache for a next turn that starts with the `fed` ids; the
@@ -213,10 +215,10 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
     let hold = 0;
     try {
       outcomes = run((e) => {
-        const head = new Uint32Array(calls.length * 4);
+        const head = new Uint32Array(calls.length * 5);
         let words = head.length;
         calls.forEach((c, i) => {
-          head.set([c.pass.handle, c.position, c.isTokens ? 1 : 0, c.input.length], i * 4);
+          head.set([c.pass.handle, c.position, c.isTokens ? 1 : 0, c.input.length, c.best], i * 5);
           words += c.input.length;
         });
         const ptr = e.input_buffer(words * 4);
@@ -229,9 +231,17 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
         }
         if (e.step_batch(calls.length, Date.now()) !== 0) throw new Error(text(e));
         const { outcomes, hold_ms } = JSON.parse(text(e));
-        const output = new Float32Array(e.memory.buffer, e.output_ptr(), e.output_len());
+        const outPtr = e.output_ptr();
+        const output = new Float32Array(e.memory.buffer, outPtr, e.output_len());
         hold = hold_ms ?? 0;
-        return outcomes.map((a) => (a.out ? { out: output.slice(a.out.at, a.out.at + a.out.len) } : a));
+        return outcomes.map((a) => {
+          if (a.out) return { out: output.slice(a.out.at, a.out.at + a.out.len) };
+          if (!a.best) return a;
+          const { at, len } = a.best;
+          // Ids as u32: read as floats, some would be NaNs, not kept bit for bit.
+          const ids = new Uint32Array(e.memory.buffer, outPtr + (at + len) * 4, len).slice();
+          return { out: output.slice(at, at + len), ids };
+        });
       });
     } catch (err) {
       for (const c of calls) c.reject(err);
@@ -252,7 +262,7 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
         pass.position = c.position + c.rows;
         pass.tokens += c.rows;
         pass.ms += share;
-        c.resolve({ out: outcome.out, ms: share });
+        c.resolve(outcome.ids ? { out: outcome.out, ids: outcome.ids, ms: share } : { out: outcome.out, ms: share });
       } else if (outcome.error) {
         c.reject(new Error(outcome.error.message));
       } else if (c.pass.ended) {
@@ -288,10 +298,11 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
     }
 
     // One model pass: token ids or hidden states in, the first at position
-    // `at`; hidden states or logits out, with this shard's own time in ms
+    // `at`; hidden states or logits out (the last shard: only the `best`
+    // best, with their ids, when asked), with this shard's own time in ms
     // (its share of the batch it ran in). Queued, and run with every other
     // call queued by then (see `flush`).
-    forward(input, at) {
+    forward(input, at, best) {
       if (this.ended) return Promise.reject(new Error(`this pass has ended (${this.ended})`));
       const isTokens = input instanceof Uint32Array;
       if (!isTokens && !(input instanceof Float32Array)) {
@@ -301,8 +312,10 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
       }
       const position = Number.isInteger(at) && at >= 0 ? at : this.position;
       const rows = isTokens ? input.length : input.length / shard.info.config.dims;
+      // 0 (the whole row) unless a count the module takes (it sends the whole row above 256).
+      const top = Number.isInteger(best) && best > 0 && best < 2 ** 32 ? best : 0;
       return new Promise((resolve, reject) => {
-        queue.push({ pass: this, input, isTokens, position, rows, resolve, reject });
+        queue.push({ pass: this, input, isTokens, position, rows, best: top, resolve, reject });
         schedule();
       });
     }

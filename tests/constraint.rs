@@ -18,6 +18,7 @@ use edgeinfer::api::schema;
 use edgeinfer::decoder::chat::ChatModel;
 use edgeinfer::decoder::constraint::{Constraint, Grammar};
 use edgeinfer::decoder::generation::{FinishReason, GenerateOptions, Generation};
+use edgeinfer::decoder::sampling::Logits as Row;
 use edgeinfer::decoder::template::{Message, Role};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -152,7 +153,7 @@ fn generate(
     generation.constrain(constraint, || 0.0);
     loop {
         if generation.wants().is_some() {
-            generation.supply(logits.next()).unwrap();
+            generation.supply(Row::All(logits.next())).unwrap();
         }
         if generation.step().unwrap().is_none() {
             break;

@@ -20,6 +20,7 @@ use edgeinfer::api::chat::shape::{Shape, Tool, ToolChoice};
 use edgeinfer::decoder::chat::ChatModel;
 use edgeinfer::decoder::constraint::Grammar;
 use edgeinfer::decoder::generation::{FinishReason, GenerateOptions, Generation};
+use edgeinfer::decoder::sampling::Logits;
 use edgeinfer::decoder::template::{Message, Role};
 use edgeinfer_engine::decoder::Decoder;
 use serde_json::{json, Value};
@@ -64,7 +65,7 @@ fn run(
                 // Decode steps only: the prompt's pass is another cost.
                 model_ms += clock() - started;
             }
-            generation.supply(logits).unwrap();
+            generation.supply(Logits::All(logits)).unwrap();
         }
         match generation.step().unwrap() {
             Some(_) => tokens += 1,

@@ -29,7 +29,7 @@ use support::sse::{hang_up_after_first_token, stream, stream_text};
 use support::{ensure, Bindings, BrokenShard, Client, Worker};
 
 use check::pack_gguf::Storage;
-use edgeinfer::decoder::sampling::argmax;
+use edgeinfer::decoder::sampling::{argmax, Sampler, SamplingParams};
 use edgeinfer_engine::decoder::Decoder;
 
 const MODEL: &str = "smollm2-135m-instruct";
@@ -50,6 +50,26 @@ fn native_reply(decoder: &Decoder, prompt: &[u32], n: usize) -> Vec<u32> {
         if next < CONTROLS {
             break;
         }
+        logits = decoder.forward(&mut cache, &[next]).expect("step");
+    }
+    out
+}
+
+/// Sampled tokens after `prompt`, natively, with the whole row of logits
+/// every step (the sampler's own path), as [`native_reply`].
+fn native_sampled(decoder: &Decoder, prompt: &[u32], n: usize, params: SamplingParams) -> Vec<u32> {
+    let mut sampler = Sampler::new(params);
+    let mut seen = prompt.to_vec();
+    let mut cache = decoder.new_cache();
+    let mut logits = decoder.forward(&mut cache, prompt).expect("prompt");
+    let mut out = Vec::new();
+    while out.len() < n {
+        let next = sampler.pick(&mut logits, &seen);
+        out.push(next);
+        if next < CONTROLS {
+            break;
+        }
+        seen.push(next);
         logits = decoder.forward(&mut cache, &[next]).expect("step");
     }
     out
@@ -126,6 +146,84 @@ fn greedy_equals_the_native_engine(c: &Client) -> Result<(), Failed> {
         cached[1..].iter().all(|&c| c.is_some_and(|c| c > 0)),
         || format!("cached prompt tokens per case: {cached:?}"),
     )?;
+    Ok(())
+}
+
+/// Seeded sampled replies through the shards equal the same sampler run
+/// natively on the whole row of logits: where the front asks the last
+/// shard for the best candidates only (greedy is above; here top-k, the
+/// default 40 and a small one with top-p), and where it needs every logit
+/// (a repetition penalty, top-p alone). Each shard's `GET /` counts the
+/// calls it answered with candidates: only the last shard, and only for
+/// the settings that need no more.
+fn sampled_equals_the_native_sampler(c: &Client, worker: &Worker) -> Result<(), Failed> {
+    let ranked = || -> Vec<u64> {
+        shard_infos(worker)
+            .iter()
+            .map(|i| i["ranked_calls"].as_u64().unwrap_or(u64::MAX))
+            .collect()
+    };
+    let decoder = smollm2::decoder(Storage::AsStored);
+    let tokenizer =
+        tokenizers::Tokenizer::from_file(support::root().join("models/smollm2/tokenizer.json"))
+            .map_err(|e| e.to_string())?;
+    let cases = smollm2::golden()["greedy"]["cases"]
+        .as_array()
+        .ok_or("no cases")?;
+    let settings = [
+        json!({ "temperature": 0.8, "seed": 7 }),
+        json!({ "temperature": 1.2, "top_k": 5, "top_p": 0.9, "seed": 11 }),
+        json!({ "temperature": 0.9, "repetition_penalty": 1.3, "seed": 3 }),
+        json!({ "temperature": 1.0, "top_k": 0, "top_p": 0.95, "seed": 5 }),
+    ];
+    for (n, setting) in settings.iter().enumerate() {
+        let before = ranked();
+        let number = |name: &str, default: f64| setting[name].as_f64().unwrap_or(default);
+        let params = SamplingParams {
+            temperature: number("temperature", 0.8) as f32,
+            top_k: number("top_k", 40.0) as usize,
+            top_p: number("top_p", 1.0) as f32,
+            repetition_penalty: number("repetition_penalty", 1.0) as f32,
+            seed: number("seed", 0.0) as u64,
+        };
+        for case in cases.iter().skip(n).take(3) {
+            let prompt = smollm2::ids(&case["prompt_ids"]);
+            let expected = native_sampled(&decoder, &prompt, MAX_TOKENS, params);
+            let text_ids: Vec<u32> = expected
+                .iter()
+                .copied()
+                .filter(|&t| t >= CONTROLS)
+                .collect();
+            let expected_text = tokenizer
+                .decode(&text_ids, true)
+                .map_err(|e| e.to_string())?;
+            let mut body = json!({ "model": MODEL, "messages": case["messages"],
+                                   "max_tokens": MAX_TOKENS });
+            for (k, v) in setting.as_object().ok_or("setting")? {
+                body[k] = v.clone();
+            }
+            let reply = chat(c, &body)?;
+            let content = reply["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap_or("");
+            let tokens = expected.len();
+            ensure(
+                content == expected_text && reply["usage"]["completion_tokens"] == tokens,
+                || {
+                    format!(
+                        "{setting}: shards {reply}, natively {expected_text:?} ({tokens} tokens)"
+                    )
+                },
+            )?;
+        }
+        let after = ranked();
+        let last = after.len() - 1;
+        let grew: Vec<bool> = before.iter().zip(&after).map(|(b, a)| a > b).collect();
+        let want: Vec<bool> = (0..after.len()).map(|i| i == last && n < 2).collect();
+        ensure(grew == want, || {
+            format!("{setting}: calls answered with candidates per shard {before:?} -> {after:?}")
+        })?;
+    }
     Ok(())
 }
 
@@ -761,6 +859,10 @@ fn checks() -> Vec<(&'static str, Check)> {
         ("greedy_through_the_shards_equals_the_native_engine", |s| {
             greedy_equals_the_native_engine(&s.all.client())
         }),
+        (
+            "sampled_through_the_shards_equals_the_native_sampler",
+            |s| sampled_equals_the_native_sampler(&s.all.client(), &s.all),
+        ),
         (
             "stream_equals_whole_hops_in_server_timing_trace_in_shard_logs",
             |s| stream_equals_whole_with_hops_and_trace(&s.all.client(), &s.all),

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use serde::Serialize;
 
 use crate::gate::Millis;
-use crate::shard::{Batch, Begun, Call, Input, Ran, Shard, ShardError};
+use crate::shard::{Batch, Begun, Call, Input, Output, Ran, Shard, ShardError};
 
 struct State {
     shard: Shard,
@@ -261,6 +261,9 @@ pub extern "C" fn input_buffer(bytes: usize) -> *mut u8 {
 enum Outcome {
     /// Its output: `len` floats from float `at` of the output buffer.
     Out { at: usize, len: usize },
+    /// The best logits it asked for: `len` logits from float `at` of the
+    /// output buffer, best first, then their `len` token ids (u32).
+    Best { at: usize, len: usize },
     /// It failed alone, for this reason.
     Error { message: String },
     /// It did not run this time: ask again with it first.
@@ -276,16 +279,18 @@ struct Outcomes {
 }
 
 /// One record of a batch in the input buffer: pass, position, kind
-/// (1: token ids, 0: hidden states), length in words.
-const RECORD: usize = 4;
+/// (1: token ids, 0: hidden states), length in words, best logits asked
+/// for (0: the whole row).
+const RECORD: usize = 5;
 
 /// Runs a batch of calls at `now` (see `Shard::step_batch`: the module
 /// decides how many go together). The input buffer holds `count` records
-/// of four little-endian words (handle, first row's position, 1 for token
-/// ids or 0 for hidden states, length in words), then each record's input
-/// in that order (u32 ids or f32 bits). 0 with `{"outcomes": [...],
-/// "hold_ms": ...}` in the text buffer, one outcome per record (`out` at
-/// an offset of the output buffer, `error`, or `later`; after `later`, ask
+/// of five little-endian words (handle, first row's position, 1 for token
+/// ids or 0 for hidden states, length in words, best logits asked for),
+/// then each record's input in that order (u32 ids or f32 bits). 0 with
+/// `{"outcomes": [...], "hold_ms": ...}` in the text buffer, one outcome per
+/// record (`out` or `best` at an offset of the output buffer, `error`, or
+/// `later`; after `later`, ask
 /// again at once, or within `hold_ms` when it is set), or 1 with an error
 /// when the buffer does not hold what the records say.
 #[no_mangle]
@@ -298,13 +303,14 @@ pub extern "C" fn step_batch(count: usize, now: f64) -> u32 {
         };
         let calls: Vec<Call> = inputs
             .iter()
-            .map(|(handle, at, input)| Call {
+            .map(|(handle, at, input, best)| Call {
                 handle: *handle,
                 at: *at,
                 input: match input {
                     Owned::Tokens(t) => Input::Tokens(t),
                     Owned::Hidden(h) => Input::Hidden(h),
                 },
+                best: *best,
             })
             .collect();
         let Batch { ran, hold } = s.shard.step_batch(&calls, now);
@@ -312,10 +318,16 @@ pub extern "C" fn step_batch(count: usize, now: f64) -> u32 {
         let outcomes: Vec<Outcome> = ran
             .into_iter()
             .map(|r: Ran| match r {
-                Some(Ok(out)) => {
+                Some(Ok(Output::Floats(out))) => {
                     let at = s.output.len();
                     s.output.extend_from_slice(&out);
                     Outcome::Out { at, len: out.len() }
+                }
+                Some(Ok(Output::Best(top))) => {
+                    let at = s.output.len();
+                    s.output.extend(top.iter().map(|c| c.1));
+                    s.output.extend(top.iter().map(|c| f32::from_bits(c.0)));
+                    Outcome::Best { at, len: top.len() }
                 }
                 Some(Err(e)) => Outcome::Error {
                     message: e.to_string(),
@@ -340,13 +352,13 @@ enum Owned {
 
 /// The `count` records at the start of `input` and their inputs, or none
 /// when the buffer is shorter than they say.
-fn records(input: &[u8], count: usize) -> Option<Vec<(u32, usize, Owned)>> {
+fn records(input: &[u8], count: usize) -> Option<Vec<(u32, usize, Owned, usize)>> {
     let head = count.checked_mul(RECORD)?;
     let words = words(input, input.len() / 4);
     let mut next = head;
     let mut out = Vec::with_capacity(count);
     for record in words.get(..head)?.chunks_exact(RECORD) {
-        let [handle, at, kind, len] = [record[0], record[1], record[2], record[3]];
+        let [handle, at, kind, len, best] = [record[0], record[1], record[2], record[3], record[4]];
         let body = words.get(next..next.checked_add(len as usize)?)?;
         next += len as usize;
         let owned = if kind == 1 {
@@ -354,7 +366,7 @@ fn records(input: &[u8], count: usize) -> Option<Vec<(u32, usize, Owned)>> {
         } else {
             Owned::Hidden(body.iter().map(|&w| f32::from_bits(w)).collect())
         };
-        out.push((handle, at as usize, owned));
+        out.push((handle, at as usize, owned, best as usize));
     }
     Some(out)
 }

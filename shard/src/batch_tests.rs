@@ -5,13 +5,14 @@
 //! gets alone, whoever shares its batch and wherever its rows sit in it,
 //! and one call's error failing that call alone.
 
+use edgeinfer_engine::decoder::best;
 use edgeinfer_engine::decoder::format::{
     Config, Header, Layer, Matrix, Part, Rope, RopeStyle, Weights, MAGIC,
 };
 use edgeinfer_engine::kernels::panels::Panels;
 use edgeinfer_engine::packed::{leak_aligned, Packer};
 
-use crate::shard::{Begun, Call, Input, Ran, Shard, ShardError, BATCH_ROWS, HOLD, MERGE};
+use crate::shard::{Begun, Call, Input, Output, Ran, Shard, ShardError, BATCH_ROWS, HOLD, MERGE};
 
 /// Weights as the shards have them: every matrix in one format, or the
 /// GGUF's mix (4-bit layers, an 8-bit embedding and tied head).
@@ -170,6 +171,7 @@ fn tokens(handle: u32, at: usize, ids: &[u32]) -> Call<'_> {
         handle,
         at,
         input: Input::Tokens(ids),
+        best: 0,
     }
 }
 
@@ -182,11 +184,24 @@ fn argmax(v: &[f32]) -> u32 {
 }
 
 /// Runs `calls` on `s` as one batch: every call must run now.
-fn batch(s: &mut Shard, calls: &[Call]) -> Vec<Result<Vec<f32>, ShardError>> {
+fn outputs(s: &mut Shard, calls: &[Call]) -> Vec<Result<Output, ShardError>> {
     s.step_batch(calls, 0)
         .ran
         .into_iter()
         .map(|r| r.expect("ran now"))
+        .collect()
+}
+
+/// [`outputs`] where no call asks for candidates: floats.
+fn batch(s: &mut Shard, calls: &[Call]) -> Vec<Result<Vec<f32>, ShardError>> {
+    outputs(s, calls)
+        .into_iter()
+        .map(|r| {
+            r.map(|out| match out {
+                Output::Floats(v) => v,
+                Output::Best(_) => panic!("candidates nobody asked for"),
+            })
+        })
         .collect()
 }
 
@@ -195,7 +210,10 @@ fn batch(s: &mut Shard, calls: &[Call]) -> Vec<Result<Vec<f32>, ShardError>> {
 /// 5, 1, 9 and 3 tokens prefilled together; then greedy decoding, with the
 /// third conversation's prompt coming only in round 2 (a prefill beside
 /// single decode rows) and the first batched in a different place every
-/// round. Every output, hidden states and logits, bit for bit.
+/// round. Every output, hidden states and logits, bit for bit; calls that
+/// ask the last shard for their best logits (every other one, from the
+/// second round on) get exactly the best of the row they get alone, and
+/// the first shard ignores the ask.
 #[test]
 fn a_batch_gives_every_call_the_bits_it_gets_alone() {
     for f in FORMATS {
@@ -225,10 +243,17 @@ fn a_batch_gives_every_call_the_bits_it_gets_alone() {
             let turn = round % talking.len();
             talking.rotate_left(turn);
             let ids: Vec<Vec<u32>> = talking.iter().map(|&i| next[i].clone().unwrap()).collect();
+            let asks = |i: usize| match round > 0 && (i + round) % 2 == 0 {
+                true => 1 + 19 * i,
+                false => 0,
+            };
             let calls: Vec<Call> = talking
                 .iter()
                 .zip(&ids)
-                .map(|(&i, t)| tokens(handles[i][0], fed[i], t))
+                .map(|(&i, t)| Call {
+                    best: asks(i),
+                    ..tokens(handles[i][0], fed[i], t)
+                })
                 .collect();
             let hidden = batch(&mut b0, &calls);
             let calls: Vec<Call> = talking
@@ -238,9 +263,10 @@ fn a_batch_gives_every_call_the_bits_it_gets_alone() {
                     handle: handles[i][1],
                     at: fed[i],
                     input: Input::Hidden(h.as_ref().unwrap()),
+                    best: asks(i),
                 })
                 .collect();
-            let logits = batch(&mut b1, &calls);
+            let logits = outputs(&mut b1, &calls);
             for (k, &i) in talking.iter().enumerate() {
                 let t = &ids[k];
                 let alone = a0.step(handles[i][0], fed[i], Input::Tokens(t), 0).unwrap();
@@ -249,13 +275,25 @@ fn a_batch_gives_every_call_the_bits_it_gets_alone() {
                 let alone = a1
                     .step(handles[i][1], fed[i], Input::Hidden(&alone), 0)
                     .unwrap();
-                let logits = logits[k].as_ref().unwrap();
-                assert_eq!(logits.len(), config().vocab);
-                assert!(logits.iter().all(|v| v.is_finite()), "{f:?}");
-                assert!(logits.iter().any(|&v| v != logits[0]), "{f:?}");
-                assert_eq!(bits(logits), bits(&alone), "{f:?} round {round} #{i}");
+                assert_eq!(alone.len(), config().vocab);
+                assert!(alone.iter().all(|v| v.is_finite()), "{f:?}");
+                assert!(alone.iter().any(|&v| v != alone[0]), "{f:?}");
+                match logits[k].as_ref().unwrap() {
+                    Output::Floats(logits) => {
+                        assert_eq!(asks(i), 0);
+                        assert_eq!(bits(logits), bits(&alone), "{f:?} round {round} #{i}");
+                    }
+                    Output::Best(top) => {
+                        let want = best(&alone, asks(i));
+                        assert_eq!(top.len(), asks(i).min(config().vocab));
+                        let pairs = |c: &[(u32, f32)]| -> Vec<(u32, u32)> {
+                            c.iter().map(|&(id, l)| (id, l.to_bits())).collect()
+                        };
+                        assert_eq!(pairs(top), pairs(&want), "{f:?} round {round} #{i}");
+                    }
+                }
                 fed[i] += t.len();
-                next[i] = Some(vec![argmax(logits)]);
+                next[i] = Some(vec![argmax(&alone)]);
             }
         }
         let info = b1.info().unwrap();
@@ -305,6 +343,7 @@ fn one_calls_error_fails_it_alone() {
                 handle: hidden_in,
                 at: 0,
                 input: Input::Hidden(&rows),
+                best: 0,
             },
             tokens(good[1], 0, &[4, 5, 6]),
         ];
@@ -417,6 +456,7 @@ fn calls_wait_a_little_for_the_passes_they_ran_with() {
         handle,
         at,
         input: Input::Hidden(&row),
+        best: 0,
     };
     let ran = |batch: &crate::shard::Batch| batch.ran.iter().filter(|r| r.is_some()).count();
     // Alone: never held.
@@ -460,11 +500,7 @@ fn calls_wait_a_little_for_the_passes_they_ran_with() {
 fn the_first_shard_merges_groups_that_take_turns() {
     let [mut s, _] = shards(Format::Q8, 400);
     let [a, b, c] = [open(&mut s, 40), open(&mut s, 40), open(&mut s, 40)];
-    let call = |handle, at| Call {
-        handle,
-        at,
-        input: Input::Tokens(&[5]),
-    };
+    let call = |handle, at| tokens(handle, at, &[5]);
     let ran = |batch: &crate::shard::Batch| batch.ran.iter().filter(|r| r.is_some()).count();
     let merge = MERGE * HOLD;
     assert_eq!(ran(&s.step_batch(&[call(a, 0), call(b, 0)], 0)), 2);
@@ -509,11 +545,7 @@ fn no_hold_runs_calls_as_they_come() {
     let [mut s, _] = shards(Format::Q8, 400);
     s.set_hold(0);
     let [a, b] = [open(&mut s, 40), open(&mut s, 40)];
-    let call = |handle, at| Call {
-        handle,
-        at,
-        input: Input::Tokens(&[5]),
-    };
+    let call = |handle, at| tokens(handle, at, &[5]);
     assert!(s.step_batch(&[call(a, 0), call(b, 0)], 0).hold.is_none());
     let alone = s.step_batch(&[call(a, 1)], 1);
     assert!(alone.hold.is_none() && alone.ran[0].as_ref().is_some_and(Result::is_ok));

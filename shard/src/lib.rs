@@ -20,7 +20,8 @@ mod shard;
 
 pub use gate::{Limits, Millis, Refusal};
 pub use shard::{
-    Batch, Begun, Call, Input, News, Opened, Ran, Shard, ShardError, BATCH_ROWS, HOLD, MERGE,
+    Batch, Begun, Call, Input, News, Opened, Output, Ran, Shard, ShardError, BATCH_ROWS, HOLD,
+    MERGE,
 };
 
 #[cfg(test)]

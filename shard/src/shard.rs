@@ -29,7 +29,9 @@ use serde::Serialize;
 use thiserror::Error;
 
 use edgeinfer_engine::decoder::format::{Config, Part};
-use edgeinfer_engine::decoder::{Decoder, DecoderError, KvCache, StageInput, Step};
+use edgeinfer_engine::decoder::{
+    best, Candidate, Decoder, DecoderError, KvCache, StageInput, Step, MOST_BEST,
+};
 
 use crate::gate::{Decisions, Gate, Limits, Millis, Refusal, Standing};
 
@@ -59,18 +61,38 @@ pub enum Input<'a> {
 }
 
 /// One call of a batch ([`Shard::step_batch`]): pass `handle`'s input, its
-/// first row at position `at`.
+/// first row at position `at`; from the last shard, only the `best` best
+/// logits when it is not 0 (and at most [`MOST_BEST`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Call<'a> {
     pub handle: u32,
     pub at: usize,
     pub input: Input<'a>,
+    pub best: usize,
+}
+
+/// A call's output: hidden states for the next shard or the whole row of
+/// logits, or (the last shard, asked for them) the best few logits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Floats(Vec<f32>),
+    Best(Vec<Candidate>),
+}
+
+impl Output {
+    /// The floats, if these are floats.
+    pub fn floats(&self) -> Option<&[f32]> {
+        match self {
+            Output::Floats(v) => Some(v),
+            Output::Best(_) => None,
+        }
+    }
 }
 
 /// What became of one call of a batch: its output or its error, or `None`
 /// when it did not run this time (ask again with it first: see
 /// [`Shard::step_batch`]).
-pub type Ran = Option<Result<Vec<f32>, ShardError>>;
+pub type Ran = Option<Result<Output, ShardError>>;
 
 /// What a batch did: each call's outcome, and when none ran because
 /// passes that run in step with them are still to call, how long the
@@ -143,6 +165,9 @@ pub struct Info {
     /// without one of them because the hold ran out.
     pub holds: u64,
     pub hold_timeouts: u64,
+    /// Calls answered with their best logits only, not the whole row
+    /// (the last shard, when the caller's sampling needs just those).
+    pub ranked_calls: u64,
 }
 
 /// A pass just opened: its handle, and how many of its prompt's first
@@ -236,6 +261,7 @@ pub struct Shard {
     stages: u64,
     batched_stages: u64,
     batched_calls: u64,
+    ranked_calls: u64,
     max_batch: usize,
     holds: u64,
     hold_timeouts: u64,
@@ -272,6 +298,7 @@ impl Shard {
             stages: 0,
             batched_stages: 0,
             batched_calls: 0,
+            ranked_calls: 0,
             max_batch: 0,
             holding: None,
             hold: HOLD,
@@ -330,6 +357,7 @@ impl Shard {
             stages: self.stages,
             batched_stages: self.batched_stages,
             batched_calls: self.batched_calls,
+            ranked_calls: self.ranked_calls,
             max_batch: self.max_batch,
             holds: self.holds,
             hold_timeouts: self.hold_timeouts,
@@ -558,11 +586,18 @@ impl Shard {
         input: Input,
         now: Millis,
     ) -> Result<Vec<f32>, ShardError> {
-        let call = Call { handle, at, input };
-        self.run_batch(&[call], now)
-            .pop()
-            .flatten()
-            .unwrap_or(Err(ShardError::NoPass(handle)))
+        let call = Call {
+            handle,
+            at,
+            input,
+            best: 0,
+        };
+        match self.run_batch(&[call], now).pop().flatten() {
+            Some(Ok(Output::Floats(out))) => Ok(out),
+            Some(Ok(Output::Best(_))) => unreachable!("no candidates were asked for"),
+            Some(Err(e)) => Err(e),
+            None => Err(ShardError::NoPass(handle)),
+        }
     }
 
     /// Runs `calls` (each as [`Shard::step`] would run it) at `now`, as many
@@ -692,8 +727,16 @@ impl Shard {
         }
         let results = decoder.stage_batch(&mut steps);
         drop(steps);
+        let predicts = decoder.part().predicts;
         self.stages += 1;
         for ((c, i), result) in order.into_iter().zip(results) {
+            let result = result.map(|out| match calls[c].best {
+                k if predicts && (1..=MOST_BEST).contains(&k) => {
+                    self.ranked_calls += 1;
+                    Output::Best(best(&out, k))
+                }
+                _ => Output::Floats(out),
+            });
             if result.is_ok() {
                 self.passes[i].fed = true;
                 self.passes[i].stage = self.stages;

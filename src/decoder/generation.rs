@@ -8,7 +8,7 @@
 
 use super::chat::ChatModel;
 use super::constraint::Constraint;
-use super::sampling::{Sampler, SamplingParams};
+use super::sampling::{Logits, Sampler, SamplingParams};
 use crate::error::CoreError;
 use edgeinfer_engine::decoder::KvCache;
 
@@ -75,7 +75,7 @@ pub struct Generation<'m> {
     /// Tokens sampled, control token included (usage.completion_tokens).
     sampled: usize,
     /// Logits for the next token, once computed.
-    logits: Option<Vec<f32>>,
+    logits: Option<Logits>,
     /// Tokens the model has been fed (the next one's position).
     fed: usize,
     /// The last sampled token, still to be fed to the model.
@@ -304,13 +304,39 @@ impl<'m> Generation<'m> {
         }
     }
 
-    /// The logits of the pass [`Generation::wants`] asked for.
-    pub fn supply(&mut self, logits: Vec<f32>) -> Result<(), CoreError> {
+    /// How many of the next pass's best logits the step needs, when fewer
+    /// than all ([`Sampler::needs_best`]): a host whose model runs in
+    /// shards asks the last for just these. `None` under a grammar, whose
+    /// mask may leave any token.
+    pub fn needs_best(&self) -> Option<usize> {
+        match self.constraint {
+            Some(_) => None,
+            None => self.sampler.needs_best(),
+        }
+    }
+
+    /// The logits of the pass [`Generation::wants`] asked for: the whole
+    /// row, or at least [`Generation::needs_best`] best candidates.
+    pub fn supply(&mut self, logits: Logits) -> Result<(), CoreError> {
         let vocab = self.model.decoder().config().vocab;
-        if logits.len() != vocab {
+        let wrong = match &logits {
+            Logits::All(row) => (row.len() != vocab)
+                .then(|| format!("{} logits for a vocabulary of {vocab}", row.len())),
+            Logits::Best(top) => match self.needs_best() {
+                None => Some("candidates where the step needs every logit".into()),
+                Some(k) if top.len() < k.min(vocab) => {
+                    Some(format!("{} candidates where the step needs {k}", top.len()))
+                }
+                _ => top
+                    .iter()
+                    .find(|c| c.0 as usize >= vocab)
+                    .map(|c| format!("candidate {} in a vocabulary of {vocab}", c.0)),
+            },
+        };
+        if let Some(reason) = wrong {
             return Err(CoreError::Inference {
                 model: self.model.spec_id(),
-                reason: format!("{} logits for a vocabulary of {vocab}", logits.len()),
+                reason,
             });
         }
         self.fed += if self.pending.take().is_some() {
@@ -350,17 +376,20 @@ impl<'m> Generation<'m> {
                     model,
                     reason: e.to_string(),
                 })?;
-            self.supply(logits)?;
+            self.supply(Logits::All(logits))?;
         }
-        let Some(mut logits) = self.logits.take() else {
-            return Ok(Some(self.end(FinishReason::Length)?));
+        let token = match self.logits.take() {
+            None => return Ok(Some(self.end(FinishReason::Length)?)),
+            Some(Logits::Best(top)) => self.sampler.pick_best(&top),
+            Some(Logits::All(mut logits)) => {
+                if let Some(constraint) = &self.constraint {
+                    let started = (self.clock)();
+                    constraint.mask(&mut logits);
+                    self.constraint_ms += ((self.clock)() - started).max(0.0);
+                }
+                self.sampler.pick(&mut logits, &self.tokens)
+            }
         };
-        if let Some(constraint) = &self.constraint {
-            let started = (self.clock)();
-            constraint.mask(&mut logits);
-            self.constraint_ms += ((self.clock)() - started).max(0.0);
-        }
-        let token = self.sampler.pick(&mut logits, &self.tokens);
         self.sampled += 1;
         if self.model.template().is_control(token) {
             return Ok(Some(self.end(FinishReason::Stop)?));

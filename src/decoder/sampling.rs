@@ -2,6 +2,7 @@
 //! temperature, top-k and nucleus (top-p) filtering, after a repetition
 //! penalty. Seeded, so a request with a `seed` gets the same text every time.
 
+use edgeinfer_engine::decoder::{best, Candidate, MOST_BEST};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
@@ -61,66 +62,125 @@ impl Sampler {
     /// Candidates are ranked by decreasing logit (ties: lower id first, as
     /// argmax); top-k keeps the first k, top-p the shortest prefix whose
     /// probability reaches p, and the draw walks the kept ones in rank order.
-    /// Only what the filters can keep is ranked: the k best are selected in
-    /// linear time and sorted, a nucleus is searched in a growing prefix, and
-    /// with neither filter the draw itself walks a growing ranked prefix
-    /// (the whole vocabulary's mass summed in id order), so a step costs
+    /// Only what the filters can keep is ranked: the k best are picked in
+    /// one pass ([`best`], the function the last shard of a sharded model
+    /// runs, so [`Sampler::pick_best`] on its candidates draws the same
+    /// token), a nucleus alone is searched in a growing prefix, and with
+    /// neither filter the draw itself walks a growing ranked prefix (the
+    /// whole vocabulary's mass summed in id order), so a step costs
     /// O(vocabulary) and never sorts the whole vocabulary.
     pub fn pick(&mut self, logits: &mut [f32], seen: &[u32]) -> u32 {
         let p = self.params;
         if p.repetition_penalty != 1.0 {
             self.penalize(logits, seen);
         }
-        let best = argmax(logits);
-        if p.temperature <= 0.0 || logits.len() < 2 {
-            return best;
+        let vocab = logits.len();
+        if p.temperature <= 0.0 || vocab < 2 {
+            return argmax(logits);
         }
-        let max = logits[best as usize];
+        if p.top_k > 0 && p.top_k < vocab {
+            return self.draw(&best(logits, p.top_k));
+        }
+        let max = logits[argmax(logits) as usize];
         let weight = |t: u32| f64::from((logits[t as usize] - max) / p.temperature).exp();
         let by_rank = |a: &u32, b: &u32| {
             logits[*b as usize]
                 .total_cmp(&logits[*a as usize])
                 .then(a.cmp(b))
         };
-        let vocab = logits.len();
         let order = &mut self.order;
         order.clear();
         order.extend(0..vocab as u32);
-        let k = if p.top_k > 0 {
-            p.top_k.min(vocab)
-        } else {
-            vocab
-        };
-        if k < vocab {
-            order.select_nth_unstable_by(k - 1, by_rank);
-            order.truncate(k);
-        }
         let total: f64 = order.iter().map(|&t| weight(t)).sum();
-        let keep = if p.top_p < 1.0 {
+        if p.top_p < 1.0 {
             let target = f64::from(p.top_p) * total;
-            first_rank_where(order, k, by_rank, weight, |mass| mass >= target) + 1
-        } else if k < vocab {
-            order.sort_unstable_by(by_rank);
-            k
-        } else {
-            // No filter: the whole vocabulary is kept, its mass is `total`,
-            // and the draw walks only as far down the ranking as it must
-            // (a growing ranked prefix), instead of sorting every token.
-            let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
-            let drawn = first_rank_where(order, k, by_rank, weight, |mass| u < mass);
-            return order[drawn];
+            let keep = first_rank_where(order, vocab, by_rank, weight, |mass| mass >= target) + 1;
+            let kept: f64 = order[..keep].iter().map(|&t| weight(t)).sum();
+            let u = uniform(&mut self.rng) * kept;
+            let mut mass = 0.0;
+            for &t in &order[..keep] {
+                mass += weight(t);
+                if u < mass {
+                    return t;
+                }
+            }
+            return order[keep - 1];
+        }
+        // No filter: the whole vocabulary is kept, its mass is `total`,
+        // and the draw walks only as far down the ranking as it must (a
+        // growing ranked prefix), instead of sorting every token.
+        let u = uniform(&mut self.rng) * total;
+        let drawn = first_rank_where(order, vocab, by_rank, weight, |mass| u < mass);
+        order[drawn]
+    }
+
+    /// How many of a step's best logits the draw can see, when it needs
+    /// fewer than all: the one best when greedy, the `top_k` best under a
+    /// top-k filter of at most [`MOST_BEST`] (top-p then works within
+    /// them). `None` when it needs them all: no top-k, or a repetition
+    /// penalty (it moves seen tokens up or down from anywhere in the
+    /// ranking). A host whose model runs elsewhere asks for just these
+    /// ([`Logits::Best`]) and calls [`Sampler::pick_best`].
+    pub fn needs_best(&self) -> Option<usize> {
+        let p = self.params;
+        if p.repetition_penalty != 1.0 {
+            return None;
+        }
+        if p.temperature <= 0.0 {
+            return Some(1);
+        }
+        (p.top_k > 0 && p.top_k <= MOST_BEST).then_some(p.top_k)
+    }
+
+    /// The next token from a step's best candidates, best first as
+    /// [`best`] ranks them, at least as many as [`Sampler::needs_best`]
+    /// said: the token [`Sampler::pick`] draws from the full logits, with
+    /// the same random numbers.
+    pub fn pick_best(&mut self, top: &[Candidate]) -> u32 {
+        let p = self.params;
+        let Some(&(first, _)) = top.first() else {
+            return 0;
         };
-        let kept: f64 = order[..keep].iter().map(|&t| weight(t)).sum();
-        // 53 random bits: a uniform f64 in [0, 1).
-        let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * kept;
+        if p.temperature <= 0.0 {
+            return first;
+        }
+        let k = match p.top_k {
+            0 => top.len(),
+            k => k.min(top.len()),
+        };
+        self.draw(&top[..k])
+    }
+
+    /// Draws from `top` (the top-k, best first): top-p keeps its shortest
+    /// prefix whose probability reaches p, and the draw walks the kept ones
+    /// in rank order.
+    fn draw(&mut self, top: &[Candidate]) -> u32 {
+        let p = self.params;
+        let max = top[0].1;
+        let weight = |logit: f32| f64::from((logit - max) / p.temperature).exp();
+        let keep = if p.top_p < 1.0 {
+            let total: f64 = top.iter().map(|c| weight(c.1)).sum();
+            let target = f64::from(p.top_p) * total;
+            let mut mass = 0.0;
+            top.iter()
+                .position(|c| {
+                    mass += weight(c.1);
+                    mass >= target
+                })
+                .map_or(top.len(), |i| i + 1)
+        } else {
+            top.len()
+        };
+        let kept: f64 = top[..keep].iter().map(|c| weight(c.1)).sum();
+        let u = uniform(&mut self.rng) * kept;
         let mut mass = 0.0;
-        for &t in &order[..keep] {
-            mass += weight(t);
+        for &(t, logit) in &top[..keep] {
+            mass += weight(logit);
             if u < mass {
                 return t;
             }
         }
-        order[keep - 1]
+        top[keep - 1].0
     }
 
     /// CTRL's penalty, once per distinct seen token.
@@ -144,15 +204,30 @@ impl Sampler {
 }
 
 /// Index of the largest logit; the lowest index among equals (as
-/// `torch.argmax`, which the golden references used).
+/// `torch.argmax`, which the golden references used): the best of
+/// [`best`]'s ranking, which the last shard of a sharded model sends.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
-        }
+    best(logits, 1).first().map_or(0, |c| c.0)
+}
+
+/// A uniform f64 in [0, 1) from 53 random bits.
+fn uniform(rng: &mut ChaCha8Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A step's logits as a model's host hands them over: the whole row, or the
+/// best candidates ([`Sampler::needs_best`]) from shards that ranked them
+/// where the logits were made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Logits {
+    All(Vec<f32>),
+    Best(Vec<Candidate>),
+}
+
+impl Default for Logits {
+    fn default() -> Self {
+        Logits::All(Vec::new())
     }
-    best as u32
 }
 
 /// The first rank, among `order`'s best `k` by `by_rank`, at which the mass
@@ -278,6 +353,49 @@ mod tests {
                 assert_eq!(got as usize, want, "seed {seed} T {temperature}");
             }
         }
+    }
+
+    /// What the last shard sends is enough: a draw from the best
+    /// candidates is the draw from the full row, step after step (the
+    /// random stream stays in step too), for greedy, top-k and top-k with
+    /// top-p, on rows with many ties, and with more candidates than asked.
+    #[test]
+    fn the_best_candidates_draw_what_the_full_row_draws() {
+        let mut rng = edgeinfer_engine::testing::Lcg(11);
+        let settings = [
+            (0.0, 0, 1.0),
+            (0.0, 40, 0.5),
+            (0.8, 40, 1.0),
+            (1.0, 1, 1.0),
+            (0.7, 50, 0.9),
+            (1.3, 256, 0.95),
+            (2.0, 3, 0.3),
+        ];
+        for (n, (temperature, top_k, top_p)) in settings.into_iter().enumerate() {
+            let p = params(temperature, top_k, top_p, n as u64);
+            let (mut full, mut short) = (Sampler::new(p), Sampler::new(p));
+            let k = short.needs_best().expect("a few suffice");
+            for step in 0..200 {
+                let logits: Vec<f32> = (0..5_000)
+                    .map(|_| match step % 2 {
+                        // Coarse values: ties at the cut.
+                        0 => (rng.unit() * 8.0).round() / 2.0,
+                        _ => rng.unit() * 12.0,
+                    })
+                    .collect();
+                let extra = step % 3;
+                let top = best(&logits, k + extra);
+                let want = full.pick(&mut logits.clone(), &[]);
+                assert_eq!(short.pick_best(&top), want, "{p:?} step {step}");
+            }
+        }
+        let penalized = SamplingParams {
+            repetition_penalty: 1.2,
+            ..params(0.8, 40, 1.0, 1)
+        };
+        assert_eq!(Sampler::new(penalized).needs_best(), None);
+        assert_eq!(Sampler::new(params(0.8, 0, 0.9, 1)).needs_best(), None);
+        assert_eq!(Sampler::new(params(0.8, 257, 1.0, 1)).needs_best(), None);
     }
 
     #[test]

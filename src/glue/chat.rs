@@ -114,12 +114,17 @@ async fn open_chain(
     Ok(Some(chain))
 }
 
-/// One model pass on the shards, timed.
-async fn run_pass(chain: Option<&mut Chain>, ids: &[u32]) -> std::result::Result<Pass, ApiError> {
+/// One model pass on the shards, timed: the whole row of logits, or the
+/// `best` few the turn needs.
+async fn run_pass(
+    chain: Option<&mut Chain>,
+    ids: &[u32],
+    best: Option<usize>,
+) -> std::result::Result<Pass, ApiError> {
     let chain =
         chain.ok_or_else(|| ApiError::internal("a model pass was asked with no shards open"))?;
     let started = super::clock();
-    let (logits, hops) = chain.forward(ids).await?;
+    let (logits, hops) = chain.forward(ids, best).await?;
     Ok(Pass {
         logits,
         ms: super::clock() - started,
@@ -150,7 +155,8 @@ impl<K: Keep> Running<K> {
         loop {
             match self.turn.poll(&mut self.keep) {
                 Step::Pass(ids) => {
-                    let pass = run_pass(self.chain.as_mut(), &ids).await;
+                    let best = self.turn.needs_best();
+                    let pass = run_pass(self.chain.as_mut(), &ids, best).await;
                     self.turn.feed(pass);
                 }
                 Step::Event(Event::Finished(finish)) => {

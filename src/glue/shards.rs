@@ -30,6 +30,7 @@ use worker::{Delay, Env};
 
 use crate::api::trace::Trace;
 use crate::api::ApiError;
+use crate::decoder::sampling::Logits;
 use crate::spec::ShardSpec;
 
 /// Longest wait for a shard to open a pass (its first call in a cold
@@ -65,7 +66,7 @@ extern "C" {
     #[derive(Clone)]
     type ShardPass;
     #[wasm_bindgen(method, catch)]
-    fn forward(this: &ShardPass, input: &JsValue, at: u32) -> Result<Promise, JsValue>;
+    fn forward(this: &ShardPass, input: &JsValue, at: u32, best: u32) -> Result<Promise, JsValue>;
     #[wasm_bindgen(method, catch)]
     fn close(this: &ShardPass, fed: &JsValue) -> Result<Promise, JsValue>;
     #[wasm_bindgen(method, catch)]
@@ -305,12 +306,15 @@ impl Chain {
         self.cached
     }
 
-    /// One model pass over `tokens`: the next token's logits, and each
-    /// shard's own time (name for `Server-Timing`, ms).
+    /// One model pass over `tokens`: the next token's logits (the whole
+    /// row, or with `best` only that many best candidates, ranked by the
+    /// last shard: a few bytes cross instead of the vocabulary's floats),
+    /// and each shard's own time (name for `Server-Timing`, ms).
     pub async fn forward(
         &mut self,
         tokens: &[u32],
-    ) -> Result<(Vec<f32>, Vec<(&'static str, f64)>), ApiError> {
+        best: Option<usize>,
+    ) -> Result<(Logits, Vec<(&'static str, f64)>), ApiError> {
         // The first pass is the prompt: the shards hold its cached start.
         let skip = if self.fed.is_empty() {
             self.cached.min(tokens.len().saturating_sub(1))
@@ -319,7 +323,7 @@ impl Chain {
         };
         let at = self.fed.len() + skip;
         self.life.progress.set(js_sys::Date::now());
-        let result = self.run(&tokens[skip..], at).await;
+        let result = self.run(&tokens[skip..], at, best).await;
         self.life.progress.set(js_sys::Date::now());
         match &result {
             Ok(_) => self.fed.extend_from_slice(tokens),
@@ -332,13 +336,17 @@ impl Chain {
         &self,
         tokens: &[u32],
         at: usize,
-    ) -> Result<(Vec<f32>, Vec<(&'static str, f64)>), ApiError> {
+        best: Option<usize>,
+    ) -> Result<(Logits, Vec<(&'static str, f64)>), ApiError> {
         let mut x: JsValue = Uint32Array::from(tokens).into();
         let at = u32::try_from(at).unwrap_or(u32::MAX);
+        let best = best.map_or(0, |k| u32::try_from(k).unwrap_or(u32::MAX));
         let mut hops = Vec::with_capacity(self.passes.len());
+        let mut ids = None;
         for (shard, pass) in &self.passes {
+            // Only the last shard ranks (the others ignore it).
             let promise = pass
-                .forward(&x, at)
+                .forward(&x, at, best)
                 .map_err(|e| shard_error(self.model, shard, &describe(&e)))?;
             let out = bounded(promise, PASS_TIMEOUT)
                 .await
@@ -355,12 +363,20 @@ impl Chain {
                 ));
             };
             hops.push((shard.script, ms));
+            ids = field("ids").and_then(|v| v.dyn_into::<Uint32Array>().ok());
             x = values.into();
         }
-        let logits = x
+        let values = x
             .dyn_into::<Float32Array>()
             .map_err(|_| ApiError::internal("a sharded model has no shards"))?
             .to_vec();
+        // A shard older than `best` sends the whole row: taken as it is.
+        let logits = match ids {
+            Some(ids) if ids.length() as usize == values.len() => {
+                Logits::Best(ids.to_vec().into_iter().zip(values).collect())
+            }
+            _ => Logits::All(values),
+        };
         Ok((logits, hops))
     }
 }

@@ -5,9 +5,11 @@
 
 pub use crate::packed::Span;
 
+pub mod best;
 pub mod engine;
 pub mod format;
 pub mod kv;
 
+pub use best::{best, Candidate, MOST_BEST};
 pub use engine::{Decoder, DecoderError, StageInput, Step};
 pub use kv::KvCache;

@@ -13,6 +13,7 @@ use crate::api::{hex, Context, Served};
 use crate::decoder::chat::ChatModel;
 use crate::decoder::constraint::Grammar;
 use crate::decoder::generation::{Delta, FinishReason, Generation};
+use crate::decoder::sampling::Logits;
 use crate::decoder::template::Message;
 use crate::error::CoreError;
 use crate::registry::{self, InputSpec, ModelSpec, ShardSpec};
@@ -135,8 +136,9 @@ impl TurnSink for () {
 /// What a host ran for [`Step::Pass`].
 #[derive(Debug, Clone, Default)]
 pub struct Pass {
-    /// The next token's logits.
-    pub logits: Vec<f32>,
+    /// The next token's logits: all of them, or the best few the turn
+    /// asked for ([`ChatTurn::needs_best`]).
+    pub logits: Logits,
     /// The pass's time as the host measured it (ms).
     pub ms: f64,
     /// Each shard Worker's own time (its name for `Server-Timing`, ms).
@@ -306,6 +308,13 @@ impl ChatTurn {
         if let Err(e) = self.generation.supply(pass.logits) {
             self.failed = Some(e.into());
         }
+    }
+
+    /// How many of the next pass's best logits the turn needs, when fewer
+    /// than all: a host that runs the pass in shard Workers asks the last
+    /// for just these ([`Logits::Best`]).
+    pub fn needs_best(&self) -> Option<usize> {
+        self.generation.needs_best()
     }
 
     /// The shard Workers that hold the model's weights, when this isolate
@@ -609,6 +618,14 @@ mod tests {
         logits
     }
 
+    /// The best candidates the turn asks for, of [`logits_on`]'s row.
+    fn best_on(turn: &ChatTurn, token: u32) -> Logits {
+        let k = turn
+            .needs_best()
+            .expect("no grammar, no penalty: a few suffice");
+        Logits::Best(edgeinfer_engine::decoder::best(&logits_on(turn, token), k))
+    }
+
     fn sharded_turn() -> ChatTurn {
         let spec = registry::MODELS
             .iter()
@@ -633,7 +650,7 @@ mod tests {
         let word = (0..).find(|&t| !model.template().is_control(t)).unwrap();
         let end = (0..).find(|&t| model.template().is_control(t)).unwrap();
         turn.feed(Ok(Pass {
-            logits: logits_on(&turn, word),
+            logits: Logits::All(logits_on(&turn, word)),
             ms: 2.0,
             hops: vec![("shard-0", 1.5)],
             cached: 3,
@@ -644,7 +661,7 @@ mod tests {
         ));
         assert!(matches!(turn.poll(&mut sink), Step::Pass(ids) if ids == [word]));
         turn.feed(Ok(Pass {
-            logits: logits_on(&turn, end),
+            logits: best_on(&turn, end),
             ms: 1.0,
             hops: vec![("shard-0", 0.5)],
             cached: 3,
@@ -679,7 +696,23 @@ mod tests {
         turn.poll(&mut sink);
         turn.poll(&mut sink);
         turn.feed(Ok(Pass {
-            logits: vec![0.0; 3],
+            logits: Logits::All(vec![0.0; 3]),
+            ..Pass::default()
+        }));
+        assert!(matches!(
+            turn.poll(&mut sink),
+            Step::Event(Event::Failed(ApiError { status: 500, .. }))
+        ));
+        // So are fewer candidates than the turn asked for.
+        let mut turn = sharded_turn();
+        turn.poll(&mut sink);
+        turn.poll(&mut sink);
+        let Logits::Best(mut top) = best_on(&turn, 5) else {
+            unreachable!()
+        };
+        top.pop();
+        turn.feed(Ok(Pass {
+            logits: Logits::Best(top),
             ..Pass::default()
         }));
         assert!(matches!(
