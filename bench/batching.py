@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Shard batching, before vs after, side by side in one run (issue 27).
+"""A change to the sharded model's serving, before vs after, side by side
+in one run (issue 27): first written for shard batching.
 
 Serves the built front worker (build/) twice in workerd: once with the
 shard Workers of a baseline build (`--before DIR`, e.g. the shards built
-from the branch before batching: one synchronous step per call) and once
-with build/shards (batched). For each concurrency level, runs N streamed
-greedy chats with distinct prompts at once on each server in turn
-(alternating which goes first) and reports, per server:
+from the branch before batching: one synchronous step per call) and the
+baseline's front (`--before-front DIR`, its build/; default this tree's),
+and once with build/ and build/shards. For each concurrency level, runs N
+streamed chats with distinct prompts at once on each server in turn: greedy,
+or with `--sampled` the API's default sampling (temperature 0.8, top-k 40,
+a seed per prompt), alternating which server goes first, and reports, per
+server:
 - CPU ms per output token over every isolate: the operating system's CPU
   accounting of the workerd process (/proc/<pid>/stat utime + stime, all
   its threads) over the level, divided by the output tokens;
@@ -14,8 +18,8 @@ greedy chats with distinct prompts at once on each server in turn
   tokens after the first over the time from first to last);
 - the shards' batch counters from their `GET /` (after only).
 
-Usage: bench/batching.py --before DIR [--levels 1,4,8] [--max-tokens 64] [--reps 2]
-                         [--holds 0,6] [--json PATH]
+Usage: bench/batching.py --before DIR [--before-front DIR] [--sampled] [--levels 1,4,8]
+                         [--max-tokens 64] [--reps 2] [--holds 0,6] [--json PATH]
 --holds also serves the batched shards with those BATCH_HOLD_MS; KEEP=1
 keeps each server's directory (config, log) for a look afterwards. The
 front worker must be built (scripts/build-worker) and build/shards too.
@@ -61,12 +65,12 @@ def compatibility_date():
     raise SystemExit("no compatibility_date in wrangler.toml")
 
 
-def config(dirname, shards_dir, port, shard_ports, hold):
+def config(dirname, front_dir, shards_dir, port, shard_ports, hold):
     """A workerd config as tests/support/mod.rs writes one."""
     date = compatibility_date()
     plan = json.load(open(os.path.join(shards_dir, "plan.json")))
     for f in ["entry.mjs", "index.js", "index_bg.wasm"]:
-        os.link(os.path.join(ROOT, "build", f), os.path.join(dirname, f))
+        os.link(os.path.join(front_dir, f), os.path.join(dirname, f))
     os.makedirs(os.path.join(dirname, "sessions"))
     binds = [
         '(name = "SESSIONS", durableObjectNamespace = "ChatSession")',
@@ -122,13 +126,13 @@ const edgeinfer :Workerd.Worker = (
 
 
 class Server:
-    def __init__(self, name, shards_dir, hold=None):
+    def __init__(self, name, shards_dir, hold=None, front_dir=os.path.join(ROOT, "build")):
         self.name = name
         self.dir = tempfile.mkdtemp(prefix=f"batching-{name}-")
         self.port = free_port()
         plan = json.load(open(os.path.join(shards_dir, "plan.json")))
         self.shard_ports = [free_port() for _ in plan]
-        path = config(self.dir, shards_dir, self.port, self.shard_ports, hold)
+        path = config(self.dir, front_dir, shards_dir, self.port, self.shard_ports, hold)
         self.log = open(os.path.join(self.dir, "log"), "w")
         self.proc = subprocess.Popen([WORKERD, "serve", path], cwd=self.dir, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -166,13 +170,15 @@ class Server:
             print("kept", self.dir)
 
 
-def chat(port, prompt, max_tokens):
-    """One streamed greedy chat: (completion tokens, first token time,
-    last token time, start, text)."""
+def chat(port, prompt, max_tokens, seed=None):
+    """One streamed chat, greedy (or sampled with the API's defaults and
+    `seed`): (completion tokens, first token time, last token time, start,
+    text)."""
+    sampling = {"temperature": 0} if seed is None else {"seed": seed}
     body = json.dumps({
-        "model": MODEL, "temperature": 0, "max_tokens": max_tokens, "stream": True,
+        "model": MODEL, "max_tokens": max_tokens, "stream": True,
         "stream_options": {"include_usage": True},
-        "messages": [{"role": "user", "content": prompt}],
+        "messages": [{"role": "user", "content": prompt}], **sampling,
     })
     start = time.monotonic()
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
@@ -203,11 +209,11 @@ def chat(port, prompt, max_tokens):
     return tokens, first, last, start, text
 
 
-def level(server, prompts, max_tokens):
+def level(server, prompts, max_tokens, sampled):
     results = [None] * len(prompts)
 
     def run(i):
-        results[i] = chat(server.port, prompts[i], max_tokens)
+        results[i] = chat(server.port, prompts[i], max_tokens, i + 1 if sampled else None)
 
     cpu0, t0 = server.cpu_seconds(), time.monotonic()
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
@@ -238,6 +244,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", required=True, help="shard build without batching (a build/shards dir)")
     ap.add_argument("--after", default=os.path.join(ROOT, "build/shards"))
+    ap.add_argument("--before-front", default=os.path.join(ROOT, "build"),
+                    help="the baseline's front worker (a build dir); default this tree's")
+    ap.add_argument("--sampled", action="store_true",
+                    help="the API's default sampling (temperature 0.8, top-k 40), seeded, not greedy")
     ap.add_argument("--levels", default="1,4,8")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=2)
@@ -246,9 +256,10 @@ def main():
     a = ap.parse_args()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"CPU: {cpu}, {os.cpu_count()} logical; load before: {open('/proc/loadavg').read().strip()}")
-    servers = [Server("before", a.before), Server("after", a.after)]
+    servers = [Server("before", a.before, front_dir=a.before_front), Server("after", a.after)]
     servers += [Server(f"hold{h}", a.after, int(h)) for h in a.holds.split(",") if h]
-    out = {"cpu": cpu, "levels": []}
+    out = {"cpu": cpu, "sampled": a.sampled, "before": a.before, "before_front": a.before_front,
+           "levels": []}
     try:
         for s in servers:  # warm every isolate
             chat(s.port, "Hello!", 4)
@@ -260,7 +271,7 @@ def main():
                 order = servers[rep % len(servers):] + servers[:rep % len(servers)]
                 row = {"level": lv, "rep": rep}
                 for s in order:
-                    row[s.name] = level(s, prompts, a.max_tokens)
+                    row[s.name] = level(s, prompts, a.max_tokens, a.sampled)
                 same = all(row[s.name]["texts"] == row["before"]["texts"] for s in servers)
                 for s in servers:
                     r = row[s.name]
