@@ -246,6 +246,17 @@ pub struct Decoder {
     inv_freq: Vec<f64>,
 }
 
+/// The most rows a pass runs through the blocks at once: a longer input (a
+/// prompt, or many conversations' rows) goes through in windows of this
+/// many, so the activations a pass holds stay bounded (about 29 KB a row
+/// for SmolLM2: 3.7 MB at 128) whatever the prompt's length. In one window
+/// a 1,024-token prompt held 24 MB of them, room a shard's memory plan
+/// does not have. Every product computes each row alone and attention
+/// reads the cache, so the rows come out bit for bit as in one window; and
+/// 128 rows still share each weight read 32 times over in the four-row
+/// tiles.
+pub const STAGE_ROWS: usize = 128;
+
 impl Decoder {
     /// Reads the header and checks every array once (shapes, bounds,
     /// alignment), so running never indexes out of bounds. Microseconds:
@@ -477,10 +488,9 @@ impl Decoder {
         let c = &self.config;
         let d = c.dims;
         let mut results: Vec<Result<Vec<f32>, DecoderError>> = Vec::with_capacity(steps.len());
-        // The sequences that run: which step, its first row in `x`, its
-        // rows, the positions before them.
-        let mut seqs: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(steps.len());
-        let mut x = Vec::new();
+        // The sequences that run: which step, its input rows, how many of
+        // them went through already.
+        let mut seqs: Vec<(usize, Vec<f32>, usize)> = Vec::with_capacity(steps.len());
         for (i, step) in steps.iter().enumerate() {
             let fed = self.rows(step.input).and_then(|rows| {
                 let s = rows.len() / d;
@@ -496,20 +506,100 @@ impl Decoder {
             });
             match fed {
                 Ok(rows) => {
-                    seqs.push((i, x.len() / d, rows.len() / d, step.cache.len));
-                    x.extend_from_slice(&rows);
+                    seqs.push((i, rows, 0));
                     results.push(Ok(Vec::new()));
                 }
                 Err(e) => results.push(Err(e)),
             }
         }
-        if seqs.is_empty() {
-            return results;
+        let mut x =
+            Vec::with_capacity(STAGE_ROWS.min(seqs.iter().map(|s| s.1.len() / d).sum()) * d);
+        loop {
+            // The next window: each sequence's next rows, in order, while
+            // it has room; (step, first row in `x`, rows, positions before).
+            x.clear();
+            let mut window: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(seqs.len());
+            // Sequences whose last row is in this window (they predict).
+            let mut ending: Vec<usize> = Vec::with_capacity(seqs.len());
+            for (i, rows, done) in seqs.iter_mut() {
+                let (at, left) = (x.len() / d, rows.len() / d - *done);
+                let take = left.min(STAGE_ROWS - at);
+                if take == 0 {
+                    continue;
+                }
+                window.push((*i, at, take, steps[*i].cache.len));
+                x.extend_from_slice(&rows[*done * d..(*done + take) * d]);
+                *done += take;
+                if take == left {
+                    ending.push(window.len() - 1);
+                }
+            }
+            if window.is_empty() {
+                return results;
+            }
+            self.blocks_over(&mut x, steps, &window);
+            let (Some(final_norm), Some(head)) = (
+                self.final_norm,
+                self.head.as_ref().or(self.embedding.as_ref()),
+            ) else {
+                // Not the last part: the next one continues from these rows.
+                for &(i, start, rows, _) in &window {
+                    if let Ok(out) = &mut results[i] {
+                        out.extend_from_slice(&x[start * d..(start + rows) * d]);
+                    }
+                }
+                continue;
+            };
+            // Only each sequence's last position predicts its next token
+            // (every position, for scoring).
+            let picked: Vec<(usize, usize, usize)> = match all {
+                true => window
+                    .iter()
+                    .map(|&(i, start, rows, _)| (i, start, rows))
+                    .collect(),
+                false => ending
+                    .iter()
+                    .map(|&w| (window[w].0, window[w].1 + window[w].2 - 1, 1))
+                    .collect(),
+            };
+            if picked.is_empty() {
+                continue;
+            }
+            let mut last = Vec::with_capacity(picked.iter().map(|p| p.2).sum::<usize>() * d);
+            for &(_, start, rows) in &picked {
+                last.extend_from_slice(&x[start * d..(start + rows) * d]);
+            }
+            kernels::rms_norm(&mut last, final_norm, c.norm_eps);
+            let mut logits = vec![0.0f32; last.len() / d * c.vocab];
+            head.apply(
+                &mut Input::new(&last, &mut Quantized::default()),
+                &mut logits,
+            );
+            let mut at = 0;
+            for &(i, _, rows) in &picked {
+                if let Ok(out) = &mut results[i] {
+                    out.extend_from_slice(&logits[at * c.vocab..(at + rows) * c.vocab]);
+                }
+                at += rows;
+            }
         }
+    }
+
+    /// One window's rows `x` through every block: `window` says whose rows
+    /// they are ((step, first row, rows, positions before)); each step's
+    /// cache takes their keys and values.
+    fn blocks_over(
+        &self,
+        x: &mut [f32],
+        steps: &mut [Step],
+        window: &[(usize, usize, usize, usize)],
+    ) {
+        let c = &self.config;
+        let d = c.dims;
         let s = x.len() / d;
         let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
         let (mut cos, mut sin) = (Vec::new(), Vec::new());
-        for &(_, _, rows, past) in &seqs {
+        for &(_, _, rows, past) in window {
             self.angles(past, rows, &mut cos, &mut sin);
         }
         let mut h = vec![0.0f32; s * d];
@@ -519,7 +609,7 @@ impl Decoder {
         let (mut gate, mut up) = (vec![0.0f32; s * c.ffn], vec![0.0f32; s * c.ffn]);
         let mut scratch = Quantized::default();
         for (l, block) in self.blocks.iter().enumerate() {
-            h.copy_from_slice(&x);
+            h.copy_from_slice(x);
             kernels::rms_norm(&mut h, block.attention_norm, c.norm_eps);
             let mut input = Input::new(&h, &mut scratch);
             block.q.apply(&mut input, &mut q);
@@ -532,7 +622,7 @@ impl Decoder {
             }
             self.rotate(&mut q, &cos, &sin);
             self.rotate(&mut k, &cos, &sin);
-            for &(i, start, rows, past) in &seqs {
+            for &(i, start, rows, past) in window {
                 let (keys, values) = &mut steps[i].cache.layers[l];
                 keys.extend_from_slice(&k[start * kvd..(start + rows) * kvd]);
                 values.extend_from_slice(&v[start * kvd..(start + rows) * kvd]);
@@ -547,9 +637,9 @@ impl Decoder {
             block
                 .o
                 .apply(&mut Input::new(&attended, &mut scratch), &mut out);
-            kernels::add(&mut x, &out);
+            kernels::add(x, &out);
 
-            h.copy_from_slice(&x);
+            h.copy_from_slice(x);
             kernels::rms_norm(&mut h, block.mlp_norm, c.norm_eps);
             let mut input = Input::new(&h, &mut scratch);
             block.gate.apply(&mut input, &mut gate);
@@ -558,43 +648,11 @@ impl Decoder {
             block
                 .down
                 .apply(&mut Input::new(&gate, &mut scratch), &mut out);
-            kernels::add(&mut x, &out);
+            kernels::add(x, &out);
         }
-        for &(i, _, rows, _) in &seqs {
+        for &(i, _, rows, _) in window {
             steps[i].cache.len += rows;
         }
-        let (Some(final_norm), Some(head)) = (
-            self.final_norm,
-            self.head.as_ref().or(self.embedding.as_ref()),
-        ) else {
-            // Not the last part: the next one continues from these rows.
-            for &(i, start, rows, _) in &seqs {
-                results[i] = Ok(x[start * d..(start + rows) * d].to_vec());
-            }
-            return results;
-        };
-        // Only each sequence's last position predicts its next token
-        // (every position, for scoring).
-        let picked: Vec<(usize, usize, usize)> = seqs
-            .iter()
-            .map(|&(i, start, rows, _)| match all {
-                true => (i, start, rows),
-                false => (i, start + rows - 1, 1),
-            })
-            .collect();
-        let mut last = Vec::with_capacity(picked.iter().map(|p| p.2).sum::<usize>() * d);
-        for &(_, start, rows) in &picked {
-            last.extend_from_slice(&x[start * d..(start + rows) * d]);
-        }
-        kernels::rms_norm(&mut last, final_norm, c.norm_eps);
-        let mut logits = vec![0.0f32; last.len() / d * c.vocab];
-        head.apply(&mut Input::new(&last, &mut scratch), &mut logits);
-        let mut at = 0;
-        for &(i, _, rows) in &picked {
-            results[i] = Ok(logits[at * c.vocab..(at + rows) * c.vocab].to_vec());
-            at += rows;
-        }
-        results
     }
 
     /// Appends cos and sin of every pair's angle at positions

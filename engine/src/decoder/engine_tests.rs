@@ -731,3 +731,97 @@ fn a_batched_pass_gives_each_sequence_its_own_logits_bit_for_bit() {
         );
     }
 }
+
+/// Inputs longer than a window ([`STAGE_ROWS`]) go through in windows and
+/// come out bit for bit as fed in any other cut: a prompt of 2.5 windows
+/// whole, token by token, and in uneven chunks give the same logits (and
+/// every position's, scoring), as do the hidden states of a first shard
+/// and a batch of two long prompts beside a single row, in every format.
+#[test]
+fn windows_of_a_long_input_give_the_bits_of_any_other_cut() {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let n = STAGE_ROWS * 5 / 2;
+    let c = Config {
+        context: 3 * STAGE_ROWS,
+        ..config(RopeStyle::HalfSplit)
+    };
+    let tokens: Vec<u32> = (0..n as u32).map(|i| (i * 29 + 7) % 52).collect();
+    for f in [Format::I8, Format::Q8, Format::Q4_1] {
+        let (p, header, model) = pack(c, 3, true, f, 17);
+        let (decoder, _) = load((p.clone(), header.clone(), model));
+        let whole = decoder.forward(&mut decoder.new_cache(), &tokens).unwrap();
+        let mut one_by_one = decoder.new_cache();
+        let mut last = Vec::new();
+        for t in &tokens {
+            last = decoder.forward(&mut one_by_one, &[*t]).unwrap();
+        }
+        assert_eq!(bits(&whole), bits(&last), "{f:?} token by token");
+        let mut chunked = decoder.new_cache();
+        for cut in [0..5, 5..STAGE_ROWS + 9, STAGE_ROWS + 9..n] {
+            last = decoder.forward(&mut chunked, &tokens[cut]).unwrap();
+        }
+        assert_eq!(bits(&whole), bits(&last), "{f:?} chunks");
+        let scored = decoder
+            .forward_all(&mut decoder.new_cache(), &tokens)
+            .unwrap();
+        assert_eq!(scored.len(), n * c.vocab);
+        assert_eq!(bits(&scored[(n - 1) * c.vocab..]), bits(&whole), "{f:?}");
+        let mut prefix = decoder.new_cache();
+        let at = decoder.forward_all(&mut prefix, &tokens[..7]).unwrap();
+        assert_eq!(bits(&scored[..7 * c.vocab]), bits(&at), "{f:?} scored");
+        // A first shard's hidden states, and a batch across windows.
+        let first = shard(&p, &header, 0..1);
+        let mut cache = first.new_cache();
+        let hidden = first
+            .stage(&mut cache, StageInput::Tokens(&tokens))
+            .unwrap();
+        let mut cache = first.new_cache();
+        let mut pieces = first
+            .stage(&mut cache, StageInput::Tokens(&tokens[..STAGE_ROWS + 1]))
+            .unwrap();
+        pieces.extend(
+            first
+                .stage(&mut cache, StageInput::Tokens(&tokens[STAGE_ROWS + 1..]))
+                .unwrap(),
+        );
+        assert_eq!(bits(&hidden), bits(&pieces), "{f:?} hidden");
+        let (mut a, mut b, mut d) = (
+            decoder.new_cache(),
+            decoder.new_cache(),
+            decoder.new_cache(),
+        );
+        decoder.forward(&mut d, &tokens[..3]).unwrap();
+        let mut steps = [
+            Step {
+                cache: &mut a,
+                input: StageInput::Tokens(&tokens),
+            },
+            Step {
+                cache: &mut d,
+                input: StageInput::Tokens(&tokens[3..4]),
+            },
+            Step {
+                cache: &mut b,
+                input: StageInput::Tokens(&tokens[..STAGE_ROWS + 3]),
+            },
+        ];
+        let got = decoder.stage_batch(&mut steps);
+        let alone = |feed: &[u32]| decoder.forward(&mut decoder.new_cache(), feed).unwrap();
+        assert_eq!(
+            bits(got[0].as_ref().unwrap()),
+            bits(&whole),
+            "{f:?} batched"
+        );
+        assert_eq!(
+            bits(got[1].as_ref().unwrap()),
+            bits(&alone(&tokens[..4])),
+            "{f:?}"
+        );
+        assert_eq!(
+            bits(got[2].as_ref().unwrap()),
+            bits(&alone(&tokens[..STAGE_ROWS + 3])),
+            "{f:?}"
+        );
+        assert_eq!([a.len(), d.len(), b.len()], [n, 4, STAGE_ROWS + 3]);
+    }
+}
