@@ -231,16 +231,14 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
         }
         if (e.step_batch(calls.length, Date.now()) !== 0) throw new Error(text(e));
         const { outcomes, hold_ms } = JSON.parse(text(e));
-        const outPtr = e.output_ptr();
-        const output = new Float32Array(e.memory.buffer, outPtr, e.output_len());
         hold = hold_ms ?? 0;
         return outcomes.map((a) => {
-          if (a.out) return { out: output.slice(a.out.at, a.out.at + a.out.len) };
+          if (a.out) return { out: new Float32Array(e.memory.buffer, a.out.ptr, a.out.len).slice() };
           if (!a.best) return a;
-          const { at, len } = a.best;
+          const { ptr, len } = a.best;
           // Ids as u32: read as floats, some would be NaNs, not kept bit for bit.
-          const ids = new Uint32Array(e.memory.buffer, outPtr + (at + len) * 4, len).slice();
-          return { out: output.slice(at, at + len), ids };
+          const ids = new Uint32Array(e.memory.buffer, ptr + len * 4, len).slice();
+          return { out: new Float32Array(e.memory.buffer, ptr, len).slice(), ids };
         });
       });
     } catch (err) {

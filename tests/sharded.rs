@@ -30,7 +30,8 @@ use support::{ensure, Bindings, BrokenShard, Client, Worker};
 
 use check::pack_gguf::Storage;
 use edgeinfer::decoder::sampling::{argmax, Sampler, SamplingParams};
-use edgeinfer_engine::decoder::Decoder;
+use edgeinfer::decoder::template::Message;
+use edgeinfer_engine::decoder::{Decoder, STAGE_ROWS};
 
 const MODEL: &str = "smollm2-135m-instruct";
 /// Tokens per golden reply (the golden file has 32 per prompt).
@@ -222,6 +223,46 @@ fn sampled_equals_the_native_sampler(c: &Client, worker: &Worker) -> Result<(), 
         let want: Vec<bool> = (0..after.len()).map(|i| i == last && n < 2).collect();
         ensure(grew == want, || {
             format!("{setting}: calls answered with candidates per shard {before:?} -> {after:?}")
+        })?;
+    }
+    Ok(())
+}
+
+/// A prompt of several pieces (the front sends at most `STAGE_ROWS`
+/// tokens per call, each piece through every shard before the next) gives
+/// the greedy reply of the native engine fed the prompt whole, in each
+/// of a fresh conversation and one whose start a shard kept.
+fn a_long_prompt_goes_in_pieces(c: &Client) -> Result<(), Failed> {
+    let decoder = smollm2::decoder(Storage::AsStored);
+    let model = smollm2::chat_model();
+    for i in [0, 1] {
+        let text = format!("{} {}", long_message(i), long_message(i + 7));
+        let messages = json!([{ "role": "user", "content": text }]);
+        let parsed: Vec<Message> = serde_json::from_value(messages.clone())?;
+        let prompt = model.prompt(&parsed, 1).map_err(|e| e.to_string())?.ids;
+        ensure(prompt.len() > 2 * STAGE_ROWS, || {
+            format!("{} prompt tokens", prompt.len())
+        })?;
+        let expected = native_reply(&decoder, &prompt, 8);
+        let body = json!({ "model": MODEL, "messages": messages, "temperature": 0,
+                           "max_tokens": 8 });
+        let reply = chat(c, &body)?;
+        let usage = &reply["usage"];
+        ensure(
+            usage["prompt_tokens"] == prompt.len() && usage["completion_tokens"] == expected.len(),
+            || format!("{usage} vs {} prompt ids, {expected:?}", prompt.len()),
+        )?;
+        let text_ids: Vec<u32> = expected
+            .iter()
+            .copied()
+            .filter(|&t| t >= CONTROLS)
+            .collect();
+        let want = model.decode(&text_ids).map_err(|e| e.to_string())?;
+        let got = reply["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("");
+        ensure(got == want, || {
+            format!("through the shards {got:?}, natively {want:?}")
         })?;
     }
     Ok(())
@@ -859,6 +900,10 @@ fn checks() -> Vec<(&'static str, Check)> {
         ("greedy_through_the_shards_equals_the_native_engine", |s| {
             greedy_equals_the_native_engine(&s.all.client())
         }),
+        (
+            "a_long_prompt_goes_in_pieces_and_equals_the_native_engine",
+            |s| a_long_prompt_goes_in_pieces(&s.all.client()),
+        ),
         (
             "sampled_through_the_shards_equals_the_native_sampler",
             |s| sampled_equals_the_native_sampler(&s.all.client(), &s.all),

@@ -13,8 +13,12 @@ use crate::shard::{Batch, Begun, Call, Input, Output, Ran, Shard, ShardError};
 
 struct State {
     shard: Shard,
-    input: Vec<u8>,
-    output: Vec<f32>,
+    /// What the entry writes: words (token ids, or the bits of hidden
+    /// states), read in place.
+    input: Vec<u32>,
+    /// The last batch's outputs, each where `step_batch` said, until the
+    /// next batch.
+    outputs: Vec<Vec<f32>>,
     /// An error's message, or an answer's JSON.
     text: String,
 }
@@ -23,7 +27,7 @@ thread_local! {
     static STATE: RefCell<State> = RefCell::new(State {
         shard: Shard::new(0, 1),
         input: Vec::new(),
-        output: Vec::new(),
+        outputs: Vec::new(),
         text: String::new(),
     });
 }
@@ -153,13 +157,18 @@ pub extern "C" fn info() -> u32 {
     })
 }
 
-/// The input buffer's first `count` little-endian words.
-fn words(input: &[u8], count: usize) -> Vec<u32> {
-    input
-        .chunks_exact(4)
-        .take(count)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+/// The input buffer's first `count` words (as many as it has).
+fn words(input: &[u32], count: usize) -> &[u32] {
+    &input[..count.min(input.len())]
+}
+
+/// Words as the floats whose bits they are, in place: a prompt's hidden
+/// states are megabytes, and a copy is memory the shard's plan does not
+/// have.
+fn floats(words: &[u32]) -> &[f32] {
+    // SAFETY: f32 and u32 have one size and alignment, and every bit
+    // pattern of a u32 is an f32.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<f32>(), words.len()) }
 }
 
 /// Asks at `now` for a pass of at most `tokens` fed tokens. The input
@@ -170,11 +179,14 @@ fn words(input: &[u8], count: usize) -> Vec<u32> {
 pub extern "C" fn begin(tokens: usize, prompt_count: usize, scope_len: usize, now: f64) -> u32 {
     with(|s| {
         let prompt = words(&s.input, prompt_count);
-        let from = (prompt_count * 4).min(s.input.len());
-        let to = (from + scope_len).min(s.input.len());
-        let scope = String::from_utf8_lossy(&s.input[from..to]).into_owned();
+        let scope: Vec<u8> = s.input[prompt.len()..]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .take(scope_len)
+            .collect();
+        let scope = String::from_utf8_lossy(&scope).into_owned();
         let now = millis(now);
-        match s.shard.begin(tokens, &scope, &prompt, now) {
+        match s.shard.begin(tokens, &scope, prompt, now) {
             Ok(begun) => {
                 answer(s, begun, now);
                 0
@@ -225,7 +237,7 @@ pub extern "C" fn tick(now: f64, late: f64) {
 pub extern "C" fn close(id: u32, keep_count: usize, now: f64) {
     with(|s| {
         let keep = (keep_count > 0).then(|| words(&s.input, keep_count));
-        s.shard.close(id, keep.as_deref(), millis(now));
+        s.shard.close(id, keep, millis(now));
     })
 }
 
@@ -248,10 +260,10 @@ pub extern "C" fn news() -> u32 {
 #[no_mangle]
 pub extern "C" fn input_buffer(bytes: usize) -> *mut u8 {
     with(|s| {
-        // u32 and f32 inputs: 4-byte aligned.
+        // u32 and f32 inputs: words, 4-byte aligned.
         s.input.clear();
-        s.input.resize(bytes, 0);
-        s.input.as_mut_ptr()
+        s.input.resize(bytes.div_ceil(4), 0);
+        s.input.as_mut_ptr().cast::<u8>()
     })
 }
 
@@ -259,11 +271,11 @@ pub extern "C" fn input_buffer(bytes: usize) -> *mut u8 {
 #[derive(Serialize)]
 #[serde(rename_all = "snake_case")]
 enum Outcome {
-    /// Its output: `len` floats from float `at` of the output buffer.
-    Out { at: usize, len: usize },
-    /// The best logits it asked for: `len` logits from float `at` of the
-    /// output buffer, best first, then their `len` token ids (u32).
-    Best { at: usize, len: usize },
+    /// Its output: `len` floats at address `ptr`.
+    Out { ptr: usize, len: usize },
+    /// The best logits it asked for: `len` logits at address `ptr`, best
+    /// first, then their `len` token ids (u32).
+    Best { ptr: usize, len: usize },
     /// It failed alone, for this reason.
     Error { message: String },
     /// It did not run this time: ask again with it first.
@@ -289,8 +301,8 @@ const RECORD: usize = 5;
 /// ids or 0 for hidden states, length in words, best logits asked for),
 /// then each record's input in that order (u32 ids or f32 bits). 0 with
 /// `{"outcomes": [...], "hold_ms": ...}` in the text buffer, one outcome per
-/// record (`out` or `best` at an offset of the output buffer, `error`, or
-/// `later`; after `later`, ask
+/// record (`out` or `best` at an address, valid until the next batch,
+/// `error`, or `later`; after `later`, ask
 /// again at once, or within `hold_ms` when it is set), or 1 with an error
 /// when the buffer does not hold what the records say.
 #[no_mangle]
@@ -302,32 +314,30 @@ pub extern "C" fn step_batch(count: usize, now: f64) -> u32 {
             return 1;
         };
         let calls: Vec<Call> = inputs
-            .iter()
+            .into_iter()
             .map(|(handle, at, input, best)| Call {
-                handle: *handle,
-                at: *at,
-                input: match input {
-                    Owned::Tokens(t) => Input::Tokens(t),
-                    Owned::Hidden(h) => Input::Hidden(h),
-                },
-                best: *best,
+                handle,
+                at,
+                input,
+                best,
             })
             .collect();
         let Batch { ran, hold } = s.shard.step_batch(&calls, now);
-        s.output.clear();
+        s.outputs.clear();
         let outcomes: Vec<Outcome> = ran
             .into_iter()
             .map(|r: Ran| match r {
                 Some(Ok(Output::Floats(out))) => {
-                    let at = s.output.len();
-                    s.output.extend_from_slice(&out);
-                    Outcome::Out { at, len: out.len() }
+                    let (ptr, len) = (out.as_ptr() as usize, out.len());
+                    s.outputs.push(out);
+                    Outcome::Out { ptr, len }
                 }
                 Some(Ok(Output::Best(top))) => {
-                    let at = s.output.len();
-                    s.output.extend(top.iter().map(|c| c.1));
-                    s.output.extend(top.iter().map(|c| f32::from_bits(c.0)));
-                    Outcome::Best { at, len: top.len() }
+                    let mut out: Vec<f32> = top.iter().map(|c| c.1).collect();
+                    out.extend(top.iter().map(|c| f32::from_bits(c.0)));
+                    let (ptr, len) = (out.as_ptr() as usize, top.len());
+                    s.outputs.push(out);
+                    Outcome::Best { ptr, len }
                 }
                 Some(Err(e)) => Outcome::Error {
                     message: e.to_string(),
@@ -344,41 +354,24 @@ pub extern "C" fn step_batch(count: usize, now: f64) -> u32 {
     })
 }
 
-/// A record's input, copied out of the input buffer.
-enum Owned {
-    Tokens(Vec<u32>),
-    Hidden(Vec<f32>),
-}
-
-/// The `count` records at the start of `input` and their inputs, or none
-/// when the buffer is shorter than they say.
-fn records(input: &[u8], count: usize) -> Option<Vec<(u32, usize, Owned, usize)>> {
+/// The `count` records at the start of `input` and their inputs (read in
+/// place), or none when the buffer is shorter than they say.
+fn records(input: &[u32], count: usize) -> Option<Vec<(u32, usize, Input<'_>, usize)>> {
     let head = count.checked_mul(RECORD)?;
-    let words = words(input, input.len() / 4);
     let mut next = head;
     let mut out = Vec::with_capacity(count);
-    for record in words.get(..head)?.chunks_exact(RECORD) {
+    for record in input.get(..head)?.chunks_exact(RECORD) {
         let [handle, at, kind, len, best] = [record[0], record[1], record[2], record[3], record[4]];
-        let body = words.get(next..next.checked_add(len as usize)?)?;
+        let body = input.get(next..next.checked_add(len as usize)?)?;
         next += len as usize;
-        let owned = if kind == 1 {
-            Owned::Tokens(body.to_vec())
+        let input = if kind == 1 {
+            Input::Tokens(body)
         } else {
-            Owned::Hidden(body.iter().map(|&w| f32::from_bits(w)).collect())
+            Input::Hidden(floats(body))
         };
-        out.push((handle, at as usize, owned, best as usize));
+        out.push((handle, at as usize, input, best as usize));
     }
     Some(out)
-}
-
-#[no_mangle]
-pub extern "C" fn output_ptr() -> *const f32 {
-    with(|s| s.output.as_ptr())
-}
-
-#[no_mangle]
-pub extern "C" fn output_len() -> usize {
-    with(|s| s.output.len())
 }
 
 /// The text buffer (an error's message, or JSON), UTF-8.

@@ -32,6 +32,7 @@ use crate::api::trace::Trace;
 use crate::api::ApiError;
 use crate::decoder::sampling::Logits;
 use crate::spec::ShardSpec;
+use edgeinfer_engine::decoder::STAGE_ROWS;
 
 /// Longest wait for a shard to open a pass (its first call in a cold
 /// isolate loads the weights: tens of ms). A shard with no room makes a
@@ -332,7 +333,39 @@ impl Chain {
         result
     }
 
+    /// A pass in pieces of at most [`STAGE_ROWS`] tokens, each through
+    /// every shard before the next: what a call carries between isolates
+    /// (its hidden states, 2.3 KB a token for SmolLM2) and what a shard
+    /// holds for it stay bounded whatever the prompt, and other
+    /// conversations' steps run between the pieces of a long prompt
+    /// instead of waiting for all of it. Pieces before the last ask the
+    /// last shard for its one best candidate: their logits are not used.
     async fn run(
+        &self,
+        tokens: &[u32],
+        at: usize,
+        best: Option<usize>,
+    ) -> Result<(Logits, Vec<(&'static str, f64)>), ApiError> {
+        let pieces = tokens.len().div_ceil(STAGE_ROWS).max(1);
+        let mut hops: Vec<(&'static str, f64)> = Vec::with_capacity(self.passes.len());
+        for (k, piece) in tokens.chunks(STAGE_ROWS.max(1)).enumerate() {
+            let last = k + 1 == pieces;
+            let ask = if last { best } else { Some(1) };
+            let (logits, times) = self.run_piece(piece, at + k * STAGE_ROWS, ask).await?;
+            for (name, ms) in times {
+                match hops.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, total)) => *total += ms,
+                    None => hops.push((name, ms)),
+                }
+            }
+            if last {
+                return Ok((logits, hops));
+            }
+        }
+        Err(ApiError::internal("a model pass over no tokens"))
+    }
+
+    async fn run_piece(
         &self,
         tokens: &[u32],
         at: usize,

@@ -420,12 +420,13 @@ impl Decoder {
         }
     }
 
-    /// The rows to run through the blocks: looked up from the tokens, or
-    /// the previous part's hidden states.
-    fn rows(&self, input: StageInput) -> Result<Vec<f32>, DecoderError> {
+    /// How many rows `input` brings, once checked against this part: token
+    /// ids within the vocabulary for the first part, whole rows of hidden
+    /// states for the others.
+    fn rows_in(&self, input: StageInput) -> Result<usize, DecoderError> {
         let c = &self.config;
         match (input, &self.embedding, self.part.embeds) {
-            (StageInput::Tokens(tokens), Some(embedding), true) => {
+            (StageInput::Tokens(tokens), Some(_), true) => {
                 if tokens.is_empty() {
                     return Err(DecoderError::NoTokens);
                 }
@@ -435,11 +436,7 @@ impl Decoder {
                         vocab: c.vocab,
                     });
                 }
-                let mut x = vec![0.0f32; tokens.len() * c.dims];
-                for (row, &t) in x.chunks_exact_mut(c.dims).zip(tokens) {
-                    embedding.row(t as usize, row);
-                }
-                Ok(x)
+                Ok(tokens.len())
             }
             (StageInput::Hidden(h), _, false) => {
                 if h.is_empty() {
@@ -449,7 +446,7 @@ impl Decoder {
                         expected: "whole rows of hidden states",
                     })
                 } else {
-                    Ok(h.to_vec())
+                    Ok(h.len() / c.dims)
                 }
             }
             (_, _, true) => Err(DecoderError::WrongInput {
@@ -458,6 +455,24 @@ impl Decoder {
             (_, _, false) => Err(DecoderError::WrongInput {
                 expected: "hidden states",
             }),
+        }
+    }
+
+    /// Appends rows `from..from + n` of a checked `input` ([`Self::rows_in`])
+    /// to `x`: looked up from the tokens, or the previous part's hidden
+    /// states. A window's rows only: a long prompt is never copied whole.
+    fn append_rows(&self, input: StageInput, from: usize, n: usize, x: &mut Vec<f32>) {
+        let d = self.config.dims;
+        match (input, &self.embedding) {
+            (StageInput::Tokens(tokens), Some(embedding)) => {
+                for &t in &tokens[from..from + n] {
+                    let at = x.len();
+                    x.resize(at + d, 0.0);
+                    embedding.row(t as usize, &mut x[at..]);
+                }
+            }
+            (StageInput::Hidden(h), _) => x.extend_from_slice(&h[from * d..(from + n) * d]),
+            (StageInput::Tokens(_), None) => unreachable!("checked by rows_in"),
         }
     }
 
@@ -488,13 +503,12 @@ impl Decoder {
         let c = &self.config;
         let d = c.dims;
         let mut results: Vec<Result<Vec<f32>, DecoderError>> = Vec::with_capacity(steps.len());
-        // The sequences that run: which step, its input rows, how many of
-        // them went through already.
-        let mut seqs: Vec<(usize, Vec<f32>, usize)> = Vec::with_capacity(steps.len());
+        // The sequences that run: which step, its rows, how many of them
+        // went through already.
+        let mut seqs: Vec<(usize, usize, usize)> = Vec::with_capacity(steps.len());
         for (i, step) in steps.iter().enumerate() {
-            let fed = self.rows(step.input).and_then(|rows| {
-                let s = rows.len() / d;
-                let needed = step.cache.len + s;
+            let fed = self.rows_in(step.input).and_then(|rows| {
+                let needed = step.cache.len + rows;
                 if needed > c.context || step.cache.layers.len() != self.blocks.len() {
                     Err(DecoderError::ContextFull {
                         needed,
@@ -507,13 +521,19 @@ impl Decoder {
             match fed {
                 Ok(rows) => {
                     seqs.push((i, rows, 0));
-                    results.push(Ok(Vec::new()));
+                    // Sized once: an output grown window by window would
+                    // hold up to twice its bytes.
+                    let floats = match (self.final_norm.is_some(), all) {
+                        (false, _) => rows * d,
+                        (true, true) => rows * c.vocab,
+                        (true, false) => c.vocab,
+                    };
+                    results.push(Ok(Vec::with_capacity(floats)));
                 }
                 Err(e) => results.push(Err(e)),
             }
         }
-        let mut x =
-            Vec::with_capacity(STAGE_ROWS.min(seqs.iter().map(|s| s.1.len() / d).sum()) * d);
+        let mut x = Vec::with_capacity(STAGE_ROWS.min(seqs.iter().map(|s| s.1).sum()) * d);
         loop {
             // The next window: each sequence's next rows, in order, while
             // it has room; (step, first row in `x`, rows, positions before).
@@ -522,13 +542,13 @@ impl Decoder {
             // Sequences whose last row is in this window (they predict).
             let mut ending: Vec<usize> = Vec::with_capacity(seqs.len());
             for (i, rows, done) in seqs.iter_mut() {
-                let (at, left) = (x.len() / d, rows.len() / d - *done);
+                let (at, left) = (x.len() / d, *rows - *done);
                 let take = left.min(STAGE_ROWS - at);
                 if take == 0 {
                     continue;
                 }
                 window.push((*i, at, take, steps[*i].cache.len));
-                x.extend_from_slice(&rows[*done * d..(*done + take) * d]);
+                self.append_rows(steps[*i].input, *done, take, &mut x);
                 *done += take;
                 if take == left {
                     ending.push(window.len() - 1);

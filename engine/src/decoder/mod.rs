@@ -11,5 +11,5 @@ pub mod format;
 pub mod kv;
 
 pub use best::{best, Candidate, MOST_BEST};
-pub use engine::{Decoder, DecoderError, StageInput, Step};
+pub use engine::{Decoder, DecoderError, StageInput, Step, STAGE_ROWS};
 pub use kv::KvCache;
