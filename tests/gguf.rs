@@ -269,6 +269,8 @@ mod planning {
             final_norm: 4 * d as u64,
             layers: vec![layer; layers],
             kv_per_token: 2 * kv as u64 * 4,
+            stage: 128 * 40 * d as u64,
+            logits: 2 * 16 * 4 * vocab as u64,
         }
     }
 

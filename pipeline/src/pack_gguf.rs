@@ -28,6 +28,7 @@ use super::plan::Costs;
 use edgeinfer_engine::decoder::format::{
     Config, Header, Layer, Matrix, Part, Rope, RopeStyle, Weights, MAGIC,
 };
+use edgeinfer_engine::decoder::{stage_row_bytes, PREDICT_ROWS, STAGE_ROWS};
 use edgeinfer_engine::kernels::panels::{self, PanelKind, Panels};
 
 /// How the weights are stored in the packed form.
@@ -268,6 +269,8 @@ impl<'a> Gguf<'a> {
             final_norm: bytes("output_norm.weight")?,
             layers,
             kv_per_token: 2 * (c.kv_heads * c.head_dim * 4) as u64,
+            stage: STAGE_ROWS as u64 * stage_row_bytes(&c),
+            logits: 2 * PREDICT_ROWS as u64 * 4 * c.vocab as u64,
         })
     }
 

@@ -49,6 +49,10 @@ pub struct Costs {
     pub layers: Vec<u64>,
     /// Key and value bytes one token adds to one layer's cache.
     pub kv_per_token: u64,
+    /// What a pass holds while it runs, in every shard: a window of rows.
+    pub stage: u64,
+    /// What the last shard's batch holds besides: its rows of logits.
+    pub logits: u64,
 }
 
 /// One Worker of the plan.
@@ -91,8 +95,9 @@ impl Budget {
         let weights = costs.weights(&layers, embedding, head);
         let kv =
             costs.kv_per_token * self.context as u64 * self.sessions as u64 * layers.len() as u64;
+        let transient = costs.stage + if head { costs.logits } else { 0 };
         Shard {
-            memory: 2 * weights + self.code_bytes + self.runtime_bytes + kv,
+            memory: 2 * weights + self.code_bytes + self.runtime_bytes + kv + transient,
             layers,
             embedding,
             head,

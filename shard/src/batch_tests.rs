@@ -5,10 +5,10 @@
 //! gets alone, whoever shares its batch and wherever its rows sit in it,
 //! and one call's error failing that call alone.
 
-use edgeinfer_engine::decoder::best;
 use edgeinfer_engine::decoder::format::{
     Config, Header, Layer, Matrix, Part, Rope, RopeStyle, Weights, MAGIC,
 };
+use edgeinfer_engine::decoder::{best, PREDICT_ROWS};
 use edgeinfer_engine::kernels::panels::Panels;
 use edgeinfer_engine::packed::{leak_aligned, Packer};
 
@@ -551,4 +551,37 @@ fn no_hold_runs_calls_as_they_come() {
     assert!(alone.hold.is_none() && alone.ran[0].as_ref().is_some_and(Result::is_ok));
     let info = s.info().unwrap();
     assert_eq!((info.stages, info.batched_stages, info.holds), (2, 1, 0));
+}
+
+/// The last shard runs at most `PREDICT_ROWS` calls in one batch (each
+/// holds its rows of logits, what the plan counts); the first shard of the
+/// same model takes them all, and the rest run in the next batch, first.
+#[test]
+fn the_last_shard_batches_at_most_predict_rows_calls() {
+    let [mut first, mut last] = shards(Format::Q8, 2_000);
+    // No holding for the passes that ran: the rest run when asked.
+    last.set_hold(0);
+    let n = PREDICT_ROWS + 3;
+    let handles: Vec<[u32; 2]> = (0..n)
+        .map(|_| [open(&mut first, 4), open(&mut last, 4)])
+        .collect();
+    let calls: Vec<Call> = handles.iter().map(|h| tokens(h[0], 0, &[5])).collect();
+    let hidden = batch(&mut first, &calls);
+    assert_eq!(hidden.len(), n);
+    let calls: Vec<Call> = handles
+        .iter()
+        .zip(&hidden)
+        .map(|(h, x)| Call {
+            handle: h[1],
+            at: 0,
+            input: Input::Hidden(x.as_ref().unwrap()),
+            best: 1,
+        })
+        .collect();
+    let ran = last.step_batch(&calls, 0).ran;
+    let count = |ran: &[Ran]| ran.iter().filter(|r| matches!(r, Some(Ok(_)))).count();
+    assert_eq!(count(&ran), PREDICT_ROWS);
+    assert!(ran[PREDICT_ROWS..].iter().all(Option::is_none));
+    let rest = last.step_batch(&calls[PREDICT_ROWS..], 0).ran;
+    assert_eq!(count(&rest), 3);
 }

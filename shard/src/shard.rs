@@ -30,7 +30,7 @@ use thiserror::Error;
 
 use edgeinfer_engine::decoder::format::{Config, Part};
 use edgeinfer_engine::decoder::{
-    best, Candidate, Decoder, DecoderError, KvCache, StageInput, Step, MOST_BEST,
+    best, Candidate, Decoder, DecoderError, KvCache, StageInput, Step, MOST_BEST, PREDICT_ROWS,
 };
 
 use crate::gate::{Decisions, Gate, Limits, Millis, Refusal, Standing};
@@ -693,7 +693,10 @@ impl Shard {
                 limit = limit.min(n.max(BATCH_ROWS));
             }
             let full = !chosen.is_empty() && rows + n > limit;
-            if full || chosen.iter().any(|c| c.1 == i) {
+            // The last shard's batches hold a row of logits per call: as
+            // many as its plan counts.
+            let predicting = decoder.part().predicts && chosen.len() >= PREDICT_ROWS;
+            if full || predicting || chosen.iter().any(|c| c.1 == i) {
                 break;
             }
             let checked = if self.gate.touch(call.handle, now) {

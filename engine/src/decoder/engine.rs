@@ -257,6 +257,24 @@ pub struct Decoder {
 /// tiles.
 pub const STAGE_ROWS: usize = 128;
 
+/// The most sequences a pass of a part that predicts should run at once
+/// (a shard's batches keep to it): each holds a row of logits twice (the
+/// head's output, then its own), 196 KB a row for SmolLM2, so 33
+/// conversations held 13 MB. The shard plans count this many
+/// (`pipeline/src/plan.rs`).
+pub const PREDICT_ROWS: usize = 16;
+
+/// Bytes one row holds while a pass runs it (see [`STAGE_ROWS`]): its
+/// activations through a block, its quantized copy for the integer
+/// products, and the row in flight as the pass's input and output. What a
+/// shard's plan counts per row of a window.
+pub fn stage_row_bytes(c: &Config) -> u64 {
+    let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+    let activations = 3 * c.dims + 2 * qd + 2 * kvd + 2 * c.ffn;
+    let widest = c.dims.max(qd).max(c.ffn);
+    (4 * (activations + widest + 2 * c.dims)) as u64
+}
+
 impl Decoder {
     /// Reads the header and checks every array once (shapes, bounds,
     /// alignment), so running never indexes out of bounds. Microseconds:

@@ -11,5 +11,7 @@ pub mod format;
 pub mod kv;
 
 pub use best::{best, Candidate, MOST_BEST};
-pub use engine::{Decoder, DecoderError, StageInput, Step, STAGE_ROWS};
+pub use engine::{
+    stage_row_bytes, Decoder, DecoderError, StageInput, Step, PREDICT_ROWS, STAGE_ROWS,
+};
 pub use kv::KvCache;
