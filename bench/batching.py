@@ -18,7 +18,7 @@ server:
   tokens after the first over the time from first to last);
 - the shards' batch counters from their `GET /` (after only).
 
-Usage: bench/batching.py --before DIR [--before-front DIR] [--sampled] [--levels 1,4,8]
+Usage: bench/batching.py --before DIR [--before-front DIR] [--before-name TEXT] [--sampled] [--levels 1,4,8]
                          [--max-tokens 64] [--reps 2] [--holds 0,6] [--json PATH]
 --holds also serves the batched shards with those BATCH_HOLD_MS; KEEP=1
 keeps each server's directory (config, log) for a look afterwards. The
@@ -246,6 +246,8 @@ def main():
     ap.add_argument("--after", default=os.path.join(ROOT, "build/shards"))
     ap.add_argument("--before-front", default=os.path.join(ROOT, "build"),
                     help="the baseline's front worker (a build dir); default this tree's")
+    ap.add_argument("--before-name", default="the --before build",
+                    help="what the baseline is, for the JSON (e.g. 'main at 343cce9')")
     ap.add_argument("--sampled", action="store_true",
                     help="the API's default sampling (temperature 0.8, top-k 40), seeded, not greedy")
     ap.add_argument("--levels", default="1,4,8")
@@ -258,8 +260,8 @@ def main():
     print(f"CPU: {cpu}, {os.cpu_count()} logical; load before: {open('/proc/loadavg').read().strip()}")
     servers = [Server("before", a.before, front_dir=a.before_front), Server("after", a.after)]
     servers += [Server(f"hold{h}", a.after, int(h)) for h in a.holds.split(",") if h]
-    out = {"cpu": cpu, "sampled": a.sampled, "before": a.before, "before_front": a.before_front,
-           "levels": []}
+    # What the baseline is, in words (never a path of this machine).
+    out = {"cpu": cpu, "sampled": a.sampled, "before": a.before_name, "levels": []}
     try:
         for s in servers:  # warm every isolate
             chat(s.port, "Hello!", 4)

@@ -76,6 +76,21 @@ fn native_sampled(decoder: &Decoder, prompt: &[u32], n: usize, params: SamplingP
     out
 }
 
+/// SmolLM2's tokenizer, as the golden files were made with it.
+fn tokenizer() -> Result<tokenizers::Tokenizer, Failed> {
+    tokenizers::Tokenizer::from_file(support::root().join("models/smollm2/tokenizer.json"))
+        .map_err(|e| e.to_string().into())
+}
+
+/// The text of a reply's token ids, as the API shows it (control tokens
+/// left out).
+fn reply_text(tokenizer: &tokenizers::Tokenizer, ids: &[u32]) -> Result<String, Failed> {
+    let text_ids: Vec<u32> = ids.iter().copied().filter(|&t| t >= CONTROLS).collect();
+    tokenizer
+        .decode(&text_ids, true)
+        .map_err(|e| e.to_string().into())
+}
+
 fn chat(c: &Client, body: &Value) -> Result<Value, Failed> {
     let res = c.post_json("/v1/chat/completions", body);
     ensure(res.status == 200, || {
@@ -90,9 +105,7 @@ fn chat(c: &Client, body: &Value) -> Result<Value, Failed> {
 
 fn greedy_equals_the_native_engine(c: &Client) -> Result<(), Failed> {
     let decoder = smollm2::decoder(Storage::AsStored);
-    let tokenizer =
-        tokenizers::Tokenizer::from_file(support::root().join("models/smollm2/tokenizer.json"))
-            .map_err(|e| e.to_string())?;
+    let tokenizer = tokenizer()?;
     let cases = smollm2::golden()["greedy"]["cases"]
         .as_array()
         .ok_or("no cases")?;
@@ -101,14 +114,7 @@ fn greedy_equals_the_native_engine(c: &Client) -> Result<(), Failed> {
     for case in cases {
         let prompt = smollm2::ids(&case["prompt_ids"]);
         let expected = native_reply(&decoder, &prompt, MAX_TOKENS);
-        let text_ids: Vec<u32> = expected
-            .iter()
-            .copied()
-            .filter(|&t| t >= CONTROLS)
-            .collect();
-        let expected_text = tokenizer
-            .decode(&text_ids, true)
-            .map_err(|e| e.to_string())?;
+        let expected_text = reply_text(&tokenizer, &expected)?;
         let body = json!({ "model": MODEL, "messages": case["messages"], "temperature": 0,
                            "max_tokens": MAX_TOKENS });
         let reply = chat(c, &body)?;
@@ -165,9 +171,7 @@ fn sampled_equals_the_native_sampler(c: &Client, worker: &Worker) -> Result<(), 
             .collect()
     };
     let decoder = smollm2::decoder(Storage::AsStored);
-    let tokenizer =
-        tokenizers::Tokenizer::from_file(support::root().join("models/smollm2/tokenizer.json"))
-            .map_err(|e| e.to_string())?;
+    let tokenizer = tokenizer()?;
     let cases = smollm2::golden()["greedy"]["cases"]
         .as_array()
         .ok_or("no cases")?;
@@ -190,14 +194,7 @@ fn sampled_equals_the_native_sampler(c: &Client, worker: &Worker) -> Result<(), 
         for case in cases.iter().skip(n).take(3) {
             let prompt = smollm2::ids(&case["prompt_ids"]);
             let expected = native_sampled(&decoder, &prompt, MAX_TOKENS, params);
-            let text_ids: Vec<u32> = expected
-                .iter()
-                .copied()
-                .filter(|&t| t >= CONTROLS)
-                .collect();
-            let expected_text = tokenizer
-                .decode(&text_ids, true)
-                .map_err(|e| e.to_string())?;
+            let expected_text = reply_text(&tokenizer, &expected)?;
             let mut body = json!({ "model": MODEL, "messages": case["messages"],
                                    "max_tokens": MAX_TOKENS });
             for (k, v) in setting.as_object().ok_or("setting")? {
@@ -252,12 +249,7 @@ fn a_long_prompt_goes_in_pieces(c: &Client) -> Result<(), Failed> {
             usage["prompt_tokens"] == prompt.len() && usage["completion_tokens"] == expected.len(),
             || format!("{usage} vs {} prompt ids, {expected:?}", prompt.len()),
         )?;
-        let text_ids: Vec<u32> = expected
-            .iter()
-            .copied()
-            .filter(|&t| t >= CONTROLS)
-            .collect();
-        let want = model.decode(&text_ids).map_err(|e| e.to_string())?;
+        let want = reply_text(&tokenizer()?, &expected)?;
         let got = reply["choices"][0]["message"]["content"]
             .as_str()
             .unwrap_or("");

@@ -347,17 +347,13 @@ impl Chain {
         best: Option<usize>,
     ) -> Result<(Logits, Vec<(&'static str, f64)>), ApiError> {
         let pieces = tokens.len().div_ceil(STAGE_ROWS).max(1);
-        let mut hops: Vec<(&'static str, f64)> = Vec::with_capacity(self.passes.len());
+        let mut hops: Vec<(&'static str, f64)> = Vec::with_capacity(self.passes.len() * pieces);
         for (k, piece) in tokens.chunks(STAGE_ROWS.max(1)).enumerate() {
             let last = k + 1 == pieces;
             let ask = if last { best } else { Some(1) };
             let (logits, times) = self.run_piece(piece, at + k * STAGE_ROWS, ask).await?;
-            for (name, ms) in times {
-                match hops.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, total)) => *total += ms,
-                    None => hops.push((name, ms)),
-                }
-            }
+            // One entry per shard per piece: the turn sums them by name.
+            hops.extend(times);
             if last {
                 return Ok((logits, hops));
             }

@@ -141,7 +141,8 @@ pub struct Pass {
     pub logits: Logits,
     /// The pass's time as the host measured it (ms).
     pub ms: f64,
-    /// Each shard Worker's own time (its name for `Server-Timing`, ms).
+    /// Each shard Worker's own time (its name for `Server-Timing`, ms),
+    /// once per piece of the pass: summed by name.
     pub hops: Vec<(&'static str, f64)>,
     /// How many of the prompt's first tokens the model already held before
     /// the turn's first pass (kept from the conversation's last turn): they
