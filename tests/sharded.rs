@@ -30,7 +30,7 @@ use support::{ensure, Bindings, BrokenShard, Client, Worker};
 
 use check::pack_gguf::Storage;
 use edgeinfer::decoder::sampling::{argmax, Sampler, SamplingParams};
-use edgeinfer::decoder::template::Message;
+use edgeinfer::decoder::template::{Message, Role};
 use edgeinfer_engine::decoder::{Decoder, STAGE_ROWS};
 
 const MODEL: &str = "smollm2-135m-instruct";
@@ -362,6 +362,36 @@ fn session_converses(c: &Client) -> Result<(), Failed> {
     Ok(())
 }
 
+/// How many tokens the template's default system message takes (what every
+/// shard pins for every caller: shard/src/shard.rs `PUBLIC`).
+fn public_start_len() -> Result<u64, Failed> {
+    let spec = edgeinfer::registry::find(MODEL).map_err(|e| e.to_string())?;
+    let (model, _) = edgeinfer::registry::chat_model(spec).map_err(|e| e.to_string())?;
+    let n = model.public_start().len() as u64;
+    ensure(n > 0, || "the model has no public start".to_string())?;
+    Ok(n)
+}
+
+/// How many first ids the prompt of `messages` shares with the public start.
+fn public_start_shared(messages: &[(Role, &str)]) -> Result<u64, Failed> {
+    let spec = edgeinfer::registry::find(MODEL).map_err(|e| e.to_string())?;
+    let (model, _) = edgeinfer::registry::chat_model(spec).map_err(|e| e.to_string())?;
+    let messages: Vec<Message> = messages
+        .iter()
+        .map(|&(role, content)| Message {
+            role,
+            content: content.into(),
+        })
+        .collect();
+    let prompt = model.prompt(&messages, 12).map_err(|e| e.to_string())?;
+    let start = model.public_start();
+    Ok(start
+        .iter()
+        .zip(&prompt.ids)
+        .take_while(|(a, b)| a == b)
+        .count() as u64)
+}
+
 fn cached_tokens(usage: &Value) -> Option<u64> {
     usage["prompt_tokens_details"]["cached_tokens"].as_u64()
 }
@@ -369,7 +399,8 @@ fn cached_tokens(usage: &Value) -> Option<u64> {
 /// API keys on: a session's second turn starts from the first turn's cache
 /// (all of its prompt at least) and answers what the same conversation
 /// gets from nothing, which is what another key gets: kept caches are
-/// matched only within the caller's key.
+/// matched only within the caller's key, but for the public start (the
+/// default system message) that every key starts from.
 fn next_turn_feeds_only_what_is_new(base: &str) -> Result<(), Failed> {
     let a = Client::new(base).with_header("authorization", "Bearer key-alpha");
     let b = Client::new(base).with_header("authorization", "Bearer key-beta");
@@ -407,12 +438,37 @@ fn next_turn_feeds_only_what_is_new(base: &str) -> Result<(), Failed> {
     messages.pop();
     let body = json!({ "model": MODEL, "messages": messages, "temperature": 0, "max_tokens": 12 });
     let other = chat(&b, &body)?;
-    ensure(cached_tokens(&other["usage"]) == Some(0), || {
-        format!(
-            "another key's request started from a kept cache: {}",
-            other["usage"]
-        )
-    })?;
+    ensure(
+        cached_tokens(&other["usage"]) == Some(public_start_len()?),
+        || {
+            format!(
+                "another key's request started from more than the public start \
+                 (the default system message, {} tokens): {}",
+                public_start_len().unwrap_or(0),
+                other["usage"]
+            )
+        },
+    )?;
+    // A system message of its own: only the ids it shares with the public
+    // start (the template's opening) come from it.
+    let (system, user) = (
+        "You answer in one word.",
+        "Hi! My name is Ada and I like tea.",
+    );
+    let mut own = body.clone();
+    own["messages"] = json!([{ "role": "system", "content": system },
+                             { "role": "user", "content": user }]);
+    let first = chat(&b, &own)?;
+    let shared = public_start_shared(&[(Role::System, system), (Role::User, user)])?;
+    ensure(
+        shared < public_start_len()? && cached_tokens(&first["usage"]) == Some(shared),
+        || {
+            format!(
+                "{shared} ids shared with the public start: {}",
+                first["usage"]
+            )
+        },
+    )?;
     let same = chat(&a, &body)?;
     ensure(cached_tokens(&same["usage"]) > Some(first_prompt), || {
         format!("{}", same["usage"])
@@ -780,9 +836,11 @@ fn a_shards_refusal_is_a_503_before_the_stream() -> Result<(), Failed> {
         let error = res.expect_error(503);
         ensure(
             error["code"] == "shard_unavailable"
-                && error["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("in its budget of 64")),
+                && error["message"].as_str().is_some_and(|m| {
+                    // 64, less the public start the shards pinned.
+                    let budget = 64 - public_start_len().unwrap_or(0);
+                    m.contains(&format!("in its budget of {budget}"))
+                }),
             || format!("{error}"),
         )?;
     }

@@ -204,6 +204,16 @@ impl<P> Gate<P> {
         self.limits.budget.saturating_sub(self.reserved())
     }
 
+    /// Takes `tokens` out of the budget for good (what the shard pins),
+    /// if they are free now: false, and nothing changes, if not.
+    pub fn pin(&mut self, tokens: usize) -> bool {
+        let fits = tokens <= self.free();
+        if fits {
+            self.limits.budget -= tokens;
+        }
+        fits
+    }
+
     pub fn holding(&self) -> usize {
         self.holds.len()
     }

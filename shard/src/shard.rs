@@ -21,6 +21,14 @@
 //! within the scope they were kept in (the caller's API key), so with
 //! keys on one caller cannot time another's prompts.
 //!
+//! One scope is everybody's: [`PUBLIC`]. The front feeds it, once per
+//! isolate and before any caller's pass, the start every prompt without a
+//! system message of its own has (the template's default system message:
+//! the server's text, no caller's). Its cache is pinned (never dropped, its
+//! tokens taken out of the budget) and copied, never taken, into any
+//! scope's pass whose prompt starts alike: a new conversation feeds only
+//! what follows it, and whether it was there says nothing of any caller.
+//!
 //! The entry (shard/pass.mjs) moves bytes and keeps time: it hands every
 //! call the time (ms), waits when told to, and after each call wakes the
 //! requests [`Shard::take_news`] names.
@@ -141,9 +149,11 @@ pub struct Info {
     pub open_passes: usize,
     /// Requests waiting for room.
     pub waiting: usize,
-    /// Caches of finished passes, and the tokens they hold.
+    /// Caches of finished passes, and the tokens they hold ([`PUBLIC`]'s
+    /// aside: `public_tokens`, out of `budget_tokens`).
     pub kept_caches: usize,
     pub kept_tokens: usize,
+    pub public_tokens: usize,
     /// Prompt tokens passes did not have to feed, since the instance began.
     pub reused_tokens: u64,
     /// Passes reclaimed after their lease, and requests refused, since the
@@ -271,6 +281,13 @@ pub struct Shard {
     hold: Millis,
 }
 
+/// The scope whose kept caches every scope may start from (see the
+/// module's doc). A caller's scope is its key's hex digest, or empty.
+pub const PUBLIC: &str = "public";
+
+/// The most tokens [`PUBLIC`] caches may pin in all.
+pub const MOST_PUBLIC_TOKENS: usize = 256;
+
 /// How many first ids `a` and `b` share.
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
@@ -329,8 +346,22 @@ impl Shard {
         self.gate.limits().budget
     }
 
+    /// Tokens of the kept caches the budget holds: all but the pinned
+    /// [`PUBLIC`] ones, which are out of it.
     fn kept_tokens(&self) -> usize {
-        self.kept.iter().map(|k| k.ids.len()).sum()
+        self.kept
+            .iter()
+            .filter(|k| k.scope != PUBLIC)
+            .map(|k| k.ids.len())
+            .sum()
+    }
+
+    fn public_tokens(&self) -> usize {
+        self.kept
+            .iter()
+            .filter(|k| k.scope == PUBLIC)
+            .map(|k| k.ids.len())
+            .sum()
     }
 
     pub fn info(&self) -> Result<Info, ShardError> {
@@ -342,8 +373,9 @@ impl Shard {
             reserved_tokens: self.gate.reserved(),
             open_passes: self.passes.len(),
             waiting: self.gate.waiting(),
-            kept_caches: self.kept.len(),
+            kept_caches: self.kept.iter().filter(|k| k.scope != PUBLIC).count(),
             kept_tokens: self.kept_tokens(),
+            public_tokens: self.public_tokens(),
             reused_tokens: self.reused_tokens,
             reclaimed_passes: self.reclaimed_passes,
             refused_requests: self.refused_requests,
@@ -476,14 +508,16 @@ impl Shard {
             .kept
             .iter()
             .enumerate()
-            .filter(|(_, k)| k.scope == scope)
+            .filter(|(_, k)| k.scope == scope || k.scope == PUBLIC)
             .map(|(i, k)| (common_prefix(&k.ids, &prompt).min(usable), k.used, i))
             .filter(|&(shared, _, _)| shared > 0)
             .max();
         self.clock += 1;
         let mut cache = match (best, self.decoder.as_ref()) {
             // The conversation goes on: the pass takes its cache.
-            (Some((shared, _, i)), _) if shared == self.kept[i].ids.len() => {
+            (Some((shared, _, i)), _)
+                if shared == self.kept[i].ids.len() && self.kept[i].scope != PUBLIC =>
+            {
                 self.kept.swap_remove(i).cache
             }
             // Another that starts alike (a shared system prompt, or a turn
@@ -500,7 +534,10 @@ impl Shard {
         // what it needs, oldest first.
         cache.reserve_exact(tokens);
         while self.gate.reserved() + self.kept_tokens() > self.budget() {
-            let Some(oldest) = (0..self.kept.len()).min_by_key(|&i| self.kept[i].used) else {
+            let Some(oldest) = (0..self.kept.len())
+                .filter(|&i| self.kept[i].scope != PUBLIC)
+                .min_by_key(|&i| self.kept[i].used)
+            else {
                 break;
             };
             self.kept.swap_remove(oldest);
@@ -541,6 +578,18 @@ impl Shard {
         };
         if ids.is_empty() || ids.len() != pass.cache.len() {
             return;
+        }
+        if pass.scope == PUBLIC {
+            // Pinned once: its tokens leave the budget for good, if they
+            // are free now and within the public share.
+            let known = self.kept.iter().any(|k| k.scope == PUBLIC && k.ids == ids);
+            if known
+                || self.public_tokens() + ids.len() > MOST_PUBLIC_TOKENS
+                || self.kept_tokens() + ids.len() > self.gate.free()
+                || !self.gate.pin(ids.len())
+            {
+                return;
+            }
         }
         pass.cache.reserve_exact(ids.len());
         self.clock += 1;
@@ -1055,6 +1104,55 @@ mod tests {
         s.close(next.handle, Some(&[1, 2, 3]), 0);
         assert_eq!(s.info().unwrap().kept_caches, 0);
         assert_eq!(s.info().unwrap().reused_tokens, 5);
+    }
+
+    #[test]
+    fn the_public_start_is_pinned_out_of_the_budget_and_copied_into_every_scope() {
+        let mut s = shard(100);
+        converse(&mut s, PUBLIC, &[1, 2, 3, 4], &[1, 2, 3, 4]);
+        let info = s.info().unwrap();
+        assert_eq!(
+            (info.public_tokens, info.budget_tokens, info.kept_caches),
+            (4, 96, 0),
+            "pinned: out of the budget, not a kept cache"
+        );
+        // Fed again (another front isolate warming): pinned once.
+        converse(&mut s, PUBLIC, &[1, 2, 3, 4], &[1, 2, 3, 4]);
+        assert_eq!(s.info().unwrap().public_tokens, 4);
+        // Any scope whose prompt starts with it starts from a copy of it.
+        for scope in ["key-a", "key-b", ""] {
+            let o = opened(&mut s, 10, scope, &[1, 2, 3, 4, 9, 9]);
+            assert_eq!(o.cached, 4, "{scope}");
+            s.close(o.handle, None, 0);
+        }
+        // A prompt that shares only its first ids copies those.
+        let o = opened(&mut s, 10, "key-a", &[1, 2, 7]);
+        assert_eq!(o.cached, 2);
+        s.close(o.handle, None, 0);
+        // A caller's own kept cache is still its own alone, and passes that
+        // need the whole budget drop it but never the public start.
+        converse(&mut s, "key-a", &[1, 2, 3, 4, 5], &[1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            opened(&mut s, 10, "key-b", &[1, 2, 3, 4, 5, 6, 7]).cached,
+            4
+        );
+        let all = opened(&mut s, 86, "key-c", &[8]);
+        assert_eq!(all.cached, 0);
+        let info = s.info().unwrap();
+        assert_eq!((info.kept_caches, info.public_tokens), (0, 4));
+        assert!(matches!(
+            s.begin(97, "key-d", &[1], 0),
+            Ok(Begun::Refused { .. })
+        ));
+        s.close(all.handle, None, 0);
+        // The public share is bounded: past it, nothing more is pinned.
+        let mut big = shard(1000);
+        for start in [0, 100, 200] {
+            let ids: Vec<u32> = (start..start + 90).collect();
+            converse(&mut big, PUBLIC, &ids, &ids);
+        }
+        let info = big.info().unwrap();
+        assert_eq!((info.public_tokens, info.budget_tokens), (180, 820));
     }
 
     #[test]

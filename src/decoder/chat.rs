@@ -19,6 +19,8 @@ pub struct ChatModel {
     tokenizer: Tokenizer,
     decoder: Decoder,
     template: Template,
+    /// [`Template::public_start`], empty without one.
+    public_start: Vec<u32>,
     /// Built on the first constrained reply (see [`ChatModel::constraints`]).
     constraints: OnceLock<Result<Constraints, String>>,
 }
@@ -100,6 +102,7 @@ impl ChatModel {
             id,
             tokenizer,
             decoder,
+            public_start: template.public_start().unwrap_or_default(),
             template,
             constraints: OnceLock::new(),
         })
@@ -132,6 +135,13 @@ impl ChatModel {
 
     pub fn decoder(&self) -> &Decoder {
         &self.decoder
+    }
+
+    /// What every prompt without its own system message starts with
+    /// (empty when the template has no default one): the server's text,
+    /// whose cache every caller may share.
+    pub fn public_start(&self) -> &[u32] {
+        &self.public_start
     }
 
     pub fn template(&self) -> &Template {

@@ -131,6 +131,24 @@ impl Template {
         &self.prefixes[role as usize]
     }
 
+    /// The ids every prompt without a system message of its own starts
+    /// with: the template's opening and its default system message
+    /// (`None` without one). They are the server's, not any caller's, so
+    /// their key/value cache may be shared by every caller (see
+    /// shard/src/shard.rs, `PUBLIC`) without telling one about another.
+    pub fn public_start(&self) -> Option<Vec<u32>> {
+        let content = self.default_system.as_deref()?;
+        Some(
+            [
+                &self.begin,
+                self.prefix(Role::System),
+                content,
+                &self.suffix,
+            ]
+            .concat(),
+        )
+    }
+
     /// The text a message of `role` is tokenized with, before its content.
     pub fn text(&self, role: Role) -> &str {
         &self.texts[role as usize]
@@ -314,6 +332,23 @@ mod chatml_tests {
             role,
             content: String::new(),
         }
+    }
+
+    #[test]
+    fn a_prompt_without_a_system_message_starts_with_the_public_start() {
+        let mut t = chatml();
+        let start = t.public_start().unwrap();
+        assert_eq!(start, [1, 70, 198, 90, 91, 2, 198]);
+        let messages = [msg(Role::User), msg(Role::Assistant), msg(Role::User)];
+        let contents = [vec![10], vec![11], vec![12]];
+        let prompt = render(&t, &messages, &contents, 100).unwrap();
+        assert!(prompt.ids.starts_with(&start), "{:?}", prompt.ids);
+        // A conversation with its own system message does not.
+        let messages = [msg(Role::System), msg(Role::User)];
+        let prompt = render(&t, &messages, &contents[..2], 100).unwrap();
+        assert!(!prompt.ids.starts_with(&start), "{:?}", prompt.ids);
+        t.default_system = None;
+        assert_eq!(t.public_start(), None, "no default system message");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use futures_util::stream;
 use worker::{Env, Headers, Response, Result};
 
 use super::log::LogLine;
-use super::shards::Chain;
+use super::shards::{warm_public_start, Chain};
 use crate::api::chat::{
     ChatCall, ChatTurn, Event, Output, Pass, RequestMeta, Step, TurnSink, Wire, SSE_HEADERS,
 };
@@ -101,6 +101,14 @@ async fn open_chain(
     let Some(sharded) = turn.sharded() else {
         return Ok(None);
     };
+    warm_public_start(
+        env,
+        sharded.model,
+        sharded.shards,
+        trace,
+        sharded.public_start,
+    )
+    .await;
     let chain = Chain::open(
         env,
         sharded.model,

@@ -410,6 +410,57 @@ impl Chain {
     }
 }
 
+/// The scope every shard lets every caller's pass start from (the shard
+/// crate's `PUBLIC`; a caller's scope is its key's hex digest, or empty).
+const PUBLIC_SCOPE: &str = "public";
+
+thread_local! {
+    /// The models whose public start this isolate has fed its shards.
+    static WARMED: std::cell::RefCell<Vec<&'static str>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Feeds `model`'s shards its public start (`ids`: the template's default
+/// system message, the server's own text) under [`PUBLIC_SCOPE`], once per
+/// isolate, before the isolate's first turn opens its passes, whatever that
+/// turn's prompt: every shard pins the cache and copies it into any
+/// caller's new conversation that starts with it (shard/src/shard.rs), and
+/// when that happens depends on no caller's prompt. A shard that already
+/// holds it (another front isolate fed it) is fed its last token only. A
+/// failure costs only the saving: the turn goes on, and the next one tries
+/// again.
+pub async fn warm_public_start(
+    env: &Env,
+    model: &'static str,
+    shards: &'static [ShardSpec],
+    trace: &Trace,
+    ids: &[u32],
+) {
+    let first = WARMED.with(|w| {
+        let mut w = w.borrow_mut();
+        let first = !w.contains(&model);
+        if first {
+            w.push(model);
+        }
+        first
+    });
+    if !first || ids.is_empty() {
+        return;
+    }
+    let Ok(mut chain) = Chain::open(env, model, shards, trace, ids.len(), ids, PUBLIC_SCOPE).await
+    else {
+        WARMED.with(|w| w.borrow_mut().retain(|&m| m != model));
+        return;
+    };
+    // The whole row (not candidates): the shards count only callers' ranked calls.
+    let fed = chain.forward(ids, None).await.is_ok();
+    chain.failed |= !fed;
+    chain.close().await;
+    if !fed {
+        // Tried again by a later turn.
+        WARMED.with(|w| w.borrow_mut().retain(|&m| m != model));
+    }
+}
+
 impl Chain {
     /// Ends the turn's passes before the next turn may open one (a stub's
     /// disposal alone reaches the shard later, if at all), all at once and

@@ -175,6 +175,8 @@ pub struct Sharded<'a> {
     /// The prompt's token ids (what the shards match their kept caches
     /// against).
     pub prompt: &'a [u32],
+    /// [`ChatModel::public_start`]: what the shards keep for every caller.
+    pub public_start: &'static [u32],
 }
 
 /// Where a reply is.
@@ -208,6 +210,8 @@ pub struct ChatTurn {
     hops: Vec<(&'static str, f64)>,
     /// The prompt's first tokens the model did not have to feed again.
     cached_tokens: usize,
+    /// The model's [`ChatModel::public_start`].
+    public_start: &'static [u32],
 }
 
 impl ChatTurn {
@@ -247,6 +251,7 @@ impl ChatTurn {
             generating_ms: 0.0,
             hops: Vec::new(),
             cached_tokens: 0,
+            public_start: model.public_start(),
         })
     }
 
@@ -327,6 +332,7 @@ impl ChatTurn {
                 shards,
                 most_tokens: self.generation.most_tokens(),
                 prompt: self.generation.prompt(),
+                public_start: self.public_start,
             }),
             _ => None,
         }
