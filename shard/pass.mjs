@@ -5,7 +5,7 @@
 // build/shards/<script>/.
 //
 // The front worker calls `begin(traceparent, tokens, prompt, scope)` once
-// per turn over its service binding and gets `{ pass, cached }`: a `Pass`
+// per turn over its service binding and gets `{ pass, cached, public_tokens }`: a `Pass`
 // (an RpcTarget holding this shard's key/value cache for the turn) and how
 // many of the prompt's first tokens that cache already holds (kept from an
 // earlier turn of the conversation, shard/src/shard.rs), or `{ refused: {
@@ -146,9 +146,9 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
         continue;
       }
       if (answer.admitted) {
-        const { id, cached } = answer.admitted;
+        const { id, cached, public_tokens } = answer.admitted;
         nextId = Math.max(nextId, id + 1);
-        return { pass: new Pass(id, traceparent, cached), cached };
+        return { pass: new Pass(id, traceparent, cached), cached, public_tokens };
       }
       const { id, ms } = answer.wait;
       nextId = Math.max(nextId, id + 1);

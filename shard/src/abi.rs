@@ -61,8 +61,13 @@ fn status(state: &mut State, result: Result<(), ShardError>) -> u32 {
 #[derive(Serialize)]
 #[serde(rename_all = "snake_case")]
 enum Answer {
-    /// Its pass's handle, and how much of its prompt the pass's cache holds.
-    Admitted { id: u32, cached: usize },
+    /// Its pass's handle, how much of its prompt the pass's cache holds,
+    /// and how many tokens the shard keeps for every caller.
+    Admitted {
+        id: u32,
+        cached: usize,
+        public_tokens: usize,
+    },
     /// Wait to be woken (its id is in `news`) or `ms` at most, then `poll`.
     Wait { id: u32, ms: u64 },
     /// Not admitted: the message for the caller, and when to retry (s).
@@ -80,6 +85,7 @@ fn answer(state: &mut State, begun: Begun, now: Millis) {
         Begun::Admitted(o) => Answer::Admitted {
             id: o.handle,
             cached: o.cached,
+            public_tokens: o.public_tokens,
         },
         // At least 1 ms: a timer of 0 would ask again before anything
         // could change.

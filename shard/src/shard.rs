@@ -186,6 +186,9 @@ pub struct Info {
 pub struct Opened {
     pub handle: u32,
     pub cached: usize,
+    /// Tokens of [`PUBLIC`] caches the shard holds: none tells the front
+    /// this instance is new to it (see the module's doc).
+    pub public_tokens: usize,
 }
 
 /// Where a request for a pass stands, for the entry.
@@ -553,7 +556,11 @@ impl Shard {
             stage: 0,
             missed: false,
         });
-        Opened { handle, cached }
+        Opened {
+            handle,
+            cached,
+            public_tokens: self.public_tokens(),
+        }
     }
 
     /// Ends request `id` at `now`: a pass frees its reservation, a waiter
@@ -1116,8 +1123,22 @@ mod tests {
             (4, 96, 0),
             "pinned: out of the budget, not a kept cache"
         );
-        // Fed again (another front isolate warming): pinned once.
-        converse(&mut s, PUBLIC, &[1, 2, 3, 4], &[1, 2, 3, 4]);
+        // Fed again (another front isolate warming): pinned once. Every
+        // admission says what is pinned (none before).
+        assert_eq!(
+            converse(&mut s, PUBLIC, &[1, 2, 3, 4], &[1, 2, 3, 4]).public_tokens,
+            4
+        );
+        assert_eq!(
+            shard(100).begin(5, "key-a", &[1], 0).map(|b| matches!(
+                b,
+                Begun::Admitted(Opened {
+                    public_tokens: 0,
+                    ..
+                })
+            )),
+            Ok(true)
+        );
         assert_eq!(s.info().unwrap().public_tokens, 4);
         // Any scope whose prompt starts with it starts from a copy of it.
         for scope in ["key-a", "key-b", ""] {

@@ -119,6 +119,9 @@ async fn open_chain(
         owner.unwrap_or(""),
     )
     .await?;
+    if !sharded.public_start.is_empty() {
+        chain.forget_public_start_if_lost();
+    }
     Ok(Some(chain))
 }
 

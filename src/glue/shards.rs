@@ -97,6 +97,9 @@ pub struct Chain {
     fed: Vec<u32>,
     /// A pass failed: the shards' caches may disagree, none is kept.
     failed: bool,
+    /// The fewest tokens a shard said it keeps for every caller (`None`:
+    /// a shard older than this worker, which does not say).
+    public_tokens: Option<usize>,
     /// Whether the turn still goes on, for its passes' touches.
     life: Rc<Life>,
 }
@@ -217,7 +220,7 @@ impl Chain {
                 let opened = open.await;
                 // Touched from the moment it is admitted: the other shards
                 // may keep the turn waiting for seconds.
-                if let Ok((pass, _)) = &opened {
+                if let Ok((pass, _, _)) = &opened {
                     keep_alive(pass.clone(), life);
                 }
                 opened
@@ -230,13 +233,17 @@ impl Chain {
             cached: prompt.len(),
             fed: Vec::with_capacity(tokens),
             failed: false,
+            public_tokens: None,
             life,
         };
         let mut error = None;
         for (shard, result) in shards.iter().zip(opened) {
             match result {
-                Ok((pass, cached)) => {
+                Ok((pass, cached, public)) => {
                     chain.cached = chain.cached.min(cached);
+                    if let Some(p) = public {
+                        chain.public_tokens = Some(chain.public_tokens.map_or(p, |q| q.min(p)));
+                    }
                     chain.passes.push((shard, pass));
                 }
                 Err(e) => error = error.or(Some(e)),
@@ -262,7 +269,7 @@ impl Chain {
         tokens: usize,
         prompt: &Uint32Array,
         scope: &str,
-    ) -> Result<(ShardPass, usize), ApiError> {
+    ) -> Result<(ShardPass, usize, Option<usize>), ApiError> {
         let entry: ShardEntry = env
             .service(shard.binding)
             .map_err(|_| {
@@ -291,13 +298,28 @@ impl Chain {
         match (field("pass"), field("cached").and_then(|v| v.as_f64())) {
             // A stub is a callable proxy: not undefined is all it shows.
             (Some(pass), Some(cached)) if !pass.is_undefined() && cached >= 0.0 => {
-                Ok((pass.unchecked_into(), cached as usize))
+                let public = field("public_tokens")
+                    .and_then(|v| v.as_f64())
+                    .filter(|p| *p >= 0.0)
+                    .map(|p| p as usize);
+                Ok((pass.unchecked_into(), cached as usize, public))
             }
             _ => Err(shard_error(
                 model,
                 shard,
                 "answered `begin` with no pass (is it older than this worker?)",
             )),
+        }
+    }
+
+    /// Whether a shard said it keeps nothing for every caller while this
+    /// isolate fed them the public start (a shard isolate new since, or
+    /// one with no room to pin it): a turn [`REWARM_AFTER_MS`] after the
+    /// last feeding feeds it again ([`warm_public_start`]). What a shard keeps
+    /// for every caller depends on no caller's prompt, nor does this.
+    pub fn forget_public_start_if_lost(&self) {
+        if self.public_tokens == Some(0) {
+            rewarm_later(self.model);
         }
     }
 
@@ -415,8 +437,26 @@ impl Chain {
 const PUBLIC_SCOPE: &str = "public";
 
 thread_local! {
-    /// The models whose public start this isolate has fed its shards.
-    static WARMED: std::cell::RefCell<Vec<&'static str>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per model whose public start this isolate fed its shards: when it
+    /// did (ms), and when it may feed it again (infinity while the shards
+    /// are believed to hold it).
+    static WARMED: std::cell::RefCell<Vec<(&'static str, f64, f64)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How long after feeding the public start the isolate waits before feeding
+/// it again when a shard lost it or could not pin it (a full budget): a
+/// busy shard is not fed it on every turn.
+const REWARM_AFTER_MS: f64 = 30_000.0;
+
+/// Lets the public start of `model` be fed again [`REWARM_AFTER_MS`] after
+/// it last was.
+fn rewarm_later(model: &str) {
+    WARMED.with(|w| {
+        for entry in w.borrow_mut().iter_mut().filter(|e| e.0 == model) {
+            entry.2 = entry.1 + REWARM_AFTER_MS;
+        }
+    });
 }
 
 /// Feeds `model`'s shards its public start (`ids`: the template's default
@@ -426,8 +466,8 @@ thread_local! {
 /// caller's new conversation that starts with it (shard/src/shard.rs), and
 /// when that happens depends on no caller's prompt. A shard that already
 /// holds it (another front isolate fed it) is fed its last token only. A
-/// failure costs only the saving: the turn goes on, and the next one tries
-/// again.
+/// failure costs only the saving: the turn goes on, and a turn at least
+/// [`REWARM_AFTER_MS`] later tries again.
 pub async fn warm_public_start(
     env: &Env,
     model: &'static str,
@@ -435,20 +475,27 @@ pub async fn warm_public_start(
     trace: &Trace,
     ids: &[u32],
 ) {
+    let now = js_sys::Date::now();
     let first = WARMED.with(|w| {
         let mut w = w.borrow_mut();
-        let first = !w.contains(&model);
-        if first {
-            w.push(model);
+        match w.iter_mut().find(|e| e.0 == model) {
+            Some(entry) if now < entry.2 => false,
+            Some(entry) => {
+                *entry = (model, now, f64::INFINITY);
+                true
+            }
+            None => {
+                w.push((model, now, f64::INFINITY));
+                true
+            }
         }
-        first
     });
     if !first || ids.is_empty() {
         return;
     }
     let Ok(mut chain) = Chain::open(env, model, shards, trace, ids.len(), ids, PUBLIC_SCOPE).await
     else {
-        WARMED.with(|w| w.borrow_mut().retain(|&m| m != model));
+        rewarm_later(model);
         return;
     };
     // The whole row (not candidates): the shards count only callers' ranked calls.
@@ -456,8 +503,7 @@ pub async fn warm_public_start(
     chain.failed |= !fed;
     chain.close().await;
     if !fed {
-        // Tried again by a later turn.
-        WARMED.with(|w| w.borrow_mut().retain(|&m| m != model));
+        rewarm_later(model);
     }
 }
 
