@@ -91,6 +91,13 @@ fn reply_text(tokenizer: &tokenizers::Tokenizer, ids: &[u32]) -> Result<String, 
         .map_err(|e| e.to_string().into())
 }
 
+/// The text of a whole reply's message ("" when there is none).
+fn content(reply: &Value) -> &str {
+    reply["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or("")
+}
+
 fn chat(c: &Client, body: &Value) -> Result<Value, Failed> {
     let res = c.post_json("/v1/chat/completions", body);
     ensure(res.status == 200, || {
@@ -132,9 +139,7 @@ fn greedy_equals_the_native_engine(c: &Client) -> Result<(), Failed> {
                 expected.len()
             )
         })?;
-        let content = reply["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap_or("");
+        let content = content(&reply);
         ensure(content == expected_text, || {
             format!("through the shards {content:?}, natively {expected_text:?}")
         })?;
@@ -201,9 +206,7 @@ fn sampled_equals_the_native_sampler(c: &Client, worker: &Worker) -> Result<(), 
                 body[k] = v.clone();
             }
             let reply = chat(c, &body)?;
-            let content = reply["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap_or("");
+            let content = content(&reply);
             let tokens = expected.len();
             ensure(
                 content == expected_text && reply["usage"]["completion_tokens"] == tokens,
@@ -250,9 +253,7 @@ fn a_long_prompt_goes_in_pieces(c: &Client) -> Result<(), Failed> {
             || format!("{usage} vs {} prompt ids, {expected:?}", prompt.len()),
         )?;
         let want = reply_text(&tokenizer()?, &expected)?;
-        let got = reply["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap_or("");
+        let got = content(&reply);
         ensure(got == want, || {
             format!("through the shards {got:?}, natively {want:?}")
         })?;
@@ -362,20 +363,25 @@ fn session_converses(c: &Client) -> Result<(), Failed> {
     Ok(())
 }
 
+/// The front's own view of the model: its template and tokenizer.
+fn front_model() -> Result<&'static edgeinfer::decoder::chat::ChatModel, Failed> {
+    let spec = edgeinfer::registry::find(MODEL).map_err(|e| e.to_string())?;
+    Ok(edgeinfer::registry::chat_model(spec)
+        .map_err(|e| e.to_string())?
+        .0)
+}
+
 /// How many tokens the template's default system message takes (what every
 /// shard pins for every caller: shard/src/shard.rs `PUBLIC`).
 fn public_start_len() -> Result<u64, Failed> {
-    let spec = edgeinfer::registry::find(MODEL).map_err(|e| e.to_string())?;
-    let (model, _) = edgeinfer::registry::chat_model(spec).map_err(|e| e.to_string())?;
-    let n = model.public_start().len() as u64;
+    let n = front_model()?.public_start().len() as u64;
     ensure(n > 0, || "the model has no public start".to_string())?;
     Ok(n)
 }
 
 /// How many first ids the prompt of `messages` shares with the public start.
 fn public_start_shared(messages: &[(Role, &str)]) -> Result<u64, Failed> {
-    let spec = edgeinfer::registry::find(MODEL).map_err(|e| e.to_string())?;
-    let (model, _) = edgeinfer::registry::chat_model(spec).map_err(|e| e.to_string())?;
+    let model = front_model()?;
     let messages: Vec<Message> = messages
         .iter()
         .map(|&(role, content)| Message {
