@@ -39,7 +39,17 @@ const Entry = shardEntrypoint(module, weights, { WorkerEntrypoint, RpcTarget });
 const shard = new Entry({}, { TOKEN_BUDGET: "2048" });
 
 const ids = new Uint32Array([1, 2, 3]);
-const open = async () => (await shard.begin("", 16, ids, "")).pass;
+// The start every caller shares (shard/src/shard.rs PUBLIC), pinned first:
+// every admission says the shard holds it, until a trap ends the instance.
+const pub = (await shard.begin("", 3, ids, "public")).pass;
+await pub.forward(ids, 0);
+await pub.close(ids);
+const admissions = [];
+const open = async () => {
+  const opened = await shard.begin("", 16, ids, "");
+  admissions.push(opened.public_tokens);
+  return opened.pass;
+};
 const a = await open();
 const b = await open();
 await a.forward(ids, 0);
@@ -73,5 +83,6 @@ console.log(
     still_open: stillOpen,
     instances: info.instances ?? null,
     open_passes: info.open_passes,
+    public_tokens: admissions,
   }),
 );
