@@ -39,7 +39,7 @@ mod wasm {
         let kind = PanelKind::ALL[kind as usize % PanelKind::ALL.len()];
         let (n, k) = (n as usize, k as usize);
         let mut rng = common::Rng::new(1);
-        let Some(packed) = common::matrix(kind, n, k, &mut rng) else {
+        let Some(packed) = common::timed_matrix(kind, n, k, &mut rng) else {
             return 0;
         };
         let q = common::activations(rows as usize, k, &mut rng);

@@ -9,7 +9,8 @@
 //
 // node engine/examples/panels_workerd.mjs A.wasm [B.wasm ...]
 // env: WORKERD (default node_modules/.bin/workerd), ALL=1 (SmolLM2's
-// shapes too), FORMATS=Q8,Q4_1 (default), ROWS=1,4 (default), ROUNDS=7.
+// shapes too), FORMATS=Q8,Q4_1 (default), ROWS=1,4 (default), ROUNDS=7,
+// V8FLAGS="--flag ..." (workerd's v8Flags, to ask what its code is bound by).
 import { spawn } from "node:child_process";
 import { copyFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -57,7 +58,12 @@ ${files.map((_, i) => `    (name = "./m${i}.wasm", wasm = embed "m${i}.wasm"),`)
   ],
   compatibilityDate = "2024-09-23",
 );
-`,
+`.replace(
+    "  sockets =",
+    process.env.V8FLAGS
+      ? `  v8Flags = [${process.env.V8FLAGS.split(" ").map((f) => JSON.stringify(f)).join(", ")}],\n  sockets =`
+      : "  sockets =",
+  ),
 );
 const workerd = spawn(process.env.WORKERD ?? "node_modules/.bin/workerd", ["serve", join(dir, "config.capnp")], {
   stdio: "inherit",
