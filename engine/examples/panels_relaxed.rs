@@ -140,7 +140,8 @@ mod wasm {
 
     fn operands(n: usize, k: usize) -> (Vec<u8>, Acts8) {
         let mut rng = common::Rng::new(1);
-        let packed = common::timed_matrix(PanelKind::Q4_1, n, k, &mut rng).expect("whole blocks");
+        let packed =
+            common::timed_matrix(PanelKind::Q4_1, n, k, &mut rng, false).expect("whole blocks");
         let x: Vec<f32> = (0..k).map(|_| rng.next() as f32 / 4e9 - 0.5).collect();
         (packed, quantize(&x))
     }

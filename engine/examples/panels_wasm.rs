@@ -35,11 +35,11 @@ mod wasm {
     /// Makes the operands [`run`] multiplies (where the clock does not
     /// move while the code runs, as in workerd, the host times `run`).
     #[no_mangle]
-    pub extern "C" fn prepare(kind: u32, rows: u32, n: u32, k: u32) -> u32 {
+    pub extern "C" fn prepare(kind: u32, rows: u32, n: u32, k: u32, subnormal_d: u32) -> u32 {
         let kind = PanelKind::ALL[kind as usize % PanelKind::ALL.len()];
         let (n, k) = (n as usize, k as usize);
         let mut rng = common::Rng::new(1);
-        let Some(packed) = common::timed_matrix(kind, n, k, &mut rng) else {
+        let Some(packed) = common::timed_matrix(kind, n, k, &mut rng, subnormal_d != 0) else {
             return 0;
         };
         let q = common::activations(rows as usize, k, &mut rng);

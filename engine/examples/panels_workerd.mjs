@@ -22,6 +22,8 @@ const shapes = [[896, 4864], [576, 576], [192, 576], [1536, 576], [576, 1536], [
 const only = (process.env.FORMATS ?? "Q8,Q4_1").split(",");
 const rowsList = (process.env.ROWS ?? "1,4").split(",").map(Number);
 const rounds = Number(process.env.ROUNDS ?? 7);
+// SUBNORMAL=1: every block's `d` subnormal, as most of Qwen's Q6_K blocks.
+const sub = process.env.SUBNORMAL ? 1 : 0;
 const port = 8000 + Math.floor(Math.random() * 1000);
 
 const dir = mkdtempSync(join(tmpdir(), "panels-workerd-"));
@@ -38,7 +40,7 @@ export default {
     const p = Object.fromEntries(u.searchParams);
     const e = mods[Number(p.m)];
     if (u.pathname === "/check") return new Response(String(e.check()));
-    if (u.pathname === "/prepare") return new Response(String(e.prepare(+p.kind, +p.rows, +p.n, +p.k)));
+    if (u.pathname === "/prepare") return new Response(String(e.prepare(+p.kind, +p.rows, +p.n, +p.k, +(p.sub ?? 0))));
     return new Response(String(e.run(+p.reps)));
   },
 };
@@ -102,7 +104,7 @@ try {
         const best = files.map(() => Infinity);
         let whole = true;
         for (let m = 0; m < files.length; m++) {
-          whole &&= (await get(`/prepare?m=${m}&kind=${kind}&rows=${rows}&n=${n}&k=${k}`)) === "1";
+          whole &&= (await get(`/prepare?m=${m}&kind=${kind}&rows=${rows}&n=${n}&k=${k}&sub=${sub}`)) === "1";
           await get(`/run?m=${m}&reps=${reps}`); // tier-up
         }
         if (!whole) continue;

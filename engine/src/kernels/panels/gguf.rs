@@ -272,6 +272,12 @@ pub(super) fn write_panel_block(kind: PanelKind, rows: &[Codes; PANEL], out: &mu
             out.extend(bits(c).to_le_bytes());
         }
     };
+    // The K formats' scales, one per 256 values, widened (see `PanelKind::Q4K`).
+    let f32s = |out: &mut Vec<u8>, bits: &dyn Fn(&Codes) -> u16| {
+        for c in rows {
+            out.extend(f16_to_f32(bits(c)).to_le_bytes());
+        }
+    };
     match kind {
         PanelKind::Q8 => rows.iter().for_each(|c| out.extend(c.d.to_le_bytes())),
         PanelKind::Q4_0 | PanelKind::Q5_0 => f16s(out, &|c| c.d as u16),
@@ -285,8 +291,8 @@ pub(super) fn write_panel_block(kind: PanelKind, rows: &[Codes; PANEL], out: &mu
                     out.extend(rows.iter().map(|c| c.sc[half + sub]));
                 }
             }
-            f16s(out, &|c| c.d as u16);
-            f16s(out, &|c| c.m);
+            f32s(out, &|c| c.d as u16);
+            f32s(out, &|c| c.m);
         }
         PanelKind::Q6K => {
             for sub in 0..8 {
@@ -294,7 +300,7 @@ pub(super) fn write_panel_block(kind: PanelKind, rows: &[Codes; PANEL], out: &mu
                     out.extend(rows.iter().map(|c| c.sc[2 * sub + half]));
                 }
             }
-            f16s(out, &|c| c.d as u16);
+            f32s(out, &|c| c.d as u16);
         }
     }
 }

@@ -205,10 +205,11 @@ unsafe fn scales<S: Isa>(kind: PanelKind, k: &Consts<S>, tail: *const u8) -> (S:
         PanelKind::Q8 => (S::f32x4(tail), S::fsplat(0.0)),
         PanelKind::Q4_0 | PanelKind::Q5_0 => (k.f16x4(tail), S::fsplat(0.0)),
         PanelKind::Q4_1 | PanelKind::Q5_1 => (k.f16x4(tail), k.f16x4(tail.add(2 * PANEL))),
-        PanelKind::Q4K | PanelKind::Q5K => {
-            (k.f16x4(tail.add(16 * PANEL)), k.f16x4(tail.add(18 * PANEL)))
-        }
-        PanelKind::Q6K => (k.f16x4(tail.add(16 * PANEL)), S::fsplat(0.0)),
+        PanelKind::Q4K | PanelKind::Q5K => (
+            S::f32x4(tail.add(16 * PANEL)),
+            S::f32x4(tail.add(20 * PANEL)),
+        ),
+        PanelKind::Q6K => (S::f32x4(tail.add(16 * PANEL)), S::fsplat(0.0)),
     }
 }
 

@@ -431,6 +431,9 @@ fn packing_refuses_what_it_cannot_keep() {
     let mut q6 = [0u8; 210];
     q6[209] = 0x7c; // d = inf
     assert!(Panels::pack(PanelKind::Q6K, &q6, 1, 256).is_err());
-    assert!(Panels::new(PanelKind::Q6K, &[0u8; 840], 4, 256).is_some());
-    assert!(Panels::new(PanelKind::Q6K, &[0u8; 840], 4, 32).is_none());
+    // Four rows of one Q6_K block: 8 x 96 bytes of codes, 64 of scales,
+    // four float32 `d`.
+    assert!(Panels::new(PanelKind::Q6K, &[0u8; 848], 4, 256).is_some());
+    assert!(Panels::new(PanelKind::Q6K, &[0u8; 840], 4, 256).is_none());
+    assert!(Panels::new(PanelKind::Q6K, &[0u8; 848], 4, 32).is_none());
 }
