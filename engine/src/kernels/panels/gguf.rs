@@ -250,10 +250,19 @@ pub(super) fn write_panel_block(kind: PanelKind, rows: &[Codes; PANEL], out: &mu
         }
         match kind {
             PanelKind::Q5_0 | PanelKind::Q5_1 | PanelKind::Q5K => {
-                for j in 0..PANEL {
-                    let qh = (0..BLOCK).fold(0u32, |h, e| h | u32::from((q(j)[e] >> 4) & 1) << e);
-                    out.extend(qh.to_le_bytes());
+                let mut lanes = [0u16; 8];
+                for (l, lane) in lanes.iter_mut().enumerate() {
+                    for j in 0..PANEL {
+                        for (v, e) in super::q5_lane_elements(l).into_iter().enumerate() {
+                            let mut bit = (q(j)[e] >> 4) & 1;
+                            if kind == PanelKind::Q5_0 {
+                                bit ^= 1;
+                            }
+                            *lane |= u16::from(bit) << (4 * j + v);
+                        }
+                    }
                 }
+                lanes.iter().for_each(|l| out.extend(l.to_le_bytes()));
             }
             PanelKind::Q6K => {
                 for j in 0..PANEL {

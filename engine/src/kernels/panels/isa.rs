@@ -27,8 +27,6 @@ pub(super) trait Isa {
     unsafe fn load(p: *const u8) -> Self::I;
     /// 8 bytes zero-extended to u16x8.
     unsafe fn load_u8x8(p: *const u8) -> Self::I;
-    /// The u16 at `p` in every i16 lane.
-    unsafe fn splat16_at(p: *const u8) -> Self::I;
     /// 4 bytes zero-extended to i32x4.
     unsafe fn u8x4(p: *const u8) -> Self::I;
     /// 4 bytes sign-extended to i32x4.
@@ -38,7 +36,6 @@ pub(super) trait Isa {
     /// [`F16_BITS`] and [`super::F16_SCALE`] splatted.
     unsafe fn f16x4(p: *const u8, bits: Self::I, scale: Self::F) -> Self::F;
     unsafe fn splat32(v: u32) -> Self::I;
-    unsafe fn i16x8(v: [i16; 8]) -> Self::I;
     unsafe fn splat16(v: i16) -> Self::I;
     /// Bytes 0..8 (8..16) sign-extended to i16x8.
     unsafe fn widen_lo(v: Self::I) -> Self::I;
@@ -46,7 +43,6 @@ pub(super) trait Isa {
     unsafe fn and(a: Self::I, b: Self::I) -> Self::I;
     unsafe fn or(a: Self::I, b: Self::I) -> Self::I;
     unsafe fn sub16(a: Self::I, b: Self::I) -> Self::I;
-    unsafe fn eq16(a: Self::I, b: Self::I) -> Self::I;
     unsafe fn shr16<const N: i32>(a: Self::I) -> Self::I;
     unsafe fn shl16<const N: i32>(a: Self::I) -> Self::I;
     /// Pairwise i16 products summed into i32x4.
@@ -72,16 +68,12 @@ pub(super) trait Isa {
 /// three operations where masking sign and magnitude apart took seven.
 const F16_BITS: u32 = 0x8fff_e000;
 
-/// Bit `2l` of a u16 in lane `l`, and bit `2l + 1`: the file's `qh` bits of
-/// the even and odd elements of a run of sixteen.
-const EVEN: [i16; 8] = [1, 4, 16, 64, 256, 1024, 4096, 16384];
-const ODD: [i16; 8] = [2, 8, 32, 128, 512, 2048, 8192, i16::MIN];
-
 /// The vector constants of the kernels, made once per tile and hidden from
 /// the compilers: V8 otherwise built each one again (three instructions) in
 /// every iteration of the block loop.
 struct Consts<S: Isa> {
     nibble: S::I,
+    sixteen: S::I,
     f16_bits: S::I,
     f16_scale: S::F,
 }
@@ -91,6 +83,7 @@ impl<S: Isa> Consts<S> {
     unsafe fn new() -> Self {
         core::hint::black_box(Consts {
             nibble: S::splat16(15),
+            sixteen: S::splat16(16),
             f16_bits: S::splat32(F16_BITS),
             f16_scale: S::fsplat(super::F16_SCALE),
         })
@@ -114,10 +107,28 @@ unsafe fn acts<S: Isa>(q: &[i16], b: usize) -> [S::I; 4] {
     ]
 }
 
-/// A 5-bit code's fifth bit as 16, where `mask` selects it in `bits`.
+/// Bit `p` of each i16 lane moved to bit 4 (the other bits are masked
+/// off by the caller): one shift by a constant.
 #[inline(always)]
-unsafe fn bit16<S: Isa>(bits: S::I, mask: S::I) -> S::I {
-    S::and(S::eq16(S::and(bits, mask), mask), S::splat16(16))
+unsafe fn to_bit4<S: Isa>(h: S::I, p: usize) -> S::I {
+    match p {
+        0 => S::shl16::<4>(h),
+        1 => S::shl16::<3>(h),
+        2 => S::shl16::<2>(h),
+        3 => S::shl16::<1>(h),
+        4 => h,
+        5 => S::shr16::<1>(h),
+        6 => S::shr16::<2>(h),
+        7 => S::shr16::<3>(h),
+        8 => S::shr16::<4>(h),
+        9 => S::shr16::<5>(h),
+        10 => S::shr16::<6>(h),
+        11 => S::shr16::<7>(h),
+        12 => S::shr16::<8>(h),
+        13 => S::shr16::<9>(h),
+        14 => S::shr16::<10>(h),
+        _ => S::shr16::<11>(h),
+    }
 }
 
 /// Row `j`'s 32 integer weights of the four rows' values at `q`, as four
@@ -149,20 +160,14 @@ unsafe fn weights<S: Isa>(kind: PanelKind, k: &Consts<S>, q: *const u8, j: usize
     match kind {
         PanelKind::Q4_0 => n.map(|n| S::sub16(n, S::splat16(8))),
         PanelKind::Q5_0 | PanelKind::Q5_1 | PanelKind::Q5K => {
-            let (lo, hi) = (
-                S::splat16_at(high.add(4 * j)),
-                S::splat16_at(high.add(4 * j + 2)),
-            );
-            let (even, odd) = (S::i16x8(EVEN), S::i16x8(ODD));
-            let w = [
-                S::or(n[0], bit16::<S>(lo, even)),
-                S::or(n[1], bit16::<S>(hi, even)),
-                S::or(n[2], bit16::<S>(lo, odd)),
-                S::or(n[3], bit16::<S>(hi, odd)),
-            ];
+            // The four rows' fifth bits, bit 4j + v of lane l for row j's
+            // vector v (see `PanelKind::Q5_0`): a shift and a mask each.
+            let h = S::load(high);
+            let v = |v: usize| S::and(to_bit4::<S>(h, 4 * j + v), k.sixteen);
             match kind {
-                PanelKind::Q5_0 => w.map(|w| S::sub16(w, S::splat16(16))),
-                _ => w,
+                // Stored inverted: code - 16 = nibble - 16 (1 - bit).
+                PanelKind::Q5_0 => [0, 1, 2, 3].map(|i| S::sub16(n[i], v(i))),
+                _ => [0, 1, 2, 3].map(|i| S::or(n[i], v(i))),
             }
         }
         PanelKind::Q6K => {
@@ -413,10 +418,6 @@ mod wasm {
             u16x8_load_extend_u8x8(p)
         }
         #[inline(always)]
-        unsafe fn splat16_at(p: *const u8) -> v128 {
-            v128_load16_splat(p as *const u16)
-        }
-        #[inline(always)]
         unsafe fn u8x4(p: *const u8) -> v128 {
             u32x4_extend_low_u16x8(u16x8_extend_low_u8x16(v128_load32_zero(p as *const u32)))
         }
@@ -436,10 +437,6 @@ mod wasm {
         #[inline(always)]
         unsafe fn splat32(v: u32) -> v128 {
             u32x4_splat(v)
-        }
-        #[inline(always)]
-        unsafe fn i16x8(v: [i16; 8]) -> v128 {
-            i16x8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
         }
         #[inline(always)]
         unsafe fn splat16(v: i16) -> v128 {
@@ -464,10 +461,6 @@ mod wasm {
         #[inline(always)]
         unsafe fn sub16(a: v128, b: v128) -> v128 {
             i16x8_sub(a, b)
-        }
-        #[inline(always)]
-        unsafe fn eq16(a: v128, b: v128) -> v128 {
-            i16x8_eq(a, b)
         }
         #[inline(always)]
         unsafe fn shr16<const N: i32>(a: v128) -> v128 {
@@ -580,10 +573,6 @@ mod sse {
             _mm_cvtepu8_epi16(_mm_loadl_epi64(p as *const __m128i))
         }
         #[inline(always)]
-        unsafe fn splat16_at(p: *const u8) -> __m128i {
-            _mm_set1_epi16((p as *const i16).read_unaligned())
-        }
-        #[inline(always)]
         unsafe fn u8x4(p: *const u8) -> __m128i {
             _mm_cvtepu8_epi32(_mm_cvtsi32_si128((p as *const i32).read_unaligned()))
         }
@@ -603,10 +592,6 @@ mod sse {
         #[inline(always)]
         unsafe fn splat32(v: u32) -> __m128i {
             _mm_set1_epi32(v as i32)
-        }
-        #[inline(always)]
-        unsafe fn i16x8(v: [i16; 8]) -> __m128i {
-            _mm_setr_epi16(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
         }
         #[inline(always)]
         unsafe fn splat16(v: i16) -> __m128i {
@@ -631,10 +616,6 @@ mod sse {
         #[inline(always)]
         unsafe fn sub16(a: __m128i, b: __m128i) -> __m128i {
             _mm_sub_epi16(a, b)
-        }
-        #[inline(always)]
-        unsafe fn eq16(a: __m128i, b: __m128i) -> __m128i {
-            _mm_cmpeq_epi16(a, b)
         }
         #[inline(always)]
         unsafe fn shr16<const N: i32>(a: __m128i) -> __m128i {
