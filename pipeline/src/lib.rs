@@ -41,6 +41,9 @@ pub mod pack_llama;
 // Llama-architecture GGUF files (the instruct model), packed likewise.
 pub mod pack_gguf;
 
+// A GGUF file's vocabulary as a tokenizer.json.
+pub mod gguf_tokenizer;
+
 // How a decoder too big for one isolate is cut across Workers.
 pub mod plan;
 
