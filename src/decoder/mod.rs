@@ -10,5 +10,6 @@
 pub mod chat;
 pub mod constraint;
 pub mod generation;
+pub mod jinja;
 pub mod sampling;
 pub mod template;
