@@ -384,3 +384,58 @@ mod planning {
         assert_eq!(costs.kv_per_token, 2 * 32 * 4);
     }
 }
+
+/// Llama 3.1 / 3.2's rope scaling as llama.cpp's converter writes it (a
+/// `rope_freqs.weight` of `head_dim / 2` factors) and a linear scaling
+/// (`rope.scaling.type = "linear"`, every frequency divided by its factor)
+/// are both read: factors of 1 change nothing (bit for bit), others change
+/// the logits, and a linear factor equals the same factor given per
+/// frequency. Yarn stays refused (above), and a factor of 0 is refused.
+#[test]
+fn rope_scaling_factors_are_read() {
+    let half = DIMS / HEADS / 2;
+    let freqs = |values: Vec<f32>| {
+        move |b: GGUFBuilder| {
+            b.add_tensor(
+                "rope_freqs.weight",
+                vec![half as u64],
+                GGUFTensorType::F32,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+            .unwrap()
+        }
+    };
+    let logits = |bytes: Vec<u8>| {
+        let d = load(&bytes, Storage::AsStored);
+        d.forward(&mut d.new_cache(), &[1, 17, 42, 99, 5, 64, 7, 120])
+            .unwrap()
+    };
+    let plain = logits(synthetic(|b| b));
+    assert_eq!(logits(synthetic(freqs(vec![1.0; half]))), plain);
+    let stretched: Vec<f32> = (0..half).map(|i| 1.0 + 4.0 * i as f32).collect();
+    let llama3 = logits(synthetic(freqs(stretched)));
+    let moved = llama3
+        .iter()
+        .zip(&plain)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(moved > 1e-3, "the factors changed nothing ({moved})");
+    let linear = logits(synthetic(|b| {
+        b.add_metadata(
+            "llama.rope.scaling.type",
+            MetadataValue::String("linear".into()),
+        )
+        .add_metadata("llama.rope.scaling.factor", MetadataValue::F32(4.0))
+    }));
+    assert_eq!(linear, logits(synthetic(freqs(vec![4.0; half]))));
+    assert_ne!(linear, plain);
+    let e = refusal(freqs(vec![0.0; half]));
+    assert!(e.contains("rope frequency factor"), "{e}");
+    let e = refusal(|b| {
+        b.add_metadata(
+            "llama.rope.scaling.type",
+            MetadataValue::String("linear".into()),
+        )
+    });
+    assert!(e.contains("rope.scaling.factor"), "{e}");
+}

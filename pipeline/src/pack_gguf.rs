@@ -167,9 +167,10 @@ impl<'a> Gguf<'a> {
             .get(&key("rope.scaling.type")?)
             .and_then(MetadataValue::as_str)
         {
-            if kind != "none" {
+            if kind != "none" && kind != "linear" {
                 return Err(format!(
-                    "rope scaling {kind:?} is not implemented by the decoder engine"
+                    "rope scaling {kind:?} is not implemented by the decoder engine \
+                     (\"linear\" is, and Llama 3's per-frequency factors)"
                 ));
             }
         }
@@ -433,6 +434,31 @@ impl<'a> Gguf<'a> {
         } else {
             (None, None)
         };
+        // What each rotary frequency is divided by: Llama 3.1 / 3.2's
+        // per-frequency factors, which llama.cpp's converter writes as a
+        // tensor (the metadata names no scaling), times a linear scaling's
+        // factor (every position divided by it).
+        let half = c.head_dim / 2;
+        let mut factors = match self.tensors.contains_key("rope_freqs.weight") {
+            true => floats(take("rope_freqs.weight", &[half])?)
+                .map_err(|e| format!("rope_freqs.weight: {e}"))?,
+            false => vec![1.0; half],
+        };
+        let scaling = self.key("rope.scaling.type")?;
+        if self.get(&scaling).and_then(MetadataValue::as_str) == Some("linear") {
+            let key = self.key("rope.scaling.factor")?;
+            let factor = self
+                .float(&key)?
+                .ok_or_else(|| format!("linear rope scaling without {key}"))?;
+            factors.iter_mut().for_each(|f| *f *= factor as f32);
+        }
+        if let Some(bad) = factors.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+            return Err(format!("a rope frequency factor of {bad}"));
+        }
+        let rope_factors = factors
+            .iter()
+            .any(|&f| f != 1.0)
+            .then(|| p.push_f32(&factors));
         let used = used.into_inner();
         let mut unused: Vec<&String> = self.tensors.keys().filter(|k| !used.contains(*k)).collect();
         if !unused.is_empty() {
@@ -448,6 +474,7 @@ impl<'a> Gguf<'a> {
             layers: blocks,
             final_norm,
             head,
+            rope_factors,
         };
         Ok(Packed {
             bytes: p.finish(MAGIC, &header)?,

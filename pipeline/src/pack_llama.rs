@@ -273,6 +273,7 @@ impl<'a> Matcher<'a> {
             layers,
             final_norm: Some(final_norm),
             head,
+            rope_factors: None,
         };
         let layers = header.layers.len();
         Ok((self.p.finish(MAGIC, &header)?, config, layers))

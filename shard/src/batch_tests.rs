@@ -149,6 +149,7 @@ fn shards(f: Format, budget: usize) -> [Shard; 2] {
         layers: layers[first..end].to_vec(),
         final_norm: (end == 3).then_some(final_norm),
         head: None,
+        rope_factors: None,
     };
     [part(0, 1), part(1, 3)].map(|header| {
         let bytes = leak_aligned(&p.clone().finish(MAGIC, &header).unwrap());

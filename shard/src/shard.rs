@@ -872,6 +872,7 @@ mod tests {
             layers: Vec::new(),
             final_norm: None,
             head: None,
+            rope_factors: None,
         };
         let bytes = leak_aligned(&Packer::default().finish(MAGIC, &header).unwrap());
         let mut s = Shard::new(budget, first_id);

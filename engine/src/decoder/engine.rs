@@ -354,6 +354,15 @@ impl Decoder {
             });
         }
         let half = c.head_dim / 2;
+        let rope_factors = h
+            .rope_factors
+            .map(|span| floats(span, half, "rope factors"))
+            .transpose()?;
+        if let Some(f) = &rope_factors {
+            if let Some(bad) = f.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+                return Err(FormatError(format!("a rope factor of {bad}")));
+            }
+        }
         Ok(Decoder {
             embedding: h
                 .embedding
@@ -371,7 +380,13 @@ impl Decoder {
                 .transpose()?,
             blocks,
             inv_freq: (0..half)
-                .map(|i| 1.0 / c.rope.theta.powf(i as f64 * 2.0 / c.head_dim as f64))
+                .map(|i| {
+                    let f = 1.0 / c.rope.theta.powf(i as f64 * 2.0 / c.head_dim as f64);
+                    match &rope_factors {
+                        Some(factors) => f / f64::from(factors[i]),
+                        None => f,
+                    }
+                })
                 .collect(),
             config: c,
             part,

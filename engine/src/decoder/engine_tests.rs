@@ -20,6 +20,8 @@ struct Model {
     layers: Vec<[Vec<f64>; 9]>,
     /// Per layer, q, k and v's biases (Qwen2), or none.
     biases: Vec<Option<[Vec<f64>; 3]>>,
+    /// What each rotary frequency is divided by (Llama 3.1's), or none.
+    rope_factors: Option<Vec<f64>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -246,6 +248,7 @@ fn pack_with(
         layers: specs,
         final_norm: Some(final_span),
         head: head_spec,
+        rope_factors: None,
     };
     let model = Model {
         c,
@@ -254,6 +257,7 @@ fn pack_with(
         final_norm: final_norm.iter().map(|&v| f64::from(v)).collect(),
         layers: dense,
         biases,
+        rope_factors: None,
     };
     (p, header, model)
 }
@@ -278,6 +282,7 @@ fn shard(p: &Packer, whole: &Header, layers: std::ops::Range<usize>) -> Decoder 
         layers: whole.layers[layers].to_vec(),
         final_norm: whole.final_norm.filter(|_| part.predicts),
         head: whole.head.clone().filter(|_| part.predicts),
+        rope_factors: None,
     };
     Decoder::parse(leak_aligned(&p.clone().finish(MAGIC, &header).unwrap())).unwrap()
 }
@@ -293,11 +298,12 @@ fn rms(x: &[f64], w: &[f64], eps: f64) -> Vec<f64> {
     x.iter().zip(w).map(|(v, w)| v / den * w).collect()
 }
 
-fn rotate(x: &mut [f64], pos: usize, c: &Config) {
+fn rotate(x: &mut [f64], pos: usize, c: &Config, factors: Option<&[f64]>) {
     let hd = c.head_dim;
     for head in x.chunks_exact_mut(hd) {
         for i in 0..hd / 2 {
-            let a = pos as f64 / c.rope.theta.powf(2.0 * i as f64 / hd as f64);
+            let factor = factors.map_or(1.0, |f| f[i]);
+            let a = pos as f64 / c.rope.theta.powf(2.0 * i as f64 / hd as f64) / factor;
             let (p, q) = match c.rope.style {
                 RopeStyle::HalfSplit => (i, i + hd / 2),
                 RopeStyle::Interleaved => (2 * i, 2 * i + 1),
@@ -331,8 +337,8 @@ fn reference(m: &Model, tokens: &[u32]) -> Vec<f64> {
         let mut ks: Vec<Vec<f64>> = hs.iter().map(|h| biased(&l[2], h, 1)).collect();
         let vs: Vec<Vec<f64>> = hs.iter().map(|h| biased(&l[3], h, 2)).collect();
         for (pos, (q, k)) in qs.iter_mut().zip(&mut ks).enumerate() {
-            rotate(q, pos, c);
-            rotate(k, pos, c);
+            rotate(q, pos, c, m.rope_factors.as_deref());
+            rotate(k, pos, c, m.rope_factors.as_deref());
         }
         for (i, x) in xs.iter_mut().enumerate() {
             let mut att = vec![0.0; c.heads * hd];
@@ -429,6 +435,40 @@ fn both_logits(
     let want = reference(&model, tokens);
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     (logits, want, scale)
+}
+
+/// Llama 3.1's rope scaling as GGUF files carry it (`rope_freqs.weight`):
+/// each pair's frequency divided by its factor, in both rope styles; and
+/// the factors matter (the same model without them is far off).
+#[test]
+fn rope_factors_divide_each_frequency() {
+    let tokens: Vec<u32> = (0..13).map(|i| (i * 3 + 2) % 52).collect();
+    for style in [RopeStyle::HalfSplit, RopeStyle::Interleaved] {
+        let (mut p, mut header, mut model) = pack(config(style), 2, true, Format::F32, 21);
+        let plain = load((
+            p.clone(),
+            header.clone(),
+            pack(config(style), 2, true, Format::F32, 21).2,
+        ))
+        .0;
+        let factors = [1.0f32, 2.5, 8.0, 32.0];
+        header.rope_factors = Some(p.push_f32(&factors));
+        model.rope_factors = Some(factors.iter().map(|&f| f64::from(f)).collect());
+        let (decoder, model) = load((p, header, model));
+        let logits = decoder.forward(&mut decoder.new_cache(), &tokens).unwrap();
+        let want = reference(&model, &tokens);
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(
+            worst(&logits, &want) <= 1e-4 * scale,
+            "{style:?}: {}",
+            worst(&logits, &want)
+        );
+        let without = plain.forward(&mut plain.new_cache(), &tokens).unwrap();
+        assert!(
+            worst(&without, &want) > 1e-2 * scale,
+            "{style:?}: the factors changed nothing"
+        );
+    }
 }
 
 #[test]
@@ -606,6 +646,7 @@ fn malformed_packed_bytes_are_refused() {
         layers: Vec::new(),
         final_norm: Some(span),
         head: None,
+        rope_factors: None,
     };
     let bytes = leak_aligned(&p.finish(MAGIC, &header).unwrap());
     assert!(matches!(

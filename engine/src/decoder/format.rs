@@ -31,6 +31,11 @@ pub struct Header {
     /// `vocab x dims`; `None` when the head is tied to the embedding (or
     /// the part does not predict).
     pub head: Option<Matrix>,
+    /// float32, `head_dim / 2`: what pair `i`'s rotary frequency is divided
+    /// by (GGUF's `rope_freqs.weight`: Llama 3.1 and 3.2 stretch their low
+    /// frequencies so; llama.cpp's `freq_factors`). `None`: all 1.
+    #[serde(default)]
+    pub rope_factors: Option<Span>,
 }
 
 /// The part of a model one packed file holds: all of it, or one shard of a
@@ -83,7 +88,8 @@ pub struct Config {
 }
 
 /// Rotary position embedding: pair `i` of a head (of `head_dim / 2`) turns
-/// by `position * theta^(-2i / head_dim)`.
+/// by `position * theta^(-2i / head_dim)` (divided by the pair's factor,
+/// where the model has them: [`Header::rope_factors`]).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Rope {
     pub theta: f64,
