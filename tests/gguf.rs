@@ -439,3 +439,84 @@ fn rope_scaling_factors_are_read() {
     });
     assert!(e.contains("rope.scaling.factor"), "{e}");
 }
+
+/// A vocabulary cut by rows across slices (`Gguf::pack_vocab_slice`,
+/// `edgeinfer_engine::decoder::vocab`), with the layers in a part that takes
+/// hidden states, gives the whole model's logits bit for bit: each token's
+/// embedding from the slice holding its row, each slice's logits for the
+/// final hidden state side by side, and the slices' best candidates merged
+/// equal to the best of the whole row. Tied (the synthetic file has no
+/// output.weight) and untied heads; slices of uneven sizes, cut inside a
+/// panel of four rows.
+#[test]
+fn a_vocabulary_cut_across_slices_gives_the_whole_models_logits() {
+    use check::pack_gguf::Packed;
+    use edgeinfer_engine::decoder::format::Part;
+    use edgeinfer_engine::decoder::vocab::VocabSlice;
+    use edgeinfer_engine::decoder::{best, merge, StageInput};
+
+    let untied = |b: GGUFBuilder| {
+        let mut noise = Noise(99);
+        b.add_tensor(
+            "output.weight",
+            vec![DIMS as u64, VOCAB as u64],
+            GGUFTensorType::Q8_0,
+            q8_0(&mut noise, DIMS * VOCAB, 1.0),
+        )
+        .unwrap()
+    };
+    for (tied, bytes) in [(true, synthetic(|b| b)), (false, synthetic(untied))] {
+        let gguf = Gguf::parse(&bytes).unwrap();
+        let whole = load(&bytes, Storage::AsStored);
+        let cuts = [0..50, 50..103, 103..VOCAB];
+        let slices: Vec<VocabSlice> = cuts
+            .iter()
+            .map(|r| {
+                let packed = gguf.pack_vocab_slice(Storage::AsStored, r.clone()).unwrap();
+                VocabSlice::parse(leak_aligned(&packed)).unwrap()
+            })
+            .collect();
+        let layers = Part {
+            model_layers: LAYERS,
+            first_layer: 0,
+            end_layer: LAYERS,
+            embeds: false,
+            predicts: false,
+        };
+        let Packed { bytes: part, .. } = gguf.pack_part(Storage::AsStored, layers, 64).unwrap();
+        let layers = Decoder::parse(leak_aligned(&part)).unwrap();
+        let (mut whole_cache, mut cache) = (whole.new_cache(), layers.new_cache());
+        for tokens in [
+            vec![1u32, 17, 42, 99, 5, 64, 127, 50, 49, 103],
+            vec![7],
+            vec![102],
+        ] {
+            let want = whole.forward(&mut whole_cache, &tokens).unwrap();
+            let mut x = Vec::new();
+            for &t in &tokens {
+                let slice = slices
+                    .iter()
+                    .find(|s| s.rows().contains(&(t as usize)))
+                    .unwrap();
+                x.extend(slice.embed(&[t]).unwrap());
+            }
+            let hidden = layers.stage(&mut cache, StageInput::Hidden(&x)).unwrap();
+            let last = &hidden[hidden.len() - DIMS..];
+            let got: Vec<f32> = slices
+                .iter()
+                .flat_map(|s| s.logits(last).unwrap())
+                .collect();
+            assert_eq!(got, want, "tied {tied}: logits");
+            let each: Vec<_> = slices
+                .iter()
+                .map(|s| s.best(last, 5).unwrap().remove(0))
+                .collect();
+            assert_eq!(merge(&each, 5), best(&want, 5), "tied {tied}: best");
+        }
+        // A token outside a slice's rows is refused by it.
+        assert!(slices[0].embed(&[50]).is_err());
+        assert!(gguf
+            .pack_vocab_slice(Storage::AsStored, 100..VOCAB + 1)
+            .is_err());
+    }
+}

@@ -20,6 +20,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::io::Cursor;
+use std::ops::Range;
 
 use gguf_rs_lib::prelude::{GGUFFileReader, GGUFTensorType, Metadata, MetadataValue};
 
@@ -28,6 +29,7 @@ use super::plan::Costs;
 use edgeinfer_engine::decoder::format::{
     Config, Header, Layer, Matrix, Part, Rope, RopeStyle, Weights, MAGIC,
 };
+use edgeinfer_engine::decoder::vocab::{VocabHeader, MAGIC as VOCAB_MAGIC};
 use edgeinfer_engine::decoder::{stage_row_bytes, PREDICT_ROWS, STAGE_ROWS};
 use edgeinfer_engine::kernels::panels::{self, PanelKind, Panels};
 
@@ -481,6 +483,70 @@ impl<'a> Gguf<'a> {
             config,
             layers,
         })
+    }
+}
+
+impl Gguf<'_> {
+    /// Rows `rows` of the model's vocabulary packed on their own: those rows
+    /// of the token embedding and of the head (when not tied), and the final
+    /// norm (`edgeinfer_engine::decoder::vocab`). For a vocabulary too large
+    /// for one isolate, cut across several.
+    pub fn pack_vocab_slice(
+        &self,
+        storage: Storage,
+        rows: Range<usize>,
+    ) -> Result<Vec<u8>, String> {
+        let config = self.config()?;
+        if rows.is_empty() || rows.end > config.vocab {
+            return Err(format!("rows {rows:?} of a vocabulary of {}", config.vocab));
+        }
+        let d = config.dims;
+        let mut p = Packer::default();
+        let mut slice = |name: &str| -> Result<Matrix, String> {
+            let t = self
+                .tensors
+                .get(name)
+                .ok_or_else(|| format!("GGUF has no tensor {name}"))?;
+            if t.dims != [d as u64, config.vocab as u64] {
+                return Err(format!(
+                    "tensor {name} is {:?}, not {d} x {}",
+                    t.dims, config.vocab
+                ));
+            }
+            // Row-major, each row whole blocks: a row's bytes are a share.
+            let row_bytes = t.bytes.len() / config.vocab;
+            let part = Tensor {
+                kind: t.kind,
+                dims: vec![d as u64, rows.len() as u64],
+                bytes: &t.bytes[rows.start * row_bytes..rows.end * row_bytes],
+            };
+            Ok(Matrix {
+                rows: rows.len(),
+                cols: d,
+                weights: pack_matrix(&mut p, &part, rows.len(), d, storage)
+                    .map_err(|e| format!("{name}: {e}"))?,
+            })
+        };
+        let embedding = slice("token_embd.weight")?;
+        let head = match self.tensors.contains_key("output.weight") {
+            true => Some(slice("output.weight")?),
+            false => None,
+        };
+        let norm = self
+            .tensors
+            .get("output_norm.weight")
+            .filter(|t| t.dims == [d as u64])
+            .ok_or("GGUF has no output_norm.weight of the model's width")?;
+        let final_norm = p.push_f32(&floats(norm).map_err(|e| format!("output_norm.weight: {e}"))?);
+        let header = VocabHeader {
+            config,
+            first: rows.start,
+            end: rows.end,
+            embedding,
+            head,
+            final_norm,
+        };
+        p.finish(VOCAB_MAGIC, &header)
     }
 }
 

@@ -59,6 +59,20 @@ pub fn best(logits: &[f32], k: usize) -> Vec<Candidate> {
         .collect()
 }
 
+/// The `k` best of several slices' candidates, each slice's from [`best`]
+/// over its own rows of one row of logits (ids already the model's): the
+/// same candidates, in the same order, as [`best`] over the whole row, so
+/// a head cut by vocabulary rows across shards samples as the whole head.
+/// Whatever a slice did not keep cannot be among the `k` best, since it
+/// ranks below `k` candidates of its own slice.
+pub fn merge(slices: &[Vec<Candidate>], k: usize) -> Vec<Candidate> {
+    let mut all: Vec<Candidate> = slices.iter().flatten().copied().collect();
+    // Best first: higher key, then lower id (as `best` breaks ties).
+    all.sort_by(|a, b| rank_key(b.1).cmp(&rank_key(a.1)).then(a.0.cmp(&b.0)));
+    all.truncate(k);
+    all
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +124,47 @@ mod tests {
                     bits(&best(&logits, k)),
                     bits(&sorted(&logits, k)),
                     "case {case} k {k} {logits:?}"
+                );
+            }
+        }
+    }
+
+    /// A row cut in three at every few places: each slice's best with the
+    /// model's ids, merged, is the whole row's best, ties and all.
+    #[test]
+    fn merged_slices_rank_as_the_whole_row() {
+        let mut rng = Lcg(11);
+        let palette = [
+            -1.5,
+            -0.0,
+            0.0,
+            0.25,
+            2.0,
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            7.0,
+        ];
+        for case in 0..200 {
+            let n = 3 + case % 61;
+            let logits: Vec<f32> = (0..n)
+                .map(|_| palette[rng.next_u32() as usize % palette.len()])
+                .collect();
+            let a = 1 + rng.next_u32() as usize % (n - 2);
+            let b = a + 1 + rng.next_u32() as usize % (n - a - 1);
+            for k in [1, 2, 5, n] {
+                let slices: Vec<Vec<Candidate>> = [0..a, a..b, b..n]
+                    .into_iter()
+                    .map(|r| {
+                        best(&logits[r.clone()], k)
+                            .into_iter()
+                            .map(|(id, l)| (id + r.start as u32, l))
+                            .collect()
+                    })
+                    .collect();
+                assert_eq!(
+                    bits(&merge(&slices, k)),
+                    bits(&best(&logits, k)),
+                    "case {case} k {k}"
                 );
             }
         }

@@ -52,7 +52,7 @@ pub enum StageInput<'a> {
 
 /// A weight matrix, one row per output, in place in the packed bytes.
 #[derive(Debug)]
-enum Matrix {
+pub(super) enum Matrix {
     F32 {
         values: &'static [f32],
         cols: usize,
@@ -71,14 +71,14 @@ enum Matrix {
 
 /// The rows a matrix multiplies, quantized per block at most once however
 /// many block matrices read them (q, k and v share one input).
-struct Input<'a> {
+pub(super) struct Input<'a> {
     x: &'a [f32],
     quantized: &'a mut Quantized,
     ready: bool,
 }
 
 impl<'a> Input<'a> {
-    fn new(x: &'a [f32], quantized: &'a mut Quantized) -> Self {
+    pub(super) fn new(x: &'a [f32], quantized: &'a mut Quantized) -> Self {
         Input {
             x,
             quantized,
@@ -96,7 +96,7 @@ impl<'a> Input<'a> {
 }
 
 impl Matrix {
-    fn load(
+    pub(super) fn load(
         data: &Data,
         spec: &MatrixSpec,
         rows: usize,
@@ -160,7 +160,7 @@ impl Matrix {
     }
 
     /// `out = x W^T` for the rows of `x`.
-    fn apply(&self, x: &mut Input, out: &mut [f32]) {
+    pub(super) fn apply(&self, x: &mut Input, out: &mut [f32]) {
         match self {
             Matrix::F32 {
                 values,
@@ -177,7 +177,7 @@ impl Matrix {
     }
 
     /// Row `r`, dequantized (a token's embedding).
-    fn row(&self, r: usize, out: &mut [f32]) {
+    pub(super) fn row(&self, r: usize, out: &mut [f32]) {
         match self {
             Matrix::F32 { values, cols, .. } => {
                 out.copy_from_slice(&values[r * cols..(r + 1) * cols])

@@ -9,8 +9,9 @@ pub mod best;
 pub mod engine;
 pub mod format;
 pub mod kv;
+pub mod vocab;
 
-pub use best::{best, Candidate, MOST_BEST};
+pub use best::{best, merge, Candidate, MOST_BEST};
 pub use engine::{
     stage_row_bytes, Decoder, DecoderError, StageInput, Step, PREDICT_ROWS, STAGE_ROWS,
 };
