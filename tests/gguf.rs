@@ -240,7 +240,7 @@ fn a_tensor_type_without_a_kernel_is_refused() {
 
 mod planning {
     use super::check::pack_gguf::packed_bytes;
-    use super::check::plan::{plan, Budget, Costs, Shard};
+    use super::check::plan::{plan, plan_split, Budget, Costs, Shard, SplitPlan, MOST_WORKERS};
     use super::*;
 
     const MIB: u64 = 1 << 20;
@@ -342,13 +342,119 @@ mod planning {
     }
 
     /// TinyLlama-1.1B's untied Q8_0 embedding (32000 x 2048, 70 MB) is over
-    /// one Worker by itself: refused by name, since cutting a matrix by
-    /// vocabulary is not planned yet.
+    /// one Worker by itself: refused by name by the layer planner; the
+    /// split planner cuts its vocabulary instead.
     #[test]
     fn an_embedding_over_one_worker_is_named() {
         let costs = llama(22, 2048, 5632, 256, 32000, true);
         let e = plan(&costs, &budget(2048, 1)).unwrap_err();
         assert!(e.contains("the embedding"), "{e}");
+        let split = plan_split(&costs, &budget(2048, 1), 32000).unwrap();
+        check_split(&costs, &budget(2048, 1), &split, 32000);
+    }
+
+    /// Every row once in order, every layer once in order, every isolate
+    /// and Worker within its limits, no slice that could be dropped (one
+    /// fewer does not fit), and within the Workers a request may reach.
+    fn check_split(costs: &Costs, b: &Budget, split: &SplitPlan, vocab: usize) {
+        let mut next = 0;
+        for v in &split.vocab {
+            assert_eq!(v.rows.start, next, "{split:?}");
+            next = v.rows.end;
+            assert!(
+                v.memory <= b.isolate_bytes && v.weights + b.code_bytes <= b.worker_bytes,
+                "{v:?}"
+            );
+        }
+        assert_eq!(next, vocab);
+        let mut next = 0;
+        for s in &split.layers {
+            assert_eq!(s.layers.start, next);
+            next = s.layers.end;
+            assert!(!s.embedding && !s.head);
+            assert!(
+                s.memory <= b.isolate_bytes && s.weights + b.code_bytes <= b.worker_bytes,
+                "{s:?}"
+            );
+        }
+        assert_eq!(next, costs.layers.len());
+        assert!(split.workers() <= MOST_WORKERS);
+        if split.vocab.len() > 1 {
+            let fewer = split.vocab.len() - 1;
+            let rows = vocab.div_ceil(fewer) as u64;
+            let weights = ((costs.embedding + costs.head.unwrap_or(0)) * rows)
+                .div_ceil(vocab as u64)
+                + costs.final_norm;
+            let logits = (costs.logits * rows).div_ceil(vocab as u64);
+            assert!(
+                2 * weights + b.code_bytes + b.runtime_bytes + costs.stage + logits
+                    > b.isolate_bytes
+                    || weights + b.code_bytes > b.worker_bytes,
+                "{fewer} slices would do"
+            );
+        }
+    }
+
+    /// Qwen2.5-Coder-0.5B-Instruct from its own file (151,936 x 896 Q8_0
+    /// tied embedding, 145 MB; 24 layers of Q5_0 / Q4_K / Q6_K) and the
+    /// 1.5B's shape (28 layers, d 1536, ffn 8960, Q4_K layers, a Q6_K
+    /// embedding): planned with SmolLM2's shard budget (context 1024, two
+    /// conversations). The 0.5B takes 5 slices and 6 layer shards; the
+    /// 1.5B's layers (~26 MB each, held twice: the module's bytes and the
+    /// linear memory they are copied into) fit one to an isolate, so 28
+    /// layer shards and 7 slices: over the 32 Workers a request may reach,
+    /// refused with the count. With one conversation at 512 tokens two
+    /// layers fit an isolate: 14 layer shards, 7 slices, 22 Workers.
+    #[test]
+    fn qwen_plans_with_its_vocabulary_cut() {
+        let path = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/models/qwen2.5-coder-0.5b/fetch.py"
+            ))
+            .output()
+            .expect("fetch.py");
+        assert!(
+            path.status.success(),
+            "{}",
+            String::from_utf8_lossy(&path.stderr)
+        );
+        let bytes = std::fs::read(String::from_utf8(path.stdout).unwrap().trim()).unwrap();
+        let gguf = Gguf::parse(&bytes).unwrap();
+        let costs = gguf.costs().unwrap();
+        let b = budget(1024, 2);
+        assert!(plan(&costs, &b).unwrap_err().contains("the embedding"));
+        let small = plan_split(&costs, &b, 151_936).unwrap();
+        check_split(&costs, &b, &small, 151_936);
+        let k = |n: usize| packed_bytes(GGUFTensorType::Q4_K, n as u64).unwrap();
+        let (d, ffn, kv) = (1536, 8960, 256);
+        let large = Costs {
+            embedding: packed_bytes(GGUFTensorType::Q6_K, 151_936 * d as u64).unwrap(),
+            layers: vec![2 * 4 * d as u64 + k(2 * d * d + 2 * d * kv + 3 * d * ffn); 28],
+            kv_per_token: 2 * kv as u64 * 4,
+            stage: 128 * 40 * d as u64,
+            ..costs.clone()
+        };
+        let e = plan_split(&large, &b, 151_936).unwrap_err();
+        assert!(e.contains("36 Workers"), "{e}");
+        let lean = budget(512, 1);
+        let large_plan = plan_split(&large, &lean, 151_936).unwrap();
+        check_split(&large, &lean, &large_plan, 151_936);
+        assert_eq!(large_plan.workers(), 22);
+        assert_eq!((small.vocab.len(), small.layers.len()), (5, 6));
+        for (name, p) in [
+            ("0.5B", &small),
+            ("1.5B at 512 tokens, one conversation", &large_plan),
+        ] {
+            println!(
+                "{name}: {} vocabulary shards ({:?} MB), {} layer shards ({:?}), {} Workers a request",
+                p.vocab.len(),
+                p.vocab.iter().map(|v| v.memory >> 20).collect::<Vec<_>>(),
+                p.layers.len(),
+                p.layers.iter().map(|s| (s.layers.clone(), s.memory >> 20)).collect::<Vec<_>>(),
+                p.workers()
+            );
+        }
     }
 
     #[test]

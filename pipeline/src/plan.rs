@@ -199,3 +199,107 @@ fn refusal(costs: &Costs, budget: &Budget) -> String {
     }
     "no cut of the layers fits the budget".to_string()
 }
+
+/// One Worker of a vocabulary cut: rows `rows` of the embedding and of the
+/// head (when not tied), and the final norm (`Gguf::pack_vocab_slice`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VocabShard {
+    pub rows: Range<usize>,
+    /// Packed weight bytes embedded in this Worker.
+    pub weights: u64,
+    /// Its isolate's memory: the weights twice, code and runtime, and the
+    /// logits of its rows for a batch.
+    pub memory: u64,
+}
+
+/// A model whose embedding (or head) fits no isolate beside anything else:
+/// its vocabulary cut by rows across `vocab` Workers, its layers across
+/// `layers` Workers that take and give hidden states. A token costs one
+/// call to the slice holding its row, the layer shards in turn, then every
+/// slice at once for the logits (their best candidates, merged by the
+/// caller): `1 + layers + vocab` Workers per request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitPlan {
+    pub vocab: Vec<VocabShard>,
+    pub layers: Vec<Shard>,
+}
+
+impl SplitPlan {
+    /// Distinct Workers a request reaches (the front's own included):
+    /// what Cloudflare's limit of 32 invocations per request bounds.
+    pub fn workers(&self) -> usize {
+        1 + self.vocab.len() + self.layers.len()
+    }
+}
+
+/// Cloudflare's limit of Worker invocations one request may make.
+pub const MOST_WORKERS: usize = 32;
+
+/// The fewest vocabulary slices (equal, in whole panels of four rows) that
+/// each fit an isolate, then the fewest layer shards (greedy in layer order
+/// is optimal when no shard holds anything but layers).
+pub fn plan_split(costs: &Costs, budget: &Budget, vocab: usize) -> Result<SplitPlan, String> {
+    if vocab == 0 {
+        return Err("an empty vocabulary".into());
+    }
+    let matrices = costs.embedding + costs.head.unwrap_or(0);
+    let slice = |rows: Range<usize>| {
+        let n = rows.len() as u64;
+        let weights = (matrices * n).div_ceil(vocab as u64) + costs.final_norm;
+        let logits = (costs.logits * n).div_ceil(vocab as u64);
+        VocabShard {
+            memory: 2 * weights + budget.code_bytes + budget.runtime_bytes + costs.stage + logits,
+            weights,
+            rows,
+        }
+    };
+    let fits = |s: &VocabShard| {
+        s.memory <= budget.isolate_bytes && s.weights + budget.code_bytes <= budget.worker_bytes
+    };
+    let cut = |count: usize| -> Vec<VocabShard> {
+        let size = vocab.div_ceil(count).div_ceil(4) * 4;
+        (0..vocab)
+            .step_by(size)
+            .map(|a| slice(a..(a + size).min(vocab)))
+            .collect()
+    };
+    // More Workers than a request may reach is no plan.
+    let vocab_shards = (1..=MOST_WORKERS.min(vocab.div_ceil(4)))
+        .map(cut)
+        .find(|s| s.iter().all(fits))
+        .ok_or_else(|| {
+            format!("the vocabulary does not fit {MOST_WORKERS} isolates: {matrices} bytes of embedding and head")
+        })?;
+    let mut layers = Vec::new();
+    let mut start = 0;
+    let n = costs.layers.len();
+    while start < n {
+        let mut end = start;
+        while end < n && budget.fits(&budget.shard(costs, start..end + 1, false, false)) {
+            end += 1;
+        }
+        if end == start {
+            return Err(format!(
+                "layer {start} does not fit one isolate: {} bytes of memory (budget {})",
+                budget.shard(costs, start..start + 1, false, false).memory,
+                budget.isolate_bytes
+            ));
+        }
+        layers.push(budget.shard(costs, start..end, false, false));
+        start = end;
+    }
+    let split = SplitPlan {
+        vocab: vocab_shards,
+        layers,
+    };
+    if split.workers() > MOST_WORKERS {
+        return Err(format!(
+            "{} Workers a request ({} vocabulary slices, {} layer shards and the front): \
+             over the {MOST_WORKERS} one request may reach",
+            split.workers(),
+            split.vocab.len(),
+            split.layers.len()
+        ));
+    }
+    Ok(split)
+}
