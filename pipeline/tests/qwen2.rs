@@ -7,20 +7,19 @@
 //! (ignored by default: packing the float32 reference takes ~4 GB of memory and
 //! the runs about a minute; the file is fetched on demand, see gguf_blocks.rs).
 //!
-//! Tokens: no tokenizer is built from a GGUF yet, so text is cut into the
-//! file's own vocabulary by greedy longest match over GPT-2's byte-to-unicode
-//! strings: valid tokens that decode to the exact text, though not always the
-//! ones Qwen's BPE would choose (the perplexity is then a little higher than
-//! with the real tokenizer, equally for both runs).
+//! Tokens: the tokenizer built from the file's own vocabulary
+//! (`edgeinfer_pipeline::gguf_tokenizer`, equal to llama.cpp's on 263 texts:
+//! tests/gguf_tokenizer.rs), so the perplexity is comparable with other
+//! tools' on the same text. Prints the blocks' decode time per token
+//! (native, one thread) beside it.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use edgeinfer_engine::decoder::Decoder;
 use edgeinfer_engine::packed::leak_aligned;
+use edgeinfer_pipeline::gguf_tokenizer::Vocabulary;
 use edgeinfer_pipeline::pack_gguf::{Architecture, Gguf, Storage};
-use gguf_rs_lib::prelude::MetadataValue;
 
 fn qwen_gguf() -> PathBuf {
     let script =
@@ -37,102 +36,27 @@ fn qwen_gguf() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-/// GPT-2's byte-level alphabet: byte `b` as the char standing for it.
-fn byte_chars() -> [char; 256] {
-    let mut map = ['\0'; 256];
-    let mut extra = 0u32;
-    for b in 0..256u32 {
-        let printable =
-            (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
-        map[b as usize] = if printable {
-            char::from_u32(b).unwrap()
-        } else {
-            extra += 1;
-            char::from_u32(255 + extra).unwrap()
-        };
-    }
-    map
-}
-
-struct Vocab {
-    tokens: Vec<String>,
-    ids: HashMap<String, u32>,
-    longest: usize,
-    bytes: [char; 256],
-}
+/// The file's tokenizer (special tokens matched: the chats are ChatML).
+struct Vocab(tokenizers::Tokenizer);
 
 impl Vocab {
     fn new(gguf: &Gguf) -> Vocab {
-        let Some(MetadataValue::Array(arr)) = gguf.get("tokenizer.ggml.tokens") else {
-            panic!("no tokenizer.ggml.tokens")
-        };
-        let tokens: Vec<String> = arr
-            .values
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
-        let ids = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        let longest = tokens.iter().map(|t| t.chars().count()).max().unwrap();
-        Vocab {
-            tokens,
-            ids,
-            longest,
-            bytes: byte_chars(),
-        }
+        let json = Vocabulary::of(gguf)
+            .and_then(|v| v.tokenizer_json())
+            .unwrap();
+        Vocab(tokenizers::Tokenizer::from_bytes(json.as_bytes()).unwrap())
     }
 
-    /// `text` with `<|...|>` special tokens taken whole, the rest cut by
-    /// greedy longest match.
     fn encode(&self, text: &str) -> Vec<u32> {
-        let mut out = Vec::new();
-        let mut rest = text;
-        while !rest.is_empty() {
-            if rest.starts_with("<|") {
-                if let Some(end) = rest.find("|>") {
-                    if let Some(&id) = self.ids.get(&rest[..end + 2]) {
-                        out.push(id);
-                        rest = &rest[end + 2..];
-                        continue;
-                    }
-                }
-            }
-            let next_special = rest[1..].find("<|").map_or(rest.len(), |i| i + 1);
-            let chunk: Vec<char> = rest[..next_special]
-                .bytes()
-                .map(|b| self.bytes[b as usize])
-                .collect();
-            let mut at = 0;
-            while at < chunk.len() {
-                let (len, id) = (1..=self.longest.min(chunk.len() - at))
-                    .rev()
-                    .find_map(|n| {
-                        let s: String = chunk[at..at + n].iter().collect();
-                        self.ids.get(&s).map(|&id| (n, id))
-                    })
-                    .expect("every byte is a token");
-                out.push(id);
-                at += len;
-            }
-            rest = &rest[next_special..];
-        }
-        out
+        self.0.encode(text, false).unwrap().get_ids().to_vec()
     }
 
     fn decode(&self, ids: &[u32]) -> String {
-        let mut bytes = Vec::new();
-        for &id in ids {
-            for c in self.tokens[id as usize].chars() {
-                match self.bytes.iter().position(|&b| b == c) {
-                    Some(b) => bytes.push(b as u8),
-                    None => bytes.extend(c.to_string().bytes()),
-                }
-            }
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
+        self.0.decode(ids, false).unwrap()
+    }
+
+    fn id(&self, token: &str) -> u32 {
+        self.0.token_to_id(token).unwrap()
     }
 }
 
@@ -144,9 +68,16 @@ fn argmax(x: &[f32]) -> u32 {
 }
 
 fn greedy(d: &Decoder, prompt: &[u32], n: usize, stop: u32) -> Vec<u32> {
+    greedy_timed(d, prompt, n, stop).0
+}
+
+/// Greedy ids, and the time per decoded token (the single-token passes).
+fn greedy_timed(d: &Decoder, prompt: &[u32], n: usize, stop: u32) -> (Vec<u32>, f64) {
     let mut cache = d.new_cache();
     let mut logits = d.forward(&mut cache, prompt).unwrap();
     let mut out = Vec::new();
+    let t0 = std::time::Instant::now();
+    let mut steps = 0;
     for _ in 0..n {
         let t = argmax(&logits);
         out.push(t);
@@ -154,8 +85,9 @@ fn greedy(d: &Decoder, prompt: &[u32], n: usize, stop: u32) -> Vec<u32> {
             break;
         }
         logits = d.forward(&mut cache, &[t]).unwrap();
+        steps += 1;
     }
-    out
+    (out, t0.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64)
 }
 
 /// exp(mean negative log-likelihood) of `tokens[1..]`.
@@ -240,14 +172,18 @@ fn the_files_own_blocks_follow_its_float32_dequantization() {
     );
     assert!(pb < 1.05 * pf && pf < 20.0, "blocks {pb} float32 {pf}");
 
-    let end = vocab.ids["<|im_end|>"];
+    let end = vocab.id("<|im_end|>");
     let (mut agree, mut total) = (0, 0);
     for p in PROMPTS {
         let chat = format!(
             "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\n{p}<|im_end|>\n<|im_start|>assistant\n"
         );
         let prompt = vocab.encode(&chat);
-        let a = greedy(&blocks, &prompt, 32, end);
+        let (a, ms) = greedy_timed(&blocks, &prompt, 32, end);
+        println!(
+            "blocks decode, native: {ms:.1} ms per token ({:.1} tokens/s)",
+            1e3 / ms
+        );
         let b = greedy(&float, &prompt, 32, end);
         let same = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
         println!(
