@@ -107,3 +107,37 @@ fn qwen2_equals_llama_cpp() {
         reference["cases"].as_array().unwrap(),
     );
 }
+
+/// The command writes what the library builds, and the tokenizers crate
+/// loads it; a file that is not a GGUF is refused with a message.
+#[test]
+fn the_command_writes_the_tokenizer() {
+    let gguf = fetched("smollm2");
+    let out = std::env::temp_dir().join(format!("gguf-tokenizer-{}.json", std::process::id()));
+    let run = Command::new(env!("CARGO_BIN_EXE_gguf-tokenizer"))
+        .arg(&gguf)
+        .arg(&out)
+        .output()
+        .expect("run gguf-tokenizer");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stdout).contains("49152 tokens"));
+    let written = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    let bytes = std::fs::read(&gguf).unwrap();
+    let want = Vocabulary::of(&Gguf::parse(&bytes).unwrap())
+        .unwrap()
+        .tokenizer_json()
+        .unwrap();
+    assert_eq!(written, want.as_bytes());
+    let bad = Command::new(env!("CARGO_BIN_EXE_gguf-tokenizer"))
+        .arg(root().join("README.md"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success() && !out.exists());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("gguf-tokenizer:"));
+}
