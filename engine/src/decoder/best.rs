@@ -78,6 +78,19 @@ mod tests {
     use super::*;
     use crate::testing::Lcg;
 
+    /// Few distinct values: many ties, across the sign and zero.
+    const PALETTE: [f32; 9] = [
+        -1.5,
+        -0.0,
+        0.0,
+        0.25,
+        2.0,
+        f32::NEG_INFINITY,
+        f32::INFINITY,
+        -3.0e38,
+        7.0,
+    ];
+
     /// The reference: every id sorted by the sampler's ranking.
     fn sorted(logits: &[f32], k: usize) -> Vec<Candidate> {
         let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
@@ -101,21 +114,9 @@ mod tests {
         let mut rng = Lcg(7);
         for case in 0..400 {
             let n = 1 + case % 97;
-            // Few distinct values: many ties, across the sign and zero.
-            let palette = [
-                -1.5,
-                -0.0,
-                0.0,
-                0.25,
-                2.0,
-                f32::NEG_INFINITY,
-                f32::INFINITY,
-                -3.0e38,
-                7.0,
-            ];
             let logits: Vec<f32> = (0..n)
                 .map(|_| match case % 3 {
-                    0 => palette[rng.next_u32() as usize % palette.len()],
+                    0 => PALETTE[rng.next_u32() as usize % PALETTE.len()],
                     _ => rng.unit() * 10.0,
                 })
                 .collect();
@@ -134,20 +135,10 @@ mod tests {
     #[test]
     fn merged_slices_rank_as_the_whole_row() {
         let mut rng = Lcg(11);
-        let palette = [
-            -1.5,
-            -0.0,
-            0.0,
-            0.25,
-            2.0,
-            f32::NEG_INFINITY,
-            f32::INFINITY,
-            7.0,
-        ];
         for case in 0..200 {
             let n = 3 + case % 61;
             let logits: Vec<f32> = (0..n)
-                .map(|_| palette[rng.next_u32() as usize % palette.len()])
+                .map(|_| PALETTE[rng.next_u32() as usize % PALETTE.len()])
                 .collect();
             let a = 1 + rng.next_u32() as usize % (n - 2);
             let b = a + 1 + rng.next_u32() as usize % (n - a - 1);
