@@ -36,6 +36,10 @@
 // `cloudflare:workers` base classes -- and gets the entrypoint class:
 // shard/entry.mjs on workerd, src/js/deno/shards.mjs under the Deno server.
 export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTarget }) {
+  // A vocabulary slice's weights (engine/src/decoder/vocab.rs) start with
+  // their own magic: the same module and entry serve it, as a slice.
+  const magic = new TextDecoder().decode(new Uint8Array(weights, 0, Math.min(8, weights.byteLength)));
+  if (magic === "EIVOCAB1") return sliceEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTarget });
   // The module instance, made on the first call of the isolate (not at
   // startup: copying tens of MB counts against the 1 s startup limit), and
   // again after a trap.
@@ -406,6 +410,161 @@ export function shardEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTar
           // Linear memory only grows: its size now is the isolate's peak.
           linear_memory_bytes: e.memory.buffer.byteLength,
           weights_bytes: weightsBytes,
+        });
+      } catch (err) {
+        return Response.json(
+          { error: { type: "server_error", code: "shard_unavailable", message: String(err), param: null } },
+          { status: 503 },
+        );
+      }
+    }
+  };
+}
+
+// A vocabulary slice's Worker: rows `first..end` of a model's embedding
+// and head, and its final norm (pipeline/src/plan.rs cuts a vocabulary too
+// large for one isolate into slices; shard/src/slice_abi.rs). It keeps
+// nothing per request, but answers as a shard does, so the front opens a
+// turn's slices with its layer shards (`begin`: one invocation each) and
+// calls the pass it returns:
+//   embed(ids)               -> { out: ids.length x dims floats, ms }
+//   forward(hidden, at, best) -> { out, ids, ms }: the best `best` logits
+//                               of its rows for each row of final hidden
+//                               states (best first, model ids), or with
+//                               `best` 0 every logit of its rows
+// `at` is ignored (a slice has no positions). No math here either.
+function sliceEntrypoint(shardModule, weights, { WorkerEntrypoint, RpcTarget }) {
+  let slice;
+  let loadMs = 0;
+  let instances = 0;
+
+  function text(e) {
+    return new TextDecoder().decode(new Uint8Array(e.memory.buffer, e.slice_text_ptr(), e.slice_text_len()));
+  }
+
+  function instance() {
+    if (slice) return slice;
+    const started = performance.now();
+    const e = new WebAssembly.Instance(shardModule, {}).exports;
+    const bytes = new Uint8Array(weights);
+    const ptr = e.weights_alloc(bytes.length);
+    new Uint8Array(e.memory.buffer, ptr, bytes.length).set(bytes);
+    if (e.slice_load(ptr, bytes.length) !== 0) throw new Error(text(e));
+    slice = { e, info: JSON.parse(text(e)) };
+    instances += 1;
+    loadMs = performance.now() - started;
+    return slice;
+  }
+
+  // Writes `words` (a typed array of 32-bit words) as the input, runs `f`,
+  // and copies out what it answered; a trap makes the next call load anew.
+  function call(words, f) {
+    const s = instance();
+    try {
+      const ptr = s.e.slice_input(words.byteLength);
+      new Uint8Array(s.e.memory.buffer, ptr, words.byteLength).set(
+        new Uint8Array(words.buffer, words.byteOffset, words.byteLength),
+      );
+      if (f(s.e) !== 0) throw new Error(text(s.e));
+      const len = s.e.slice_out_len();
+      const at = s.e.slice_out_ptr();
+      return { e: s.e, len, at };
+    } catch (err) {
+      if (err instanceof WebAssembly.RuntimeError && slice === s) slice = undefined;
+      throw err;
+    }
+  }
+
+  class SlicePass extends RpcTarget {
+    constructor(traceparent) {
+      super();
+      this.trace = /^00-([0-9a-f]{32})-/.exec(traceparent ?? "")?.[1] ?? null;
+      this.calls = 0;
+      this.tokens = 0;
+      this.ms = 0;
+      this.ended = null;
+    }
+
+    #timed(f) {
+      if (this.ended) throw new Error(`this pass has ended (${this.ended})`);
+      const started = performance.now();
+      const answer = f();
+      const ms = performance.now() - started;
+      this.calls += 1;
+      this.ms += ms;
+      return { ...answer, ms };
+    }
+
+    embed(ids) {
+      return this.#timed(() => {
+        if (!(ids instanceof Uint32Array)) throw new TypeError("embed takes a Uint32Array of token ids");
+        const { e, len, at } = call(ids, (e) => e.slice_embed(ids.length));
+        this.tokens += ids.length;
+        return { out: new Float32Array(e.memory.buffer, at, len).slice() };
+      });
+    }
+
+    forward(hidden, _at, best) {
+      return this.#timed(() => {
+        if (!(hidden instanceof Float32Array)) {
+          throw new TypeError("forward takes a Float32Array of final hidden states");
+        }
+        const top = Number.isInteger(best) && best > 0 && best < 2 ** 32 ? best : 0;
+        const { e, len, at } = call(hidden, (e) => e.slice_logits(hidden.length, top));
+        const out = new Float32Array(e.memory.buffer, at, len).slice();
+        if (top === 0) return { out };
+        // Ids as u32: read as floats, some would be NaNs, not kept bit for bit.
+        return { out, ids: new Uint32Array(e.memory.buffer, at + len * 4, len).slice() };
+      });
+    }
+
+    touch() {
+      return !this.ended;
+    }
+
+    end(how) {
+      if (this.ended) return;
+      this.ended = how;
+      const { first, end } = slice?.info ?? {};
+      console.log(
+        JSON.stringify({
+          shard: true,
+          trace: this.trace,
+          rows: `${first}..${end}`,
+          calls: this.calls,
+          tokens: this.tokens,
+          ms: Math.round(this.ms * 1000) / 1000,
+          ended: how,
+        }),
+      );
+    }
+
+    close() {
+      this.end("closed");
+    }
+
+    [Symbol.dispose]() {
+      this.end("disposed");
+    }
+  }
+
+  return class extends WorkerEntrypoint {
+    // A turn's use of the slice: it holds no cache, so every prompt
+    // position is "cached" (the layer shards say where the turn starts).
+    begin(traceparent, _tokens, prompt) {
+      instance();
+      return { pass: new SlicePass(traceparent), cached: prompt instanceof Uint32Array ? prompt.length : 0 };
+    }
+
+    async fetch() {
+      try {
+        const { e, info } = instance();
+        return Response.json({
+          ...info,
+          load_ms: loadMs,
+          instances,
+          linear_memory_bytes: e.memory.buffer.byteLength,
+          weights_bytes: weights.byteLength,
         });
       } catch (err) {
         return Response.json(

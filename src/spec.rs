@@ -126,9 +126,22 @@ pub struct ShardSpec {
     pub embeds: bool,
     /// Gives logits (holds the final norm and the head).
     pub predicts: bool,
+    /// A vocabulary slice (no layers): the model's token rows `a..b` of the
+    /// embedding and head, and the final norm (engine/src/decoder/vocab.rs).
+    pub rows: Option<(usize, usize)>,
     /// Packed weight bytes in it, and its isolate's planned memory.
     pub weights: u64,
     pub memory: u64,
+}
+
+impl ShardSpec {
+    /// What it holds, for messages: `layers 0..8` or `vocabulary rows 0..30388`.
+    pub fn holds(&self) -> String {
+        match self.rows {
+            Some((a, b)) => format!("vocabulary rows {a}..{b}"),
+            None => format!("layers {}..{}", self.first_layer, self.end_layer),
+        }
+    }
 }
 
 /// One embedded model, as verified by build.rs.

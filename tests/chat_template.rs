@@ -44,3 +44,39 @@ fn templates_render_as_transformers_renders_them() {
     }
     assert!(checked >= 100, "{checked} renderings");
 }
+
+/// scripts/add-model takes a ChatML model's default system message from its
+/// template's text (`chatml_default_system`), and the served rendering is
+/// ChatML with that message: for every golden ChatML template, what
+/// transformers renders for a chat without a system message starts with
+/// exactly that block.
+#[test]
+fn the_default_system_message_read_from_a_template_is_what_it_renders() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/templates/golden.json");
+    let golden: Value = serde_json::from_slice(&std::fs::read(path).expect("read")).expect("JSON");
+    let mut checked = 0;
+    for model in golden["models"].as_array().unwrap() {
+        let template = model["template"].as_str().unwrap();
+        if !template.contains("<|im_start|>") {
+            continue;
+        }
+        let system = edgeinfer_pipeline::chatml_default_system(template)
+            .unwrap_or_else(|| panic!("{}: no default system message found", model["model"]));
+        let block = format!("<|im_start|>system\n{system}<|im_end|>\n");
+        for case in model["cases"].as_array().unwrap() {
+            let messages = case["messages"].as_array().unwrap();
+            if messages[0]["role"] == "system" || !case["tools"].is_null() {
+                continue;
+            }
+            let text = case["text"].as_str().unwrap();
+            assert!(
+                text.starts_with(&block),
+                "{}: {text:?} does not start with {block:?}",
+                model["model"]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "only {checked} chats checked");
+}

@@ -67,7 +67,11 @@ pub struct ModelEntry {
     pub sha256: String,
     pub quantization: String,
     pub labels: Vec<String>,
+    /// Empty for a GGUF chat model added with scripts/add-model: its
+    /// reference is the file itself (golden tests compare against it).
+    #[serde(default)]
     pub golden: String,
+    #[serde(default)]
     pub golden_sha256: String,
     pub input: InputEntry,
 }
@@ -131,7 +135,11 @@ pub enum InputEntry {
     /// artifact is in the models cache ([`models_cache`]), not in git; the
     /// front worker embeds the tokenizer and the ChatML template only.
     GgufChat {
+        /// Empty (a model added with scripts/add-model): the tokenizer is
+        /// the GGUF's own vocabulary and merges ([`gguf_tokenizer`]).
+        #[serde(default)]
         tokenizer: String,
+        #[serde(default)]
         tokenizer_sha256: String,
         /// The longest sequence (prompt + reply) served: what the shards'
         /// key/value caches are budgeted for.
@@ -220,12 +228,15 @@ impl InputEntry {
                 tokenizer,
                 tokenizer_sha256,
                 ..
-            }
-            | InputEntry::GgufChat {
+            } => vec![(tokenizer, tokenizer_sha256)],
+            InputEntry::GgufChat {
                 tokenizer,
                 tokenizer_sha256,
                 ..
-            } => vec![(tokenizer, tokenizer_sha256)],
+            } => match tokenizer.is_empty() {
+                true => Vec::new(),
+                false => vec![(tokenizer, tokenizer_sha256)],
+            },
         }
     }
 }
@@ -245,10 +256,13 @@ pub fn models_cache() -> std::path::PathBuf {
     cache.join("edgeinfer/models")
 }
 
-/// The shard plan of a sharded model: which layers each shard Worker holds.
-/// build.rs (the front worker's bindings) and scripts/build-shards (the
-/// shard Workers) both call this, so the two always agree.
-pub fn shard_plan(m: &ModelEntry, gguf: &pack_gguf::Gguf) -> Result<Vec<plan::Shard>, CheckError> {
+/// The shard plan of a sharded model: which layers each shard Worker holds,
+/// and, when the embedding or head fits no isolate beside a layer, which
+/// rows of the vocabulary each slice Worker holds (none otherwise: the
+/// first layer shard embeds, the last predicts). build.rs (the front
+/// worker's bindings) and scripts/build-shards (the shard Workers) both
+/// call this, so the two always agree.
+pub fn shard_plan(m: &ModelEntry, gguf: &pack_gguf::Gguf) -> Result<plan::SplitPlan, CheckError> {
     let InputEntry::GgufChat {
         context, shards, ..
     } = &m.input
@@ -274,11 +288,59 @@ pub fn shard_plan(m: &ModelEntry, gguf: &pack_gguf::Gguf) -> Result<Vec<plan::Sh
         what: e,
         fix: fix.into(),
     })?;
-    plan::plan(&costs, &budget).map_err(|e| CheckError {
-        model: m.id.clone(),
-        what: format!("no shard plan: {e}"),
-        fix: fix.into(),
-    })
+    let vocab = gguf
+        .config()
+        .map_err(|e| CheckError {
+            model: m.id.clone(),
+            what: e,
+            fix: fix.into(),
+        })?
+        .vocab;
+    match plan::plan(&costs, &budget) {
+        Ok(layers) => Ok(plan::SplitPlan {
+            vocab: Vec::new(),
+            layers,
+        }),
+        Err(whole) => plan::plan_split(&costs, &budget, vocab).map_err(|split| CheckError {
+            model: m.id.clone(),
+            what: format!("no shard plan: {whole}; with the vocabulary cut apart: {split}"),
+            fix: fix.into(),
+        }),
+    }
+}
+
+/// The system message a ChatML chat template writes when a chat has none:
+/// the first `<|im_start|>system` block whose text is a literal up to its
+/// `<|im_end|>` (SmolLM2's and Qwen2.5's templates write one there), or
+/// none. scripts/add-model's default for `default_system`; the served
+/// rendering is the manifest's ChatML, so this is what makes the two agree.
+pub fn chatml_default_system(template: &str) -> Option<String> {
+    for opening in ["<|im_start|>system\\n", "<|im_start|>system\n"] {
+        let mut rest = template;
+        while let Some(at) = rest.find(opening) {
+            rest = &rest[at + opening.len()..];
+            let Some(end) = rest.find("<|im_end|>") else {
+                break;
+            };
+            let text = &rest[..end];
+            // A literal, not an expression of the messages.
+            if !text.is_empty() && !text.contains(['{', '}', '\'', '"', '+']) {
+                return Some(text.replace("\\n", "\n"));
+            }
+        }
+    }
+    None
+}
+
+/// The binding and script name of vocabulary slice `i` of model `id`:
+/// [`shard_names`] with a `V` before the index (`QWEN_V0`, `edgeinfer-qwen-v0`).
+pub fn slice_names(id: &str, i: usize) -> (String, String) {
+    let (binding, script) = shard_names(id, 0);
+    let (binding, script) = (
+        binding.strip_suffix("_0").unwrap_or(&binding).to_string(),
+        script.strip_suffix("-0").unwrap_or(&script).to_string(),
+    );
+    (format!("{binding}_V{i}"), format!("{script}-v{i}"))
 }
 
 /// The Worker binding (front worker) and script name of shard `i` of model
@@ -408,8 +470,30 @@ pub enum CheckedInput {
         /// Ids of ChatML's start and end tokens.
         template: [u32; 2],
         default_system: String,
-        shards: Vec<plan::Shard>,
+        shards: plan::SplitPlan,
     },
+}
+
+/// The manifest of the models a user added (scripts/add-model), beside
+/// models/manifest.toml and in its format; not in git.
+pub const LOCAL_MANIFEST: &str = "local.toml";
+
+/// models/manifest.toml and, when there is one, models/local.toml after it,
+/// checked as one list.
+pub fn read_manifests(models_dir: &Path) -> Result<Manifest, CheckError> {
+    let read = |name: &str| {
+        std::fs::read_to_string(models_dir.join(name)).map_err(|e| CheckError {
+            model: "-".into(),
+            what: format!("cannot read models/{name}: {e}"),
+            fix: "restore models/manifest.toml from git".into(),
+        })
+    };
+    let mut text = read("manifest.toml")?;
+    if models_dir.join(LOCAL_MANIFEST).exists() {
+        text.push('\n');
+        text.push_str(&read(LOCAL_MANIFEST)?);
+    }
+    parse_manifest(&text)
 }
 
 pub fn parse_manifest(text: &str) -> Result<Manifest, CheckError> {
@@ -511,7 +595,9 @@ pub fn check_model(
     } else {
         verified(models_dir, m, &m.artifact, &m.sha256)?
     };
-    verified(models_dir, m, &m.golden, &m.golden_sha256)?;
+    if !(sharded && m.golden.is_empty()) {
+        verified(models_dir, m, &m.golden, &m.golden_sha256)?;
+    }
     let mut files = Vec::new();
     for (rel, sha) in m.input.files() {
         files.push(verified(models_dir, m, rel, sha)?);
@@ -589,7 +675,7 @@ pub fn check_model(
         } => sharded_chat(
             m,
             tokenizer,
-            files.swap_remove(0),
+            files.pop(),
             *context,
             default_system,
             template,
@@ -631,7 +717,7 @@ fn input_kind(input: &InputEntry) -> &'static str {
 fn sharded_chat(
     m: &ModelEntry,
     path: &str,
-    tokenizer_json: Vec<u8>,
+    tokenizer_json: Option<Vec<u8>>,
     context: usize,
     default_system: &str,
     template: &ChatMlEntry,
@@ -660,12 +746,23 @@ fn sharded_chat(
         .pack_part(pack_gguf::Storage::AsStored, config_only, context)
         .map_err(&fail)?;
     let shards = shard_plan(m, &gguf)?;
+    // No tokenizer file: the GGUF's own vocabulary, merges and pre-tokenizer.
+    let (tokenizer_json, path) = match tokenizer_json {
+        Some(json) => (json, format!("models/{path}")),
+        None => (
+            gguf_tokenizer::Vocabulary::of(&gguf)
+                .and_then(|v| v.tokenizer_json())
+                .map_err(|e| fail(format!("the GGUF's tokenizer: {e}")))?
+                .into_bytes(),
+            "the GGUF's tokenizer".to_string(),
+        ),
+    };
     let tokenizer = Vocabulary::load(&tokenizer_json)
-        .map_err(|e| fail(format!("models/{path} does not load: {e}")))?;
+        .map_err(|e| fail(format!("{path} does not load: {e}")))?;
     let size = tokenizer.size();
     if size > packed.config.vocab {
         return Err(fail(format!(
-            "models/{path} has {size} tokens, the model's vocabulary {}",
+            "{path} has {size} tokens, the model's vocabulary {}",
             packed.config.vocab
         )));
     }
@@ -676,7 +773,7 @@ fn sharded_chat(
     {
         *slot = tokenizer.id(token).ok_or_else(|| CheckError {
             model: m.id.clone(),
-            what: format!("input.template.{name} = {token:?} is not a token of models/{path}"),
+            what: format!("input.template.{name} = {token:?} is not a token of {path}"),
             fix: "name the tokenizer's own ChatML tokens in [model.input.template]".into(),
         })?;
     }

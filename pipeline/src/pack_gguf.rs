@@ -134,6 +134,15 @@ impl<'a> Gguf<'a> {
         Ok(format!("{}.{suffix}", self.architecture()?.name()))
     }
 
+    /// How many tensors of each type the file has (`Q4_K`, `F32`, ...).
+    pub fn tensor_kinds(&self) -> Vec<(String, usize)> {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for t in self.tensors.values() {
+            *counts.entry(format!("{:?}", t.kind)).or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
+
     pub fn get(&self, key: &str) -> Option<&MetadataValue> {
         self.metadata.get(key)
     }

@@ -13,10 +13,15 @@
 //! [`Shard`] is the state of one isolate: the model part and the passes open
 //! on it (one per generation, each with its key/value cache). [`abi`] is
 //! the C interface the JavaScript entry calls; it holds no logic.
+//!
+//! The same module serves the vocabulary slices of a model whose embedding
+//! or head fits no isolate (engine/src/decoder/vocab.rs): `slice_abi`, for
+//! shard/slice.mjs.
 
 mod abi;
 pub mod gate;
 mod shard;
+mod slice_abi;
 
 pub use gate::{Limits, Millis, Refusal};
 pub use shard::{

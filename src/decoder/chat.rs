@@ -93,7 +93,11 @@ impl ChatModel {
                     ],
                     suffix: [vec![end], newline].concat(),
                     reply: [vec![start], ids("assistant\n")?].concat(),
-                    default_system: Some(ids(&format!("system\n{default_system}"))?),
+                    // None when the model's template adds no system message.
+                    default_system: match default_system.is_empty() {
+                        true => None,
+                        false => Some(ids(&format!("system\n{default_system}"))?),
+                    },
                     controls,
                 }
             }

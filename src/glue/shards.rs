@@ -32,7 +32,7 @@ use crate::api::trace::Trace;
 use crate::api::ApiError;
 use crate::decoder::sampling::Logits;
 use crate::spec::ShardSpec;
-use edgeinfer_engine::decoder::STAGE_ROWS;
+use edgeinfer_engine::decoder::{merge, MOST_BEST, STAGE_ROWS};
 
 /// Longest wait for a shard to open a pass (its first call in a cold
 /// isolate loads the weights: tens of ms). A shard with no room makes a
@@ -68,6 +68,9 @@ extern "C" {
     type ShardPass;
     #[wasm_bindgen(method, catch)]
     fn forward(this: &ShardPass, input: &JsValue, at: u32, best: u32) -> Result<Promise, JsValue>;
+    /// A vocabulary slice's embeddings of token ids of its rows.
+    #[wasm_bindgen(method, catch)]
+    fn embed(this: &ShardPass, ids: &Uint32Array) -> Result<Promise, JsValue>;
     #[wasm_bindgen(method, catch)]
     fn close(this: &ShardPass, fed: &JsValue) -> Result<Promise, JsValue>;
     #[wasm_bindgen(method, catch)]
@@ -157,8 +160,10 @@ const SHARD_RETRY_AFTER_S: u64 = 5;
 /// (`retry_after` seconds): every 503 a client gets says when to retry.
 fn shard_error_after(model: &str, shard: &ShardSpec, what: &str, retry_after: u64) -> ApiError {
     ApiError::unavailable(format!(
-        "model {model}: shard Worker {} (layers {}..{}, binding {}) {what}; retry shortly",
-        shard.script, shard.first_layer, shard.end_layer, shard.binding
+        "model {model}: shard Worker {} ({}, binding {}) {what}; retry shortly",
+        shard.script,
+        shard.holds(),
+        shard.binding
     ))
     .with_code("shard_unavailable")
     .with_header("retry-after", retry_after.to_string())
@@ -389,44 +394,186 @@ impl Chain {
         at: usize,
         best: Option<usize>,
     ) -> Result<(Logits, Vec<(&'static str, f64)>), ApiError> {
-        let mut x: JsValue = Uint32Array::from(tokens).into();
-        let at = u32::try_from(at).unwrap_or(u32::MAX);
-        let best = best.map_or(0, |k| u32::try_from(k).unwrap_or(u32::MAX));
+        let (slices, layers): (Vec<_>, Vec<_>) =
+            self.passes.iter().partition(|(s, _)| s.rows.is_some());
         let mut hops = Vec::with_capacity(self.passes.len());
+        // Token ids into the first layer shard, or (the vocabulary cut
+        // apart) their embeddings from the slices that hold them.
+        let mut x: JsValue = if slices.is_empty() {
+            Uint32Array::from(tokens).into()
+        } else {
+            self.embed(&slices, tokens, &mut hops).await?.into()
+        };
+        let at = u32::try_from(at).unwrap_or(u32::MAX);
+        // Slices rank at most MOST_BEST; more is the whole row.
+        let best = match best {
+            Some(k) if !slices.is_empty() && k > MOST_BEST => 0,
+            Some(k) => u32::try_from(k).unwrap_or(u32::MAX),
+            None => 0,
+        };
         let mut ids = None;
-        for (shard, pass) in &self.passes {
+        for (shard, pass) in &layers {
             // Only the last shard ranks (the others ignore it).
-            let promise = pass
-                .forward(&x, at, best)
-                .map_err(|e| shard_error(self.model, shard, &describe(&e)))?;
-            let out = bounded(promise, PASS_TIMEOUT)
-                .await
-                .map_err(|e| shard_error(self.model, shard, &format!("failed a pass: {e}")))?;
-            let field = |name: &str| Reflect::get(&out, &JsValue::from_str(name)).ok();
-            let (Some(values), Some(ms)) = (
-                field("out").and_then(|v| v.dyn_into::<Float32Array>().ok()),
-                field("ms").and_then(|v| v.as_f64()),
-            ) else {
-                return Err(shard_error(
-                    self.model,
-                    shard,
-                    "answered a pass with no floats",
-                ));
-            };
+            let (values, got, ms) = self.call(shard, pass.forward(&x, at, best)).await?;
             hops.push((shard.script, ms));
-            ids = field("ids").and_then(|v| v.dyn_into::<Uint32Array>().ok());
+            ids = got;
             x = values.into();
         }
         let values = x
             .dyn_into::<Float32Array>()
-            .map_err(|_| ApiError::internal("a sharded model has no shards"))?
-            .to_vec();
+            .map_err(|_| ApiError::internal("a sharded model has no shards"))?;
+        if !slices.is_empty() {
+            return self
+                .predict(&slices, values, tokens.len(), best, hops)
+                .await;
+        }
+        let values = values.to_vec();
         // A shard older than `best` sends the whole row: taken as it is.
         let logits = match ids {
             Some(ids) if ids.length() as usize == values.len() => {
                 Logits::Best(ids.to_vec().into_iter().zip(values).collect())
             }
             _ => Logits::All(values),
+        };
+        Ok((logits, hops))
+    }
+
+    /// One bounded call of a shard's pass: its floats, the ids that go with
+    /// them (ranked logits), and the shard's own time.
+    async fn call(
+        &self,
+        shard: &ShardSpec,
+        promise: Result<Promise, JsValue>,
+    ) -> Result<(Float32Array, Option<Uint32Array>, f64), ApiError> {
+        let promise = promise.map_err(|e| shard_error(self.model, shard, &describe(&e)))?;
+        let out = bounded(promise, PASS_TIMEOUT)
+            .await
+            .map_err(|e| shard_error(self.model, shard, &format!("failed a pass: {e}")))?;
+        let field = |name: &str| Reflect::get(&out, &JsValue::from_str(name)).ok();
+        let (Some(values), Some(ms)) = (
+            field("out").and_then(|v| v.dyn_into::<Float32Array>().ok()),
+            field("ms").and_then(|v| v.as_f64()),
+        ) else {
+            return Err(shard_error(
+                self.model,
+                shard,
+                "answered a pass with no floats",
+            ));
+        };
+        let ids = field("ids").and_then(|v| v.dyn_into::<Uint32Array>().ok());
+        Ok((values, ids, ms))
+    }
+
+    /// The embeddings of `tokens`, each asked of the slice holding its row
+    /// (the slices at once), in the tokens' order.
+    async fn embed(
+        &self,
+        slices: &[&(&'static ShardSpec, ShardPass)],
+        tokens: &[u32],
+        hops: &mut Vec<(&'static str, f64)>,
+    ) -> Result<Float32Array, ApiError> {
+        let holder = |t: u32| {
+            slices
+                .iter()
+                .position(|(s, _)| s.rows.is_some_and(|(a, b)| (a..b).contains(&(t as usize))))
+        };
+        let mut asked: Vec<Vec<usize>> = vec![Vec::new(); slices.len()];
+        for (i, &t) in tokens.iter().enumerate() {
+            let k = holder(t).ok_or_else(|| {
+                ApiError::internal(format!(
+                    "model {}: token {t} is in no vocabulary slice",
+                    self.model
+                ))
+            })?;
+            asked[k].push(i);
+        }
+        let calls = slices
+            .iter()
+            .zip(&asked)
+            .filter(|(_, rows)| !rows.is_empty())
+            .map(|((shard, pass), rows)| {
+                let ids: Vec<u32> = rows.iter().map(|&i| tokens[i]).collect();
+                let promise = pass.embed(&Uint32Array::from(&ids[..]));
+                async move { (rows, self.call(shard, promise).await.map(|r| (shard, r))) }
+            });
+        let mut out: Vec<f32> = Vec::new();
+        for (rows, answer) in join_all(calls).await {
+            let (shard, (values, _, ms)) = answer?;
+            hops.push((shard.script, ms));
+            let values = values.to_vec();
+            let dims = values.len() / rows.len();
+            if dims == 0 || values.len() != dims * rows.len() {
+                return Err(shard_error(
+                    self.model,
+                    shard,
+                    "answered embeddings of the wrong size",
+                ));
+            }
+            if out.is_empty() {
+                out = vec![0.0; dims * tokens.len()];
+            }
+            for (&i, row) in rows.iter().zip(values.chunks_exact(dims)) {
+                out.get_mut(i * dims..(i + 1) * dims)
+                    .ok_or_else(|| {
+                        shard_error(self.model, shard, "answered embeddings of the wrong size")
+                    })?
+                    .copy_from_slice(row);
+            }
+        }
+        Ok(Float32Array::from(&out[..]))
+    }
+
+    /// The next token's logits from the last of the `rows` rows of final
+    /// hidden states `hidden`, asked of every slice at once: the `best` best of
+    /// each merged (the unsplit model's ranking: decoder::merge), or, with
+    /// `best` 0, every slice's row of logits in vocabulary order.
+    async fn predict(
+        &self,
+        slices: &[&(&'static ShardSpec, ShardPass)],
+        hidden: Float32Array,
+        rows: usize,
+        best: u32,
+        mut hops: Vec<(&'static str, f64)>,
+    ) -> Result<(Logits, Vec<(&'static str, f64)>), ApiError> {
+        let rows = rows as u32;
+        let dims = hidden.length().checked_div(rows).unwrap_or(0);
+        if dims == 0 || rows * dims != hidden.length() {
+            return Err(ApiError::internal(format!(
+                "model {}: the last layer shard gave {} floats, not whole rows of {dims}",
+                self.model,
+                hidden.length()
+            )));
+        }
+        // A copy, not a view: a view would carry its whole buffer over RPC.
+        let last: JsValue = hidden.slice((rows - 1) * dims, rows * dims).into();
+        let last = &last;
+        let answers = join_all(slices.iter().map(|(shard, pass)| async move {
+            (shard, self.call(shard, pass.forward(last, 0, best)).await)
+        }))
+        .await;
+        let mut ranked = Vec::with_capacity(slices.len());
+        let mut all = Vec::new();
+        for (shard, answer) in answers {
+            let (values, ids, ms) = answer?;
+            hops.push((shard.script, ms));
+            match (best, ids) {
+                (0, _) => all.extend(values.to_vec()),
+                (_, Some(ids)) if ids.length() == values.length() => {
+                    ranked.push(ids.to_vec().into_iter().zip(values.to_vec()).collect())
+                }
+                _ => {
+                    return Err(shard_error(
+                        self.model,
+                        shard,
+                        "answered best logits without their ids",
+                    ))
+                }
+            }
+        }
+        let logits = if best == 0 {
+            Logits::All(all)
+        } else {
+            Logits::Best(merge(&ranked, best as usize))
         };
         Ok((logits, hops))
     }
