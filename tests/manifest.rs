@@ -309,8 +309,16 @@ fn wrangler_toml_binds_the_planned_shards() {
                 .collect()
         })
         .unwrap_or_default();
+    // Models a user added (models/local.toml) are bound by
+    // scripts/nobuild-config, not by wrangler.toml.
+    let local: Vec<String> = std::fs::read_to_string(models_dir().join(check::LOCAL_MANIFEST))
+        .ok()
+        .and_then(|text| check::parse_manifest(&text).ok())
+        .map(|m| m.model.into_iter().map(|m| m.id).collect())
+        .unwrap_or_default();
     let planned: Vec<(String, String)> = MODELS
         .iter()
+        .filter(|m| !local.iter().any(|id| id == m.id))
         .filter_map(|m| match m.input {
             registry::InputSpec::ShardedChat { shards, .. } => Some(shards),
             _ => None,

@@ -397,8 +397,10 @@ fn workerd_config(
     // Only the front worker binds shards (the bench also serves an empty one).
     if !bindings.no_shards && has_sessions {
         let date = compatibility_date();
-        for shard in shard_plan() {
-            let worker = format!("shard{}", shard.index);
+        let plan = shard_plan();
+        for (k, shard) in plan.iter().enumerate() {
+            // Unique across models (models/local.toml may add some).
+            let worker = format!("shard{k}");
             binds.push_str(&format!(
                 "    (name = {:?}, service = {:?}),\n",
                 shard.binding, shard.script
@@ -407,10 +409,11 @@ fn workerd_config(
                 ", (name = {:?}, worker = .{worker})",
                 shard.script
             ));
+            // Broken shards stand for the first sharded model's (the manifest's).
             if let Some((_, how)) = bindings
                 .broken_shards
                 .iter()
-                .find(|(i, _)| *i == shard.index)
+                .find(|(i, _)| *i == shard.index && shard.model == plan[0].model)
             {
                 std::fs::write(dir.join("broken.mjs"), BROKEN_SHARD).expect("write broken shard");
                 let mode = match how {
@@ -423,7 +426,7 @@ fn workerd_config(
                 continue;
             }
             link_shard(dir, &shard.script);
-            if let Some(p) = shard_ports.get(shard.index) {
+            if let Some(p) = shard_ports.get(k) {
                 sockets.push_str(&format!(
                     ", (name = \"{worker}\", address = \"127.0.0.1:{p}\", http = (), service = {:?})",
                     shard.script

@@ -27,7 +27,9 @@ class Fetcher {
   // `{ pass, cached }`, or the shard's `{ refused }` as it is.
   async begin(traceparent, tokens, prompt, scope) {
     const opened = await this.#entry.begin(traceparent, tokens, prompt?.slice(), scope);
-    return opened.pass ? { pass: stub(opened.pass), cached: opened.cached } : opened;
+    return opened.pass
+      ? { pass: stub(opened.pass), cached: opened.cached, public_tokens: opened.public_tokens }
+      : opened;
   }
 
   async open(traceparent, tokens) {
@@ -41,8 +43,13 @@ class Fetcher {
 
 function stub(pass) {
   return {
-    forward: async (input, at) => {
-      const { out, ms } = await pass.forward(input.slice(), at);
+    forward: async (input, at, best) => {
+      const { out, ids, ms } = await pass.forward(input.slice(), at, best);
+      return ids ? { out, ids, ms } : { out, ms };
+    },
+    // A vocabulary slice's (shard/pass.mjs, sliceEntrypoint).
+    embed: async (ids) => {
+      const { out, ms } = await pass.embed(ids.slice());
       return { out, ms };
     },
     close: async (fed) => pass.close(fed?.slice()),
