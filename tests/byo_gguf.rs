@@ -230,9 +230,7 @@ fn listed_with_its_workers(byo: &Byo, c: &Client) -> Result<(), Failed> {
         .ok_or_else(|| format!("{} not in /v1/models", byo.id))?;
     ensure(listed["shards"] == byo.workers, || format!("{listed}"))?;
     // The front's own invocation and one per shard Worker: within 32.
-    ensure(byo.workers < 32, || {
-        format!("{} Workers", byo.workers + 1)
-    })
+    ensure(byo.workers < 32, || format!("{} Workers", byo.workers + 1))
 }
 
 type Check = fn(&Byo, &Client) -> Result<(), Failed>;

@@ -30,7 +30,7 @@ use edgeinfer_engine::decoder::format::{
     Config, Header, Layer, Matrix, Part, Rope, RopeStyle, Weights, MAGIC,
 };
 use edgeinfer_engine::decoder::vocab::{VocabHeader, MAGIC as VOCAB_MAGIC};
-use edgeinfer_engine::decoder::{stage_row_bytes, PREDICT_ROWS, STAGE_ROWS};
+use edgeinfer_engine::decoder::{stage_row_bytes, stage_rows, PREDICT_ROWS};
 use edgeinfer_engine::kernels::panels::{self, PanelKind, Panels};
 
 /// How the weights are stored in the packed form.
@@ -281,7 +281,7 @@ impl<'a> Gguf<'a> {
             final_norm: bytes("output_norm.weight")?,
             layers,
             kv_per_token: 2 * (c.kv_heads * c.head_dim * 4) as u64,
-            stage: STAGE_ROWS as u64 * stage_row_bytes(&c),
+            stage: stage_rows(&c) as u64 * stage_row_bytes(&c),
             logits: 2 * PREDICT_ROWS as u64 * 4 * c.vocab as u64,
         })
     }

@@ -14,7 +14,7 @@ use futures_util::stream;
 use worker::{Env, Headers, Response, Result};
 
 use super::log::LogLine;
-use super::shards::{warm_public_start, Chain};
+use super::shards::{warm_public_start, Chain, Sharding};
 use crate::api::chat::{
     ChatCall, ChatTurn, Event, Output, Pass, RequestMeta, Step, TurnSink, Wire, SSE_HEADERS,
 };
@@ -101,18 +101,15 @@ async fn open_chain(
     let Some(sharded) = turn.sharded() else {
         return Ok(None);
     };
-    warm_public_start(
-        env,
-        sharded.model,
-        sharded.shards,
-        trace,
-        sharded.public_start,
-    )
-    .await;
+    let sharding = Sharding {
+        model: sharded.model,
+        shards: sharded.shards,
+        window: sharded.window,
+    };
+    warm_public_start(env, sharding, trace, sharded.public_start).await;
     let chain = Chain::open(
         env,
-        sharded.model,
-        sharded.shards,
+        sharding,
         trace,
         sharded.most_tokens,
         sharded.prompt,

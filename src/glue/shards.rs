@@ -32,7 +32,7 @@ use crate::api::trace::Trace;
 use crate::api::ApiError;
 use crate::decoder::sampling::Logits;
 use crate::spec::ShardSpec;
-use edgeinfer_engine::decoder::{merge, MOST_BEST, STAGE_ROWS};
+use edgeinfer_engine::decoder::{merge, MOST_BEST};
 
 /// Longest wait for a shard to open a pass (its first call in a cold
 /// isolate loads the weights: tens of ms). A shard with no room makes a
@@ -90,10 +90,22 @@ const TOUCH_EVERY: Duration = Duration::from_secs(1);
 /// connection open.
 const STALL: Duration = Duration::from_secs(40);
 
+/// A sharded model as a chain reaches it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sharding {
+    pub model: &'static str,
+    /// Its layer shards in chain order, then its vocabulary slices.
+    pub shards: &'static [ShardSpec],
+    /// The most rows one call carries (the model's window,
+    /// `edgeinfer_engine::decoder::stage_rows`).
+    pub window: usize,
+}
+
 /// One turn's passes, one per shard, in chain order.
 pub struct Chain {
     passes: Vec<(&'static ShardSpec, ShardPass)>,
     model: &'static str,
+    window: usize,
     /// The prompt's first tokens every shard's cache holds.
     cached: usize,
     /// Every token id fed so far, the prompt's cached start included.
@@ -205,13 +217,13 @@ impl Chain {
     /// empty): a shard matches kept caches only within it.
     pub async fn open(
         env: &Env,
-        model: &'static str,
-        shards: &'static [ShardSpec],
+        sharding: Sharding,
         trace: &Trace,
         tokens: usize,
         prompt: &[u32],
         scope: &str,
     ) -> Result<Chain, ApiError> {
+        let Sharding { model, shards, .. } = sharding;
         let traceparent = trace.header();
         let prompt_ids = Uint32Array::from(prompt);
         let life = Rc::new(Life {
@@ -235,6 +247,7 @@ impl Chain {
         let mut chain = Chain {
             passes: Vec::with_capacity(shards.len()),
             model,
+            window: sharding.window.max(1),
             cached: prompt.len(),
             fed: Vec::with_capacity(tokens),
             failed: false,
@@ -360,7 +373,7 @@ impl Chain {
         result
     }
 
-    /// A pass in pieces of at most [`STAGE_ROWS`] tokens, each through
+    /// A pass in pieces of at most the model's window of tokens, each through
     /// every shard before the next: what a call carries between isolates
     /// (its hidden states, 2.3 KB a token for SmolLM2) and what a shard
     /// holds for it stay bounded whatever the prompt, and other
@@ -373,12 +386,12 @@ impl Chain {
         at: usize,
         best: Option<usize>,
     ) -> Result<(Logits, Vec<(&'static str, f64)>), ApiError> {
-        let pieces = tokens.len().div_ceil(STAGE_ROWS).max(1);
+        let pieces = tokens.len().div_ceil(self.window).max(1);
         let mut hops: Vec<(&'static str, f64)> = Vec::with_capacity(self.passes.len() * pieces);
-        for (k, piece) in tokens.chunks(STAGE_ROWS.max(1)).enumerate() {
+        for (k, piece) in tokens.chunks(self.window).enumerate() {
             let last = k + 1 == pieces;
             let ask = if last { best } else { Some(1) };
-            let (logits, times) = self.run_piece(piece, at + k * STAGE_ROWS, ask).await?;
+            let (logits, times) = self.run_piece(piece, at + k * self.window, ask).await?;
             // One entry per shard per piece: the turn sums them by name.
             hops.extend(times);
             if last {
@@ -615,13 +628,8 @@ fn rewarm_later(model: &str) {
 /// holds it (another front isolate fed it) is fed its last token only. A
 /// failure costs only the saving: the turn goes on, and a turn at least
 /// [`REWARM_AFTER_MS`] later tries again.
-pub async fn warm_public_start(
-    env: &Env,
-    model: &'static str,
-    shards: &'static [ShardSpec],
-    trace: &Trace,
-    ids: &[u32],
-) {
+pub async fn warm_public_start(env: &Env, sharding: Sharding, trace: &Trace, ids: &[u32]) {
+    let model = sharding.model;
     let now = js_sys::Date::now();
     let first = WARMED.with(|w| {
         let mut w = w.borrow_mut();
@@ -640,7 +648,7 @@ pub async fn warm_public_start(
     if !first || ids.is_empty() {
         return;
     }
-    let Ok(mut chain) = Chain::open(env, model, shards, trace, ids.len(), ids, PUBLIC_SCOPE).await
+    let Ok(mut chain) = Chain::open(env, sharding, trace, ids.len(), ids, PUBLIC_SCOPE).await
     else {
         rewarm_later(model);
         return;

@@ -257,6 +257,25 @@ pub struct Decoder {
 /// tiles.
 pub const STAGE_ROWS: usize = 128;
 
+/// The most activation bytes a window holds ([`stage_rows`]): SmolLM2's
+/// 128 rows (4.6 MB) fit, a wider model's window is cut to fit, so that a
+/// shard's room goes to layers. Qwen2.5-1.5B's 128 rows held 19.5 MB, and
+/// no two of its ~26 MB layers (held twice: the Worker's copy and the
+/// module's) then fit one isolate beside them: 28 layer shards, more
+/// Workers than a request may reach.
+pub const STAGE_BYTES: u64 = 6 << 20;
+
+/// The rows of a window for a model of config `c`: [`STAGE_ROWS`], halved
+/// (to 8 at the least) until they hold at most [`STAGE_BYTES`]. A shard and
+/// the front that cuts passes into pieces compute it alike.
+pub fn stage_rows(c: &Config) -> usize {
+    let mut rows = STAGE_ROWS;
+    while rows > 8 && rows as u64 * stage_row_bytes(c) > STAGE_BYTES {
+        rows /= 2;
+    }
+    rows
+}
+
 /// The most sequences a pass of a part that predicts should run at once
 /// (a shard's batches keep to it): each holds a row of logits twice (the
 /// head's output, then its own), 196 KB a row for SmolLM2, so 33
@@ -566,7 +585,8 @@ impl Decoder {
                 Err(e) => results.push(Err(e)),
             }
         }
-        let mut x = Vec::with_capacity(STAGE_ROWS.min(seqs.iter().map(|s| s.1).sum()) * d);
+        let window_rows = stage_rows(c);
+        let mut x = Vec::with_capacity(window_rows.min(seqs.iter().map(|s| s.1).sum()) * d);
         loop {
             // The next window: each sequence's next rows, in order, while
             // it has room; (step, first row in `x`, rows, positions before).
@@ -576,7 +596,7 @@ impl Decoder {
             let mut ending: Vec<usize> = Vec::with_capacity(seqs.len());
             for (i, rows, done) in seqs.iter_mut() {
                 let (at, left) = (x.len() / d, *rows - *done);
-                let take = left.min(STAGE_ROWS - at);
+                let take = left.min(window_rows - at);
                 if take == 0 {
                     continue;
                 }

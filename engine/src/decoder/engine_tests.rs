@@ -866,3 +866,36 @@ fn windows_of_a_long_input_give_the_bits_of_any_other_cut() {
         assert_eq!([a.len(), d.len(), b.len()], [n, 4, STAGE_ROWS + 3]);
     }
 }
+
+/// A window holds at most STAGE_BYTES of activations: SmolLM2's shape keeps
+/// the whole 128 rows (its shards' plans and prefill are as before), wider
+/// models run fewer rows at once, and a window never drops below 8 rows.
+#[test]
+fn a_window_fits_its_activation_bytes() {
+    let shape = |dims, heads, kv_heads, head_dim, ffn| Config {
+        vocab: 49_152,
+        dims,
+        heads,
+        kv_heads,
+        head_dim,
+        ffn,
+        context: 1024,
+        norm_eps: 1e-5,
+        rope: Rope {
+            theta: 1e4,
+            style: RopeStyle::HalfSplit,
+        },
+    };
+    // (SmolLM2-135M, Qwen2.5-0.5B, Qwen2.5-1.5B, a very wide model): rows.
+    for (c, rows) in [
+        (shape(576, 9, 3, 64, 1536), 128),
+        (shape(896, 14, 2, 64, 4864), 64),
+        (shape(1536, 12, 2, 128, 8960), 32),
+        (shape(16_384, 128, 8, 128, 65_536), 8),
+    ] {
+        let got = stage_rows(&c);
+        assert_eq!(got, rows, "{c:?}");
+        assert!(got == 8 || got as u64 * stage_row_bytes(&c) <= STAGE_BYTES);
+        assert!(got == STAGE_ROWS || 2 * got as u64 * stage_row_bytes(&c) > STAGE_BYTES);
+    }
+}

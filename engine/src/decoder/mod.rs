@@ -13,6 +13,6 @@ pub mod vocab;
 
 pub use best::{best, merge, Candidate, MOST_BEST};
 pub use engine::{
-    stage_row_bytes, Decoder, DecoderError, StageInput, Step, PREDICT_ROWS, STAGE_ROWS,
+    stage_row_bytes, stage_rows, Decoder, DecoderError, StageInput, Step, PREDICT_ROWS, STAGE_ROWS,
 };
 pub use kv::KvCache;

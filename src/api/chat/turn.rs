@@ -17,6 +17,7 @@ use crate::decoder::sampling::Logits;
 use crate::decoder::template::Message;
 use crate::error::CoreError;
 use crate::registry::{self, InputSpec, ModelSpec, ShardSpec};
+use edgeinfer_engine::decoder::stage_rows;
 
 use super::fields::GenerationFields;
 use super::wire::{ChatUsage, PromptTokensDetails};
@@ -177,6 +178,9 @@ pub struct Sharded<'a> {
     pub prompt: &'a [u32],
     /// [`ChatModel::public_start`]: what the shards keep for every caller.
     pub public_start: &'static [u32],
+    /// The most rows a call carries: the model's window
+    /// (`edgeinfer_engine::decoder::stage_rows`), as its shards run it.
+    pub window: usize,
 }
 
 /// Where a reply is.
@@ -212,6 +216,8 @@ pub struct ChatTurn {
     cached_tokens: usize,
     /// The model's [`ChatModel::public_start`].
     public_start: &'static [u32],
+    /// Its window ([`Sharded::window`]).
+    window: usize,
 }
 
 impl ChatTurn {
@@ -252,6 +258,7 @@ impl ChatTurn {
             hops: Vec::new(),
             cached_tokens: 0,
             public_start: model.public_start(),
+            window: stage_rows(model.decoder().config()),
         })
     }
 
@@ -333,6 +340,7 @@ impl ChatTurn {
                 most_tokens: self.generation.most_tokens(),
                 prompt: self.generation.prompt(),
                 public_start: self.public_start,
+                window: self.window,
             }),
             _ => None,
         }
