@@ -13,13 +13,15 @@
 //! ```
 //!
 //! `EDGEINFER_BYO_MODEL` names another added model (its golden chats are
-//! models/templates/golden.json's of the same GGUF, by sha256). Checked:
+//! models/templates/golden.json's of the same chat template: Qwen2.5-Coder
+//! 0.5B's serve the 1.5B's too). Checked:
 //! - the front renders each golden chat (transformers' `apply_chat_template`
 //!   text, tokenized) token for token: `usage.prompt_tokens`;
 //! - greedy replies through every layer shard and vocabulary slice equal
 //!   our engine on the whole file natively: layers bit for bit, and the
 //!   slices' merged candidates the whole head's ranking;
-//! - streamed equals whole, and `/v1/models` counts its Workers.
+//! - streamed equals whole, and `/v1/models` counts its Workers;
+//! - the official openai Python client gets "Paris" for the capital of France.
 
 use edgeinfer_pipeline as check;
 mod support;
@@ -75,6 +77,7 @@ fn load() -> Byo {
     let gguf = Gguf::parse(bytes).expect("parse the GGUF");
     let packed = gguf.pack(Storage::AsStored).expect("pack the whole GGUF");
     let decoder = Decoder::parse(leak_aligned(&packed.bytes)).expect("load it");
+    let template = gguf.string("tokenizer.chat_template").ok();
     let json = Vocabulary::of(&gguf)
         .and_then(|v| v.tokenizer_json())
         .expect("its tokenizer");
@@ -93,8 +96,8 @@ fn load() -> Byo {
         .as_array()
         .expect("models")
         .iter()
-        .find(|m| m["gguf_sha256"] == spec.sha256)
-        .unwrap_or_else(|| panic!("models/templates/golden.json has no chats for {id}'s GGUF"))
+        .find(|m| Some(m["template"].as_str().unwrap_or("")) == template)
+        .unwrap_or_else(|| panic!("models/templates/golden.json has no chats for {id}'s template"))
         .clone();
     Byo {
         id,
@@ -233,10 +236,35 @@ fn listed_with_its_workers(byo: &Byo, c: &Client) -> Result<(), Failed> {
     ensure(byo.workers < 32, || format!("{} Workers", byo.workers + 1))
 }
 
+/// The official openai Python client, unmodified but for its base URL:
+/// whole and streamed alike, naming Paris, sessions and the models list.
+fn openai_python_client(byo: &Byo, c: &Client) -> Result<(), Failed> {
+    let Some(python) = support::client_python() else {
+        return Err("the openai Python client is not installed: run scripts/setup".into());
+    };
+    let out = std::process::Command::new(python)
+        .arg(support::root().join("tests/clients/openai_chat.py"))
+        .env("EDGEINFER_BASE_URL", format!("{}/v1", c.base()))
+        .env("EDGEINFER_CHAT_MODEL", &byo.id)
+        .env("EDGEINFER_EXPECT_PARIS", "1")
+        .output()
+        .expect("run tests/clients/openai_chat.py");
+    ensure(out.status.success(), || {
+        format!(
+            "openai_chat.py failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 type Check = fn(&Byo, &Client) -> Result<(), Failed>;
 
 fn main() {
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    // One conversation at a time: a large model's plan may give each shard
+    // room for one only (the 1.5B's), and a second would wait its turn.
+    args.test_threads = Some(1);
     let checks: Vec<(&str, Check)> = vec![
         (
             "greedy_equals_the_native_engine",
@@ -244,6 +272,7 @@ fn main() {
         ),
         ("streamed_equals_whole", streamed_equals_whole),
         ("listed_with_its_workers", listed_with_its_workers),
+        ("openai_python_client", openai_python_client),
     ];
     let ignored = !args.ignored && !args.include_ignored;
     let state = (!args.list && !ignored).then(|| Arc::new((load(), Worker::start())));

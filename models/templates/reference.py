@@ -8,8 +8,9 @@ the template raised one).
 
 Usage: python3 -m venv V && V/bin/pip install -r requirements.txt && V/bin/python reference.py
 
-The models: SmolLM2-135M-Instruct (ChatML, no tools) and Qwen2.5-Coder-0.5B-Instruct
-(ChatML with tools, tool calls and tool responses), each from the GGUF its fetch.py
+The models: SmolLM2-135M-Instruct (ChatML, no tools), Qwen2.5-Coder-0.5B-Instruct
+(ChatML with tools, tool calls and tool responses) and Qwen2.5-Coder-1.5B-Instruct (the
+same but for the braces of its tool-call example), each from the GGUF its fetch.py
 puts in the models cache (sha256-checked). The conversations: the 24 golden chats of
 models/smollm2/golden.json, each with and without the generation prompt, and the tool
 conversations below (OpenAI's shapes: tools as function definitions, an assistant's
@@ -148,7 +149,7 @@ def main() -> None:
     assert len(chats) == 24, len(chats)
     out = {
         "reference": "transformers 4.57.1 render_jinja_template (apply_chat_template's renderer), Jinja2 3.1.6",
-        "models": [model_cases("smollm2", chats), model_cases("qwen2.5-coder-0.5b", chats)],
+        "models": [model_cases(m, chats) for m in ("smollm2", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")],
     }
     (HERE / "golden.json").write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n")
     n = sum(len(m["cases"]) for m in out["models"])

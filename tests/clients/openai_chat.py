@@ -2,15 +2,17 @@
 for its base URL (EDGEINFER_BASE_URL, e.g. http://127.0.0.1:8787/v1): chat
 whole and streamed (with the usage chunk), a session named in extra_body and
 in a header, the models list, embeddings, and a 404 raised as NotFoundError.
-Run by tests/chat.rs; exits non-zero with a message on the first mismatch."""
+Run by tests/chat.rs (and tests/byo_gguf.rs on a model added with
+scripts/add-model, which also wants the answer to name Paris); exits non-zero with a message on the first mismatch."""
 
 import os
 import sys
 
 import openai
 
-# The default chat model: SmolLM2-135M-Instruct, served by its shard Workers.
-MODEL = "smollm2-135m-instruct"
+# The default chat model: SmolLM2-135M-Instruct, served by its shard Workers
+# (EDGEINFER_CHAT_MODEL: another, e.g. one added with scripts/add-model).
+MODEL = os.environ.get("EDGEINFER_CHAT_MODEL", "smollm2-135m-instruct")
 
 
 def check(cond, message):
@@ -51,6 +53,8 @@ def main():
     check(finish == choice.finish_reason, finish)
     check(usage is not None and usage.completion_tokens == whole.usage.completion_tokens, usage)
     check(chunks >= 3, f"{chunks} chunks")
+    if os.environ.get("EDGEINFER_EXPECT_PARIS"):
+        check("Paris" in text, f"{MODEL} answered {text!r}")
 
     # A session: history kept by the server between calls.
     session = client.post("/sessions", body={"system": "You are a helpful assistant."},
