@@ -48,6 +48,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod byo;
 mod crowd;
 mod lm;
 mod platforms;
@@ -72,6 +73,8 @@ struct Args {
     decoder_only: bool,
     /// Only the sharded chat model's rows (front + shards in workerd).
     sharded_only: bool,
+    /// Only a model added with scripts/add-model (its id).
+    byo: Option<String>,
     /// Only workerd next to Deno (the same build on both servers).
     platforms_only: bool,
     /// Only the crowd (bench/crowd.rs), for this many seconds.
@@ -86,6 +89,7 @@ fn args() -> Args {
         load_seconds: 10,
         decoder_only: false,
         sharded_only: false,
+        byo: None,
         platforms_only: false,
         crowd_seconds: None,
         json: None,
@@ -109,6 +113,7 @@ fn args() -> Args {
             "--json" => a.json = Some(it.next().expect("--json PATH")),
             "--decoder" => a.decoder_only = true,
             "--sharded" => a.sharded_only = true,
+            "--byo" => a.byo = Some(it.next().expect("--byo MODEL")),
             "--deno" => a.platforms_only = true,
             "--crowd" => a.crowd_seconds = a.crowd_seconds.or(Some(60)),
             "--crowd-seconds" => {
@@ -489,6 +494,9 @@ fn report(rows: &[(String, String)], table: Option<&str>, json: &Value, path: Op
         println!("\n{table}");
     }
     if let Some(path) = path {
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
         std::fs::write(path, serde_json::to_vec_pretty(json).unwrap()).expect("write JSON");
     }
 }
@@ -504,6 +512,11 @@ fn main() {
     }
     if let Some(seconds) = a.crowd_seconds {
         let (rows, json) = crowd::rows(seconds);
+        report(&rows, None, &json, a.json.as_deref());
+        return;
+    }
+    if let Some(model) = &a.byo {
+        let (rows, json) = byo::rows(model, a.runs);
         report(&rows, None, &json, a.json.as_deref());
         return;
     }

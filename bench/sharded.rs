@@ -237,7 +237,7 @@ fn fresh(base: &str, next: &mut usize) -> Client {
 }
 
 /// The machine: (one line for the table, JSON). From /proc/cpuinfo.
-fn machine() -> (String, Value) {
+pub(super) fn machine() -> (String, Value) {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |name: &str| {
         info.lines()
@@ -283,7 +283,7 @@ fn load_average() -> String {
 }
 
 /// The operating system's CPU accounting of a server's processes (Linux /proc).
-mod os {
+pub(super) mod os {
     use std::path::Path;
 
     /// (comm, ppid, [utime, stime, cutime, cstime] in clock ticks).
@@ -422,15 +422,20 @@ fn wait_shard_lines(w: &Worker, from: usize, lines: usize) -> (usize, f64) {
 /// A request's cost measured both ways: in-isolate (the shards' logged ms)
 /// and by the operating system (ms of CPU), with the run-queue delay.
 #[derive(Debug, Clone, Copy, Default)]
-struct Cost {
-    shard_ms: f64,
-    os_ms: f64,
+pub(super) struct Cost {
+    pub(super) shard_ms: f64,
+    pub(super) os_ms: f64,
     run_delay_ms: f64,
 }
 
 /// Runs `f` and returns what it cost on `w` (whose workerd is `pid`), once
 /// the shards logged `passes` passes after it.
-fn measured<T>(w: &Worker, pid: Option<u32>, passes: usize, f: impl FnOnce() -> T) -> (T, Cost) {
+pub(super) fn measured<T>(
+    w: &Worker,
+    pid: Option<u32>,
+    passes: usize,
+    f: impl FnOnce() -> T,
+) -> (T, Cost) {
     let from = w.log_text().len();
     let before = pid.map(os::sample);
     let out = f();
@@ -451,13 +456,13 @@ fn measured<T>(w: &Worker, pid: Option<u32>, passes: usize, f: impl FnOnce() -> 
 }
 
 /// One streamed reply of a concurrency level.
-struct Stream {
+pub(super) struct Stream {
     status: u16,
     ttft_ms: Option<f64>,
     /// Decode tokens/s over SSE: (content events - 1) / (last - first).
-    tokens_per_s: Option<f64>,
+    pub(super) tokens_per_s: Option<f64>,
     prompt_tokens: f64,
-    output_tokens: f64,
+    pub(super) output_tokens: f64,
     error: Option<String>,
 }
 
@@ -470,7 +475,7 @@ fn content_times(s: &Events) -> Vec<f64> {
         .collect()
 }
 
-fn summarize(s: &Events) -> Stream {
+pub(super) fn summarize(s: &Events) -> Stream {
     let times = content_times(s);
     let error = s
         .events
@@ -577,7 +582,7 @@ fn prompts_alone(
 
 /// Dollars per million output tokens at `cpu_ms` per token, one request
 /// per turn of `tokens_per_turn` output tokens.
-fn dollars(cpu_ms: f64, tokens_per_turn: f64) -> f64 {
+pub(super) fn dollars(cpu_ms: f64, tokens_per_turn: f64) -> f64 {
     cpu_ms * CPU_MS_PRICE + REQUEST_PRICE / tokens_per_turn
 }
 
@@ -696,13 +701,13 @@ pub(super) fn gzip_bytes(paths: &[std::path::PathBuf]) -> u64 {
         .unwrap_or(0)
 }
 
-fn mib(b: f64) -> String {
+pub(super) fn mib(b: f64) -> String {
     format!("{:.1} MiB", b / 1048576.0)
 }
 
 /// One shard alone in a fresh workerd: its startup including the weights'
 /// load (ms).
-fn shard_startup(shard: &support::ShardPlan) -> f64 {
+pub(super) fn shard_startup(shard: &support::ShardPlan) -> f64 {
     let dir = support::root().join("build/shards").join(&shard.script);
     let read = |f: &str| std::fs::read(dir.join(f)).expect("a built shard");
     let modules = [
@@ -739,7 +744,11 @@ fn shard_startup(shard: &support::ShardPlan) -> f64 {
 }
 
 /// The figures of a native llama.cpp case: `llama["rows"][threads]["cases"][name]`.
-fn llama_case<'a>(llama: &'a Option<Value>, threads: u64, name: &str) -> Option<&'a Value> {
+pub(super) fn llama_case<'a>(
+    llama: &'a Option<Value>,
+    threads: u64,
+    name: &str,
+) -> Option<&'a Value> {
     llama.as_ref()?["rows"]
         .as_array()?
         .iter()
