@@ -397,14 +397,17 @@ mod planning {
 
     /// Qwen2.5-Coder-0.5B-Instruct from its own file (151,936 x 896 Q8_0
     /// tied embedding, 145 MB; 24 layers of Q5_0 / Q4_K / Q6_K) and the
-    /// 1.5B's shape (28 layers, d 1536, ffn 8960, Q4_K layers, a Q6_K
-    /// embedding): planned with SmolLM2's shard budget (context 1024, two
-    /// conversations). The 0.5B takes 5 slices and 6 layer shards; the
-    /// 1.5B's layers (~26 MB each, held twice: the module's bytes and the
-    /// linear memory they are copied into) fit one to an isolate, so 28
-    /// layer shards and 7 slices: over the 32 Workers a request may reach,
-    /// refused with the count. With one conversation at 512 tokens two
-    /// layers fit an isolate: 14 layer shards, 7 slices, 22 Workers.
+    /// 1.5B's shape as its Q4_K_M file has it (28 layers, d 1536, ffn 8960;
+    /// a Q4_K embedding and a Q6_K head, 322 MB; Q6_K attn_v and ffn_down in
+    /// 14 layers): planned with SmolLM2's shard budget (context 1024, two
+    /// conversations). The 0.5B takes 5 slices and 5 layer shards. The
+    /// 1.5B's layers (26-30 MB, held twice: the module's bytes and the
+    /// linear memory they are copied into) fit two to an isolate only when
+    /// both are the smaller kind and the window is 32 rows (engine
+    /// `stage_rows`; at 128 rows no two fit): at two conversations that is
+    /// still over the 32 Workers a request may reach, refused with the
+    /// count; at one, 6 slices and 22 layer shards, 29 Workers (what
+    /// scripts/add-model plans for the real file).
     #[test]
     fn qwen_plans_with_its_vocabulary_cut() {
         let path = std::process::Command::new("python3")
@@ -427,24 +430,45 @@ mod planning {
         let small = plan_split(&costs, &b, 151_936).unwrap();
         check_split(&costs, &b, &small, 151_936);
         let k = |n: usize| packed_bytes(GGUFTensorType::Q4_K, n as u64).unwrap();
+        let q6 = |n: usize| packed_bytes(GGUFTensorType::Q6_K, n as u64).unwrap();
         let (d, ffn, kv) = (1536, 8960, 256);
+        // Q4_K_M as in the 1.5B's file: Q4_K but for attn_v and ffn_down,
+        // Q6_K in these layers.
+        const MORE_BITS: [usize; 14] = [0, 1, 5, 6, 7, 8, 9, 10, 13, 16, 19, 21, 24, 27];
+        let layer = |i: usize| {
+            let wide = |n: usize| if MORE_BITS.contains(&i) { q6(n) } else { k(n) };
+            (2 * d + d + 2 * kv) as u64 * 4
+                + k(2 * d * d + d * kv + 2 * d * ffn)
+                + wide(d * kv)
+                + wide(ffn * d)
+        };
+        let window = 32 * (4 * (3 * d + 2 * d + 2 * kv + 2 * ffn + ffn + 2 * d)) as u64;
         let large = Costs {
-            embedding: packed_bytes(GGUFTensorType::Q6_K, 151_936 * d as u64).unwrap(),
-            layers: vec![2 * 4 * d as u64 + k(2 * d * d + 2 * d * kv + 3 * d * ffn); 28],
+            embedding: k(151_936 * d),
+            head: Some(q6(151_936 * d)),
+            layers: (0..28).map(layer).collect(),
             kv_per_token: 2 * kv as u64 * 4,
-            stage: 128 * 40 * d as u64,
+            stage: window,
+            logits: 2 * 16 * 4 * 151_936,
             ..costs.clone()
         };
         let e = plan_split(&large, &b, 151_936).unwrap_err();
-        assert!(e.contains("36 Workers"), "{e}");
-        let lean = budget(512, 1);
+        assert!(e.contains("over the 32"), "{e}");
+        let lean = budget(1024, 1);
         let large_plan = plan_split(&large, &lean, 151_936).unwrap();
         check_split(&large, &lean, &large_plan, 151_936);
-        assert_eq!(large_plan.workers(), 22);
-        assert_eq!((small.vocab.len(), small.layers.len()), (5, 6));
+        assert_eq!(
+            (
+                large_plan.vocab.len(),
+                large_plan.layers.len(),
+                large_plan.workers()
+            ),
+            (6, 22, 29)
+        );
+        assert_eq!((small.vocab.len(), small.layers.len()), (5, 5));
         for (name, p) in [
             ("0.5B", &small),
-            ("1.5B at 512 tokens, one conversation", &large_plan),
+            ("1.5B at 1024 tokens, one conversation", &large_plan),
         ] {
             println!(
                 "{name}: {} vocabulary shards ({:?} MB), {} layer shards ({:?}), {} Workers a request",
