@@ -87,7 +87,14 @@ pub fn rows(model: &str, runs: usize) -> (Vec<(String, String)>, Value) {
     );
     support::ensure_built();
     let spec = edgeinfer::registry::find(model).expect("the model is in the build");
-    let gguf = edgeinfer_pipeline::models_cache().join(format!("local/{model}.gguf"));
+    let manifest =
+        edgeinfer_pipeline::read_manifests(&support::root().join("models")).expect("the manifests");
+    let entry = manifest
+        .model
+        .iter()
+        .find(|m| m.id == model)
+        .expect("its entry");
+    let gguf = edgeinfer_pipeline::models_cache().join(&entry.artifact);
     let bindings = Bindings {
         shard_sockets: true,
         ..Bindings::default()

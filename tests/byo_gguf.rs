@@ -68,7 +68,13 @@ fn load() -> Byo {
     let InputSpec::ShardedChat { shards, .. } = spec.input else {
         panic!("{id} is not served by shard Workers");
     };
-    let path = check::models_cache().join(format!("local/{id}.gguf"));
+    let manifest = check::read_manifests(&support::root().join("models")).expect("manifests");
+    let entry = manifest
+        .model
+        .iter()
+        .find(|m| m.id == id)
+        .expect("its entry");
+    let path = check::models_cache().join(&entry.artifact);
     let bytes: &'static [u8] = Box::leak(
         std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()))

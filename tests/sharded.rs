@@ -832,6 +832,102 @@ fn a_trap_never_reuses_a_handle() -> Result<(), Failed> {
     )
 }
 
+/// A vocabulary slice's Worker (shard/pass.mjs `sliceEntrypoint` on the
+/// shard module's slice ABI, tests/shard_slice.mjs in Node) answers as the
+/// engine's `VocabSlice` natively, bit for bit: the embeddings of its rows,
+/// its best candidates (model ids) and its whole row of logits for a
+/// hidden state handed over as a view into a larger buffer; and refuses an
+/// id outside its rows, a hidden state of no whole rows, ids that are not a
+/// Uint32Array, and calls after its pass closed, with a message each.
+fn a_vocabulary_slice_answers_as_the_engine() -> Result<(), Failed> {
+    use edgeinfer_engine::decoder::vocab::VocabSlice;
+    let shard = support::shard_plan().into_iter().next().ok_or("no shard")?;
+    let built = support::root().join("build/shards").join(&shard.script);
+    let dir = support::TempDir::new("slice");
+    let rows = 1000..1256;
+    let gguf = check::pack_gguf::Gguf::parse(smollm2::gguf_bytes()).map_err(|e| e.to_string())?;
+    let packed = gguf.pack_vocab_slice(Storage::AsStored, rows.clone())?;
+    std::fs::write(dir.0.join("weights.bin"), &packed).map_err(|e| e.to_string())?;
+    std::fs::copy(built.join("shard.wasm"), dir.0.join("shard.wasm")).map_err(|e| e.to_string())?;
+    std::fs::copy(
+        support::root().join("shard/pass.mjs"),
+        dir.0.join("pass.mjs"),
+    )
+    .map_err(|e| e.to_string())?;
+    let slice = VocabSlice::parse(edgeinfer_engine::packed::leak_aligned(&packed))
+        .map_err(|e| e.to_string())?;
+    let dims = slice.config().dims;
+    let ids: Vec<u32> = vec![1000, 1255, 1100, 1000];
+    let mut noise = 0x2545_f491_u32;
+    let hidden: Vec<f32> = (0..dims)
+        .map(|_| {
+            noise = noise.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (noise >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+        })
+        .collect();
+    let input = json!({ "ids": ids, "hidden": hidden, "outside": rows.end });
+    let out = std::process::Command::new("node")
+        .arg(support::root().join("tests/shard_slice.mjs"))
+        .arg(&dir.0)
+        .arg(input.to_string())
+        .output()
+        .map_err(|e| format!("run node: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure(out.status.success(), || {
+        format!("{stdout}{}", String::from_utf8_lossy(&out.stderr))
+    })?;
+    // The last line: the slice logs its pass's end before it.
+    let seen: Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| format!("no result: {stdout}"))?;
+    let floats = |v: &Value| -> Vec<u32> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| (x.as_f64().unwrap_or(f64::NAN) as f32).to_bits())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    let embed = slice.embed(&ids).map_err(|e| e.to_string())?;
+    ensure(floats(&seen["embed"]) == bits(&embed), || {
+        "embeddings differ".into()
+    })?;
+    let logits = slice.logits(&hidden).map_err(|e| e.to_string())?;
+    ensure(floats(&seen["logits"]) == bits(&logits), || {
+        "logits differ".into()
+    })?;
+    let best = slice.best(&hidden, 5).map_err(|e| e.to_string())?.remove(0);
+    let best_ids: Vec<u64> = best.iter().map(|c| u64::from(c.0)).collect();
+    let best_logits: Vec<f32> = best.iter().map(|c| c.1).collect();
+    ensure(
+        seen["best_ids"] == json!(best_ids) && floats(&seen["best_logits"]) == bits(&best_logits),
+        || {
+            format!(
+                "best: {} {} vs {best:?}",
+                seen["best_ids"], seen["best_logits"]
+            )
+        },
+    )?;
+    let says = |k: &str, what: &str| seen[k].as_str().is_some_and(|m| m.contains(what));
+    ensure(
+        seen["cached"] == 4
+            && says(
+                "out_of_range",
+                "1256 is not in this vocabulary slice's rows 1000..1256",
+            )
+            && says("wrong_size", "whole rows")
+            && says("not_ids", "Uint32Array")
+            && says("after_close", "ended")
+            && seen["info"]["first"] == rows.start
+            && seen["info"]["end"] == rows.end,
+        || format!("{seen}"),
+    )
+}
+
 /// Shards whose budget a turn can never fit (64 tokens): the front gets
 /// their refusal and answers 503 `shard_unavailable` with their reason,
 /// streamed or not, before any stream starts.
@@ -996,6 +1092,9 @@ fn checks() -> Vec<(&'static str, Check)> {
         }),
         ("a_trap_never_reuses_a_handle", |_| {
             a_trap_never_reuses_a_handle()
+        }),
+        ("a_vocabulary_slice_answers_as_the_engine", |_| {
+            a_vocabulary_slice_answers_as_the_engine()
         }),
         ("a_shards_refusal_is_a_503_before_the_stream", |_| {
             a_shards_refusal_is_a_503_before_the_stream()

@@ -515,6 +515,23 @@ pub fn parse_manifest(text: &str) -> Result<Manifest, CheckError> {
         );
     }
     let mut ids = HashSet::new();
+    // Shard Workers are named after their model's id, spelled for bindings
+    // and scripts: two ids spelled alike would share Workers.
+    let mut spelled: HashMap<String, &str> = HashMap::new();
+    for m in &manifest.model {
+        if matches!(m.input, InputEntry::GgufChat { .. }) {
+            let (binding, _) = shard_names(&m.id, 0);
+            if let Some(other) = spelled.insert(binding.clone(), &m.id) {
+                if other != m.id {
+                    return err(
+                        &m.id,
+                        format!("its shard Workers would be named as model `{other}`'s ({binding})"),
+                        "give it an id that differs in letters or digits (scripts/add-model --id NAME)",
+                    );
+                }
+            }
+        }
+    }
     for m in &manifest.model {
         if m.id.is_empty()
             || !m

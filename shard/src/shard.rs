@@ -692,7 +692,12 @@ impl Shard {
     /// A single conversation is never held.
     pub fn step_batch(&mut self, calls: &[Call], now: Millis) -> Batch {
         let asked = |p: &Pass| calls.iter().any(|c| c.handle == p.handle);
-        let first = self.decoder.as_ref().is_some_and(|d| d.part().embeds);
+        // The chain's first shard: it embeds, or (the vocabulary cut into
+        // slices) it holds layer 0 and takes the slices' embeddings.
+        let first = self
+            .decoder
+            .as_ref()
+            .is_some_and(|d| d.part().first_layer == 0);
         let fed = self.passes.iter().filter(|p| p.fed).count() as u64;
         let window = if first { fed } else { RELAY_WINDOW };
         let in_step = |p: &&Pass| p.fed && !p.missed && p.stage + window > self.stages;

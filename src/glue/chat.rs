@@ -105,8 +105,11 @@ async fn open_chain(
         model: sharded.model,
         shards: sharded.shards,
         window: sharded.window,
+        dims: sharded.dims,
     };
-    warm_public_start(env, sharding, trace, sharded.public_start).await;
+    if sharding.warms_with_a_turn() {
+        warm_public_start(env, sharding, trace, sharded.public_start).await;
+    }
     let chain = Chain::open(
         env,
         sharding,

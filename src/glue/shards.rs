@@ -99,6 +99,27 @@ pub struct Sharding {
     /// The most rows one call carries (the model's window,
     /// `edgeinfer_engine::decoder::stage_rows`).
     pub window: usize,
+    /// Its hidden states' width (what a slice's embedding row must be).
+    pub dims: usize,
+}
+
+/// Cloudflare's limit of Worker invocations per request: a turn opens one
+/// pass per shard Worker (one invocation each).
+const MOST_INVOCATIONS: usize = 32;
+
+impl Sharding {
+    /// Whether the public start may be fed in the same request as a turn:
+    /// feeding it opens every shard once more, and the two together must
+    /// stay within [`MOST_INVOCATIONS`] (not so for Qwen2.5-1.5B's 28
+    /// shard Workers: its turns go without the shared start).
+    pub fn warms_with_a_turn(&self) -> bool {
+        // The front's own, and each shard twice.
+        2 * self.shards.len() < MOST_INVOCATIONS
+    }
+
+    fn has_slices(&self) -> bool {
+        self.shards.iter().any(|s| s.rows.is_some())
+    }
 }
 
 /// One turn's passes, one per shard, in chain order.
@@ -106,6 +127,7 @@ pub struct Chain {
     passes: Vec<(&'static ShardSpec, ShardPass)>,
     model: &'static str,
     window: usize,
+    dims: usize,
     /// The prompt's first tokens every shard's cache holds.
     cached: usize,
     /// Every token id fed so far, the prompt's cached start included.
@@ -248,6 +270,7 @@ impl Chain {
             passes: Vec::with_capacity(shards.len()),
             model,
             window: sharding.window.max(1),
+            dims: sharding.dims,
             cached: prompt.len(),
             fed: Vec::with_capacity(tokens),
             failed: false,
@@ -390,7 +413,9 @@ impl Chain {
         let mut hops: Vec<(&'static str, f64)> = Vec::with_capacity(self.passes.len() * pieces);
         for (k, piece) in tokens.chunks(self.window).enumerate() {
             let last = k + 1 == pieces;
-            let ask = if last { best } else { Some(1) };
+            // Pieces before the last: their logits are not used (None: no
+            // slice is asked; a last shard that predicts ranks one).
+            let ask = if last { best.or(Some(0)) } else { None };
             let (logits, times) = self.run_piece(piece, at + k * self.window, ask).await?;
             // One entry per shard per piece: the turn sums them by name.
             hops.extend(times);
@@ -401,11 +426,13 @@ impl Chain {
         Err(ApiError::internal("a model pass over no tokens"))
     }
 
+    /// One piece through the chain. `predict`: `None`, its logits are not
+    /// used; `Some(0)`, the whole row; `Some(k)`, the best `k`.
     async fn run_piece(
         &self,
         tokens: &[u32],
         at: usize,
-        best: Option<usize>,
+        predict: Option<usize>,
     ) -> Result<(Logits, Vec<(&'static str, f64)>), ApiError> {
         let (slices, layers): (Vec<_>, Vec<_>) =
             self.passes.iter().partition(|(s, _)| s.rows.is_some());
@@ -418,11 +445,12 @@ impl Chain {
             self.embed(&slices, tokens, &mut hops).await?.into()
         };
         let at = u32::try_from(at).unwrap_or(u32::MAX);
-        // Slices rank at most MOST_BEST; more is the whole row.
-        let best = match best {
+        // Slices rank at most MOST_BEST; more is the whole row. A last
+        // shard that predicts ranks one when the logits are not used.
+        let best = match predict {
             Some(k) if !slices.is_empty() && k > MOST_BEST => 0,
             Some(k) => u32::try_from(k).unwrap_or(u32::MAX),
-            None => 0,
+            None => 1,
         };
         let mut ids = None;
         for (shard, pass) in &layers {
@@ -436,6 +464,9 @@ impl Chain {
             .dyn_into::<Float32Array>()
             .map_err(|_| ApiError::internal("a sharded model has no shards"))?;
         if !slices.is_empty() {
+            if predict.is_none() {
+                return Ok((Logits::Best(Vec::new()), hops));
+            }
             return self
                 .predict(&slices, values, tokens.len(), best, hops)
                 .await;
@@ -514,7 +545,7 @@ impl Chain {
             let (shard, (values, _, ms)) = answer?;
             hops.push((shard.script, ms));
             let values = values.to_vec();
-            let dims = values.len() / rows.len();
+            let dims = self.dims;
             if dims == 0 || values.len() != dims * rows.len() {
                 return Err(shard_error(
                     self.model,
@@ -550,12 +581,20 @@ impl Chain {
     ) -> Result<(Logits, Vec<(&'static str, f64)>), ApiError> {
         let rows = rows as u32;
         let dims = hidden.length().checked_div(rows).unwrap_or(0);
-        if dims == 0 || rows * dims != hidden.length() {
-            return Err(ApiError::internal(format!(
-                "model {}: the last layer shard gave {} floats, not whole rows of {dims}",
-                self.model,
-                hidden.length()
-            )));
+        if dims == 0 || rows * dims != hidden.length() || dims as usize != self.dims {
+            let last = self.passes.iter().rfind(|(s, _)| s.rows.is_none());
+            return Err(match last {
+                Some((shard, _)) => shard_error(
+                    self.model,
+                    shard,
+                    &format!(
+                        "gave {} floats, not {rows} rows of {}",
+                        hidden.length(),
+                        self.dims
+                    ),
+                ),
+                None => ApiError::internal("a model cut into slices has no layer shards"),
+            });
         }
         // A copy, not a view: a view would carry its whole buffer over RPC.
         let last: JsValue = hidden.slice((rows - 1) * dims, rows * dims).into();
@@ -653,8 +692,11 @@ pub async fn warm_public_start(env: &Env, sharding: Sharding, trace: &Trace, ids
         rewarm_later(model);
         return;
     };
-    // The whole row (not candidates): the shards count only callers' ranked calls.
-    let fed = chain.forward(ids, None).await.is_ok();
+    // The whole row (not candidates): the shards count only callers' ranked
+    // calls. Slices are asked for one candidate: a row is the vocabulary's
+    // floats.
+    let ask = sharding.has_slices().then_some(1);
+    let fed = chain.forward(ids, ask).await.is_ok();
     chain.failed |= !fed;
     chain.close().await;
     if !fed {

@@ -26,6 +26,13 @@ pub enum DecoderError {
     NoTokens,
     #[error("token id {token} is outside the vocabulary of {vocab}")]
     TokenOutOfRange { token: u32, vocab: usize },
+    /// A vocabulary slice asked for a row it does not hold.
+    #[error("token id {token} is not in this vocabulary slice's rows {first}..{end}")]
+    TokenNotInSlice {
+        token: u32,
+        first: usize,
+        end: usize,
+    },
     #[error("{needed} tokens exceed the model's context of {context}")]
     ContextFull { needed: usize, context: usize },
     /// A shard was given the other kind of input (token ids to one that

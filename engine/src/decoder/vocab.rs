@@ -97,9 +97,10 @@ impl VocabSlice {
             return Err(DecoderError::NoTokens);
         }
         if let Some(&token) = tokens.iter().find(|&&t| !self.rows.contains(&(t as usize))) {
-            return Err(DecoderError::TokenOutOfRange {
+            return Err(DecoderError::TokenNotInSlice {
                 token,
-                vocab: self.config.vocab,
+                first: self.rows.start,
+                end: self.rows.end,
             });
         }
         let d = self.config.dims;

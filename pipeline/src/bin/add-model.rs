@@ -2,13 +2,14 @@
 //! model of a GGUF file the user brings, as build.rs and scripts/build-shards
 //! will serve it, or says why it cannot.
 //!
-//! It copies (hard-links) the file into the models cache, writes its entry
+//! It hard-links (or copies) the file into the models cache under a name
+//! with its hash (`local/<id>-<sha256 prefix>.gguf`), writes its entry
 //! into models/local.toml (the user's manifest beside models/manifest.toml,
 //! not in git; an entry of the same id is replaced), and runs every check
 //! build.rs runs on it -- architecture, tensor types, the tokenizer built
 //! from the file's vocabulary, the ChatML template, the shard plan -- so a
 //! file that cannot be served is refused here, with the reason, before
-//! anything is written. It prints the plan: every Worker, what it holds,
+//! its entry is written. It prints the plan: every Worker, what it holds,
 //! its weights and planned memory. The front worker's bindings to them are
 //! added by scripts/nobuild-config from build/shards/plan.json.
 //!
@@ -150,8 +151,8 @@ fn entry(
 ) -> String {
     let (registry, package, version) = source(o.source.as_deref(), &o.file);
     format!(
-        "# Added by scripts/add-model from {file}.\n\
-         [[model]]\n\
+        "[[model]]\n\
+         # Added by scripts/add-model from {file}.\n\
          id = {id}\n\
          version = \"0.1.0\"\n\
          task = \"text-generation\"\n\
@@ -179,7 +180,7 @@ fn entry(
          code_kib = 256\n\
          runtime_mib = 6\n\
          sessions = {sessions}\n",
-        file = o.file.display(),
+        file = o.file.display().to_string().replace(['\n', '\r'], " "),
         id = quoted(id),
         description = quoted(description),
         license = quoted(&o.license),
@@ -192,18 +193,32 @@ fn entry(
     )
 }
 
-/// models/local.toml's entries but the one of `id`, as text.
+/// models/local.toml's text but the entry of `id`: the file cut at each
+/// `[[model]]` line (an entry's tables follow it up to the next), the
+/// entry whose `id` line is `id`'s dropped, the rest kept as written.
 fn other_entries(text: &str, id: &str) -> String {
     let own = format!("id = {}", quoted(id));
-    let mut kept = String::new();
-    for block in text
-        .split("# Added by scripts/add-model")
-        .filter(|b| !b.trim().is_empty())
-    {
-        if !block.lines().any(|l| l.trim() == own) {
-            kept.push_str("# Added by scripts/add-model");
-            kept.push_str(block);
+    let mut blocks: Vec<String> = vec![String::new()];
+    for line in text.split_inclusive('\n') {
+        if line.trim() == "[[model]]" {
+            blocks.push(String::new());
         }
+        if let Some(block) = blocks.last_mut() {
+            block.push_str(line);
+        }
+    }
+    let mut kept = String::new();
+    for (i, block) in blocks.iter().enumerate() {
+        if i > 0 && block.lines().any(|l| l.trim() == own) {
+            continue;
+        }
+        kept.push_str(block);
+        if !kept.is_empty() && !kept.ends_with('\n') {
+            kept.push('\n');
+        }
+    }
+    if !kept.is_empty() && !kept.ends_with("\n\n") {
+        kept.push('\n');
     }
     kept
 }
@@ -224,8 +239,15 @@ fn main() {
                 .unwrap_or("model")
         }))
     });
-    if id.is_empty() {
-        fail("give the model an id: --id NAME");
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        || id.starts_with('.')
+    {
+        fail(format!(
+            "model id {id:?}: give one of ASCII letters, digits, '-', '_' and '.' (--id NAME)"
+        ));
     }
     // The tokens the front's ChatML rendering needs (other templates are
     // not served yet).
@@ -270,17 +292,20 @@ fn main() {
         )
     });
 
-    // Into the models cache, where build.rs and scripts/build-shards read it.
-    let artifact = format!("local/{id}.gguf");
+    // Into the models cache, where build.rs and scripts/build-shards read
+    // it, named by its hash: adding another file under the same id never
+    // changes the bytes an existing entry names.
+    let artifact = format!("local/{id}-{}.gguf", &sha256[..16]);
     let cached = check::models_cache().join(&artifact);
     std::fs::create_dir_all(cached.parent().unwrap_or(Path::new(".")))
         .unwrap_or_else(|e| fail(format!("create the models cache: {e}")));
-    if std::fs::canonicalize(&o.file).ok() != std::fs::canonicalize(&cached).ok() {
-        let _ = std::fs::remove_file(&cached);
-        if std::fs::hard_link(&o.file, &cached).is_err() {
-            std::fs::copy(&o.file, &cached)
-                .unwrap_or_else(|e| fail(format!("copy into {}: {e}", cached.display())));
-        }
+    // Already there: the same bytes (build.rs checks the whole sha256).
+    if !cached.exists() && std::fs::hard_link(&o.file, &cached).is_err() {
+        // A copy lands under a temporary name first: never half a file.
+        let partial = cached.with_extension("gguf.partial");
+        std::fs::copy(&o.file, &partial)
+            .and_then(|_| std::fs::rename(&partial, &cached))
+            .unwrap_or_else(|e| fail(format!("copy into {}: {e}", cached.display())));
     }
 
     let models = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -181,6 +181,8 @@ pub struct Sharded<'a> {
     /// The most rows a call carries: the model's window
     /// (`edgeinfer_engine::decoder::stage_rows`), as its shards run it.
     pub window: usize,
+    /// Its hidden states' width.
+    pub dims: usize,
 }
 
 /// Where a reply is.
@@ -218,6 +220,7 @@ pub struct ChatTurn {
     public_start: &'static [u32],
     /// Its window ([`Sharded::window`]).
     window: usize,
+    dims: usize,
 }
 
 impl ChatTurn {
@@ -259,6 +262,7 @@ impl ChatTurn {
             cached_tokens: 0,
             public_start: model.public_start(),
             window: stage_rows(model.decoder().config()),
+            dims: model.decoder().config().dims,
         })
     }
 
@@ -341,6 +345,7 @@ impl ChatTurn {
                 prompt: self.generation.prompt(),
                 public_start: self.public_start,
                 window: self.window,
+                dims: self.dims,
             }),
             _ => None,
         }
