@@ -189,3 +189,73 @@ fn the_files_own_blocks_follow_its_float32_dequantization() {
     let reply = vocab.decode(&greedy(&blocks, &france, 16, end));
     assert!(reply.contains("Paris"), "{reply}");
 }
+
+/// Our engine on the file dequantized to float32 against Hugging Face
+/// transformers on the same file (its GGUF loader dequantizes to float32
+/// too): 32 greedy tokens after each chat of
+/// `models/qwen2.5-coder-0.5b/greedy.json` (written by
+/// `transformers_greedy.py` in that folder, transformers 4.57.1 + torch on
+/// CPU). The prompt ids are transformers' tokenization of its own chat
+/// template's text; ours must be the same ids, then the same replies. Two
+/// float32 implementations sum in different orders, so a step whose top two
+/// logits are within 1e-3 in transformers (`min_margin`) may pick either:
+/// a case is compared up to its first such step.
+#[test]
+#[ignore = "~3 GB and a minute: run with --ignored"]
+fn float32_greedy_equals_transformers() {
+    let golden: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::root().join("models/qwen2.5-coder-0.5b/greedy.json"))
+            .expect("models/qwen2.5-coder-0.5b/greedy.json (transformers_greedy.py writes it)"),
+    )
+    .unwrap();
+    let bytes = std::fs::read(fetched("qwen2.5-coder-0.5b")).unwrap();
+    let gguf = Gguf::parse(&bytes).unwrap();
+    let vocab = Vocab::new(&gguf);
+    let float = gguf.pack(Storage::Float32).unwrap();
+    let float = Decoder::parse(leak_aligned(&float.bytes)).unwrap();
+    drop(bytes);
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let cases = golden["cases"].as_array().unwrap();
+    assert!(cases.len() >= 10, "{} cases", cases.len());
+    let (mut compared, mut equal) = (0, 0);
+    for case in cases {
+        let prompt = ids(&case["prompt_ids"]);
+        let expected = ids(&case["greedy_ids"]);
+        // Steps up to the first near-tie, when the reference has one.
+        let sure = case["margins"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .position(|x| x.as_f64().unwrap_or(0.0) < 1e-3)
+                    .unwrap_or(m.len())
+            })
+            .unwrap_or(expected.len());
+        let ours = greedy(&float, &prompt, expected.len(), u32::MAX);
+        println!(
+            "{:?}: {:?}",
+            case["messages"].as_array().unwrap().last().unwrap()["content"],
+            vocab.decode(&ours)
+        );
+        assert_eq!(
+            ours[..sure],
+            expected[..sure],
+            "{}: ours {:?}, transformers {:?}",
+            case["messages"],
+            vocab.decode(&ours),
+            vocab.decode(&expected)
+        );
+        compared += sure;
+        equal += ours.iter().zip(&expected).take_while(|(a, b)| a == b).count();
+    }
+    println!(
+        "{} chats: {equal} of {} greedy tokens equal before a first difference ({compared} compared up to near-ties)",
+        cases.len(),
+        cases.len() * 32
+    );
+}
