@@ -251,7 +251,11 @@ fn float32_greedy_equals_transformers() {
             vocab.decode(&expected)
         );
         compared += sure;
-        equal += ours.iter().zip(&expected).take_while(|(a, b)| a == b).count();
+        equal += ours
+            .iter()
+            .zip(&expected)
+            .take_while(|(a, b)| a == b)
+            .count();
     }
     println!(
         "{} chats: {equal} of {} greedy tokens equal before a first difference ({compared} compared up to near-ties)",

@@ -692,12 +692,11 @@ impl Shard {
     /// A single conversation is never held.
     pub fn step_batch(&mut self, calls: &[Call], now: Millis) -> Batch {
         let asked = |p: &Pass| calls.iter().any(|c| c.handle == p.handle);
-        // The chain's first shard: it embeds, or (the vocabulary cut into
-        // slices) it holds layer 0 and takes the slices' embeddings.
-        let first = self
-            .decoder
-            .as_ref()
-            .is_some_and(|d| d.part().first_layer == 0);
+        // The chain's first shard: the one that embeds. (In a plan whose
+        // vocabulary is cut into slices no layer shard embeds, and the first
+        // holds calls as the others do: its part alone cannot tell it from
+        // SmolLM2's second shard, which also starts at layer 0.)
+        let first = self.decoder.as_ref().is_some_and(|d| d.part().embeds);
         let fed = self.passes.iter().filter(|p| p.fed).count() as u64;
         let window = if first { fed } else { RELAY_WINDOW };
         let in_step = |p: &&Pass| p.fed && !p.missed && p.stage + window > self.stages;
