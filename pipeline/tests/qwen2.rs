@@ -1,7 +1,8 @@
 //! Qwen2.5-Coder-0.5B-Instruct's own GGUF (Q5_0, Q8_0, Q6_K, Q4_K blocks; Qwen2
 //! with q/k/v biases) through our engine, against the same file dequantized to
-//! float32 run by our engine (the reference: no other runtime is installed):
-//! greedy replies to chat prompts, and the perplexity of a text under both.
+//! float32 run by our engine: greedy replies to chat prompts, and the
+//! perplexity of a text under both; and that float32 engine against Hugging
+//! Face transformers on the same file (`greedy.json`, its reference run).
 //!
 //! Run: `cargo test -p edgeinfer-pipeline --test qwen2 -- --ignored --nocapture`
 //! (ignored by default: packing the float32 reference takes ~4 GB of memory and
@@ -232,7 +233,7 @@ fn float32_greedy_equals_transformers() {
             .as_array()
             .map(|m| {
                 m.iter()
-                    .position(|x| x.as_f64().unwrap_or(0.0) < 1e-3)
+                    .position(|x| x.as_f64().unwrap_or(0.0) < 0.01)
                     .unwrap_or(m.len())
             })
             .unwrap_or(expected.len());
