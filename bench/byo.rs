@@ -4,6 +4,7 @@
 //! the same prompt ids. The rows:
 //! - the plan: Workers a request reaches (the front's own included, at most
 //!   32), vocabulary slices and layer shards;
+//! - the front isolate: its wasm module, linear memory and startup;
 //! - per isolate (every shard Worker of the model): bundle (its four files:
 //!   entry, logic, shard module, weights), planned memory, linear memory
 //!   after the run (it only grows: the isolate's peak), its weights' bytes
@@ -108,6 +109,7 @@ pub fn rows(model: &str, runs: usize) -> (Vec<(String, String)>, Value) {
         })
         .collect();
     let w = Worker::start_with(&bindings);
+    let front_startup = super::ms(w.startup);
     let pid = os::server_pid(&w.base);
     let c = w.client();
     // Every isolate loaded, without a figure.
@@ -165,6 +167,13 @@ pub fn rows(model: &str, runs: usize) -> (Vec<(String, String)>, Value) {
             "load_ms": info["load_ms"],
         }));
     }
+    // The front isolate: its module (every added model's tokenizer is in it)
+    // and its linear memory after the run.
+    let front_memory = w.client().get("/healthz").json()["wasm_memory_bytes"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    let front_bundle = std::fs::metadata(support::root().join("build/index_bg.wasm"))
+        .map_or(0, |m| m.len()) as f64;
     drop(w);
     let largest_layers = plan
         .iter()
@@ -217,6 +226,10 @@ pub fn rows(model: &str, runs: usize) -> (Vec<(String, String)>, Value) {
             ),
         ),
     ];
+    rows.push((
+        "front isolate: wasm module / linear memory after the run / startup (workerd, every Worker)".into(),
+        format!("{} / {} / {front_startup:.0} ms", mib(front_bundle), mib(front_memory)),
+    ));
     for (script, ms) in &startups {
         rows.push((
             format!("startup alone, {script} (fresh workerd, weights loaded on first call)"),
@@ -258,6 +271,7 @@ pub fn rows(model: &str, runs: usize) -> (Vec<(String, String)>, Value) {
         "machine": machine_json,
         "workers": plan.len() + 1,
         "vocabulary_slices": vocab_slices,
+        "front": { "wasm_bytes": front_bundle, "linear_memory_bytes": front_memory, "startup_ms": front_startup },
         "isolates": isolates,
         "startup_alone_ms": startups.iter().map(|(s, ms)| json!({ "script": s, "ms": ms })).collect::<Vec<_>>(),
         "ttft_cold_ms": cold,

@@ -169,15 +169,7 @@ impl Byo {
 }
 
 fn chat(c: &Client, body: &Value) -> Result<Value, Failed> {
-    let res = c.post_json("/v1/chat/completions", body);
-    ensure(res.status == 200, || {
-        format!(
-            "{body}: {} {}",
-            res.status,
-            String::from_utf8_lossy(&res.body)
-        )
-    })?;
-    Ok(res.json())
+    support::chat_ok(c, body)
 }
 
 fn greedy_equals_the_native_engine(byo: &Byo, c: &Client) -> Result<(), Failed> {
@@ -245,23 +237,13 @@ fn listed_with_its_workers(byo: &Byo, c: &Client) -> Result<(), Failed> {
 /// The official openai Python client, unmodified but for its base URL:
 /// whole and streamed alike, naming Paris, sessions and the models list.
 fn openai_python_client(byo: &Byo, c: &Client) -> Result<(), Failed> {
-    let Some(python) = support::client_python() else {
-        return Err("the openai Python client is not installed: run scripts/setup".into());
-    };
-    let out = std::process::Command::new(python)
-        .arg(support::root().join("tests/clients/openai_chat.py"))
-        .env("EDGEINFER_BASE_URL", format!("{}/v1", c.base()))
-        .env("EDGEINFER_CHAT_MODEL", &byo.id)
-        .env("EDGEINFER_EXPECT_PARIS", "1")
-        .output()
-        .expect("run tests/clients/openai_chat.py");
-    ensure(out.status.success(), || {
-        format!(
-            "openai_chat.py failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    support::openai_python_client(
+        c,
+        &[
+            ("EDGEINFER_CHAT_MODEL", byo.id.as_str()),
+            ("EDGEINFER_EXPECT_PARIS", "1"),
+        ],
+    )
 }
 
 type Check = fn(&Byo, &Client) -> Result<(), Failed>;

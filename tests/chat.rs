@@ -744,21 +744,7 @@ fn session_errors(c: &Client) -> Result<(), Failed> {
 
 /// The official Python client, unmodified: whole, streamed, with a session.
 fn openai_python_client(c: &Client) -> Result<(), Failed> {
-    let Some(python) = support::client_python() else {
-        return Err("the openai Python client is not installed: run scripts/setup".into());
-    };
-    let out = std::process::Command::new(python)
-        .arg(support::root().join("tests/clients/openai_chat.py"))
-        .env("EDGEINFER_BASE_URL", format!("{}/v1", c.base()))
-        .output()
-        .expect("run tests/clients/openai_chat.py");
-    ensure(out.status.success(), || {
-        format!(
-            "openai_chat.py failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    support::openai_python_client(c, &[])
 }
 
 /// Sessions survive a restart of workerd on the same storage directory.

@@ -99,15 +99,7 @@ fn content(reply: &Value) -> &str {
 }
 
 fn chat(c: &Client, body: &Value) -> Result<Value, Failed> {
-    let res = c.post_json("/v1/chat/completions", body);
-    ensure(res.status == 200, || {
-        format!(
-            "{body}: {} {}",
-            res.status,
-            String::from_utf8_lossy(&res.body)
-        )
-    })?;
-    Ok(res.json())
+    support::chat_ok(c, body)
 }
 
 fn greedy_equals_the_native_engine(c: &Client) -> Result<(), Failed> {
@@ -797,20 +789,7 @@ fn a_trap_never_reuses_a_handle() -> Result<(), Failed> {
         .find(|s| s.index == 0)
         .ok_or("no shard 0")?;
     let dir = support::root().join("build/shards").join(&shard.script);
-    let out = std::process::Command::new("node")
-        .arg(support::root().join("tests/shard_trap.mjs"))
-        .arg(&dir)
-        .output()
-        .map_err(|e| format!("run node: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure(out.status.success(), || {
-        format!("{stdout}{}", String::from_utf8_lossy(&out.stderr))
-    })?;
-    let seen: Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .ok_or_else(|| format!("no result: {stdout}"))?;
+    let seen = support::node_result("tests/shard_trap.mjs", &[dir.as_os_str()])?;
     let handles: Vec<u64> = seen["handles"]
         .as_array()
         .map(|h| h.iter().filter_map(Value::as_u64).collect())
@@ -866,22 +845,12 @@ fn a_vocabulary_slice_answers_as_the_engine() -> Result<(), Failed> {
         })
         .collect();
     let input = json!({ "ids": ids, "hidden": hidden, "outside": rows.end });
-    let out = std::process::Command::new("node")
-        .arg(support::root().join("tests/shard_slice.mjs"))
-        .arg(&dir.0)
-        .arg(input.to_string())
-        .output()
-        .map_err(|e| format!("run node: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure(out.status.success(), || {
-        format!("{stdout}{}", String::from_utf8_lossy(&out.stderr))
-    })?;
-    // The last line: the slice logs its pass's end before it.
-    let seen: Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .ok_or_else(|| format!("no result: {stdout}"))?;
+    // The slice logs its pass's end before its result line.
+    let input = input.to_string();
+    let seen = support::node_result(
+        "tests/shard_slice.mjs",
+        &[dir.0.as_os_str(), std::ffi::OsStr::new(&input)],
+    )?;
     let floats = |v: &Value| -> Vec<u32> {
         v.as_array()
             .map(|a| {

@@ -26,6 +26,65 @@ pub fn ensure(cond: bool, message: impl FnOnce() -> String) -> Result<(), libtes
     }
 }
 
+/// A whole chat completion that must be a 200 (the reply's JSON).
+pub fn chat_ok(
+    c: &Client,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, libtest_mimic::Failed> {
+    let res = c.post_json("/v1/chat/completions", body);
+    ensure(res.status == 200, || {
+        format!(
+            "{body}: {} {}",
+            res.status,
+            String::from_utf8_lossy(&res.body)
+        )
+    })?;
+    Ok(res.json())
+}
+
+/// tests/clients/openai_chat.py (the official openai Python client) against
+/// `c`, with `env` added: Ok when it exits 0.
+pub fn openai_python_client(c: &Client, env: &[(&str, &str)]) -> Result<(), libtest_mimic::Failed> {
+    let Some(python) = client_python() else {
+        return Err("the openai Python client is not installed: run scripts/setup".into());
+    };
+    let out = Command::new(python)
+        .arg(root().join("tests/clients/openai_chat.py"))
+        .env("EDGEINFER_BASE_URL", format!("{}/v1", c.base()))
+        .envs(env.iter().copied())
+        .output()
+        .expect("run tests/clients/openai_chat.py");
+    ensure(out.status.success(), || {
+        format!(
+            "openai_chat.py failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The last line of `node script args...`'s output as JSON (a script may
+/// log other lines before it), or why there is none.
+pub fn node_result(
+    script: &str,
+    args: &[&std::ffi::OsStr],
+) -> Result<serde_json::Value, libtest_mimic::Failed> {
+    let out = Command::new("node")
+        .arg(root().join(script))
+        .args(args)
+        .output()
+        .map_err(|e| format!("run node: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure(out.status.success(), || {
+        format!("{stdout}{}", String::from_utf8_lossy(&out.stderr))
+    })?;
+    stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| format!("no result: {stdout}").into())
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
